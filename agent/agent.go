@@ -1,0 +1,172 @@
+// Package agent is the gearbox node agent: it serves the Agent API over a
+// Containerizer. New starts nothing; Run serves until its context ends.
+// Stopping the agent never stops a container: they run on under their shims
+// and a new agent recovers them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/gearboxd/gearbox/containerizer/containerd"
+	"github.com/gearboxd/gearbox/logger/sandbox"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+// Agent is the node agent.
+type Agent struct {
+	cfg       Config
+	log       *slog.Logger
+	cz        *containerd.Containerizer
+	startedAt time.Time
+	stopping  atomic.Bool
+	ready     chan struct{}
+}
+
+// New checks the config; it starts nothing.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the API serves.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// LoggerBinary finds gearbox-logger: the configured path, else next to the
+// running binary, else on PATH.
+func LoggerBinary(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "gearbox-logger")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("gearbox-logger")
+	if err != nil {
+		return "", errors.New("gearbox-logger not found next to gearbox nor on PATH: build it (make build) or set logger_binary in the agent's config")
+	}
+	return filepath.Abs(p)
+}
+
+// Run connects to containerd, recovers containers, serves the Agent API and
+// returns when ctx ends (nil) or serving fails.
+func (a *Agent) Run(ctx context.Context) error {
+	a.startedAt = time.Now()
+	sock, _ := ParseListen(a.cfg.Listen)
+	for _, d := range []string{a.cfg.WorkDir, a.cfg.RunDir, filepath.Dir(sock)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	lb, err := LoggerBinary(a.cfg.LoggerBinary)
+	if err != nil {
+		return err
+	}
+	lg, err := sandbox.New(lb)
+	if err != nil {
+		return err
+	}
+	runtimes := map[string]containerd.RuntimeProfile{}
+	for n, rt := range a.cfg.Runtimes {
+		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
+	}
+	cz, err := containerd.New(ctx, containerd.Config{
+		Address: a.cfg.ContainerdAddress, Namespace: a.cfg.Namespace,
+		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
+		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
+		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
+		Logger: lg, Log: a.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer cz.Close()
+	a.cz = cz
+
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale socket %s: %w", sock, err)
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o660); err != nil {
+		lis.Close()
+		return fmt.Errorf("setting the mode of %s: %w", sock, err)
+	}
+
+	gs := grpc.NewServer()
+	agentv1.RegisterAgentServer(gs, &server{a: a})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(gs)
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	a.log.Info("agent serving", "listen", a.cfg.Listen, "namespace", a.cfg.Namespace, "containerd", a.cfg.ContainerdAddress)
+	close(a.ready)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving the Agent API: %w", err)
+	case <-ctx.Done():
+	}
+	// Stop in stages: refuse new work, let calls drain, then cut streams
+	// (follows and waits) that would otherwise hold the stop forever.
+	a.stopping.Store(true)
+	hs.Shutdown()
+	a.log.Info("agent stopping; containers keep running")
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-done
+	}
+	<-errc
+	return nil
+}
+
+// admit refuses new work while the agent stops.
+func (a *Agent) admit() error {
+	if a.stopping.Load() {
+		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent")
+	}
+	return nil
+}
+
+func (a *Agent) containerdHealthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := a.cz.Client().Version(ctx); err != nil {
+		return fmt.Errorf("%w: containerd at %s does not answer: %v", errdefs.ErrUnavailable, a.cfg.ContainerdAddress, err)
+	}
+	return nil
+}

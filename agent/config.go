@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ConfigVersion is the only config schema version this agent reads.
+const ConfigVersion = 1
+
+// Config is the agent's configuration: one TOML file, flags override it.
+type Config struct {
+	Version           int    `toml:"version"`
+	ContainerdAddress string `toml:"containerd_address"`
+	Namespace         string `toml:"namespace"`
+	WorkDir           string `toml:"work_dir"`
+	RunDir            string `toml:"run_dir"`
+	// Listen is the Agent API's address: unix:///path.
+	Listen      string `toml:"listen"`
+	Snapshotter string `toml:"snapshotter"`
+	// LoggerBinary is gearbox-logger; by default the one next to the
+	// gearbox binary, else the one on PATH.
+	LoggerBinary   string             `toml:"logger_binary"`
+	DefaultRuntime string             `toml:"default_runtime"`
+	Runtimes       map[string]Runtime `toml:"runtimes"`
+	Registries     Registries         `toml:"registries"`
+}
+
+// Runtime is a runtime profile.
+type Runtime struct {
+	// Type is the containerd shim type (io.containerd.runc.v2, …).
+	Type string `toml:"type"`
+	// Binary is the OCI runtime binary for the runc shim (runc, crun, a path).
+	Binary string `toml:"binary"`
+}
+
+// Registries says how to reach image registries.
+type Registries struct {
+	// Insecure lists registries (host or host:port) spoken to over plain
+	// HTTP. Loopback registries always are.
+	Insecure []string `toml:"insecure"`
+	// Config is a Docker config.json with credentials, used when a pull
+	// brings none.
+	Config string `toml:"config"`
+}
+
+// DefaultConfig is the configuration with nothing set.
+func DefaultConfig() Config {
+	return Config{
+		Version:           ConfigVersion,
+		ContainerdAddress: "/run/containerd/containerd.sock",
+		Namespace:         "gearbox",
+		WorkDir:           "/var/lib/gearbox",
+		RunDir:            "/run/gearbox",
+		Listen:            "unix:///run/gearbox/agent.sock",
+		Snapshotter:       "overlayfs",
+		DefaultRuntime:    "runc",
+		Runtimes: map[string]Runtime{
+			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
+		},
+	}
+}
+
+// LoadConfig reads a TOML file over the defaults. Unknown keys are errors:
+// a misspelt key must not be silently ignored.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	cfg.Runtimes = nil // a file that lists runtimes replaces the default set
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var keys []string
+		for _, k := range und {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		return cfg, fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
+	}
+	if cfg.Runtimes == nil {
+		cfg.Runtimes = DefaultConfig().Runtimes
+	}
+	return cfg, nil
+}
+
+// Validate checks the config and names the key at fault.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config key %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.Version != ConfigVersion {
+		bad("version", "is %d; this agent reads version %d", c.Version, ConfigVersion)
+	}
+	if c.ContainerdAddress == "" {
+		bad("containerd_address", "is empty")
+	}
+	if c.Namespace == "" || strings.ContainsAny(c.Namespace, "/ ") {
+		bad("namespace", "%q is not a containerd namespace name", c.Namespace)
+	}
+	for key, dir := range map[string]string{"work_dir": c.WorkDir, "run_dir": c.RunDir} {
+		if !filepath.IsAbs(dir) {
+			bad(key, "%q must be an absolute path", dir)
+		}
+	}
+	if _, err := ParseListen(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.LoggerBinary != "" && !filepath.IsAbs(c.LoggerBinary) {
+		bad("logger_binary", "%q must be an absolute path", c.LoggerBinary)
+	}
+	if len(c.Runtimes) == 0 {
+		bad("runtimes", "no runtime is configured")
+	}
+	for name, rt := range c.Runtimes {
+		if rt.Type == "" {
+			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
+		}
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseListen returns the unix socket path of a listen address. TCP waits
+// for mTLS and is refused until then.
+func ParseListen(addr string) (string, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "", fmt.Errorf("%q is not an address: %v", addr, err)
+	}
+	switch u.Scheme {
+	case "unix":
+		p := u.Path
+		if u.Host != "" {
+			p = u.Host + u.Path
+		}
+		if !filepath.IsAbs(p) {
+			return "", fmt.Errorf("%q: the socket path must be absolute (unix:///run/gearbox/agent.sock)", addr)
+		}
+		return p, nil
+	case "tcp":
+		return "", fmt.Errorf("%q: TCP listeners need mutual TLS, which this agent does not offer yet; use a unix socket", addr)
+	}
+	return "", fmt.Errorf("%q: use unix:///path/to/agent.sock", addr)
+}

@@ -1,0 +1,154 @@
+package agent
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// The one place where domain and proto types meet (round-trip tested).
+
+func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConfig {
+	cfg := containerizer.LaunchConfig{
+		ID:         containerizer.ContainerID(r.GetContainerId()),
+		Image:      r.GetImage(),
+		Env:        r.GetEnv(),
+		WorkingDir: r.WorkingDir,
+		User:       r.User,
+		Runtime:    r.GetRuntime(),
+		Labels:     r.GetLabels(),
+		AutoRemove: r.GetAutoRemove(),
+	}
+	if r.Entrypoint != nil {
+		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
+	}
+	if r.Cmd != nil {
+		cfg.Cmd = append([]string{}, r.Cmd.Values...)
+	}
+	return cfg
+}
+
+func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerRequest {
+	r := &agentv1.LaunchContainerRequest{
+		ContainerId: string(cfg.ID),
+		Image:       cfg.Image,
+		Env:         cfg.Env,
+		WorkingDir:  cfg.WorkingDir,
+		User:        cfg.User,
+		Runtime:     cfg.Runtime,
+		Labels:      cfg.Labels,
+		AutoRemove:  cfg.AutoRemove,
+	}
+	if cfg.Entrypoint != nil {
+		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}
+	}
+	if cfg.Cmd != nil {
+		r.Cmd = &agentv1.StringList{Values: cfg.Cmd}
+	}
+	return r
+}
+
+func stateToProto(s containerizer.TaskState) typesv1.TaskState {
+	return typesv1.TaskState(typesv1.TaskState_value[string(s)])
+}
+
+func stateFromProto(s typesv1.TaskState) containerizer.TaskState {
+	if s == typesv1.TaskState_TASK_STATE_UNSPECIFIED {
+		return ""
+	}
+	return containerizer.TaskState(s.String())
+}
+
+func reasonToProto(r containerizer.Reason) typesv1.Reason {
+	return typesv1.Reason(typesv1.Reason_value[string(r)])
+}
+
+func reasonFromProto(r typesv1.Reason) containerizer.Reason {
+	if r == typesv1.Reason_REASON_UNSPECIFIED {
+		return containerizer.ReasonNone
+	}
+	return containerizer.Reason(r.String())
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func fromTS(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime().UTC()
+}
+
+func containerToProto(c containerizer.Container) *agentv1.Container {
+	return &agentv1.Container{
+		Id:          string(c.ID),
+		Image:       c.Image,
+		ImageDigest: c.ImageDigest,
+		Runtime:     c.Runtime,
+		State:       stateToProto(c.State),
+		Reason:      reasonToProto(c.Reason),
+		Message:     c.Message,
+		ExitCode:    c.ExitCode,
+		Pid:         c.Pid,
+		CreatedAt:   ts(c.CreatedAt),
+		StartedAt:   ts(c.StartedAt),
+		FinishedAt:  ts(c.FinishedAt),
+		Args:        c.Args,
+		Env:         c.Env,
+		WorkingDir:  c.WorkingDir,
+		User:        c.User,
+		Sandbox:     c.Sandbox,
+		Labels:      c.Labels,
+		AutoRemove:  c.AutoRemove,
+	}
+}
+
+func containerFromProto(p *agentv1.Container) containerizer.Container {
+	return containerizer.Container{
+		ID:          containerizer.ContainerID(p.GetId()),
+		Image:       p.GetImage(),
+		ImageDigest: p.GetImageDigest(),
+		Runtime:     p.GetRuntime(),
+		State:       stateFromProto(p.GetState()),
+		Reason:      reasonFromProto(p.GetReason()),
+		Message:     p.GetMessage(),
+		ExitCode:    p.ExitCode,
+		Pid:         p.GetPid(),
+		CreatedAt:   fromTS(p.CreatedAt),
+		StartedAt:   fromTS(p.StartedAt),
+		FinishedAt:  fromTS(p.FinishedAt),
+		Args:        p.GetArgs(),
+		Env:         p.GetEnv(),
+		WorkingDir:  p.GetWorkingDir(),
+		User:        p.GetUser(),
+		Sandbox:     p.GetSandbox(),
+		Labels:      p.GetLabels(),
+		AutoRemove:  p.GetAutoRemove(),
+	}
+}
+
+func imageToProto(im containerizer.Image) *agentv1.Image {
+	return &agentv1.Image{Name: im.Name, Digest: im.Digest, Size: im.Size, CreatedAt: ts(im.CreatedAt)}
+}
+
+func streamsFromProto(ss []agentv1.Stream) []containerizer.Stream {
+	var out []containerizer.Stream
+	for _, s := range ss {
+		switch s {
+		case agentv1.Stream_STREAM_STDOUT:
+			out = append(out, containerizer.Stdout)
+		case agentv1.Stream_STREAM_STDERR:
+			out = append(out, containerizer.Stderr)
+		}
+	}
+	return out
+}

@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+func TestContainerRoundTrip(t *testing.T) {
+	code := int32(3)
+	now := time.Date(2026, 11, 25, 6, 0, 0, 123, time.UTC)
+	wd, user := "/w", "1:2"
+	for _, c := range []containerizer.Container{
+		{},
+		{
+			ID: "web", Image: "docker.io/library/busybox:latest", ImageDigest: "sha256:ab", Runtime: "runc",
+			State: containerizer.TaskFailed, Reason: containerizer.ReasonCommandExited, Message: "exited with status 3",
+			ExitCode: &code, Pid: 42, CreatedAt: now, StartedAt: now.Add(time.Second), FinishedAt: now.Add(2 * time.Second),
+			Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=B"}, WorkingDir: wd, User: user,
+			Sandbox: "/var/lib/gearbox/sandboxes/web", Labels: map[string]string{"k": "v"}, AutoRemove: true,
+		},
+	} {
+		got := containerFromProto(containerToProto(c))
+		if !reflect.DeepEqual(got, c) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", got, c)
+		}
+	}
+	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
+		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true}
+	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
+		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
+	}
+	if got := launchFromProto(launchToProto(containerizer.LaunchConfig{ID: "x"})); got.Entrypoint != nil || got.Cmd != nil {
+		t.Errorf("absent entrypoint/cmd came back as %#v / %#v", got.Entrypoint, got.Cmd)
+	}
+}
+
+// Every state and reason the containerizer can report has a proto value.
+func TestStatesAndReasonsMap(t *testing.T) {
+	for _, s := range []containerizer.TaskState{containerizer.TaskStarting, containerizer.TaskRunning, containerizer.TaskFinished,
+		containerizer.TaskFailed, containerizer.TaskKilled, containerizer.TaskLost} {
+		if p := stateToProto(s); p == typesv1.TaskState_TASK_STATE_UNSPECIFIED || stateFromProto(p) != s {
+			t.Errorf("state %s maps to %v", s, p)
+		}
+	}
+	for _, r := range []containerizer.Reason{containerizer.ReasonCommandExited, containerizer.ReasonCommandSignaled,
+		containerizer.ReasonTaskKilled, containerizer.ReasonContainerLaunchFailed, containerizer.ReasonContainerVanished} {
+		if p := reasonToProto(r); p == typesv1.Reason_REASON_UNSPECIFIED || reasonFromProto(p) != r {
+			t.Errorf("reason %s maps to %v", r, p)
+		}
+	}
+}

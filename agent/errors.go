@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gearboxd/gearbox/containerizer"
+)
+
+// ErrorDomain is the domain of the ErrorInfo details gearbox attaches.
+const ErrorDomain = "gearbox.dev"
+
+// toStatus is the one place where errors become gRPC statuses.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errdefs.IsInvalidArgument(err):
+		code = codes.InvalidArgument
+	case errdefs.IsNotFound(err):
+		code = codes.NotFound
+	case errdefs.IsAlreadyExists(err):
+		code = codes.AlreadyExists
+	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
+		code = codes.FailedPrecondition
+	case errdefs.IsUnavailable(err):
+		code = codes.Unavailable
+	case errdefs.IsPermissionDenied(err):
+		code = codes.PermissionDenied
+	case errdefs.IsResourceExhausted(err):
+		code = codes.ResourceExhausted
+	case errdefs.IsNotImplemented(err):
+		code = codes.Unimplemented
+	}
+	st := status.New(code, err.Error())
+	var le *containerizer.LaunchError
+	if errors.As(err, &le) {
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: string(le.Failure), Domain: ErrorDomain}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}

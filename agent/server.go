@@ -1,0 +1,299 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/version"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+// server implements gearbox.agent.v1.Agent over a Containerizer. It checks
+// what comes from outside, converts, and turns errors into gRPC statuses.
+type server struct {
+	agentv1.UnimplementedAgentServer
+	a *Agent
+}
+
+func (s *server) cz() containerizer.Containerizer { return s.a.cz }
+
+func checkID(id string) error {
+	if err := ids.Validate(id); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
+}
+
+func (s *server) GetHealth(ctx context.Context, _ *agentv1.GetHealthRequest) (*agentv1.GetHealthResponse, error) {
+	if err := s.a.containerdHealthy(ctx); err != nil {
+		return &agentv1.GetHealthResponse{Healthy: false, Message: err.Error()}, nil
+	}
+	return &agentv1.GetHealthResponse{Healthy: true}, nil
+}
+
+func (s *server) GetVersion(ctx context.Context, _ *agentv1.GetVersionRequest) (*agentv1.GetVersionResponse, error) {
+	r := &agentv1.GetVersionResponse{Version: version.Version, GitCommit: version.GitCommit, GoVersion: runtime.Version()}
+	if v, err := s.a.cz.Client().Version(ctx); err == nil {
+		r.ContainerdVersion = v.Version
+	}
+	return r, nil
+}
+
+func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*agentv1.GetStateResponse, error) {
+	host, _ := os.Hostname()
+	r := &agentv1.GetStateResponse{
+		Hostname: host, Namespace: s.a.cfg.Namespace, WorkDir: s.a.cfg.WorkDir,
+		StartedAt: timestamppb.New(s.a.startedAt), DefaultRuntime: s.cz().DefaultRuntime(),
+	}
+	for _, rt := range s.cz().Runtimes() {
+		r.Runtimes = append(r.Runtimes, &agentv1.Runtime{Name: rt.Name, Type: rt.Type, Binary: rt.Binary, Available: rt.Available, UnavailableReason: rt.UnavailableReason})
+	}
+	cs, err := s.cz().Containers(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, c := range cs {
+		r.ContainersTotal++
+		if c.State == containerizer.TaskRunning {
+			r.ContainersRunning++
+		}
+	}
+	return r, nil
+}
+
+func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRequest) (*agentv1.GetContainersResponse, error) {
+	cs, err := s.cz().Containers(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r := &agentv1.GetContainersResponse{}
+	for _, c := range cs {
+		if req.GetAll() || !c.State.Terminal() {
+			r.Containers = append(r.Containers, containerToProto(c))
+		}
+	}
+	return r, nil
+}
+
+func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContainerRequest) (*agentv1.LaunchContainerResponse, error) {
+	if id := req.GetContainerId(); id != "" {
+		if err := checkID(id); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.a.admit(); err != nil {
+		return nil, err
+	}
+	c, err := s.cz().Launch(ctx, launchFromProto(req))
+	if err != nil {
+		s.a.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
+		return nil, toStatus(err)
+	}
+	s.a.log.Info("container launched", "container_id", c.ID, "image", c.Image, "pid", c.Pid)
+	return &agentv1.LaunchContainerResponse{Container: containerToProto(c)}, nil
+}
+
+func (s *server) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRequest) (*agentv1.WaitContainerResponse, error) {
+	if err := checkID(req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	c, err := s.cz().Wait(ctx, containerizer.ContainerID(req.GetContainerId()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentv1.WaitContainerResponse{Container: containerToProto(c)}, nil
+}
+
+// ParseSignal reads a signal name (SIGTERM, TERM, term) or number.
+func ParseSignal(s string) (syscall.Signal, error) {
+	if s == "" {
+		return syscall.SIGKILL, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && fmt.Sprint(n) == s {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("%w: signal %d is out of range 1-64", errdefs.ErrInvalidArgument, n)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := s
+	if len(name) < 3 || (name[:3] != "SIG" && name[:3] != "sig") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(upper(name)); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("%w: unknown signal %q (use a name such as TERM or a number)", errdefs.ErrInvalidArgument, s)
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+func (s *server) KillContainer(ctx context.Context, req *agentv1.KillContainerRequest) (*agentv1.KillContainerResponse, error) {
+	if err := checkID(req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	sig, err := ParseSignal(req.GetSignal())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	kr := containerizer.KillRequest{Signal: sig}
+	if g := req.GetGracePeriod(); g != nil {
+		if err := g.CheckValid(); err != nil || g.AsDuration() < 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "grace_period must be a non-negative duration")
+		}
+		kr.Grace = g.AsDuration()
+	}
+	if err := s.cz().Kill(ctx, containerizer.ContainerID(req.GetContainerId()), kr); err != nil {
+		return nil, toStatus(err)
+	}
+	s.a.log.Info("container signalled", "container_id", req.GetContainerId(), "signal", unix.SignalName(sig))
+	return &agentv1.KillContainerResponse{}, nil
+}
+
+func (s *server) RemoveContainer(ctx context.Context, req *agentv1.RemoveContainerRequest) (*agentv1.RemoveContainerResponse, error) {
+	if err := checkID(req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	if err := s.cz().Destroy(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
+		return nil, toStatus(err)
+	}
+	s.a.log.Info("container removed", "container_id", req.GetContainerId())
+	return &agentv1.RemoveContainerResponse{}, nil
+}
+
+func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_ReadLogsServer) error {
+	if err := checkID(req.GetContainerId()); err != nil {
+		return err
+	}
+	err := s.cz().Logs(stream.Context(), containerizer.ContainerID(req.GetContainerId()), streamsFromProto(req.GetStreams()), req.GetFollow(),
+		func(ch containerizer.LogChunk) error {
+			st := agentv1.Stream_STREAM_STDOUT
+			if ch.Stream == containerizer.Stderr {
+				st = agentv1.Stream_STREAM_STDERR
+			}
+			return stream.Send(&agentv1.ReadLogsResponse{Stream: st, Data: ch.Data})
+		})
+	return toStatus(err)
+}
+
+func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_PullImageServer) error {
+	if err := s.a.admit(); err != nil {
+		return err
+	}
+	var auth *containerizer.RegistryAuth
+	if a := req.GetAuth(); a != nil {
+		auth = &containerizer.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
+	}
+	var sendErr error
+	img, err := s.cz().Pull(stream.Context(), req.GetImage(), auth, func(p containerizer.PullProgress) {
+		if sendErr != nil {
+			return
+		}
+		sendErr = stream.Send(&agentv1.PullImageResponse{Event: &agentv1.PullImageResponse_Progress{Progress: &agentv1.LayerProgress{
+			Digest: p.Digest, MediaType: p.MediaType, Status: p.Status, Offset: p.Offset, Total: p.Total,
+		}}})
+	})
+	if err != nil {
+		s.a.log.Info("pull failed", "image", req.GetImage(), "err", err)
+		return toStatus(err)
+	}
+	s.a.log.Info("image pulled", "image", img.Name, "digest", img.Digest)
+	return stream.Send(&agentv1.PullImageResponse{Event: &agentv1.PullImageResponse_Done{Done: imageToProto(img)}})
+}
+
+// importReader turns the ImportImage stream into a reader.
+type importReader struct {
+	stream agentv1.Agent_ImportImageServer
+	buf    []byte
+}
+
+func (r *importReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		m, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF when the client is done
+		}
+		if _, ok := m.Part.(*agentv1.ImportImageRequest_Data); !ok {
+			return 0, fmt.Errorf("%w: only data may follow the first message of an import", errdefs.ErrInvalidArgument)
+		}
+		r.buf = m.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (s *server) ImportImage(stream agentv1.Agent_ImportImageServer) error {
+	if err := s.a.admit(); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err == io.EOF {
+		return status.Error(codes.InvalidArgument, "empty import: send the options, then the archive's bytes")
+	}
+	if err != nil {
+		return err
+	}
+	r := &importReader{stream: stream}
+	var name string
+	switch p := first.Part.(type) {
+	case *agentv1.ImportImageRequest_Options:
+		name = p.Options.GetName()
+	case *agentv1.ImportImageRequest_Data:
+		r.buf = p.Data
+	}
+	imgs, err := s.cz().Import(stream.Context(), r, name)
+	if err != nil {
+		s.a.log.Info("import failed", "err", err)
+		return toStatus(err)
+	}
+	resp := &agentv1.ImportImageResponse{}
+	for _, im := range imgs {
+		s.a.log.Info("image imported", "image", im.Name, "digest", im.Digest)
+		resp.Images = append(resp.Images, imageToProto(im))
+	}
+	return stream.SendAndClose(resp)
+}
+
+func (s *server) ListImages(ctx context.Context, _ *agentv1.ListImagesRequest) (*agentv1.ListImagesResponse, error) {
+	imgs, err := s.cz().Images(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r := &agentv1.ListImagesResponse{}
+	for _, im := range imgs {
+		r.Images = append(r.Images, imageToProto(im))
+	}
+	return r, nil
+}
+
+func (s *server) RemoveImage(ctx context.Context, req *agentv1.RemoveImageRequest) (*agentv1.RemoveImageResponse, error) {
+	if err := s.cz().RemoveImage(ctx, req.GetImage(), req.GetForce()); err != nil {
+		return nil, toStatus(err)
+	}
+	s.a.log.Info("image removed", "image", req.GetImage())
+	return &agentv1.RemoveImageResponse{}, nil
+}
+
+var _ = errors.Is

@@ -1,0 +1,217 @@
+// Package containerd is the Containerizer on containerd.
+//
+// The lifecycle of one container:
+//
+//	Launch ──► NewContainer (snapshot, spec, labels) ──► NewTask (logger IO)
+//	       ──► Wait (before Start) ──► Start ──► TASK_RUNNING
+//	exit   ──► task Delete (the shim drains and stops the logger, so the
+//	           output files are complete) ──► terminal state written to the
+//	           container's labels ──► waiters released ──► auto-remove
+//	Destroy ─► container Delete (with its snapshot) ──► sandbox removed
+//
+// containerd is the store: every container carries labels with its gearbox
+// ID, image, runtime and, once terminal, its state, reason and exit code, so
+// a restarted agent rebuilds its view from containerd alone (Recover).
+// Cancelling the containerizer's context (Close) detaches from containers;
+// it never kills them.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/logger"
+)
+
+// RuntimeProfile is a runtime from the agent's config.
+type RuntimeProfile struct {
+	// Type is the containerd shim type, e.g. io.containerd.runc.v2.
+	Type string
+	// Binary is the OCI runtime binary the runc shim runs (runc, crun, a
+	// path); empty for the shim's default.
+	Binary string
+}
+
+// Config configures the containerizer.
+type Config struct {
+	Address        string
+	Namespace      string
+	WorkDir        string
+	RunDir         string
+	Snapshotter    string
+	Runtimes       map[string]RuntimeProfile
+	DefaultRuntime string
+	// InsecureRegistries are hosts (host or host:port) spoken to over plain
+	// HTTP. Loopback registries always are.
+	InsecureRegistries []string
+	// RegistryConfig is a Docker config.json whose credentials are used
+	// when a pull brings none.
+	RegistryConfig string
+	Logger         logger.ContainerLogger
+	Log            *slog.Logger
+}
+
+// Containerizer runs containers through containerd.
+type Containerizer struct {
+	cfg      Config
+	client   *client.Client
+	log      *slog.Logger
+	runtimes map[string]containerizer.Runtime
+
+	ctx    context.Context // namespaced; cancelled by Close: detaches, kills nothing
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	containers map[containerizer.ContainerID]*ctr
+	// tombstones keep the last state of auto-removed containers so that a
+	// Wait arriving just after the removal still gets its answer.
+	tombstones map[containerizer.ContainerID]containerizer.Container
+	tombOrder  []containerizer.ContainerID
+}
+
+const maxTombstones = 1024
+
+// ctr is the containerizer's record of one container.
+type ctr struct {
+	mu      sync.Mutex
+	info    containerizer.Container
+	cont    client.Container // nil while launching
+	task    client.Task      // nil when no task runs
+	killed  bool             // a KillContainer was received
+	done    chan struct{}    // closed when terminal and output complete
+	removed bool
+}
+
+func (c *ctr) snapshot() containerizer.Container {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.info
+}
+
+// New connects to containerd, checks the runtime profiles and recovers the
+// containers of the namespace. It fails when containerd cannot be reached.
+func New(ctx context.Context, cfg Config) (*Containerizer, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = "overlayfs"
+	}
+	if cfg.Logger == nil {
+		return nil, errors.New("containerizer: a container logger is required")
+	}
+	if _, ok := cfg.Runtimes[cfg.DefaultRuntime]; !ok {
+		return nil, fmt.Errorf("default runtime %q is not among the configured runtimes", cfg.DefaultRuntime)
+	}
+	for _, d := range []string{filepath.Join(cfg.WorkDir, "sandboxes"), filepath.Join(cfg.RunDir, "tmp")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	cl, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace), client.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot reach containerd at %s: %v (is it running? systemctl start containerd, or gearbox dev starts a private one)", errdefs.ErrUnavailable, cfg.Address, err)
+	}
+	nctx := namespaces.WithNamespace(ctx, cfg.Namespace)
+	if _, err := cl.Version(nctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("%w: containerd at %s does not answer: %v", errdefs.ErrUnavailable, cfg.Address, err)
+	}
+	z := &Containerizer{
+		cfg:        cfg,
+		client:     cl,
+		log:        cfg.Log,
+		containers: map[containerizer.ContainerID]*ctr{},
+		tombstones: map[containerizer.ContainerID]containerizer.Container{},
+	}
+	z.runtimes = checkRuntimes(cfg.Runtimes)
+	for name, rt := range z.runtimes {
+		if !rt.Available {
+			z.log.Warn("runtime profile cannot run on this host", "runtime", name, "reason", rt.UnavailableReason)
+		}
+	}
+	z.ctx, z.cancel = context.WithCancel(namespaces.WithNamespace(context.WithoutCancel(ctx), cfg.Namespace))
+	if err := z.recover(nctx); err != nil {
+		z.Close()
+		return nil, err
+	}
+	return z, nil
+}
+
+// Client returns the containerd client (for the agent's version report).
+func (z *Containerizer) Client() *client.Client { return z.client }
+
+// Close stops watching containers and leaves them running.
+func (z *Containerizer) Close() error {
+	z.cancel()
+	z.wg.Wait()
+	return z.client.Close()
+}
+
+func (z *Containerizer) Runtimes() []containerizer.Runtime {
+	out := make([]containerizer.Runtime, 0, len(z.runtimes))
+	for _, rt := range z.runtimes {
+		out = append(out, rt)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (z *Containerizer) DefaultRuntime() string { return z.cfg.DefaultRuntime }
+
+func (z *Containerizer) sandboxDir(id containerizer.ContainerID) string {
+	return filepath.Join(z.cfg.WorkDir, "sandboxes", string(id))
+}
+
+func (z *Containerizer) lookup(id containerizer.ContainerID) (*ctr, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	c, ok := z.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w (gearbox ps -a lists them)", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (z *Containerizer) Get(ctx context.Context, id containerizer.ContainerID) (containerizer.Container, error) {
+	c, err := z.lookup(id)
+	if err != nil {
+		return containerizer.Container{}, err
+	}
+	return c.snapshot(), nil
+}
+
+func (z *Containerizer) Containers(ctx context.Context) ([]containerizer.Container, error) {
+	z.mu.Lock()
+	out := make([]containerizer.Container, 0, len(z.containers))
+	for _, c := range z.containers {
+		out = append(out, c.snapshot())
+	}
+	z.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// opCtx gives an operation that must finish (cleanup, recording a state) its
+// own deadline, detached from the caller's cancellation.
+func (z *Containerizer) opCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(namespaces.WithNamespace(context.WithoutCancel(ctx), z.cfg.Namespace), d)
+}

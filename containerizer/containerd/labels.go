@@ -1,0 +1,95 @@
+package containerd
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gearboxd/gearbox/containerizer"
+)
+
+// Labels on every gearbox container in containerd. They are the record a
+// restarted agent recovers from.
+const (
+	labelID         = "gearbox.id"
+	labelImage      = "gearbox.image"
+	labelRuntime    = "gearbox.runtime"
+	labelAutoRemove = "gearbox.auto_remove"
+	labelState      = "gearbox.state"
+	labelReason     = "gearbox.reason"
+	labelMessage    = "gearbox.message"
+	labelExitCode   = "gearbox.exit_code"
+	labelStartedAt  = "gearbox.started_at"
+	labelFinishedAt = "gearbox.finished_at"
+	// User labels are kept under this prefix.
+	labelUserPrefix = "gearbox.label/"
+)
+
+// containerd refuses labels whose key and value exceed 4096 bytes together.
+const maxLabelValue = 3000
+
+func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]string {
+	l := map[string]string{
+		labelID:      string(cfg.ID),
+		labelImage:   image,
+		labelRuntime: cfg.Runtime,
+	}
+	if cfg.AutoRemove {
+		l[labelAutoRemove] = "true"
+	}
+	for k, v := range cfg.Labels {
+		l[labelUserPrefix+k] = v
+	}
+	return l
+}
+
+// terminalLabels records a terminal state.
+func terminalLabels(info containerizer.Container) map[string]string {
+	l := map[string]string{
+		labelState:      string(info.State),
+		labelReason:     string(info.Reason),
+		labelMessage:    clip(info.Message, maxLabelValue),
+		labelFinishedAt: info.FinishedAt.UTC().Format(time.RFC3339Nano),
+	}
+	if !info.StartedAt.IsZero() {
+		l[labelStartedAt] = info.StartedAt.UTC().Format(time.RFC3339Nano)
+	}
+	if info.ExitCode != nil {
+		l[labelExitCode] = strconv.Itoa(int(*info.ExitCode))
+	}
+	return l
+}
+
+// applyLabels fills info from a container's labels.
+func applyLabels(info *containerizer.Container, l map[string]string) {
+	info.ID = containerizer.ContainerID(l[labelID])
+	info.Image = l[labelImage]
+	info.Runtime = l[labelRuntime]
+	info.AutoRemove = l[labelAutoRemove] == "true"
+	for k, v := range l {
+		if uk, ok := strings.CutPrefix(k, labelUserPrefix); ok {
+			if info.Labels == nil {
+				info.Labels = map[string]string{}
+			}
+			info.Labels[uk] = v
+		}
+	}
+	if s := l[labelState]; s != "" {
+		info.State = containerizer.TaskState(s)
+		info.Reason = containerizer.Reason(l[labelReason])
+		info.Message = l[labelMessage]
+		info.FinishedAt, _ = time.Parse(time.RFC3339Nano, l[labelFinishedAt])
+		info.StartedAt, _ = time.Parse(time.RFC3339Nano, l[labelStartedAt])
+		if v, err := strconv.Atoi(l[labelExitCode]); err == nil {
+			c := int32(v)
+			info.ExitCode = &c
+		}
+	}
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

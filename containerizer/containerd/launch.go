@@ -1,0 +1,296 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/logger"
+)
+
+// SandboxMount is where a container sees its sandbox.
+const SandboxMount = "/mnt/sandbox"
+
+// validateLaunch checks everything about a request that needs no containerd.
+func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
+	if cfg.ID == "" {
+		cfg.ID = containerizer.ContainerID(ids.New())
+	}
+	if err := ids.Validate(string(cfg.ID)); err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	for _, e := range cfg.Env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t\n\x00") || strings.Contains(e, "\x00") {
+			return fmt.Errorf("%w: env entry %q is malformed: write KEY=VALUE", errdefs.ErrInvalidArgument, e)
+		}
+	}
+	for k, v := range cfg.Labels {
+		if k == "" || len(k)+len(v) > maxLabelValue {
+			return fmt.Errorf("%w: label %q: keys must be non-empty and key plus value at most %d bytes", errdefs.ErrInvalidArgument, k, maxLabelValue)
+		}
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = z.cfg.DefaultRuntime
+	}
+	rt, ok := z.runtimes[cfg.Runtime]
+	if !ok {
+		return fmt.Errorf("%w: unknown runtime %q: this agent has %s", errdefs.ErrInvalidArgument, cfg.Runtime, z.runtimeNames())
+	}
+	if !rt.Available {
+		return fmt.Errorf("%w: runtime %q cannot run on this host: %s", errdefs.ErrFailedPrecondition, cfg.Runtime, rt.UnavailableReason)
+	}
+	return nil
+}
+
+func (z *Containerizer) runtimeNames() string {
+	var names []string
+	for _, rt := range z.Runtimes() {
+		names = append(names, rt.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// NormalizeRef turns a Docker-style reference into containerd's full form.
+func NormalizeRef(ref string) (string, error) {
+	if ref == "" {
+		return "", fmt.Errorf("%w: no image given", errdefs.ErrInvalidArgument)
+	}
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("%w: image reference %q is malformed: %v (expected e.g. busybox, registry:5000/team/app:1.2)", errdefs.ErrInvalidArgument, ref, err)
+	}
+	return named.String(), nil
+}
+
+func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConfig) (containerizer.Container, error) {
+	if err := z.validateLaunch(&cfg); err != nil {
+		return containerizer.Container{}, err
+	}
+	ref, err := NormalizeRef(cfg.Image)
+	if err != nil {
+		return containerizer.Container{}, err
+	}
+	img, err := z.client.GetImage(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return containerizer.Container{}, fmt.Errorf("%w: image %q is not present on this agent: pull it first (gearbox image pull %s) or import it (gearbox image import)", errdefs.ErrNotFound, ref, cfg.Image)
+	}
+	if err != nil {
+		return containerizer.Container{}, fmt.Errorf("looking up image %q: %w", ref, err)
+	}
+	imgSpec, err := img.Spec(ctx)
+	if err != nil {
+		return containerizer.Container{}, fmt.Errorf("reading the config of image %q: %w", ref, err)
+	}
+	args := resolveArgs(imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, cfg.Entrypoint, cfg.Cmd)
+	if len(args) == 0 {
+		return containerizer.Container{}, fmt.Errorf("%w: image %q has neither entrypoint nor cmd: give a command (gearbox run IMAGE CMD…)", errdefs.ErrInvalidArgument, ref)
+	}
+
+	// Reserve the ID before touching containerd so that concurrent launches
+	// of one ID cannot both proceed.
+	c := &ctr{done: make(chan struct{}), info: containerizer.Container{
+		ID: cfg.ID, Image: ref, ImageDigest: img.Target().Digest.String(), Runtime: cfg.Runtime,
+		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
+		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove,
+	}}
+	z.mu.Lock()
+	if _, exists := z.containers[cfg.ID]; exists {
+		z.mu.Unlock()
+		return containerizer.Container{}, fmt.Errorf("%w: container %q already exists: choose another ID or remove it (gearbox rm %s)", errdefs.ErrAlreadyExists, cfg.ID, cfg.ID)
+	}
+	z.containers[cfg.ID] = c
+	z.mu.Unlock()
+
+	info, err := z.launch(ctx, c, cfg, img, args)
+	if err != nil && c.cont == nil {
+		// Nothing exists in containerd: forget the reservation.
+		z.mu.Lock()
+		delete(z.containers, cfg.ID)
+		z.mu.Unlock()
+		os.RemoveAll(c.info.Sandbox)
+	}
+	return info, err
+}
+
+func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.LaunchConfig, img client.Image, args []string) (containerizer.Container, error) {
+	if err := os.MkdirAll(c.info.Sandbox, 0o755); err != nil {
+		return containerizer.Container{}, fmt.Errorf("creating sandbox of container %s: %w", cfg.ID, err)
+	}
+	if ok, err := img.IsUnpacked(ctx, z.cfg.Snapshotter); err != nil || !ok {
+		if err := img.Unpack(ctx, z.cfg.Snapshotter); err != nil {
+			return containerizer.Container{}, fmt.Errorf("unpacking image %q: %w", c.info.Image, err)
+		}
+	}
+	profile := z.cfg.Runtimes[cfg.Runtime]
+	var rtOpts any
+	if profile.Type == runcShimType {
+		rtOpts = &options.Options{BinaryName: profile.Binary}
+	}
+	specOpts := z.specOpts(cfg, img, args, c.info.Sandbox)
+	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
+		client.WithImage(img),
+		client.WithSnapshotter(z.cfg.Snapshotter),
+		client.WithNewSnapshot(string(cfg.ID), img),
+		client.WithNewSpec(specOpts...),
+		client.WithRuntime(profile.Type, rtOpts),
+		client.WithContainerLabels(launchLabels(cfg, c.info.Image)),
+	)
+	if errdefs.IsAlreadyExists(err) {
+		return containerizer.Container{}, fmt.Errorf("%w: container %q already exists in containerd namespace %s: remove it there or choose another ID", errdefs.ErrAlreadyExists, cfg.ID, z.cfg.Namespace)
+	}
+	if err != nil {
+		// The snapshot may have been created before the spec failed.
+		cctx, cancel := z.opCtx(ctx, 30*time.Second)
+		z.client.SnapshotService(z.cfg.Snapshotter).Remove(cctx, string(cfg.ID))
+		cancel()
+		if errdefs.IsInvalidArgument(err) || errdefs.IsNotFound(err) {
+			return containerizer.Container{}, fmt.Errorf("creating container %s: %w", cfg.ID, err)
+		}
+		return containerizer.Container{}, fmt.Errorf("%w: creating container %s: %w", errdefs.ErrInvalidArgument, cfg.ID, err)
+	}
+	c.mu.Lock()
+	c.cont = cont
+	c.mu.Unlock()
+	if spec, err := cont.Spec(ctx); err == nil && spec.Process != nil {
+		c.mu.Lock()
+		c.info.Env = spec.Process.Env
+		c.info.WorkingDir = spec.Process.Cwd
+		c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
+		c.mu.Unlock()
+	}
+
+	lc := logger.Container{ID: string(cfg.ID), Namespace: z.cfg.Namespace, Sandbox: c.info.Sandbox}
+	ioc, err := z.cfg.Logger.Prepare(ctx, lc)
+	if err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("preparing the container's logger: %w", err))
+	}
+	task, err := cont.NewTask(ctx, ioc)
+	if err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("creating the task: %w", err))
+	}
+	// Wait before Start, or an early exit can be missed. The wait lives as
+	// long as the containerizer, not the request.
+	exitCh, err := task.Wait(z.ctx)
+	if err != nil {
+		z.deleteTask(ctx, task)
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("waiting on the task: %w", err))
+	}
+	if err := task.Start(ctx); err != nil {
+		z.deleteTask(ctx, task)
+		return z.failLaunch(ctx, c, classifyStartError(err), fmt.Errorf("starting the command %q: %w", args[0], err))
+	}
+	c.mu.Lock()
+	c.task = task
+	c.info.State = containerizer.TaskRunning
+	c.info.Pid = task.Pid()
+	c.info.StartedAt = time.Now().UTC()
+	info := c.info
+	c.mu.Unlock()
+	z.wg.Add(1)
+	go z.watch(c, task, exitCh)
+	return info, nil
+}
+
+// failLaunch records a launch that failed after the container was created.
+func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containerizer.LaunchFailure, cause error) (containerizer.Container, error) {
+	c.mu.Lock()
+	c.info.State = containerizer.TaskFailed
+	c.info.Reason = containerizer.ReasonContainerLaunchFailed
+	c.info.Message = cause.Error()
+	c.info.FinishedAt = time.Now().UTC()
+	info := c.info
+	cont := c.cont
+	close(c.done)
+	c.mu.Unlock()
+	cctx, cancel := z.opCtx(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cont.SetLabels(cctx, terminalLabels(info)); err != nil {
+		z.log.Warn("recording a failed launch", "container_id", c.info.ID, "err", err)
+	}
+	err := fmt.Errorf("%w: container %s failed to launch: %w", errdefs.ErrFailedPrecondition, c.info.ID, cause)
+	if failure != containerizer.LaunchFailureNone {
+		err = &containerizer.LaunchError{Failure: failure, Err: fmt.Errorf("%w: container %s: %w", errdefs.ErrInvalidArgument, c.info.ID, cause)}
+	}
+	if info.AutoRemove {
+		z.destroy(cctx, c)
+	}
+	return info, err
+}
+
+// classifyStartError tells "command not found" from "not executable". The
+// runtime reports both only as text over the shim's ttrpc, so the text is
+// all there is to go on; this is the one place that reads it.
+func classifyStartError(err error) containerizer.LaunchFailure {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return containerizer.LaunchFailureNotFound
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "exec format error"), strings.Contains(msg, "is a directory"):
+		return containerizer.LaunchFailureNotExecutable
+	}
+	return containerizer.LaunchFailureNone
+}
+
+// resolveArgs applies Docker's rules: a given entrypoint replaces the image's
+// and drops the image's cmd; a given cmd replaces the image's cmd.
+func resolveArgs(imgEntrypoint, imgCmd []string, entrypoint, cmd []string) []string {
+	var args []string
+	if entrypoint != nil {
+		args = append(args, entrypoint...)
+		if cmd != nil {
+			args = append(args, cmd...)
+		}
+		return args
+	}
+	args = append(args, imgEntrypoint...)
+	if cmd != nil {
+		return append(args, cmd...)
+	}
+	return append(args, imgCmd...)
+}
+
+func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Image, args []string, sandbox string) []oci.SpecOpts {
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessArgs(args...),
+		// Host networking, as Mesos without a network isolator: gearbox has
+		// no CNI yet, and a private network namespace would have no route.
+		oci.WithHostNamespace(specs.NetworkNamespace),
+		oci.WithHostHostsFile,
+		oci.WithHostResolvconf,
+		oci.WithMounts([]specs.Mount{{
+			Destination: SandboxMount, Type: "bind", Source: sandbox,
+			Options: []string{"rbind", "rw"},
+		}}),
+		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
+		oci.WithCgroup("/" + z.cfg.Namespace + "/" + string(cfg.ID)),
+	}
+	if cfg.WorkingDir != nil {
+		opts = append(opts, oci.WithProcessCwd(*cfg.WorkingDir))
+	}
+	if cfg.User != nil {
+		opts = append(opts, oci.WithUser(*cfg.User))
+	}
+	return opts
+}
+
+// deleteTask removes a task that will not run; errors are logged.
+func (z *Containerizer) deleteTask(ctx context.Context, task client.Task) {
+	cctx, cancel := z.opCtx(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := task.Delete(cctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		z.log.Warn("deleting a task that did not start", "container_id", task.ID(), "err", err)
+	}
+}

@@ -1,0 +1,392 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/logger"
+)
+
+// watch waits for a running container's exit and records it. It returns
+// without touching the container when the containerizer closes.
+func (z *Containerizer) watch(c *ctr, task client.Task, ch <-chan client.ExitStatus) {
+	defer z.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-z.ctx.Done():
+			return
+		case st := <-ch:
+			if st.Error() == nil {
+				z.finish(c, task, st.ExitCode(), st.ExitTime())
+				return
+			}
+			if z.ctx.Err() != nil {
+				return
+			}
+			// The wait broke (containerd restarted?): wait again.
+			z.log.Warn("lost the wait on a container; waiting again", "container_id", c.info.ID, "err", st.Error())
+			select {
+			case <-z.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			t, err := c.cont.Task(z.ctx, nil)
+			if errdefs.IsNotFound(err) {
+				z.vanish(c, "its task is gone from containerd")
+				return
+			}
+			if err != nil {
+				ch = closedWith(client.ExitStatus{}, err)
+				continue
+			}
+			task = t
+			if ch, err = task.Wait(z.ctx); err != nil {
+				ch = closedWith(client.ExitStatus{}, err)
+			}
+		}
+	}
+}
+
+func closedWith(st client.ExitStatus, err error) <-chan client.ExitStatus {
+	ch := make(chan client.ExitStatus, 1)
+	ch <- *client.NewExitStatus(client.UnknownExitStatus, time.Time{}, err)
+	return ch
+}
+
+// finish records a container's exit: it deletes the task (which makes the
+// shim drain and stop the logger, so the output is complete), writes the
+// terminal state into the container's labels and releases waiters.
+func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt time.Time) {
+	ctx, cancel := z.opCtx(z.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		z.log.Warn("deleting the task of an exited container", "container_id", c.info.ID, "err", err)
+	}
+	if exitedAt.IsZero() || exitedAt.Unix() <= 0 {
+		exitedAt = time.Now()
+	}
+	c.mu.Lock()
+	c.task = nil
+	code32 := int32(code)
+	c.info.ExitCode = &code32
+	c.info.FinishedAt = exitedAt.UTC()
+	c.info.Pid = 0
+	c.info.State, c.info.Reason, c.info.Message = classifyExit(code, c.killed)
+	info := c.info
+	cont := c.cont
+	c.mu.Unlock()
+	z.record(ctx, c, cont, info)
+}
+
+// vanish records a container whose task containerd no longer knows.
+func (z *Containerizer) vanish(c *ctr, why string) {
+	ctx, cancel := z.opCtx(z.ctx, 30*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	c.task = nil
+	c.info.State = containerizer.TaskLost
+	c.info.Reason = containerizer.ReasonContainerVanished
+	c.info.Message = "container vanished: " + why
+	c.info.FinishedAt = time.Now().UTC()
+	c.info.Pid = 0
+	info := c.info
+	cont := c.cont
+	c.mu.Unlock()
+	z.record(ctx, c, cont, info)
+}
+
+// record persists a terminal state, releases waiters and auto-removes.
+func (z *Containerizer) record(ctx context.Context, c *ctr, cont client.Container, info containerizer.Container) {
+	if cont != nil {
+		if _, err := cont.SetLabels(ctx, terminalLabels(info)); err != nil && !errdefs.IsNotFound(err) {
+			z.log.Warn("recording a container's terminal state", "container_id", info.ID, "err", err)
+		}
+	}
+	z.log.Info("container terminal", "container_id", info.ID, "state", info.State, "reason", info.Reason, "message", info.Message)
+	c.mu.Lock()
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
+	c.mu.Unlock()
+	if info.AutoRemove {
+		z.destroy(ctx, c)
+	}
+}
+
+func classifyExit(code uint32, killed bool) (containerizer.TaskState, containerizer.Reason, string) {
+	switch {
+	case killed:
+		return containerizer.TaskKilled, containerizer.ReasonTaskKilled, fmt.Sprintf("killed on request (exit status %d)", code)
+	case code == 0:
+		return containerizer.TaskFinished, containerizer.ReasonCommandExited, "exited with status 0"
+	case code > 128 && code <= 128+64:
+		sig := syscall.Signal(code - 128)
+		return containerizer.TaskFailed, containerizer.ReasonCommandSignaled, fmt.Sprintf("terminated by signal %s (%s) (exit status %d)", unix.SignalName(sig), sig, code)
+	default:
+		return containerizer.TaskFailed, containerizer.ReasonCommandExited, fmt.Sprintf("exited with status %d", code)
+	}
+}
+
+func (z *Containerizer) Wait(ctx context.Context, id containerizer.ContainerID) (containerizer.Container, error) {
+	c, err := z.lookup(id)
+	if err != nil {
+		z.mu.Lock()
+		t, ok := z.tombstones[id]
+		z.mu.Unlock()
+		if ok {
+			return t, nil
+		}
+		return containerizer.Container{}, err
+	}
+	select {
+	case <-c.done:
+		return c.snapshot(), nil
+	case <-ctx.Done():
+		return containerizer.Container{}, ctx.Err()
+	case <-z.ctx.Done():
+		return containerizer.Container{}, fmt.Errorf("%w: the agent is stopping", errdefs.ErrUnavailable)
+	}
+}
+
+func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, req containerizer.KillRequest) error {
+	c, err := z.lookup(id)
+	if err != nil {
+		return err
+	}
+	if req.Signal == 0 {
+		req.Signal = syscall.SIGKILL
+	}
+	c.mu.Lock()
+	task, state := c.task, c.info.State
+	if task == nil || state.Terminal() {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: container %q is not running (%s)", errdefs.ErrFailedPrecondition, id, state)
+	}
+	c.killed = true
+	c.mu.Unlock()
+	if err := task.Kill(ctx, req.Signal); err != nil {
+		if errdefs.IsNotFound(err) {
+			return fmt.Errorf("%w: container %q is not running", errdefs.ErrFailedPrecondition, id)
+		}
+		return fmt.Errorf("sending %s to container %s: %w", unix.SignalName(req.Signal), id, err)
+	}
+	if req.Grace > 0 && req.Signal != syscall.SIGKILL {
+		z.wg.Add(1)
+		go func() {
+			defer z.wg.Done()
+			t := time.NewTimer(req.Grace)
+			defer t.Stop()
+			select {
+			case <-c.done:
+			case <-z.ctx.Done():
+			case <-t.C:
+				z.log.Info("grace period over; sending SIGKILL", "container_id", id, "grace", req.Grace)
+				if err := task.Kill(z.ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+					z.log.Warn("escalating to SIGKILL", "container_id", id, "err", err)
+				}
+			}
+		}()
+	}
+	return nil
+}
+
+func (z *Containerizer) Destroy(ctx context.Context, id containerizer.ContainerID, force bool) error {
+	c, err := z.lookup(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	running := !c.info.State.Terminal()
+	c.mu.Unlock()
+	if running {
+		if !force {
+			return fmt.Errorf("%w: container %q is running: kill it first (gearbox kill %s) or force the removal (gearbox rm -f %s)", errdefs.ErrFailedPrecondition, id, id, id)
+		}
+		if err := z.Kill(ctx, id, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil && !errdefs.IsFailedPrecondition(err) {
+			return err
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("%w: container %q did not exit within 30s of SIGKILL", errdefs.ErrUnavailable, id)
+		}
+	}
+	return z.destroy(ctx, c)
+}
+
+// destroy removes a terminal container from containerd, its sandbox and the
+// containerizer's records. It is idempotent.
+func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
+	cctx, cancel := z.opCtx(ctx, 30*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	if c.removed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.removed = true
+	cont, info := c.cont, c.info
+	c.mu.Unlock()
+	if cont != nil {
+		if err := cont.Delete(cctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			c.mu.Lock()
+			c.removed = false
+			c.mu.Unlock()
+			return fmt.Errorf("removing container %s from containerd: %w", info.ID, err)
+		}
+	}
+	lc := logger.Container{ID: string(info.ID), Namespace: z.cfg.Namespace, Sandbox: info.Sandbox}
+	if err := z.cfg.Logger.Cleanup(cctx, lc); err != nil {
+		z.log.Warn("logger cleanup", "container_id", info.ID, "err", err)
+	}
+	if err := os.RemoveAll(info.Sandbox); err != nil {
+		z.log.Warn("removing sandbox", "container_id", info.ID, "err", err)
+	}
+	z.mu.Lock()
+	delete(z.containers, info.ID)
+	if info.AutoRemove {
+		z.tombstones[info.ID] = info
+		z.tombOrder = append(z.tombOrder, info.ID)
+		if len(z.tombOrder) > maxTombstones {
+			delete(z.tombstones, z.tombOrder[0])
+			z.tombOrder = z.tombOrder[1:]
+		}
+	}
+	z.mu.Unlock()
+	return nil
+}
+
+func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, streams []containerizer.Stream, follow bool, fn func(containerizer.LogChunk) error) error {
+	c, err := z.lookup(id)
+	if err != nil {
+		return err
+	}
+	info := c.snapshot()
+	req := logger.ReadRequest{
+		Container: logger.Container{ID: string(id), Namespace: z.cfg.Namespace, Sandbox: info.Sandbox},
+		Follow:    follow,
+		Done:      c.done,
+	}
+	for _, s := range streams {
+		req.Streams = append(req.Streams, logger.Stream(s))
+	}
+	return z.cfg.Logger.Read(ctx, req, func(s logger.Stream, b []byte) error {
+		return fn(containerizer.LogChunk{Stream: containerizer.Stream(s), Data: b})
+	})
+}
+
+// recover rebuilds the containerizer's view from containerd: every
+// container with a gearbox label is reattached (running), recorded (exited
+// while the agent was away) or read back (already terminal).
+func (z *Containerizer) recover(ctx context.Context) error {
+	conts, err := z.client.Containers(ctx, fmt.Sprintf("labels.%q", labelID))
+	if err != nil {
+		return fmt.Errorf("%w: listing containers in namespace %s: %w", errdefs.ErrUnavailable, z.cfg.Namespace, err)
+	}
+	for _, cont := range conts {
+		if err := z.recoverOne(ctx, cont); err != nil {
+			z.log.Warn("recovering a container", "container_id", cont.ID(), "err", err)
+		}
+	}
+	return nil
+}
+
+func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) error {
+	cinfo, err := cont.Info(ctx)
+	if err != nil {
+		return err
+	}
+	c := &ctr{cont: cont, done: make(chan struct{})}
+	applyLabels(&c.info, cinfo.Labels)
+	if c.info.ID == "" || string(c.info.ID) != cont.ID() {
+		return fmt.Errorf("label %s does not match container ID %s: leaving it alone", labelID, cont.ID())
+	}
+	c.info.CreatedAt = cinfo.CreatedAt.UTC()
+	c.info.Sandbox = z.sandboxDir(c.info.ID)
+	if spec, err := cont.Spec(ctx); err == nil && spec.Process != nil {
+		c.info.Args = spec.Process.Args
+		c.info.Env = spec.Process.Env
+		c.info.WorkingDir = spec.Process.Cwd
+		c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
+	}
+	if img, err := cont.Image(ctx); err == nil {
+		c.info.ImageDigest = img.Target().Digest.String()
+	}
+	z.mu.Lock()
+	z.containers[c.info.ID] = c
+	z.mu.Unlock()
+
+	if c.info.State.Terminal() {
+		close(c.done)
+		return nil
+	}
+	task, err := cont.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		c.mu.Lock()
+		c.info.State = containerizer.TaskFailed
+		c.info.Reason = containerizer.ReasonContainerLaunchFailed
+		c.info.Message = "the agent stopped before the container's task was created"
+		c.info.FinishedAt = time.Now().UTC()
+		info := c.info
+		c.mu.Unlock()
+		z.record(ctx, c, cont, info)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// Wait first, then look: an exit between the two is not missed.
+	ch, err := task.Wait(z.ctx)
+	if err != nil {
+		return err
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Status == client.Created {
+		z.deleteTask(ctx, task)
+		c.mu.Lock()
+		c.info.State = containerizer.TaskFailed
+		c.info.Reason = containerizer.ReasonContainerLaunchFailed
+		c.info.Message = "the agent stopped before the container's task was started"
+		c.info.FinishedAt = time.Now().UTC()
+		info := c.info
+		c.mu.Unlock()
+		z.record(ctx, c, cont, info)
+		return nil
+	}
+	lc := logger.Container{ID: string(c.info.ID), Namespace: z.cfg.Namespace, Sandbox: c.info.Sandbox}
+	if err := z.cfg.Logger.Recover(ctx, lc); err != nil {
+		z.log.Warn("logger recovery", "container_id", c.info.ID, "err", err)
+	}
+	c.mu.Lock()
+	c.task = task
+	c.info.State = containerizer.TaskRunning
+	c.info.Pid = task.Pid()
+	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", task.Pid())); err == nil {
+		c.info.StartedAt = fi.ModTime().UTC()
+	}
+	c.mu.Unlock()
+	z.wg.Add(1)
+	go z.watch(c, task, ch)
+	z.log.Info("recovered container", "container_id", c.info.ID, "status", st.Status)
+	return nil
+}
+
+var _ = errors.Is

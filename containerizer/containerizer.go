@@ -1,0 +1,197 @@
+// Package containerizer holds the Containerizer contract: how the agent
+// launches, waits for, kills and removes containers, and manages the images
+// they run. The containerd implementation lives in containerizer/containerd.
+//
+// Errors are containerd's errdefs classes (errdefs.ErrNotFound, …) wrapped
+// with %w and a message a person can act on; the agent turns them into gRPC
+// codes at its edge.
+package containerizer
+
+import (
+	"context"
+	"io"
+	"syscall"
+	"time"
+)
+
+// ContainerID names a container: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
+type ContainerID string
+
+// TaskState is the state of a container's task, in Mesos's words.
+type TaskState string
+
+const (
+	TaskStarting TaskState = "TASK_STARTING"
+	TaskRunning  TaskState = "TASK_RUNNING"
+	TaskFinished TaskState = "TASK_FINISHED"
+	TaskFailed   TaskState = "TASK_FAILED"
+	TaskKilled   TaskState = "TASK_KILLED"
+	TaskLost     TaskState = "TASK_LOST"
+)
+
+// Terminal says whether no further state can follow s.
+func (s TaskState) Terminal() bool {
+	switch s {
+	case TaskFinished, TaskFailed, TaskKilled, TaskLost:
+		return true
+	}
+	return false
+}
+
+// Reason says why a container reached its state, in Mesos's words.
+type Reason string
+
+const (
+	ReasonNone                  Reason = ""
+	ReasonCommandExited         Reason = "REASON_COMMAND_EXITED"
+	ReasonCommandSignaled       Reason = "REASON_COMMAND_SIGNALED"
+	ReasonTaskKilled            Reason = "REASON_TASK_KILLED"
+	ReasonContainerLaunchFailed Reason = "REASON_CONTAINER_LAUNCH_FAILED"
+	ReasonContainerVanished     Reason = "REASON_CONTAINER_VANISHED"
+)
+
+// LaunchFailure classifies why a container's command could not be started,
+// so that clients can answer as Docker does (127: not found, 126: not
+// executable).
+type LaunchFailure string
+
+const (
+	LaunchFailureNone          LaunchFailure = ""
+	LaunchFailureNotFound      LaunchFailure = "COMMAND_NOT_FOUND"
+	LaunchFailureNotExecutable LaunchFailure = "COMMAND_NOT_EXECUTABLE"
+)
+
+// LaunchError is returned when a container was created but its command
+// could not be started; Failure says whether it was not found or not
+// executable, as Docker's 127 and 126.
+type LaunchError struct {
+	Failure LaunchFailure
+	Err     error
+}
+
+func (e *LaunchError) Error() string { return e.Err.Error() }
+func (e *LaunchError) Unwrap() error { return e.Err }
+
+// LaunchConfig is what a container is launched from. Nil slices and nil
+// pointers mean "as the image says".
+type LaunchConfig struct {
+	ID         ContainerID
+	Image      string
+	Entrypoint []string // nil: the image's; non-nil (even empty): replaces it and drops the image's cmd
+	Cmd        []string // nil: the image's
+	Env        []string // KEY=VALUE, added to and overriding the image's
+	WorkingDir *string
+	User       *string
+	Runtime    string // profile name; "" for the default
+	Labels     map[string]string
+	AutoRemove bool
+}
+
+// Container is what the containerizer knows of one container.
+type Container struct {
+	ID          ContainerID
+	Image       string
+	ImageDigest string
+	Runtime     string
+	State       TaskState
+	Reason      Reason
+	Message     string
+	ExitCode    *int32 // set when terminal and the process had started
+	Pid         uint32
+	CreatedAt   time.Time
+	StartedAt   time.Time
+	FinishedAt  time.Time
+	Args        []string
+	Env         []string
+	WorkingDir  string
+	User        string
+	Sandbox     string
+	Labels      map[string]string
+	AutoRemove  bool
+}
+
+// KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the
+// container still runs.
+type KillRequest struct {
+	Signal syscall.Signal
+	Grace  time.Duration
+}
+
+// Stream names one of a container's output streams.
+type Stream int
+
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
+
+// LogChunk is a piece of a container's output.
+type LogChunk struct {
+	Stream Stream
+	Data   []byte
+}
+
+// RegistryAuth is a credential for one registry, as Docker's config.json
+// holds it.
+type RegistryAuth struct {
+	Username      string
+	Password      string
+	IdentityToken string
+	RegistryToken string
+}
+
+// PullProgress reports the state of one layer of a pull.
+type PullProgress struct {
+	Digest    string
+	MediaType string
+	Status    string // waiting, downloading, exists, done, unpacking, unpacked
+	Offset    int64
+	Total     int64
+}
+
+// Image is an image in the containerizer's store.
+type Image struct {
+	Name      string
+	Digest    string
+	Size      int64
+	CreatedAt time.Time
+}
+
+// Runtime is a runtime profile and whether it can run on this host.
+type Runtime struct {
+	Name              string
+	Type              string
+	Binary            string
+	Available         bool
+	UnavailableReason string
+}
+
+// Containerizer launches and manages containers and their images.
+// Every method that blocks takes a context first.
+type Containerizer interface {
+	// Launch creates and starts a container; it returns when the process
+	// runs. A launch that fails after the container was created leaves it,
+	// terminal, with ReasonContainerLaunchFailed.
+	Launch(ctx context.Context, cfg LaunchConfig) (Container, error)
+	// Wait blocks until the container is terminal.
+	Wait(ctx context.Context, id ContainerID) (Container, error)
+	Kill(ctx context.Context, id ContainerID, req KillRequest) error
+	// Destroy removes a terminal container and its sandbox; with force it
+	// kills a running one first.
+	Destroy(ctx context.Context, id ContainerID, force bool) error
+	Get(ctx context.Context, id ContainerID) (Container, error)
+	Containers(ctx context.Context) ([]Container, error)
+	// Logs copies the container's output to fn, from the start; with follow
+	// it goes on until the container is terminal and its output is complete.
+	Logs(ctx context.Context, id ContainerID, streams []Stream, follow bool, fn func(LogChunk) error) error
+
+	Pull(ctx context.Context, ref string, auth *RegistryAuth, progress func(PullProgress)) (Image, error)
+	Import(ctx context.Context, r io.Reader, name string) ([]Image, error)
+	Images(ctx context.Context) ([]Image, error)
+	RemoveImage(ctx context.Context, ref string, force bool) error
+
+	Runtimes() []Runtime
+	DefaultRuntime() string
+	// Close stops watching containers; it leaves them running.
+	Close() error
+}
