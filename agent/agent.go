@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/containerizer/containerd"
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/logger/sandbox"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -166,7 +167,7 @@ func (a *Agent) containerdHealthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := a.cz.Client().Version(ctx); err != nil {
-		return fmt.Errorf("%w: containerd at %s does not answer: %v", errdefs.ErrUnavailable, a.cfg.ContainerdAddress, err)
+		return errs.New(errdefs.ErrUnavailable, "containerd at %s does not answer: %v", a.cfg.ContainerdAddress, err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/internal/version"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -125,7 +126,7 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	var n int
 	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && fmt.Sprint(n) == s {
 		if n <= 0 || n > 64 {
-			return 0, fmt.Errorf("%w: signal %d is out of range 1-64", errdefs.ErrInvalidArgument, n)
+			return 0, errs.New(errdefs.ErrInvalidArgument, "signal %d is out of range 1-64", n)
 		}
 		return syscall.Signal(n), nil
 	}
@@ -136,7 +137,7 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	if sig := unix.SignalNum(upper(name)); sig != 0 {
 		return sig, nil
 	}
-	return 0, fmt.Errorf("%w: unknown signal %q (use a name such as TERM or a number)", errdefs.ErrInvalidArgument, s)
+	return 0, errs.New(errdefs.ErrInvalidArgument, "unknown signal %q (use a name such as TERM or a number)", s)
 }
 
 func upper(s string) string {
@@ -235,7 +236,7 @@ func (r *importReader) Read(p []byte) (int, error) {
 			return 0, err // io.EOF when the client is done
 		}
 		if _, ok := m.Part.(*agentv1.ImportImageRequest_Data); !ok {
-			return 0, fmt.Errorf("%w: only data may follow the first message of an import", errdefs.ErrInvalidArgument)
+			return 0, errs.New(errdefs.ErrInvalidArgument, "only data may follow the first message of an import")
 		}
 		r.buf = m.GetData()
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/logger"
 )
 
@@ -123,12 +124,12 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	}
 	cl, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace), client.WithTimeout(10*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("%w: cannot reach containerd at %s: %v (is it running? systemctl start containerd, or gearbox dev starts a private one)", errdefs.ErrUnavailable, cfg.Address, err)
+		return nil, errs.New(errdefs.ErrUnavailable, "cannot reach containerd at %s: %v (is it running? systemctl start containerd, or gearbox dev starts a private one)", cfg.Address, err)
 	}
 	nctx := namespaces.WithNamespace(ctx, cfg.Namespace)
 	if _, err := cl.Version(nctx); err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("%w: containerd at %s does not answer: %v", errdefs.ErrUnavailable, cfg.Address, err)
+		return nil, errs.New(errdefs.ErrUnavailable, "containerd at %s does not answer: %v", cfg.Address, err)
 	}
 	z := &Containerizer{
 		cfg:        cfg,
@@ -181,7 +182,7 @@ func (z *Containerizer) lookup(id containerizer.ContainerID) (*ctr, error) {
 	defer z.mu.Unlock()
 	c, ok := z.containers[id]
 	if !ok {
-		return nil, fmt.Errorf("container %q: %w (gearbox ps -a lists them)", id, errdefs.ErrNotFound)
+		return nil, errs.New(errdefs.ErrNotFound, "container %q not found (gearbox ps -a lists them)", id)
 	}
 	return c, nil
 }

@@ -31,6 +31,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 )
 
 // plainHTTP says whether a registry host is spoken to without TLS: loopback
@@ -98,12 +99,12 @@ func registryError(ref string, err error) error {
 	var opErr *net.OpError
 	switch {
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("%w: image %q not found in registry %s: check the name and tag", errdefs.ErrNotFound, ref, host)
+		return errs.New(errdefs.ErrNotFound, "image %q not found in registry %s: check the name and tag", ref, host)
 	case errors.As(err, &unexpected) && (unexpected.StatusCode == 401 || unexpected.StatusCode == 403),
 		errors.Is(err, docker.ErrInvalidAuthorization):
-		return fmt.Errorf("%w: registry %s refused the credentials for %q: check them (docker login %s writes them to ~/.docker/config.json): %v", errdefs.ErrPermissionDenied, host, ref, host, err)
+		return errs.New(errdefs.ErrPermissionDenied, "registry %s refused the credentials for %q: check them (docker login %s writes them to ~/.docker/config.json): %v", host, ref, host, err)
 	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &opErr), errors.As(err, &netErr):
-		return fmt.Errorf("%w: cannot reach registry %s: %v", errdefs.ErrUnavailable, host, err)
+		return errs.New(errdefs.ErrUnavailable, "cannot reach registry %s: %v", host, err)
 	}
 	return fmt.Errorf("pulling %q from %s: %w", ref, host, err)
 }
@@ -224,7 +225,7 @@ func (p *pullTracker) poll(ctx context.Context, final bool) {
 func checkArchive(r io.Reader) error {
 	dr, err := compression.DecompressStream(r)
 	if err != nil {
-		return fmt.Errorf("%w: cannot read the archive: %v", errdefs.ErrInvalidArgument, err)
+		return errs.New(errdefs.ErrInvalidArgument, "cannot read the archive: %v", err)
 	}
 	defer dr.Close()
 	tr := tar.NewReader(dr)
@@ -237,9 +238,9 @@ func checkArchive(r io.Reader) error {
 		}
 		if err != nil {
 			if n == 0 {
-				return fmt.Errorf("%w: not a tar archive (%v): give a docker-archive (docker save) or an OCI layout tar", errdefs.ErrInvalidArgument, err)
+				return errs.New(errdefs.ErrInvalidArgument, "not a tar archive (%v): give a docker-archive (docker save) or an OCI layout tar", err)
 			}
-			return fmt.Errorf("%w: the archive is truncated or corrupt after %d entries: %v", errdefs.ErrInvalidArgument, n, err)
+			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt after %d entries: %v", n, err)
 		}
 		n++
 		switch path.Clean(h.Name) {
@@ -249,11 +250,11 @@ func checkArchive(r io.Reader) error {
 			oci = true
 		}
 		if _, err := io.Copy(io.Discard, tr); err != nil {
-			return fmt.Errorf("%w: the archive is truncated or corrupt in %s: %v", errdefs.ErrInvalidArgument, h.Name, err)
+			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt in %s: %v", h.Name, err)
 		}
 	}
 	if !docker && !oci {
-		return fmt.Errorf("%w: the archive is neither a docker-archive (no manifest.json) nor an OCI layout (no index.json)", errdefs.ErrInvalidArgument)
+		return errs.New(errdefs.ErrInvalidArgument, "the archive is neither a docker-archive (no manifest.json) nor an OCI layout (no index.json)")
 	}
 	return nil
 }
@@ -296,10 +297,10 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 	}
 	imgs, err := z.client.Import(ctx, f, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: importing the archive: %v", errdefs.ErrInvalidArgument, err)
+		return nil, errs.New(errdefs.ErrInvalidArgument, "importing the archive: %v", err)
 	}
 	if len(imgs) == 0 {
-		return nil, fmt.Errorf("%w: the archive names no image: give it a name (gearbox image import --name REF FILE)", errdefs.ErrInvalidArgument)
+		return nil, errs.New(errdefs.ErrInvalidArgument, "the archive names no image: give it a name (gearbox image import --name REF FILE)")
 	}
 	var out []containerizer.Image
 	for _, im := range imgs {
@@ -354,12 +355,12 @@ func (z *Containerizer) RemoveImage(ctx context.Context, ref string, force bool)
 		z.mu.Unlock()
 		if len(users) > 0 {
 			sort.Strings(users)
-			return fmt.Errorf("%w: image %q is used by container(s) %s: remove them first or force it (gearbox image rm -f)", errdefs.ErrFailedPrecondition, full, strings.Join(users, ", "))
+			return errs.New(errdefs.ErrFailedPrecondition, "image %q is used by container(s) %s: remove them first or force it (gearbox image rm -f)", full, strings.Join(users, ", "))
 		}
 	}
 	err = z.client.ImageService().Delete(ctx, full, images.SynchronousDelete())
 	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("%w: image %q is not present on this agent (gearbox image ls lists them)", errdefs.ErrNotFound, full)
+		return errs.New(errdefs.ErrNotFound, "image %q is not present on this agent (gearbox image ls lists them)", full)
 	}
 	if err != nil {
 		return fmt.Errorf("removing image %q: %w", full, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/logger"
 )
@@ -28,17 +29,17 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 		cfg.ID = containerizer.ContainerID(ids.New())
 	}
 	if err := ids.Validate(string(cfg.ID)); err != nil {
-		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+		return errs.New(errdefs.ErrInvalidArgument, "%w", err)
 	}
 	for _, e := range cfg.Env {
 		k, _, ok := strings.Cut(e, "=")
 		if !ok || k == "" || strings.ContainsAny(k, " \t\n\x00") || strings.Contains(e, "\x00") {
-			return fmt.Errorf("%w: env entry %q is malformed: write KEY=VALUE", errdefs.ErrInvalidArgument, e)
+			return errs.New(errdefs.ErrInvalidArgument, "env entry %q is malformed: write KEY=VALUE", e)
 		}
 	}
 	for k, v := range cfg.Labels {
 		if k == "" || len(k)+len(v) > maxLabelValue {
-			return fmt.Errorf("%w: label %q: keys must be non-empty and key plus value at most %d bytes", errdefs.ErrInvalidArgument, k, maxLabelValue)
+			return errs.New(errdefs.ErrInvalidArgument, "label %q: keys must be non-empty and key plus value at most %d bytes", k, maxLabelValue)
 		}
 	}
 	if cfg.Runtime == "" {
@@ -46,10 +47,10 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	}
 	rt, ok := z.runtimes[cfg.Runtime]
 	if !ok {
-		return fmt.Errorf("%w: unknown runtime %q: this agent has %s", errdefs.ErrInvalidArgument, cfg.Runtime, z.runtimeNames())
+		return errs.New(errdefs.ErrInvalidArgument, "unknown runtime %q: this agent has %s", cfg.Runtime, z.runtimeNames())
 	}
 	if !rt.Available {
-		return fmt.Errorf("%w: runtime %q cannot run on this host: %s", errdefs.ErrFailedPrecondition, cfg.Runtime, rt.UnavailableReason)
+		return errs.New(errdefs.ErrFailedPrecondition, "runtime %q cannot run on this host: %s", cfg.Runtime, rt.UnavailableReason)
 	}
 	return nil
 }
@@ -65,11 +66,11 @@ func (z *Containerizer) runtimeNames() string {
 // NormalizeRef turns a Docker-style reference into containerd's full form.
 func NormalizeRef(ref string) (string, error) {
 	if ref == "" {
-		return "", fmt.Errorf("%w: no image given", errdefs.ErrInvalidArgument)
+		return "", errs.New(errdefs.ErrInvalidArgument, "no image given")
 	}
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return "", fmt.Errorf("%w: image reference %q is malformed: %v (expected e.g. busybox, registry:5000/team/app:1.2)", errdefs.ErrInvalidArgument, ref, err)
+		return "", errs.New(errdefs.ErrInvalidArgument, "image reference %q is malformed: %v (expected e.g. busybox, registry:5000/team/app:1.2)", ref, err)
 	}
 	return named.String(), nil
 }
@@ -84,7 +85,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	}
 	img, err := z.client.GetImage(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		return containerizer.Container{}, fmt.Errorf("%w: image %q is not present on this agent: pull it first (gearbox image pull %s) or import it (gearbox image import)", errdefs.ErrNotFound, ref, cfg.Image)
+		return containerizer.Container{}, errs.New(errdefs.ErrNotFound, "image %q is not present on this agent: pull it first (gearbox image pull %s) or import it (gearbox image import)", ref, cfg.Image)
 	}
 	if err != nil {
 		return containerizer.Container{}, fmt.Errorf("looking up image %q: %w", ref, err)
@@ -95,7 +96,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	}
 	args := resolveArgs(imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, cfg.Entrypoint, cfg.Cmd)
 	if len(args) == 0 {
-		return containerizer.Container{}, fmt.Errorf("%w: image %q has neither entrypoint nor cmd: give a command (gearbox run IMAGE CMD…)", errdefs.ErrInvalidArgument, ref)
+		return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd: give a command (gearbox run IMAGE CMD…)", ref)
 	}
 
 	// Reserve the ID before touching containerd so that concurrent launches
@@ -108,7 +109,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
 		z.mu.Unlock()
-		return containerizer.Container{}, fmt.Errorf("%w: container %q already exists: choose another ID or remove it (gearbox rm %s)", errdefs.ErrAlreadyExists, cfg.ID, cfg.ID)
+		return containerizer.Container{}, errs.New(errdefs.ErrAlreadyExists, "container %q already exists: choose another ID or remove it (gearbox rm %s)", cfg.ID, cfg.ID)
 	}
 	z.containers[cfg.ID] = c
 	z.mu.Unlock()
@@ -148,7 +149,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		client.WithContainerLabels(launchLabels(cfg, c.info.Image)),
 	)
 	if errdefs.IsAlreadyExists(err) {
-		return containerizer.Container{}, fmt.Errorf("%w: container %q already exists in containerd namespace %s: remove it there or choose another ID", errdefs.ErrAlreadyExists, cfg.ID, z.cfg.Namespace)
+		return containerizer.Container{}, errs.New(errdefs.ErrAlreadyExists, "container %q already exists in containerd namespace %s: remove it there or choose another ID", cfg.ID, z.cfg.Namespace)
 	}
 	if err != nil {
 		// The snapshot may have been created before the spec failed.
@@ -158,7 +159,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		if errdefs.IsInvalidArgument(err) || errdefs.IsNotFound(err) {
 			return containerizer.Container{}, fmt.Errorf("creating container %s: %w", cfg.ID, err)
 		}
-		return containerizer.Container{}, fmt.Errorf("%w: creating container %s: %w", errdefs.ErrInvalidArgument, cfg.ID, err)
+		return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "creating container %s: %w", cfg.ID, err)
 	}
 	c.mu.Lock()
 	c.cont = cont
@@ -178,7 +179,8 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	}
 	task, err := cont.NewTask(ctx, ioc)
 	if err != nil {
-		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("creating the task: %w", err))
+		// runc looks the command up at create: "not found" shows here.
+		return z.failLaunch(ctx, c, classifyStartError(err), fmt.Errorf("creating the task: %w", err))
 	}
 	// Wait before Start, or an early exit can be missed. The wait lives as
 	// long as the containerizer, not the request.
@@ -219,9 +221,9 @@ func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containe
 	if _, err := cont.SetLabels(cctx, terminalLabels(info)); err != nil {
 		z.log.Warn("recording a failed launch", "container_id", c.info.ID, "err", err)
 	}
-	err := fmt.Errorf("%w: container %s failed to launch: %w", errdefs.ErrFailedPrecondition, c.info.ID, cause)
+	err := errs.New(errdefs.ErrFailedPrecondition, "container %s failed to launch: %w", c.info.ID, cause)
 	if failure != containerizer.LaunchFailureNone {
-		err = &containerizer.LaunchError{Failure: failure, Err: fmt.Errorf("%w: container %s: %w", errdefs.ErrInvalidArgument, c.info.ID, cause)}
+		err = &containerizer.LaunchError{Failure: failure, Err: errs.New(errdefs.ErrInvalidArgument, "container %s: %w", c.info.ID, cause)}
 	}
 	if info.AutoRemove {
 		z.destroy(cctx, c)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/logger"
 )
 
@@ -129,7 +130,9 @@ func (z *Containerizer) record(ctx context.Context, c *ctr, cont client.Containe
 func classifyExit(code uint32, killed bool) (containerizer.TaskState, containerizer.Reason, string) {
 	switch {
 	case killed:
-		return containerizer.TaskKilled, containerizer.ReasonTaskKilled, fmt.Sprintf("killed on request (exit status %d)", code)
+		// Mesos's rule: a task that ends after a kill request is killed,
+		// however it ended.
+		return containerizer.TaskKilled, containerizer.ReasonTaskKilled, fmt.Sprintf("ended after a kill request (exit status %d)", code)
 	case code == 0:
 		return containerizer.TaskFinished, containerizer.ReasonCommandExited, "exited with status 0"
 	case code > 128 && code <= 128+64:
@@ -157,7 +160,7 @@ func (z *Containerizer) Wait(ctx context.Context, id containerizer.ContainerID) 
 	case <-ctx.Done():
 		return containerizer.Container{}, ctx.Err()
 	case <-z.ctx.Done():
-		return containerizer.Container{}, fmt.Errorf("%w: the agent is stopping", errdefs.ErrUnavailable)
+		return containerizer.Container{}, errs.New(errdefs.ErrUnavailable, "the agent is stopping")
 	}
 }
 
@@ -173,13 +176,13 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 	task, state := c.task, c.info.State
 	if task == nil || state.Terminal() {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: container %q is not running (%s)", errdefs.ErrFailedPrecondition, id, state)
+		return errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s)", id, state)
 	}
 	c.killed = true
 	c.mu.Unlock()
 	if err := task.Kill(ctx, req.Signal); err != nil {
 		if errdefs.IsNotFound(err) {
-			return fmt.Errorf("%w: container %q is not running", errdefs.ErrFailedPrecondition, id)
+			return errs.New(errdefs.ErrFailedPrecondition, "container %q is not running", id)
 		}
 		return fmt.Errorf("sending %s to container %s: %w", unix.SignalName(req.Signal), id, err)
 	}
@@ -213,7 +216,7 @@ func (z *Containerizer) Destroy(ctx context.Context, id containerizer.ContainerI
 	c.mu.Unlock()
 	if running {
 		if !force {
-			return fmt.Errorf("%w: container %q is running: kill it first (gearbox kill %s) or force the removal (gearbox rm -f %s)", errdefs.ErrFailedPrecondition, id, id, id)
+			return errs.New(errdefs.ErrFailedPrecondition, "container %q is running: kill it first (gearbox kill %s) or force the removal (gearbox rm -f %s)", id, id, id)
 		}
 		if err := z.Kill(ctx, id, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil && !errdefs.IsFailedPrecondition(err) {
 			return err
@@ -223,7 +226,7 @@ func (z *Containerizer) Destroy(ctx context.Context, id containerizer.ContainerI
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(30 * time.Second):
-			return fmt.Errorf("%w: container %q did not exit within 30s of SIGKILL", errdefs.ErrUnavailable, id)
+			return errs.New(errdefs.ErrUnavailable, "container %q did not exit within 30s of SIGKILL", id)
 		}
 	}
 	return z.destroy(ctx, c)
@@ -296,7 +299,7 @@ func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, 
 func (z *Containerizer) recover(ctx context.Context) error {
 	conts, err := z.client.Containers(ctx, fmt.Sprintf("labels.%q", labelID))
 	if err != nil {
-		return fmt.Errorf("%w: listing containers in namespace %s: %w", errdefs.ErrUnavailable, z.cfg.Namespace, err)
+		return errs.New(errdefs.ErrUnavailable, "listing containers in namespace %s: %w", z.cfg.Namespace, err)
 	}
 	for _, cont := range conts {
 		if err := z.recoverOne(ctx, cont); err != nil {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gearboxd/gearbox/agent"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+const defaultAgent = "unix:///run/gearbox/agent.sock"
+
+func agentAddress(cmd *cobra.Command) string {
+	if a, _ := cmd.Flags().GetString("agent"); a != "" {
+		return a
+	}
+	if a := os.Getenv("GEARBOX_AGENT"); a != "" {
+		return a
+	}
+	return defaultAgent
+}
+
+// dial connects to the agent. The connection is lazy: errors show on the
+// first call, and describe() makes them readable.
+func dial(cmd *cobra.Command) (agentv1.AgentClient, func(), error) {
+	addr := agentAddress(cmd)
+	if !strings.HasPrefix(addr, "unix://") {
+		return nil, nil, &exitError{code: 125, err: fmt.Errorf("agent address %q: only unix:///path addresses are supported", addr)}
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent address %q: %w", addr, err)
+	}
+	currentAgent = addr
+	return agentv1.NewAgentClient(conn), func() { conn.Close() }, nil
+}
+
+var currentAgent string
+
+// describe turns an error into the one line a person reads.
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		// grpc reports a failed dial only as text in an Unavailable status.
+		if strings.Contains(st.Message(), "Error while dialing") || strings.HasPrefix(st.Message(), "connection error") {
+			return fmt.Sprintf("cannot reach the agent at %s: is it running? (gearbox agent, or make dev) — %s", currentAgent, st.Message())
+		}
+	case codes.Canceled:
+		return "cancelled"
+	}
+	return st.Message()
+}
+
+// launchFailure reads the ErrorInfo the agent attaches when a command could
+// not be started: "COMMAND_NOT_FOUND" or "COMMAND_NOT_EXECUTABLE".
+func launchFailure(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == agent.ErrorDomain {
+			return info.Reason
+		}
+	}
+	return ""
+}
+
+// isCode says whether err is a gRPC status with code c.
+func isCode(err error, c codes.Code) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == c
+}
+
+// addOutputFlag adds -o json.
+func addOutputFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVarP(dst, "output", "o", "", "output format: json")
+}
+
+func checkOutput(o string) error {
+	if o != "" && o != "json" {
+		return &exitError{code: 125, err: fmt.Errorf("unknown output format %q: use -o json", o)}
+	}
+	return nil
+}
+
+// printJSON prints protobuf messages as a JSON array (or one object).
+func printJSON(w io.Writer, msgs ...proto.Message) error {
+	m := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}
+	var raw []json.RawMessage
+	for _, msg := range msgs {
+		b, err := m.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		raw = append(raw, b)
+	}
+	var v any = raw
+	if raw == nil {
+		v = []any{}
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func ctxOf(cmd *cobra.Command) context.Context {
+	if cmd.Context() != nil {
+		return cmd.Context()
+	}
+	return context.Background()
+}

@@ -1,0 +1,70 @@
+// gearbox is the node agent, the dev environment and the client, in one
+// binary. Exit status: 125 for an error of gearbox itself, 126/127 when a
+// container's command cannot run, otherwise the container's.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gearboxd/gearbox/internal/version"
+)
+
+// exitError carries an exit status out of a command.
+type exitError struct {
+	code int
+	err  error // printed when not nil
+}
+
+func (e *exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
+
+func main() {
+	root := newRoot()
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "gearbox:", describe(ee.err))
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "gearbox:", describe(err))
+	os.Exit(125)
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "gearbox",
+		Short: "A node agent for containers on containerd, and its client",
+		Long: `gearbox runs Docker and OCI images through containerd.
+
+  gearbox agent            run the node agent
+  gearbox dev              a private containerd, an agent and a demo image, for trying gearbox
+  gearbox run IMAGE CMD…   run a container (Docker-shaped client commands follow)
+
+The client talks to the agent named by --agent or GEARBOX_AGENT
+(default ` + defaultAgent + `).`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("agent", "", "agent address (env GEARBOX_AGENT, default "+defaultAgent+")")
+	root.AddCommand(newAgentCmd(), newDevCmd())
+	addContainerCmds(root)
+	root.AddCommand(newImageCmd(), newVersionCmd())
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: 125, err: fmt.Errorf("%v (see gearbox %s --help)", err, c.Name())}
+	})
+	return root
+}

@@ -1,0 +1,5 @@
+package demoimage
+
+import "runtime"
+
+func goarch() string { return runtime.GOARCH }
