@@ -1,0 +1,49 @@
+# gearbox — see README.md. Targets that run containers need root.
+GO      ?= go
+PKG     := github.com/gearboxd/gearbox
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.GitCommit=$(COMMIT)
+export PATH := $(PATH):/usr/local/go/bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/gearbox and bin/gearbox-logger
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/gearbox ./cmd/gearbox
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/gearbox-logger ./cmd/gearbox-logger
+
+.PHONY: deps
+deps: ## install what gearbox needs to run (Debian: containerd, runc, busybox-static)
+	hack/install-deps.sh dev
+
+.PHONY: dev
+dev: deps build ## install what is missing, then run a single-node gearbox with a demo task
+	bin/gearbox dev
+
+.PHONY: test
+test: proto-check lint ## unit and integration tests (as root: they run real containers)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: bench
+bench: build ## benchmarks against the direct containerd client (as root)
+	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 30m -v ./integration/
+
+.PHONY: proto
+proto: ## regenerate the Go code of the .proto files
+	hack/proto.sh
+
+.PHONY: proto-check
+proto-check: ## fail when the generated protobuf code is stale
+	hack/proto.sh
+	@git diff --exit-code --stat -- proto/ || { echo "generated code in proto/ is stale: run make proto and commit" >&2; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt'ed:" $$out >&2; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags bench ./integration/

@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("../examples/agent.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" {
+		t.Errorf("example config read wrongly: %+v", cfg)
+	}
+}
+
+func TestDefaultConfigValid(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct{ toml, key string }{
+		{"version = 2", "version"},
+		{`work_dir = "relative"`, "work_dir"},
+		{`listen = "tcp://0.0.0.0:1"`, "listen"},
+		{`listen = "unix://relative.sock"`, "listen"},
+		{`default_runtime = "nope"`, "default_runtime"},
+		{"[runtimes.x]\nbinary = \"crun\"", "runtimes.x.type"},
+		{`namespace = ""`, "namespace"},
+	} {
+		p := filepath.Join(t.TempDir(), "agent.toml")
+		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)
+		if tc.key == "version" {
+			os.WriteFile(p, []byte(tc.toml), 0o644)
+		}
+		cfg, err := LoadConfig(p)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "config key "+tc.key) {
+			t.Errorf("%q: error %v does not name key %s", tc.toml, err, tc.key)
+		}
+	}
+}
+
+func TestConfigRefusesUnknownKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.toml")
+	os.WriteFile(p, []byte("version = 1\nwork_dri = \"/x\"\n"), 0o644)
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "work_dri") {
+		t.Fatalf("misspelt key not reported: %v", err)
+	}
+}
+
+func TestConfigMalformed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.toml")
+	os.WriteFile(p, []byte("version = = 1"), 0o644)
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("malformed config error does not name the file: %v", err)
+	}
+}
+
+func FuzzLoadConfig(f *testing.F) {
+	data, _ := os.ReadFile("../examples/agent.toml")
+	f.Add(string(data))
+	f.Add("version = 1\n[runtimes.a]\ntype = 3")
+	f.Fuzz(func(t *testing.T, s string) {
+		p := filepath.Join(t.TempDir(), "c.toml")
+		os.WriteFile(p, []byte(s), 0o644)
+		if cfg, err := LoadConfig(p); err == nil {
+			_ = cfg.Validate() // must not panic
+		}
+	})
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{
+		"": syscall.SIGKILL, "TERM": syscall.SIGTERM, "SIGTERM": syscall.SIGTERM, "sigint": syscall.SIGINT,
+		"hup": syscall.SIGHUP, "9": syscall.SIGKILL, "15": syscall.SIGTERM,
+	} {
+		got, err := ParseSignal(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "65", "-1", "NOPE", "SIG", "9x"} {
+		if _, err := ParseSignal(bad); err == nil {
+			t.Errorf("ParseSignal(%q) accepted", bad)
+		}
+	}
+}
