@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/BurntSushi/toml"
+	clog "github.com/containerd/log"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -53,6 +54,7 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			if printConfig {
 				return toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg)
 			}
+			quietContainerdClient(debug)
 			return runAgent(cmd.Context(), cfg, newLogger(debug))
 		},
 	}
@@ -80,6 +82,18 @@ func newLogger(debug bool) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// quietContainerdClient keeps the containerd client library's own logging
+// (logrus, info level by default) to warnings, in JSON off a terminal, so
+// that it does not interleave chatter with the agent's log.
+func quietContainerdClient(debug bool) {
+	if !debug {
+		clog.SetLevel("warn")
+	}
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		clog.SetFormat(clog.JSONFormat)
+	}
 }
 
 func runAgent(ctx context.Context, cfg agent.Config, log *slog.Logger) error {

@@ -42,6 +42,7 @@ func newDevCmd() *cobra.Command {
 Ctrl-C stops and removes everything it started and leaves nothing mounted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			quietContainerdClient(debug)
 			return runDev(ctxOf(cmd), stateDir, busybox, newLogger(debug))
 		},
 	}

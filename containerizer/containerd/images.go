@@ -134,7 +134,7 @@ func (z *Containerizer) Pull(ctx context.Context, ref string, auth *containerize
 		client.WithResolver(z.resolver(auth)),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(z.cfg.Snapshotter),
-		client.WithImageHandler(images.HandlerFunc(pt.handle)),
+		client.WithImageHandlerWrapper(pt.wrap),
 	)
 	stop()
 	wg.Wait()
@@ -159,13 +159,21 @@ func newPullTracker(cs content.Store, fn func(containerizer.PullProgress)) *pull
 	return &pullTracker{cs: cs, progress: fn, last: map[digest.Digest]containerizer.PullProgress{}}
 }
 
-func (p *pullTracker) handle(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-	if images.IsLayerType(desc.MediaType) {
+// wrap records the layers a manifest names. It wraps the fetch chain rather
+// than joining it because the unpacker fetches layers itself: a handler in
+// the chain never sees them.
+func (p *pullTracker) wrap(h images.Handler) images.Handler {
+	return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		children, err := h.Handle(ctx, desc)
 		p.mu.Lock()
-		p.layers = append(p.layers, desc)
+		for _, c := range children {
+			if images.IsLayerType(c.MediaType) && !slices.ContainsFunc(p.layers, func(l ocispec.Descriptor) bool { return l.Digest == c.Digest }) {
+				p.layers = append(p.layers, c)
+			}
+		}
 		p.mu.Unlock()
-	}
-	return nil, nil
+		return children, err
+	})
 }
 
 func (p *pullTracker) run(ctx context.Context) {
@@ -291,9 +299,13 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	opts := []client.ImportOpt{client.WithSkipDigestRef(func(string) bool { return name == "" })}
+	var opts []client.ImportOpt
 	if name != "" {
-		opts = append(opts, client.WithImageRefTranslator(archive.AddRefPrefix(name)), client.WithDigestRef(func(d digest.Digest) string { return name + "@" + d.String() }))
+		// Tags in the archive ("latest") become name:tag; an image the
+		// archive does not name at all becomes name@digest.
+		opts = append(opts, client.WithImageRefTranslator(archive.AddRefPrefix(name)),
+			client.WithDigestRef(func(d digest.Digest) string { return name + "@" + d.String() }),
+			client.WithSkipDigestRef(func(imageName string) bool { return imageName != "" }))
 	}
 	imgs, err := z.client.Import(ctx, f, opts...)
 	if err != nil {

@@ -1,0 +1,457 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gearboxd/gearbox/internal/containerdproc"
+	"github.com/gearboxd/gearbox/internal/demoimage"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+const (
+	regUser = "gearbox"
+	regPass = "s3cret-pass"
+	// testImage is imported into the agent at start; pushedImage lives in
+	// the registry only.
+	testImage = "localhost/gearbox-test:1"
+)
+
+// harness is what TestMain starts for every test.
+type harness struct {
+	dir        string
+	bin        string // dir with gearbox and gearbox-logger
+	containerd *containerdproc.Proc
+	namespace  string
+	registry   string // host:port
+	regCmd     *exec.Cmd
+	pushedRef  string // image in the registry
+	img        v1.Image
+	dockerTar  string // docker-archive of img, named testImage
+	ociTar     string // OCI layout of img, tagged only "latest"
+	noCmdTar   string // docker-archive of an image with neither entrypoint nor cmd
+	dockerCfg  string // DOCKER_CONFIG dir with the registry's credentials
+
+	agentCfg  string
+	agentSock string
+	agentLog  string
+	agentCmd  *exec.Cmd
+	agentDone chan error
+	conn      *grpc.ClientConn
+	client    agentv1.AgentClient
+}
+
+var h *harness
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests run real containers and need root: run make test as root")
+		return 1
+	}
+	var err error
+	h, err = setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration setup failed:", err)
+		if h != nil {
+			h.teardown()
+		}
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- agent log (%s), last lines:\n%s\n", h.agentLog, tail(h.agentLog, 40))
+	}
+	h.teardown()
+	return code
+}
+
+func need(bin, pkg string) (string, error) {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s is not installed: apt-get install %s (hack/install-deps.sh test does it)", bin, pkg)
+	}
+	return p, nil
+}
+
+func setup() (*harness, error) {
+	for bin, pkg := range map[string]string{"containerd": "containerd", "runc": "runc", "containerd-shim-runc-v2": "containerd", "docker-registry": "docker-registry"} {
+		if _, err := need(bin, pkg); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "gearbox-it-")
+	if err != nil {
+		return nil, err
+	}
+	t := &harness{dir: dir, bin: filepath.Join(dir, "bin"), namespace: fmt.Sprintf("gearbox-it-%d", os.Getpid())}
+	ctx := context.Background()
+
+	// Binaries, as make build makes them.
+	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(t.bin, b.out), b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return t, fmt.Errorf("building %s: %v\n%s", b.out, err, out)
+		}
+	}
+
+	// Images, built locally.
+	if t.img, err = demoimage.Build(demoimage.DefaultBusybox); err != nil {
+		return t, err
+	}
+	t.dockerTar = filepath.Join(dir, "image-docker.tar")
+	t.ociTar = filepath.Join(dir, "image-oci.tar")
+	t.noCmdTar = filepath.Join(dir, "image-nocmd.tar")
+	if err := writeFile(t.dockerTar, func(f *os.File) error { return demoimage.WriteDockerArchive(f, t.img, testImage) }); err != nil {
+		return t, err
+	}
+	if err := writeFile(t.ociTar, func(f *os.File) error { return demoimage.WriteOCILayout(f, t.img, "latest") }); err != nil {
+		return t, err
+	}
+	noCmd, err := withoutCmd(t.img)
+	if err != nil {
+		return t, err
+	}
+	if err := writeFile(t.noCmdTar, func(f *os.File) error { return demoimage.WriteDockerArchive(f, noCmd, "localhost/nocmd:1") }); err != nil {
+		return t, err
+	}
+
+	if t.containerd, err = containerdproc.Start(ctx, filepath.Join(dir, "containerd")); err != nil {
+		return t, err
+	}
+	if err := t.startRegistry(); err != nil {
+		return t, err
+	}
+	if err := t.startAgent(); err != nil {
+		return t, err
+	}
+	if err := t.cliImport(t.dockerTar); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+func writeFile(path string, fn func(*os.File) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func withoutCmd(img v1.Image) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Cmd, cf.Config.Entrypoint = nil, nil
+	return mutate.ConfigFile(img, cf)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startRegistry runs Debian's docker-registry (distribution) on loopback
+// with htpasswd auth, and pushes the test image to it.
+func (t *harness) startRegistry() error {
+	rdir := filepath.Join(t.dir, "registry")
+	os.MkdirAll(filepath.Join(rdir, "data"), 0o755)
+	hash, err := bcrypt.GenerateFromPassword([]byte(regPass), bcrypt.MinCost)
+	if err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(rdir, "htpasswd"), []byte(regUser+":"+string(hash)+"\n"), 0o600)
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	t.registry = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: %s/data
+  delete:
+    enabled: true
+http:
+  addr: %s
+auth:
+  htpasswd:
+    realm: gearbox-test
+    path: %s/htpasswd
+`, rdir, t.registry, rdir)
+	os.WriteFile(filepath.Join(rdir, "config.yml"), []byte(cfg), 0o644)
+	logf, _ := os.Create(filepath.Join(rdir, "registry.log"))
+	t.regCmd = exec.Command("docker-registry", "serve", filepath.Join(rdir, "config.yml"))
+	t.regCmd.Stdout, t.regCmd.Stderr = logf, logf
+	t.regCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := t.regCmd.Start(); err != nil {
+		return fmt.Errorf("starting docker-registry: %w", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + t.registry + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("registry on %s did not answer: %v\n%s", t.registry, err, tail(filepath.Join(rdir, "registry.log"), 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.pushedRef = t.registry + "/gearbox/busybox:1"
+	ref, err := name.NewTag(t.pushedRef, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(ref, t.img, remote.WithAuth(&authn.Basic{Username: regUser, Password: regPass})); err != nil {
+		return fmt.Errorf("pushing to the test registry: %w", err)
+	}
+	// A Docker config with the registry's credentials, for the CLI.
+	t.dockerCfg = filepath.Join(t.dir, "docker-config")
+	os.MkdirAll(t.dockerCfg, 0o700)
+	auth := base64.StdEncoding.EncodeToString([]byte(regUser + ":" + regPass))
+	return os.WriteFile(filepath.Join(t.dockerCfg, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, t.registry, auth)), 0o600)
+}
+
+// writeAgentConfig writes the agent's config; extra is appended TOML.
+func (t *harness) writeAgentConfig() error {
+	adir := filepath.Join(t.dir, "agent")
+	t.agentSock = filepath.Join(adir, "run", "agent.sock")
+	t.agentCfg = filepath.Join(adir, "agent.toml")
+	t.agentLog = filepath.Join(adir, "agent.log")
+	cfg := fmt.Sprintf(`version = 1
+containerd_address = %q
+namespace = %q
+work_dir = %q
+run_dir = %q
+listen = "unix://%s"
+logger_binary = %q
+default_runtime = "runc"
+
+[runtimes.runc]
+type = "io.containerd.runc.v2"
+binary = "runc"
+
+# Any OCI runtime binary, by path.
+[runtimes.runc-path]
+type = "io.containerd.runc.v2"
+binary = %q
+
+[runtimes.missing-binary]
+type = "io.containerd.runc.v2"
+binary = "/nonexistent/oci-runtime"
+
+[runtimes.missing-shim]
+type = "io.containerd.nosuch.v1"
+`, t.containerd.Address, t.namespace, filepath.Join(adir, "work"), filepath.Join(adir, "run"),
+		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), mustLookPath("runc"))
+	os.MkdirAll(adir, 0o755)
+	return os.WriteFile(t.agentCfg, []byte(cfg), 0o644)
+}
+
+func mustLookPath(b string) string {
+	p, err := exec.LookPath(b)
+	if err != nil {
+		return b
+	}
+	return p
+}
+
+// startAgent starts the agent binary and waits until it serves.
+func (t *harness) startAgent() error {
+	if t.agentCfg == "" {
+		if err := t.writeAgentConfig(); err != nil {
+			return err
+		}
+	}
+	logf, err := os.OpenFile(t.agentLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	t.agentCmd = exec.Command(filepath.Join(t.bin, "gearbox"), "agent", "--config", t.agentCfg)
+	t.agentCmd.Stdout, t.agentCmd.Stderr = logf, logf
+	t.agentCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := t.agentCmd.Start(); err != nil {
+		return err
+	}
+	t.agentDone = make(chan error, 1)
+	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(t.agentCmd, t.agentDone)
+	if t.conn == nil {
+		conn, err := grpc.NewClient("unix://"+t.agentSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		t.conn, t.client = conn, agentv1.NewAgentClient(conn)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := t.client.GetHealth(ctx, &agentv1.GetHealthRequest{})
+		cancel()
+		if err == nil && r.Healthy {
+			return nil
+		}
+		select {
+		case err := <-t.agentDone:
+			t.agentDone <- err
+			return fmt.Errorf("agent exited at start (%v):\n%s", err, tail(t.agentLog, 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent did not become healthy: %v\n%s", err, tail(t.agentLog, 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stopAgent sends sig to the agent and waits for it to exit.
+func (t *harness) stopAgent(sig syscall.Signal) error {
+	if t.agentCmd == nil || t.agentCmd.Process == nil {
+		return nil
+	}
+	t.agentCmd.Process.Signal(sig)
+	select {
+	case err := <-t.agentDone:
+		t.agentCmd = nil
+		var ee *exec.ExitError
+		if sig == syscall.SIGKILL && errors.As(err, &ee) {
+			return nil
+		}
+		return err
+	case <-time.After(20 * time.Second):
+		t.agentCmd.Process.Kill()
+		return errors.New("agent did not stop within 20s")
+	}
+}
+
+func (t *harness) teardown() {
+	if t.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if resp, err := t.client.GetContainers(ctx, &agentv1.GetContainersRequest{All: true}); err == nil {
+			for _, c := range resp.Containers {
+				t.client.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: c.Id, Force: true})
+			}
+		}
+		cancel()
+		t.conn.Close()
+	}
+	t.stopAgent(syscall.SIGTERM)
+	if t.regCmd != nil && t.regCmd.Process != nil {
+		t.regCmd.Process.Kill()
+		t.regCmd.Wait()
+	}
+	if t.containerd != nil {
+		if err := t.containerd.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping containerd:", err)
+		}
+	}
+	if os.Getenv("GEARBOX_KEEP_TEST_DIR") == "" {
+		os.RemoveAll(t.dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "test dir kept:", t.dir)
+	}
+}
+
+// result is what a CLI run gave.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+}
+
+// cli runs the real gearbox CLI against the test agent.
+func (t *harness) cliIn(stdin string, args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(t.bin, "gearbox"), args...)
+	cmd.Env = append(os.Environ(), "GEARBOX_AGENT=unix://"+t.agentSock, "DOCKER_CONFIG="+t.dockerCfg)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+		errb.WriteString(err.Error())
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+func (t *harness) cli(args ...string) result { return t.cliIn("", args...) }
+
+func (t *harness) cliImport(path string, extra ...string) error {
+	r := t.cli(append([]string{"image", "import"}, append(extra, path)...)...)
+	if r.code != 0 {
+		return fmt.Errorf("gearbox image import %s: %s", path, r)
+	}
+	return nil
+}
+
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ctxT is a context for one test step.
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
