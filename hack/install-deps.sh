@@ -13,6 +13,7 @@ if [ "$what" = test ]; then
   have docker-registry || need+=(docker-registry)
   have protoc || need+=(protobuf-compiler)
   have git || need+=(git)
+  have gcc || need+=(gcc libc6-dev)  # go test -race needs cgo
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
