@@ -38,6 +38,10 @@ type Agent struct {
 	startedAt time.Time
 	stopping  atomic.Bool
 	ready     chan struct{}
+	// streamsCtx ends long-lived calls (waits, follows) when the agent stops,
+	// so that draining does not wait on them.
+	streamsCtx context.Context
+	endStreams context.CancelFunc
 }
 
 // New checks the config; it starts nothing.
@@ -48,7 +52,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+	a := &Agent{cfg: cfg, log: log, ready: make(chan struct{})}
+	a.streamsCtx, a.endStreams = context.WithCancel(context.Background())
+	return a, nil
 }
 
 // Ready is closed once the API serves.
@@ -141,6 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Stop in stages: refuse new work, let calls drain, then cut streams
 	// (follows and waits) that would otherwise hold the stop forever.
 	a.stopping.Store(true)
+	a.endStreams()
 	hs.Shutdown()
 	a.log.Info("agent stopping; containers keep running")
 	done := make(chan struct{})
@@ -161,6 +168,22 @@ func (a *Agent) admit() error {
 		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent")
 	}
 	return nil
+}
+
+// longCall derives the context of a call that can last: it ends with the
+// caller or when the agent stops, whichever comes first.
+func (a *Agent) longCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.streamsCtx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// stoppingErr says so when a long call ended because the agent stops.
+func (a *Agent) stoppingErr(err error) error {
+	if err != nil && a.streamsCtx.Err() != nil {
+		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent (containers keep running)")
+	}
+	return toStatus(err)
 }
 
 func (a *Agent) containerdHealthy(ctx context.Context) error {

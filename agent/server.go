@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -111,9 +110,11 @@ func (s *server) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRe
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
+	ctx, done := s.a.longCall(ctx)
+	defer done()
 	c, err := s.cz().Wait(ctx, containerizer.ContainerID(req.GetContainerId()))
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.a.stoppingErr(err)
 	}
 	return &agentv1.WaitContainerResponse{Container: containerToProto(c)}, nil
 }
@@ -187,7 +188,9 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 	if err := checkID(req.GetContainerId()); err != nil {
 		return err
 	}
-	err := s.cz().Logs(stream.Context(), containerizer.ContainerID(req.GetContainerId()), streamsFromProto(req.GetStreams()), req.GetFollow(),
+	ctx, done := s.a.longCall(stream.Context())
+	defer done()
+	err := s.cz().Logs(ctx, containerizer.ContainerID(req.GetContainerId()), streamsFromProto(req.GetStreams()), req.GetFollow(),
 		func(ch containerizer.LogChunk) error {
 			st := agentv1.Stream_STREAM_STDOUT
 			if ch.Stream == containerizer.Stderr {
@@ -195,7 +198,7 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 			}
 			return stream.Send(&agentv1.ReadLogsResponse{Stream: st, Data: ch.Data})
 		})
-	return toStatus(err)
+	return s.a.stoppingErr(err)
 }
 
 func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_PullImageServer) error {
@@ -296,5 +299,3 @@ func (s *server) RemoveImage(ctx context.Context, req *agentv1.RemoveImageReques
 	s.a.log.Info("image removed", "image", req.GetImage())
 	return &agentv1.RemoveImageResponse{}, nil
 }
-
-var _ = errors.Is

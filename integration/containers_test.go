@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -288,8 +287,20 @@ func TestAgentRestartLeavesContainersRunning(t *testing.T) {
 	run := launch(t, "survivor", "sh", "-c", "echo before; sleep 300")
 	launch(t, "exits-while-down", "sh", "-c", "echo waiting; sleep 2; echo done; exit 7")
 	waitForOutput(t, "survivor", "before")
+	// A follower is connected while the agent stops: it is ended at once
+	// rather than holding the stop.
+	follower := make(chan result, 1)
+	go func() { follower <- h.cli("logs", "-f", "survivor") }()
+	time.Sleep(300 * time.Millisecond)
+	stopStart := time.Now()
 	if err := h.stopAgent(syscall.SIGTERM); err != nil {
 		t.Fatalf("agent did not exit cleanly on SIGTERM: %v", err)
+	}
+	if took := time.Since(stopStart); took > 3*time.Second {
+		t.Errorf("agent took %v to stop with a follower connected", took)
+	}
+	if r := <-follower; r.code != 125 || r.stdout != "before\n" || !strings.Contains(r.stderr, "stopping") {
+		t.Errorf("follower when the agent stopped: %s", r)
 	}
 	if err := syscall.Kill(int(run.Pid), 0); err != nil {
 		t.Fatalf("container died with the agent: %v", err)
@@ -332,5 +343,25 @@ func wantCode(t *testing.T, err error, code codes.Code, msgPart string) {
 	}
 }
 
-var _ = fmt.Sprint
-var _ = strconv.Itoa
+
+func TestLogsFollowUntilExit(t *testing.T) {
+	launch(t, "chatty", "sh", "-c", "for i in $(seq 1 20); do echo line $i; sleep 0.05; done; echo bye >&2")
+	r := h.cli("logs", "-f", "chatty")
+	want := ""
+	for i := 1; i <= 20; i++ {
+		want += fmt.Sprintf("line %d\n", i)
+	}
+	if r.code != 0 || r.stdout != want || r.stderr != "bye\n" {
+		t.Fatalf("logs -f: %s", r)
+	}
+}
+
+func TestAgentSocketMode(t *testing.T) {
+	fi, err := os.Stat(h.agentSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Errorf("agent socket mode %v, want a socket with 0660", fi.Mode())
+	}
+}

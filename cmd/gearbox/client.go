@@ -132,3 +132,27 @@ func ctxOf(cmd *cobra.Command) context.Context {
 	}
 	return context.Background()
 }
+
+// eachArg runs fn for every argument, as docker rm/kill do: it prints what
+// succeeded on stdout and each failure on stderr, and exits 125 if any failed.
+func eachArg(cmd *cobra.Command, args []string, fn func(agentv1.AgentClient, string) (string, error)) error {
+	c, closeConn, err := dial(cmd)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	failed := false
+	for _, a := range args {
+		out, err := fn(c, a)
+		if err != nil {
+			failed = true
+			fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
+			continue
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), out)
+	}
+	if failed {
+		return &exitError{code: 125}
+	}
+	return nil
+}

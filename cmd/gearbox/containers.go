@@ -444,29 +444,15 @@ With --grace and another signal, SIGKILL follows if the container still runs aft
 		Example: "  gearbox kill web\n  gearbox kill -s TERM --grace 10s web",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
 			req := &agentv1.KillContainerRequest{Signal: signal}
 			if grace > 0 {
 				req.GracePeriod = durationpb.New(grace)
 			}
-			var errs []error
-			for _, id := range ids {
+			return eachArg(cmd, ids, func(c agentv1.AgentClient, id string) (string, error) {
 				req.ContainerId = id
-				if _, err := c.KillContainer(ctxOf(cmd), req); err != nil {
-					errs = append(errs, err)
-					fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-			}
-			if len(errs) > 0 {
-				return &exitError{code: 125}
-			}
-			return nil
+				_, err := c.KillContainer(ctxOf(cmd), req)
+				return id, err
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&signal, "signal", "s", "KILL", "signal name or number")
@@ -481,24 +467,10 @@ func newRmCmd() *cobra.Command {
 		Short: "Remove containers and their sandboxes",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			failed := false
-			for _, id := range ids {
-				if _, err := c.RemoveContainer(ctxOf(cmd), &agentv1.RemoveContainerRequest{ContainerId: id, Force: force}); err != nil {
-					failed = true
-					fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-			}
-			if failed {
-				return &exitError{code: 125}
-			}
-			return nil
+			return eachArg(cmd, ids, func(c agentv1.AgentClient, id string) (string, error) {
+				_, err := c.RemoveContainer(ctxOf(cmd), &agentv1.RemoveContainerRequest{ContainerId: id, Force: force})
+				return id, err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container first")

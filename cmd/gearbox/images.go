@@ -282,24 +282,10 @@ func newImageRmCmd() *cobra.Command {
 		Short:   "Remove images from the agent",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, refs []string) error {
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			failed := false
-			for _, ref := range refs {
-				if _, err := c.RemoveImage(ctxOf(cmd), &agentv1.RemoveImageRequest{Image: ref, Force: force}); err != nil {
-					failed = true
-					fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "removed", ref)
-			}
-			if failed {
-				return &exitError{code: 125}
-			}
-			return nil
+			return eachArg(cmd, refs, func(c agentv1.AgentClient, ref string) (string, error) {
+				_, err := c.RemoveImage(ctxOf(cmd), &agentv1.RemoveImageRequest{Image: ref, Force: force})
+				return "removed " + ref, err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even if containers were created from it")

@@ -2,7 +2,6 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -48,18 +47,20 @@ func (z *Containerizer) watch(c *ctr, task client.Task, ch <-chan client.ExitSta
 				return
 			}
 			if err != nil {
-				ch = closedWith(client.ExitStatus{}, err)
+				ch = brokenWait(err)
 				continue
 			}
 			task = t
 			if ch, err = task.Wait(z.ctx); err != nil {
-				ch = closedWith(client.ExitStatus{}, err)
+				ch = brokenWait(err)
 			}
 		}
 	}
 }
 
-func closedWith(st client.ExitStatus, err error) <-chan client.ExitStatus {
+// brokenWait stands for a wait that could not be set up: it reports err at
+// once, so that watch retries.
+func brokenWait(err error) <-chan client.ExitStatus {
 	ch := make(chan client.ExitStatus, 1)
 	ch <- *client.NewExitStatus(client.UnknownExitStatus, time.Time{}, err)
 	return ch
@@ -340,14 +341,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	task, err := cont.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		c.mu.Lock()
-		c.info.State = containerizer.TaskFailed
-		c.info.Reason = containerizer.ReasonContainerLaunchFailed
-		c.info.Message = "the agent stopped before the container's task was created"
-		c.info.FinishedAt = time.Now().UTC()
-		info := c.info
-		c.mu.Unlock()
-		z.record(ctx, c, cont, info)
+		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
 		return nil
 	}
 	if err != nil {
@@ -364,14 +358,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	if st.Status == client.Created {
 		z.deleteTask(ctx, task)
-		c.mu.Lock()
-		c.info.State = containerizer.TaskFailed
-		c.info.Reason = containerizer.ReasonContainerLaunchFailed
-		c.info.Message = "the agent stopped before the container's task was started"
-		c.info.FinishedAt = time.Now().UTC()
-		info := c.info
-		c.mu.Unlock()
-		z.record(ctx, c, cont, info)
+		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was started")
 		return nil
 	}
 	lc := logger.Container{ID: string(c.info.ID), Namespace: z.cfg.Namespace, Sandbox: c.info.Sandbox}
@@ -392,4 +379,14 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	return nil
 }
 
-var _ = errors.Is
+// recordUnlaunched records a container found half-launched at recovery.
+func (z *Containerizer) recordUnlaunched(ctx context.Context, c *ctr, why string) {
+	c.mu.Lock()
+	c.info.State = containerizer.TaskFailed
+	c.info.Reason = containerizer.ReasonContainerLaunchFailed
+	c.info.Message = why
+	c.info.FinishedAt = time.Now().UTC()
+	info, cont := c.info, c.cont
+	c.mu.Unlock()
+	z.record(ctx, c, cont, info)
+}

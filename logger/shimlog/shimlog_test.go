@@ -54,3 +54,14 @@ func TestRunDrainsWhenFileCannotOpen(t *testing.T) {
 		t.Fatalf("status %d, want 1", st)
 	}
 }
+
+func FuzzParseArgs(f *testing.F) {
+	f.Add("stdout /o stderr /e")
+	f.Add("stdout")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseArgs(strings.Fields(s))
+		if err == nil && (a.Stdout == "" || a.Stderr == "") {
+			t.Fatalf("accepted %q without both paths", s)
+		}
+	})
+}
