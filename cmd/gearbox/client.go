@@ -156,3 +156,26 @@ func eachArg(cmd *cobra.Command, args []string, fn func(agentv1.AgentClient, str
 	}
 	return nil
 }
+
+// needArgs says which arguments are missing, e.g. "run needs IMAGE".
+func needArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return &exitError{code: 125, err: fmt.Errorf("%s needs %s (see gearbox %s --help)", cmd.Name(), what, cmd.CommandPath()[len("gearbox "):])}
+		}
+		return nil
+	}
+}
+
+// exactArgs is needArgs that also refuses extra arguments.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := needArgs(n, what)(cmd, args); err != nil {
+			return err
+		}
+		if len(args) > n {
+			return &exitError{code: 125, err: fmt.Errorf("%s takes only %s, got %q (see gearbox %s --help)", cmd.Name(), what, args, cmd.CommandPath()[len("gearbox "):])}
+		}
+		return nil
+	}
+}

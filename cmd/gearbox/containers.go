@@ -53,7 +53,7 @@ the container's ID and returns.`,
 		Example: `  gearbox run localhost/demo echo hello
   gearbox run -d --name web -e PORT=8080 registry:5000/web:1.2
   gearbox run --rm -w /tmp -u nobody busybox sh -c 'id; pwd'`,
-		Args: cobra.MinimumNArgs(1),
+		Args: needArgs(1, "an IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return runContainer(cmd, o, args) },
 	}
 	f := cmd.Flags()
@@ -312,7 +312,7 @@ func newInspectCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect ID…",
 		Short: "Show a container's details",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  needArgs(1, "a container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -410,7 +410,7 @@ func newWaitCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait ID…",
 		Short: "Wait for containers to end and print their exit codes",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  needArgs(1, "a container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			c, closeConn, err := dial(cmd)
 			if err != nil {
@@ -442,7 +442,7 @@ func newKillCmd() *cobra.Command {
 		Long: `Send a signal to containers' main processes, SIGKILL by default.
 With --grace and another signal, SIGKILL follows if the container still runs after it.`,
 		Example: "  gearbox kill web\n  gearbox kill -s TERM --grace 10s web",
-		Args:    cobra.MinimumNArgs(1),
+		Args:    needArgs(1, "a container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			req := &agentv1.KillContainerRequest{Signal: signal}
 			if grace > 0 {
@@ -465,7 +465,7 @@ func newRmCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rm [-f] ID…",
 		Short: "Remove containers and their sandboxes",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  needArgs(1, "a container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			return eachArg(cmd, ids, func(c agentv1.AgentClient, id string) (string, error) {
 				_, err := c.RemoveContainer(ctxOf(cmd), &agentv1.RemoveContainerRequest{ContainerId: id, Force: force})
@@ -482,7 +482,7 @@ func newLogsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs [-f] ID",
 		Short: "Print a container's output (stdout and stderr, as kept in its sandbox)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "one container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			c, closeConn, err := dial(cmd)
 			if err != nil {

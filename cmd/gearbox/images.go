@@ -56,7 +56,7 @@ func newPullCmd() *cobra.Command {
 		Short:   "Pull an image from a registry onto the agent",
 		Long:    "Pull an image onto the agent. Credentials come from your Docker config (docker login).",
 		Example: "  gearbox image pull busybox\n  gearbox image pull 127.0.0.1:5000/team/app:1.2",
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1, "one IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			auth, err := registryAuth(args[0])
 			if err != nil {
@@ -183,7 +183,7 @@ func newImportCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import [--name REF] FILE",
 		Short: "Import a docker-archive (docker save) or an OCI layout tar; - reads stdin",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "one FILE (- for stdin)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r io.Reader = cmd.InOrStdin()
 			if args[0] != "-" {
@@ -280,7 +280,7 @@ func newImageRmCmd() *cobra.Command {
 		Use:     "rm [-f] IMAGE…",
 		Aliases: []string{"remove"},
 		Short:   "Remove images from the agent",
-		Args:    cobra.MinimumNArgs(1),
+		Args:    needArgs(1, "an IMAGE"),
 		RunE: func(cmd *cobra.Command, refs []string) error {
 			return eachArg(cmd, refs, func(c agentv1.AgentClient, ref string) (string, error) {
 				_, err := c.RemoveImage(ctxOf(cmd), &agentv1.RemoveImageRequest{Image: ref, Force: force})

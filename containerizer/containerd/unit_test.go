@@ -3,6 +3,7 @@ package containerd
 import (
 	"bytes"
 	"compress/gzip"
+	"os"
 	"reflect"
 	"testing"
 
@@ -110,4 +111,26 @@ func FuzzCheckArchive(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = checkArchive(bytes.NewReader(data)) // must not panic
 	})
+}
+
+// The agent's own Docker config.json supplies credentials when a pull
+// brings none.
+func TestConfigCreds(t *testing.T) {
+	p := t.TempDir() + "/config.json"
+	os.WriteFile(p, []byte(`{"auths":{"reg.example:5000":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"username":"hub","password":"pw"}}}`), 0o600)
+	z := &Containerizer{cfg: Config{RegistryConfig: p}}
+	for host, want := range map[string][2]string{
+		"reg.example:5000":     {"user", "pass"},
+		"registry-1.docker.io": {"hub", "pw"},
+		"other:1":              {"", ""},
+	} {
+		u, pw, err := z.configCreds(host)
+		if err != nil || u != want[0] || pw != want[1] {
+			t.Errorf("configCreds(%s) = %q %q %v, want %q", host, u, pw, err, want)
+		}
+	}
+	z.cfg.RegistryConfig = t.TempDir() + "/missing.json"
+	if _, _, err := z.configCreds("x"); err == nil {
+		t.Error("a missing credentials file was not reported")
+	}
 }
