@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -24,9 +28,13 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
-	"github.com/gearboxd/gearbox/logger/sandbox"
+	"github.com/gearboxd/gearbox/internal/units"
+	"github.com/gearboxd/gearbox/logger"
+	"github.com/gearboxd/gearbox/logger/filelog"
+	"github.com/gearboxd/gearbox/logger/plugin"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -93,10 +101,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lg, err := sandbox.New(lb)
+	loggers, err := a.loggers(lb)
 	if err != nil {
 		return err
 	}
+	lgc := a.cfg.Logging
+	maxSize, _ := units.ParseSize(lgc.MaxSize)
+	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
@@ -106,7 +117,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
-		Logger: lg, Log: a.log,
+		Loggers:     loggers,
+		LogDefaults: containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
+		LogLimits:   containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
+		Log:         a.log,
 	})
 	if err != nil {
 		return err
@@ -134,6 +148,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(gs)
 
+	stopMetrics, err := a.serveMetrics(cz.Collectors())
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer stopMetrics()
+
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	a.log.Info("agent serving", "listen", a.cfg.Listen, "namespace", a.cfg.Namespace, "containerd", a.cfg.ContainerdAddress)
@@ -160,6 +181,55 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	<-errc
 	return nil
+}
+
+// loggers builds the container loggers: the two built-ins and the custom
+// ones the config names.
+func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger, error) {
+	state := filepath.Join(a.cfg.RunDir, "loggers")
+	sb, err := filelog.New(loggerBinary, state, false)
+	if err != nil {
+		return nil, err
+	}
+	lr, err := filelog.New(loggerBinary, state, true)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]logger.ContainerLogger{LoggerSandbox: sb, LoggerLogrotate: lr}
+	for name, c := range a.cfg.Loggers {
+		p, err := plugin.New(name, c.Path, c.Args)
+		if err != nil {
+			return nil, fmt.Errorf("config key loggers.%s: %w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// serveMetrics serves Prometheus metrics when the config asks for it.
+func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
+	if a.cfg.MetricsListen == "" {
+		return func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
+	lis, err := net.Listen("tcp", a.cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(lis) }()
+	a.log.Info("serving metrics", "listen", lis.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 // admit refuses new work while the agent stops.

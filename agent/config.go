@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/gearboxd/gearbox/internal/units"
 )
 
 // ConfigVersion is the only config schema version this agent reads.
@@ -31,7 +34,41 @@ type Config struct {
 	DefaultRuntime string             `toml:"default_runtime"`
 	Runtimes       map[string]Runtime `toml:"runtimes"`
 	Registries     Registries         `toml:"registries"`
+	Logging        Logging            `toml:"logging"`
+	// Loggers are custom container loggers a launch may name.
+	Loggers map[string]CustomLogger `toml:"loggers"`
+	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
+	// 127.0.0.1:9464) when set.
+	MetricsListen string `toml:"metrics_listen"`
 }
+
+// Logging sets the default logger and what a launch may ask of it.
+type Logging struct {
+	// Driver is the default logger: sandbox, logrotate, or a [loggers.NAME].
+	Driver string `toml:"driver"`
+	// MaxSize and MaxFiles are logrotate's defaults per stream (Mesos's
+	// max_stdout_size/max_stderr_size and a count).
+	MaxSize  string `toml:"max_size"`
+	MaxFiles int    `toml:"max_files"`
+	// Mode is the back-pressure policy: block (never lose a line) or drop.
+	Mode string `toml:"mode"`
+	// Bounds on a launch's own max-size and max-files.
+	MaxSizeLimit  string `toml:"max_size_limit"`
+	MaxFilesLimit int    `toml:"max_files_limit"`
+}
+
+// CustomLogger is an executable speaking containerd's binary logging
+// protocol, with fixed key/value arguments.
+type CustomLogger struct {
+	Path string            `toml:"path"`
+	Args map[string]string `toml:"args"`
+}
+
+// Built-in logger names.
+const (
+	LoggerSandbox   = "sandbox"
+	LoggerLogrotate = "logrotate"
+)
 
 // Runtime is a runtime profile.
 type Runtime struct {
@@ -64,6 +101,10 @@ func DefaultConfig() Config {
 		DefaultRuntime:    "runc",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
+		},
+		Logging: Logging{
+			Driver: LoggerLogrotate, MaxSize: "10MiB", MaxFiles: 5, Mode: "block",
+			MaxSizeLimit: "1GiB", MaxFilesLimit: 100,
 		},
 	}
 }
@@ -131,6 +172,39 @@ func (c Config) Validate() error {
 	}
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
 		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
+	}
+	lg := c.Logging
+	if _, ok := c.Loggers[lg.Driver]; !ok && lg.Driver != LoggerSandbox && lg.Driver != LoggerLogrotate {
+		bad("logging.driver", "%q is neither sandbox, logrotate nor a [loggers.NAME]", lg.Driver)
+	}
+	size, err1 := units.ParseSize(lg.MaxSize)
+	limit, err2 := units.ParseSize(lg.MaxSizeLimit)
+	switch {
+	case err1 != nil:
+		bad("logging.max_size", "%v", err1)
+	case err2 != nil:
+		bad("logging.max_size_limit", "%v", err2)
+	case size < 1024 || size > limit:
+		bad("logging.max_size", "%s must be at least 1KiB and at most logging.max_size_limit (%s)", lg.MaxSize, lg.MaxSizeLimit)
+	}
+	if lg.MaxFiles < 1 || lg.MaxFiles > lg.MaxFilesLimit {
+		bad("logging.max_files", "%d must be at least 1 and at most logging.max_files_limit (%d)", lg.MaxFiles, lg.MaxFilesLimit)
+	}
+	if lg.Mode != "block" && lg.Mode != "drop" {
+		bad("logging.mode", "%q: use block or drop", lg.Mode)
+	}
+	for name, l := range c.Loggers {
+		if name == LoggerSandbox || name == LoggerLogrotate {
+			bad("loggers."+name, "is a built-in logger's name")
+		}
+		if !filepath.IsAbs(l.Path) {
+			bad("loggers."+name+".path", "%q must be an absolute path", l.Path)
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen", "%q is not host:port", c.MetricsListen)
+		}
 	}
 	return errors.Join(errs...)
 }

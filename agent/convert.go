@@ -22,6 +22,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Runtime:    r.GetRuntime(),
 		Labels:     r.GetLabels(),
 		AutoRemove: r.GetAutoRemove(),
+		Log:        logFromProto(r.GetLog()),
 	}
 	if r.Entrypoint != nil {
 		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
@@ -42,6 +43,7 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		Runtime:     cfg.Runtime,
 		Labels:      cfg.Labels,
 		AutoRemove:  cfg.AutoRemove,
+		Log:         logToProto(cfg.Log),
 	}
 	if cfg.Entrypoint != nil {
 		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}
@@ -107,8 +109,10 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		WorkingDir:  c.WorkingDir,
 		User:        c.User,
 		Sandbox:     c.Sandbox,
-		Labels:      c.Labels,
-		AutoRemove:  c.AutoRemove,
+		Labels:          c.Labels,
+		AutoRemove:      c.AutoRemove,
+		Log:             logToProto(c.Log),
+		LoggingDegraded: c.LoggingDegraded,
 	}
 }
 
@@ -131,9 +135,22 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		WorkingDir:  p.GetWorkingDir(),
 		User:        p.GetUser(),
 		Sandbox:     p.GetSandbox(),
-		Labels:      p.GetLabels(),
-		AutoRemove:  p.GetAutoRemove(),
+		Labels:          p.GetLabels(),
+		AutoRemove:      p.GetAutoRemove(),
+		Log:             logFromProto(p.GetLog()),
+		LoggingDegraded: p.GetLoggingDegraded(),
 	}
+}
+
+func logFromProto(l *agentv1.LogOptions) containerizer.LogConfig {
+	return containerizer.LogConfig{Driver: l.GetDriver(), MaxSize: l.GetMaxSize(), MaxFiles: int(l.GetMaxFiles()), Mode: l.GetMode()}
+}
+
+func logToProto(l containerizer.LogConfig) *agentv1.LogOptions {
+	if l == (containerizer.LogConfig{}) {
+		return nil
+	}
+	return &agentv1.LogOptions{Driver: l.Driver, MaxSize: l.MaxSize, MaxFiles: int32(l.MaxFiles), Mode: l.Mode}
 }
 
 func imageToProto(im containerizer.Image) *agentv1.Image {

@@ -190,13 +190,20 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 	}
 	ctx, done := s.a.longCall(stream.Context())
 	defer done()
-	err := s.cz().Logs(ctx, containerizer.ContainerID(req.GetContainerId()), streamsFromProto(req.GetStreams()), req.GetFollow(),
+	lr := containerizer.LogsRequest{Streams: streamsFromProto(req.GetStreams()), Follow: req.GetFollow(), Cursor: req.GetCursor(), Tail: -1}
+	if req.TailLines != nil {
+		if req.GetTailLines() < 0 {
+			return status.Error(codes.InvalidArgument, "tail_lines must not be negative")
+		}
+		lr.Tail = int(req.GetTailLines())
+	}
+	err := s.cz().Logs(ctx, containerizer.ContainerID(req.GetContainerId()), lr,
 		func(ch containerizer.LogChunk) error {
 			st := agentv1.Stream_STREAM_STDOUT
 			if ch.Stream == containerizer.Stderr {
 				st = agentv1.Stream_STREAM_STDERR
 			}
-			return stream.Send(&agentv1.ReadLogsResponse{Stream: st, Data: ch.Data})
+			return stream.Send(&agentv1.ReadLogsResponse{Stream: st, Data: ch.Data, Cursor: ch.Cursor})
 		})
 	return s.a.stoppingErr(err)
 }

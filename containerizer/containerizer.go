@@ -85,6 +85,15 @@ type LaunchConfig struct {
 	Runtime    string // profile name; "" for the default
 	Labels     map[string]string
 	AutoRemove bool
+	Log        LogConfig // zero fields: the agent's defaults
+}
+
+// LogConfig chooses and tunes a container's logger.
+type LogConfig struct {
+	Driver   string // sandbox, logrotate or a configured custom logger
+	MaxSize  int64  // logrotate: rotate at this size
+	MaxFiles int    // logrotate: files kept per stream, the live one included
+	Mode     string // block or drop
 }
 
 // Container is what the containerizer knows of one container.
@@ -108,6 +117,10 @@ type Container struct {
 	Sandbox     string
 	Labels      map[string]string
 	AutoRemove  bool
+	Log         LogConfig
+	// LoggingDegraded says why the logger is not doing its job, while that
+	// lasts.
+	LoggingDegraded string
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the
@@ -125,10 +138,19 @@ const (
 	Stderr Stream = 2
 )
 
-// LogChunk is a piece of a container's output.
+// LogsRequest says what to read of a container's output.
+type LogsRequest struct {
+	Streams []Stream // both when empty
+	Follow  bool
+	Cursor  string // resume after a chunk's cursor
+	Tail    int    // last N lines of each stream; < 0: all
+}
+
+// LogChunk is a piece of a container's output and the cursor after it.
 type LogChunk struct {
 	Stream Stream
 	Data   []byte
+	Cursor string
 }
 
 // RegistryAuth is a credential for one registry, as Docker's config.json
@@ -181,9 +203,9 @@ type Containerizer interface {
 	Destroy(ctx context.Context, id ContainerID, force bool) error
 	Get(ctx context.Context, id ContainerID) (Container, error)
 	Containers(ctx context.Context) ([]Container, error)
-	// Logs copies the container's output to fn, from the start; with follow
-	// it goes on until the container is terminal and its output is complete.
-	Logs(ctx context.Context, id ContainerID, streams []Stream, follow bool, fn func(LogChunk) error) error
+	// Logs copies the container's output to fn; with Follow it goes on until
+	// the container is terminal and its output is complete.
+	Logs(ctx context.Context, id ContainerID, req LogsRequest, fn func(LogChunk) error) error
 
 	Pull(ctx context.Context, ref string, auth *RegistryAuth, progress func(PullProgress)) (Image, error)
 	Import(ctx context.Context, r io.Reader, name string) ([]Image, error)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,10 @@ type harness struct {
 	ociTar     string // OCI layout of img, tagged only "latest"
 	noCmdTar   string // docker-archive of an image with neither entrypoint nor cmd
 	dockerCfg  string // DOCKER_CONFIG dir with the registry's credentials
+
+	syslogSock  string
+	syslog      *syslogServer
+	metricsAddr string
 
 	agentCfg  string
 	agentSock string
@@ -112,7 +117,7 @@ func setup() (*harness, error) {
 	ctx := context.Background()
 
 	// Binaries, as make build makes them.
-	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}} {
+	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(t.bin, b.out), b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -147,6 +152,15 @@ func setup() (*harness, error) {
 	if err := t.startRegistry(); err != nil {
 		return t, err
 	}
+	t.syslogSock = filepath.Join(dir, "syslog.sock")
+	if t.syslog, err = startSyslog(t.syslogSock); err != nil {
+		return t, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return t, err
+	}
+	t.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	if err := t.startAgent(); err != nil {
 		return t, err
 	}
@@ -267,6 +281,7 @@ work_dir = %q
 run_dir = %q
 listen = "unix://%s"
 logger_binary = %q
+metrics_listen = %q
 default_runtime = "runc"
 
 [runtimes.runc]
@@ -284,8 +299,14 @@ binary = "/nonexistent/oci-runtime"
 
 [runtimes.missing-shim]
 type = "io.containerd.nosuch.v1"
+
+# The example custom logger.
+[loggers.syslog]
+path = %q
+args = { socket = %q, tag = "gearbox-test" }
 `, t.containerd.Address, t.namespace, filepath.Join(adir, "work"), filepath.Join(adir, "run"),
-		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), mustLookPath("runc"))
+		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), t.metricsAddr, mustLookPath("runc"),
+		filepath.Join(t.bin, "syslog-logger"), t.syslogSock)
 	os.MkdirAll(adir, 0o755)
 	return os.WriteFile(t.agentCfg, []byte(cfg), 0o644)
 }
@@ -378,6 +399,9 @@ func (t *harness) teardown() {
 		t.conn.Close()
 	}
 	t.stopAgent(syscall.SIGTERM)
+	if t.syslog != nil {
+		t.syslog.close()
+	}
 	if t.regCmd != nil && t.regCmd.Process != nil {
 		t.regCmd.Process.Kill()
 		t.regCmd.Wait()
@@ -454,4 +478,46 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// syslogServer collects what the example syslog logger sends.
+type syslogServer struct {
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+	done chan struct{}
+}
+
+func startSyslog(path string) (*syslogServer, error) {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadBuffer(8 << 20)
+	s := &syslogServer{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		buf := make([]byte, 64*1024)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.msgs = append(s.msgs, string(buf[:n]))
+			s.mu.Unlock()
+		}
+	}()
+	return s, nil
+}
+
+func (s *syslogServer) messages() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.msgs...)
+}
+
+func (s *syslogServer) close() {
+	s.conn.Close()
+	<-s.done
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/units"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -38,6 +40,47 @@ type runOpts struct {
 	user       string
 	entrypoint string
 	labels     []string
+	logDriver  string
+	logOpts    []string
+}
+
+// parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
+func parseLogOpts(driver string, opts []string) (*agentv1.LogOptions, error) {
+	if driver == "" && len(opts) == 0 {
+		return nil, nil
+	}
+	lo := &agentv1.LogOptions{Driver: driver}
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			return nil, fmt.Errorf("--log-opt %q: write KEY=VALUE (max-size=10m, max-files=3, mode=drop)", o)
+		}
+		switch k {
+		case "max-size":
+			n, err := units.ParseSize(v)
+			if err != nil {
+				return nil, fmt.Errorf("--log-opt max-size: %w", err)
+			}
+			lo.MaxSize = n
+		case "max-files", "max-file":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("--log-opt max-files=%q: write a whole number of at least 1", v)
+			}
+			lo.MaxFiles = int32(n)
+		case "mode":
+			if v != "block" && v != "drop" && v != "non-blocking" && v != "blocking" {
+				return nil, fmt.Errorf("--log-opt mode=%q: use block or drop", v)
+			}
+			lo.Mode = map[string]string{"non-blocking": "drop", "blocking": "block"}[v]
+			if lo.Mode == "" {
+				lo.Mode = v
+			}
+		default:
+			return nil, fmt.Errorf("unknown --log-opt %q: gearbox knows max-size, max-files and mode", k)
+		}
+	}
+	return lo, nil
 }
 
 func newRunCmd() *cobra.Command {
@@ -67,6 +110,8 @@ the container's ID and returns.`,
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (KEY=VALUE)")
+	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
+	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
 	return cmd
 }
 
@@ -107,6 +152,11 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	if cmd.Flags().Changed("user") {
 		req.User = &o.user
 	}
+	lo, err := parseLogOpts(o.logDriver, o.logOpts)
+	if err != nil {
+		return &exitError{code: 125, err: err}
+	}
+	req.Log = lo
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		if req.Labels == nil {
@@ -160,7 +210,10 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		}
 	}()
 
-	streamErr := streamLogs(ctx, c, id, true, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	var streamErr error
+	if req.Log.GetDriver() == "" || req.Log.GetDriver() == "sandbox" || req.Log.GetDriver() == "logrotate" {
+		streamErr = streamLogs(ctx, c, logsReq{id: id, follow: true, tail: -1}, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
 	w, err := c.WaitContainer(ctx, &agentv1.WaitContainerRequest{ContainerId: id})
 	if err != nil {
 		return err
@@ -187,8 +240,43 @@ func containerExit(ct *agentv1.Container) error {
 	return &exitError{code: 125, err: fmt.Errorf("container %s ended %s: %s", ct.Id, ct.State, ct.Message)}
 }
 
-func streamLogs(ctx context.Context, c agentv1.AgentClient, id string, follow bool, stdout, stderr io.Writer) error {
-	st, err := c.ReadLogs(ctx, &agentv1.ReadLogsRequest{ContainerId: id, Follow: follow})
+type logsReq struct {
+	id      string
+	follow  bool
+	tail    int // < 0: all
+	streams []agentv1.Stream
+}
+
+// streamLogs copies a container's output to stdout and stderr. A follow
+// that loses the agent (restarted, upgraded) resumes from its cursor once
+// the agent is back, for up to a minute: no line is lost or repeated.
+func streamLogs(ctx context.Context, c agentv1.AgentClient, r logsReq, stdout, stderr io.Writer) error {
+	req := &agentv1.ReadLogsRequest{ContainerId: r.id, Follow: r.follow, Streams: r.streams}
+	if r.tail >= 0 {
+		t := int32(r.tail)
+		req.TailLines = &t
+	}
+	var lostSince time.Time
+	for {
+		err := readLogsOnce(ctx, c, req, stdout, stderr, &lostSince)
+		if err == nil || !r.follow || !isCode(err, codes.Unavailable) || ctx.Err() != nil {
+			return err
+		}
+		if lostSince.IsZero() {
+			lostSince = time.Now()
+		} else if time.Since(lostSince) > time.Minute {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func readLogsOnce(ctx context.Context, c agentv1.AgentClient, req *agentv1.ReadLogsRequest, stdout, stderr io.Writer, lostSince *time.Time) error {
+	st, err := c.ReadLogs(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -200,6 +288,7 @@ func streamLogs(ctx context.Context, c agentv1.AgentClient, id string, follow bo
 		if err != nil {
 			return err
 		}
+		*lostSince = time.Time{}
 		w := stdout
 		if m.Stream == agentv1.Stream_STREAM_STDERR {
 			w = stderr
@@ -207,6 +296,8 @@ func streamLogs(ctx context.Context, c agentv1.AgentClient, id string, follow bo
 		if _, err := w.Write(m.Data); err != nil {
 			return err
 		}
+		// A resumed read continues after this chunk, with no tail.
+		req.Cursor, req.TailLines = m.Cursor, nil
 	}
 }
 
@@ -389,6 +480,16 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	row("Working dir", ct.WorkingDir)
 	row("User", ct.User)
 	row("Sandbox", ct.Sandbox)
+	if l := ct.Log; l != nil {
+		desc := l.Driver
+		if l.Driver == "logrotate" {
+			desc += fmt.Sprintf(" (max-size %s, max-files %d, mode %s)", units.FormatSize(l.MaxSize), l.MaxFiles, l.Mode)
+		}
+		row("Logger", desc)
+	}
+	if ct.LoggingDegraded != "" {
+		row("Logging", "DEGRADED: "+ct.LoggingDegraded)
+	}
 	if ct.AutoRemove {
 		row("Auto remove", "true")
 	}
@@ -478,12 +579,34 @@ func newRmCmd() *cobra.Command {
 }
 
 func newLogsCmd() *cobra.Command {
-	var follow bool
+	var (
+		follow         bool
+		tail           string
+		stdout, stderr bool
+	)
 	cmd := &cobra.Command{
-		Use:   "logs [-f] ID",
+		Use:   "logs [-f] [--tail N] [--stdout|--stderr] ID",
 		Short: "Print a container's output (stdout and stderr, as kept in its sandbox)",
-		Args:  exactArgs(1, "one container ID"),
+		Long: `Print a container's output, across its rotated files, in order.
+
+With -f, keep printing new output until the container ends; a follow that
+loses the agent (restart, upgrade) resumes where it stopped once the agent is
+back.`,
+		Args: exactArgs(1, "one container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
+			r := logsReq{id: ids[0], follow: follow, tail: -1}
+			if tail != "all" {
+				n, err := strconv.Atoi(tail)
+				if err != nil || n < 0 {
+					return &exitError{code: 125, err: fmt.Errorf("--tail %q: write a number of lines or all", tail)}
+				}
+				r.tail = n
+			}
+			if stdout && !stderr {
+				r.streams = []agentv1.Stream{agentv1.Stream_STREAM_STDOUT}
+			} else if stderr && !stdout {
+				r.streams = []agentv1.Stream{agentv1.Stream_STREAM_STDERR}
+			}
 			c, closeConn, err := dial(cmd)
 			if err != nil {
 				return err
@@ -491,13 +614,17 @@ func newLogsCmd() *cobra.Command {
 			defer closeConn()
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			err = streamLogs(ctx, c, ids[0], follow, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			err = streamLogs(ctx, c, r, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if isCode(err, codes.Canceled) || errors.Is(err, context.Canceled) {
 				return nil
 			}
 			return err
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container ends")
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container ends")
+	f.StringVarP(&tail, "tail", "n", "all", "start at the last N lines of each stream")
+	f.BoolVar(&stdout, "stdout", false, "only stdout")
+	f.BoolVar(&stderr, "stderr", false, "only stderr")
 	return cmd
 }

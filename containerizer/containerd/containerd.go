@@ -18,7 +18,6 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -60,8 +59,13 @@ type Config struct {
 	// RegistryConfig is a Docker config.json whose credentials are used
 	// when a pull brings none.
 	RegistryConfig string
-	Logger         logger.ContainerLogger
-	Log            *slog.Logger
+	// Loggers by name (sandbox, logrotate, custom ones); LogDefaults.Driver
+	// names the default and fills what a launch leaves out.
+	Loggers     map[string]logger.ContainerLogger
+	LogDefaults containerizer.LogConfig
+	// LogLimits bound what a launch may ask (MaxSize, MaxFiles).
+	LogLimits containerizer.LogConfig
+	Log       *slog.Logger
 }
 
 // Containerizer runs containers through containerd.
@@ -74,6 +78,8 @@ type Containerizer struct {
 	ctx    context.Context // namespaced; cancelled by Close: detaches, kills nothing
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	metrics *metrics
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr
@@ -96,6 +102,23 @@ type ctr struct {
 	removed bool
 }
 
+// loggerContainer is what the container's logger knows of it.
+func (z *Containerizer) loggerContainer(info containerizer.Container) logger.Container {
+	return logger.Container{
+		ID: string(info.ID), Namespace: z.cfg.Namespace, Sandbox: info.Sandbox,
+		Options: logger.Options{MaxSize: info.Log.MaxSize, MaxFiles: info.Log.MaxFiles, Mode: info.Log.Mode},
+	}
+}
+
+// loggerOf returns the logger a container was launched with.
+func (z *Containerizer) loggerOf(info containerizer.Container) (logger.ContainerLogger, error) {
+	l, ok := z.cfg.Loggers[info.Log.Driver]
+	if !ok {
+		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %s was launched with logger %q, which this agent's config no longer has", info.ID, info.Log.Driver)
+	}
+	return l, nil
+}
+
 func (c *ctr) snapshot() containerizer.Container {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -111,8 +134,8 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	if cfg.Snapshotter == "" {
 		cfg.Snapshotter = "overlayfs"
 	}
-	if cfg.Logger == nil {
-		return nil, errors.New("containerizer: a container logger is required")
+	if _, ok := cfg.Loggers[cfg.LogDefaults.Driver]; !ok {
+		return nil, fmt.Errorf("default logger %q is not among the configured loggers", cfg.LogDefaults.Driver)
 	}
 	if _, ok := cfg.Runtimes[cfg.DefaultRuntime]; !ok {
 		return nil, fmt.Errorf("default runtime %q is not among the configured runtimes", cfg.DefaultRuntime)
@@ -137,6 +160,7 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		log:        cfg.Log,
 		containers: map[containerizer.ContainerID]*ctr{},
 		tombstones: map[containerizer.ContainerID]containerizer.Container{},
+		metrics:    newMetrics(),
 	}
 	z.runtimes = checkRuntimes(cfg.Runtimes)
 	for name, rt := range z.runtimes {
@@ -149,6 +173,8 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		z.Close()
 		return nil, err
 	}
+	z.wg.Add(1)
+	go z.watchLoggers()
 	return z, nil
 }
 

@@ -21,6 +21,10 @@ const (
 	labelExitCode   = "gearbox.exit_code"
 	labelStartedAt  = "gearbox.started_at"
 	labelFinishedAt = "gearbox.finished_at"
+	labelLogDriver   = "gearbox.log.driver"
+	labelLogMaxSize  = "gearbox.log.max_size"
+	labelLogMaxFiles = "gearbox.log.max_files"
+	labelLogMode     = "gearbox.log.mode"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
@@ -37,6 +41,10 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	if cfg.AutoRemove {
 		l[labelAutoRemove] = "true"
 	}
+	l[labelLogDriver] = cfg.Log.Driver
+	l[labelLogMaxSize] = strconv.FormatInt(cfg.Log.MaxSize, 10)
+	l[labelLogMaxFiles] = strconv.Itoa(cfg.Log.MaxFiles)
+	l[labelLogMode] = cfg.Log.Mode
 	for k, v := range cfg.Labels {
 		l[labelUserPrefix+k] = v
 	}
@@ -66,6 +74,13 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Image = l[labelImage]
 	info.Runtime = l[labelRuntime]
 	info.AutoRemove = l[labelAutoRemove] == "true"
+	info.Log.Driver = l[labelLogDriver]
+	if info.Log.Driver == "" {
+		info.Log.Driver = "sandbox" // containers from before loggers were configurable
+	}
+	info.Log.MaxSize, _ = strconv.ParseInt(l[labelLogMaxSize], 10, 64)
+	info.Log.MaxFiles, _ = strconv.Atoi(l[labelLogMaxFiles])
+	info.Log.Mode = l[labelLogMode]
 	for k, v := range l {
 		if uk, ok := strings.CutPrefix(k, labelUserPrefix); ok {
 			if info.Labels == nil {

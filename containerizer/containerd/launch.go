@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
-	"github.com/gearboxd/gearbox/logger"
 )
 
 // SandboxMount is where a container sees its sandbox.
@@ -42,6 +42,9 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 			return errs.New(errdefs.ErrInvalidArgument, "label %q: keys must be non-empty and key plus value at most %d bytes", k, maxLabelValue)
 		}
 	}
+	if err := z.resolveLog(&cfg.Log); err != nil {
+		return err
+	}
 	if cfg.Runtime == "" {
 		cfg.Runtime = z.cfg.DefaultRuntime
 	}
@@ -60,6 +63,11 @@ func (z *Containerizer) runtimeNames() string {
 	for _, rt := range z.Runtimes() {
 		names = append(names, rt.Name)
 	}
+	return joinSorted(names)
+}
+
+func joinSorted(names []string) string {
+	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
 
@@ -104,7 +112,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	c := &ctr{done: make(chan struct{}), info: containerizer.Container{
 		ID: cfg.ID, Image: ref, ImageDigest: img.Target().Digest.String(), Runtime: cfg.Runtime,
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
-		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove,
+		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -172,8 +180,11 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		c.mu.Unlock()
 	}
 
-	lc := logger.Container{ID: string(cfg.ID), Namespace: z.cfg.Namespace, Sandbox: c.info.Sandbox}
-	ioc, err := z.cfg.Logger.Prepare(ctx, lc)
+	lg, err := z.loggerOf(c.info)
+	if err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
+	}
+	ioc, err := lg.Prepare(ctx, z.loggerContainer(c.info))
 	if err != nil {
 		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("preparing the container's logger: %w", err))
 	}

@@ -254,9 +254,10 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 			return fmt.Errorf("removing container %s from containerd: %w", info.ID, err)
 		}
 	}
-	lc := logger.Container{ID: string(info.ID), Namespace: z.cfg.Namespace, Sandbox: info.Sandbox}
-	if err := z.cfg.Logger.Cleanup(cctx, lc); err != nil {
-		z.log.Warn("logger cleanup", "container_id", info.ID, "err", err)
+	if lg, err := z.loggerOf(info); err == nil {
+		if err := lg.Cleanup(cctx, z.loggerContainer(info)); err != nil {
+			z.log.Warn("logger cleanup", "container_id", info.ID, "err", err)
+		}
 	}
 	if err := os.RemoveAll(info.Sandbox); err != nil {
 		z.log.Warn("removing sandbox", "container_id", info.ID, "err", err)
@@ -275,22 +276,28 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 	return nil
 }
 
-func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, streams []containerizer.Stream, follow bool, fn func(containerizer.LogChunk) error) error {
+func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, req containerizer.LogsRequest, fn func(containerizer.LogChunk) error) error {
 	c, err := z.lookup(id)
 	if err != nil {
 		return err
 	}
 	info := c.snapshot()
-	req := logger.ReadRequest{
-		Container: logger.Container{ID: string(id), Namespace: z.cfg.Namespace, Sandbox: info.Sandbox},
-		Follow:    follow,
+	lg, err := z.loggerOf(info)
+	if err != nil {
+		return err
+	}
+	lr := logger.ReadRequest{
+		Container: z.loggerContainer(info),
+		Follow:    req.Follow,
 		Done:      c.done,
+		Cursor:    req.Cursor,
+		Tail:      req.Tail,
 	}
-	for _, s := range streams {
-		req.Streams = append(req.Streams, logger.Stream(s))
+	for _, s := range req.Streams {
+		lr.Streams = append(lr.Streams, logger.Stream(s))
 	}
-	return z.cfg.Logger.Read(ctx, req, func(s logger.Stream, b []byte) error {
-		return fn(containerizer.LogChunk{Stream: containerizer.Stream(s), Data: b})
+	return lg.Read(ctx, lr, func(ch logger.Chunk) error {
+		return fn(containerizer.LogChunk{Stream: containerizer.Stream(ch.Stream), Data: ch.Data, Cursor: ch.Cursor})
 	})
 }
 
@@ -361,8 +368,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was started")
 		return nil
 	}
-	lc := logger.Container{ID: string(c.info.ID), Namespace: z.cfg.Namespace, Sandbox: c.info.Sandbox}
-	if err := z.cfg.Logger.Recover(ctx, lc); err != nil {
+	if lg, err := z.loggerOf(c.info); err != nil {
+		z.log.Warn("logger recovery", "container_id", c.info.ID, "err", err)
+	} else if err := lg.Recover(ctx, z.loggerContainer(c.info)); err != nil {
 		z.log.Warn("logger recovery", "container_id", c.info.ID, "err", err)
 	}
 	c.mu.Lock()

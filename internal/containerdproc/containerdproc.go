@@ -119,6 +119,11 @@ func (p *Proc) LogTail(n int) string {
 // Stop ends containerd (SIGTERM, then SIGKILL after 10 s) and unmounts
 // whatever is left mounted under its dir.
 func (p *Proc) Stop() error {
+	p.terminate()
+	return UnmountUnder(p.Dir)
+}
+
+func (p *Proc) terminate() {
 	if p.cmd.Process != nil {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -128,7 +133,19 @@ func (p *Proc) Stop() error {
 			<-p.done
 		}
 	}
-	return UnmountUnder(p.Dir)
+}
+
+// Restart stops containerd and starts it again on the same dirs, leaving
+// the shims and the containers' mounts alone, as a package upgrade or a
+// systemctl restart does.
+func (p *Proc) Restart(ctx context.Context) error {
+	p.terminate()
+	np, err := Start(ctx, p.Dir)
+	if err != nil {
+		return err
+	}
+	*p = *np
+	return nil
 }
 
 // UnmountUnder lazily unmounts every mount point below dir, deepest first.

@@ -551,7 +551,9 @@ type LaunchContainerRequest struct {
 	Runtime string            `protobuf:"bytes,8,opt,name=runtime,proto3" json:"runtime,omitempty"`
 	Labels  map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Remove the container (and its sandbox) as soon as it is terminal.
-	AutoRemove    bool `protobuf:"varint,10,opt,name=auto_remove,json=autoRemove,proto3" json:"auto_remove,omitempty"`
+	AutoRemove bool `protobuf:"varint,10,opt,name=auto_remove,json=autoRemove,proto3" json:"auto_remove,omitempty"`
+	// How the container's output is kept; the agent's defaults when absent.
+	Log           *LogOptions `protobuf:"bytes,11,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -656,6 +658,87 @@ func (x *LaunchContainerRequest) GetAutoRemove() bool {
 	return false
 }
 
+func (x *LaunchContainerRequest) GetLog() *LogOptions {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+// LogOptions choose and tune a container's logger.
+type LogOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sandbox, logrotate, or a custom logger named in the agent's config.
+	// Any other name is refused with PermissionDenied.
+	Driver string `protobuf:"bytes,1,opt,name=driver,proto3" json:"driver,omitempty"`
+	// logrotate: rotate a stream's live file at this size (bytes).
+	MaxSize int64 `protobuf:"varint,2,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// logrotate: files kept per stream, the live one included.
+	MaxFiles int32 `protobuf:"varint,3,opt,name=max_files,json=maxFiles,proto3" json:"max_files,omitempty"`
+	// "block" (never lose a line) or "drop" (never block the container).
+	Mode          string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogOptions) Reset() {
+	*x = LogOptions{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogOptions) ProtoMessage() {}
+
+func (x *LogOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogOptions.ProtoReflect.Descriptor instead.
+func (*LogOptions) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LogOptions) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *LogOptions) GetMaxSize() int64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *LogOptions) GetMaxFiles() int32 {
+	if x != nil {
+		return x.MaxFiles
+	}
+	return 0
+}
+
+func (x *LogOptions) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 type LaunchContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -665,7 +748,7 @@ type LaunchContainerResponse struct {
 
 func (x *LaunchContainerResponse) Reset() {
 	*x = LaunchContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +760,7 @@ func (x *LaunchContainerResponse) String() string {
 func (*LaunchContainerResponse) ProtoMessage() {}
 
 func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +773,7 @@ func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchContainerResponse.ProtoReflect.Descriptor instead.
 func (*LaunchContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LaunchContainerResponse) GetContainer() *Container {
@@ -722,16 +805,20 @@ type Container struct {
 	WorkingDir string   `protobuf:"bytes,15,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
 	User       string   `protobuf:"bytes,16,opt,name=user,proto3" json:"user,omitempty"`
 	// The sandbox directory on the host (mounted at /mnt/sandbox).
-	Sandbox       string            `protobuf:"bytes,17,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,18,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	AutoRemove    bool              `protobuf:"varint,19,opt,name=auto_remove,json=autoRemove,proto3" json:"auto_remove,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sandbox    string            `protobuf:"bytes,17,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	Labels     map[string]string `protobuf:"bytes,18,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	AutoRemove bool              `protobuf:"varint,19,opt,name=auto_remove,json=autoRemove,proto3" json:"auto_remove,omitempty"`
+	Log        *LogOptions       `protobuf:"bytes,20,opt,name=log,proto3" json:"log,omitempty"`
+	// Why the container's logger is not doing its job (it died, it cannot
+	// write), while that lasts; empty when all is well.
+	LoggingDegraded string `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +830,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +843,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Container) GetId() string {
@@ -892,6 +979,20 @@ func (x *Container) GetAutoRemove() bool {
 	return false
 }
 
+func (x *Container) GetLog() *LogOptions {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *Container) GetLoggingDegraded() string {
+	if x != nil {
+		return x.LoggingDegraded
+	}
+	return ""
+}
+
 type GetContainersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Include terminal containers (ps -a).
@@ -902,7 +1003,7 @@ type GetContainersRequest struct {
 
 func (x *GetContainersRequest) Reset() {
 	*x = GetContainersRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1015,7 @@ func (x *GetContainersRequest) String() string {
 func (*GetContainersRequest) ProtoMessage() {}
 
 func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1028,7 @@ func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersRequest.ProtoReflect.Descriptor instead.
 func (*GetContainersRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetContainersRequest) GetAll() bool {
@@ -946,7 +1047,7 @@ type GetContainersResponse struct {
 
 func (x *GetContainersResponse) Reset() {
 	*x = GetContainersResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1059,7 @@ func (x *GetContainersResponse) String() string {
 func (*GetContainersResponse) ProtoMessage() {}
 
 func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1072,7 @@ func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersResponse.ProtoReflect.Descriptor instead.
 func (*GetContainersResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetContainersResponse) GetContainers() []*Container {
@@ -990,7 +1091,7 @@ type WaitContainerRequest struct {
 
 func (x *WaitContainerRequest) Reset() {
 	*x = WaitContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1103,7 @@ func (x *WaitContainerRequest) String() string {
 func (*WaitContainerRequest) ProtoMessage() {}
 
 func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1116,7 @@ func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerRequest.ProtoReflect.Descriptor instead.
 func (*WaitContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WaitContainerRequest) GetContainerId() string {
@@ -1034,7 +1135,7 @@ type WaitContainerResponse struct {
 
 func (x *WaitContainerResponse) Reset() {
 	*x = WaitContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1147,7 @@ func (x *WaitContainerResponse) String() string {
 func (*WaitContainerResponse) ProtoMessage() {}
 
 func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1160,7 @@ func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerResponse.ProtoReflect.Descriptor instead.
 func (*WaitContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitContainerResponse) GetContainer() *Container {
@@ -1082,7 +1183,7 @@ type KillContainerRequest struct {
 
 func (x *KillContainerRequest) Reset() {
 	*x = KillContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1195,7 @@ func (x *KillContainerRequest) String() string {
 func (*KillContainerRequest) ProtoMessage() {}
 
 func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1208,7 @@ func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KillContainerRequest) GetContainerId() string {
@@ -1139,7 +1240,7 @@ type KillContainerResponse struct {
 
 func (x *KillContainerResponse) Reset() {
 	*x = KillContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1252,7 @@ func (x *KillContainerResponse) String() string {
 func (*KillContainerResponse) ProtoMessage() {}
 
 func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1265,7 @@ func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerResponse.ProtoReflect.Descriptor instead.
 func (*KillContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type RemoveContainerRequest struct {
@@ -1178,7 +1279,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1291,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1304,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1228,7 +1329,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1341,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1354,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type ReadLogsRequest struct {
@@ -1262,14 +1363,18 @@ type ReadLogsRequest struct {
 	// Which streams; both when empty.
 	Streams []Stream `protobuf:"varint,2,rep,packed,name=streams,proto3,enum=gearbox.agent.v1.Stream" json:"streams,omitempty"`
 	// Keep streaming new output until the container is terminal.
-	Follow        bool `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Resume after the output a previous response's cursor stands for.
+	Cursor string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Start at the last N lines of each stream (all when absent).
+	TailLines     *int32 `protobuf:"varint,5,opt,name=tail_lines,json=tailLines,proto3,oneof" json:"tail_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1386,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1399,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadLogsRequest) GetContainerId() string {
@@ -1318,17 +1423,33 @@ func (x *ReadLogsRequest) GetFollow() bool {
 	return false
 }
 
+func (x *ReadLogsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *ReadLogsRequest) GetTailLines() int32 {
+	if x != nil && x.TailLines != nil {
+		return *x.TailLines
+	}
+	return 0
+}
+
 type ReadLogsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stream        Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=gearbox.agent.v1.Stream" json:"stream,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=gearbox.agent.v1.Stream" json:"stream,omitempty"`
+	Data   []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Where a new ReadLogs resumes to continue after this data.
+	Cursor        string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1461,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1474,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadLogsResponse) GetStream() Stream {
@@ -1370,6 +1491,13 @@ func (x *ReadLogsResponse) GetData() []byte {
 	return nil
 }
 
+func (x *ReadLogsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
 // RegistryAuth holds credentials for one pull, as a Docker config.json
 // entry holds them.
 type RegistryAuth struct {
@@ -1384,7 +1512,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1524,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1537,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -1452,7 +1580,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1592,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1605,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -1507,7 +1635,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1647,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1660,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PullImageResponse) GetEvent() isPullImageResponse_Event {
@@ -1590,7 +1718,7 @@ type LayerProgress struct {
 
 func (x *LayerProgress) Reset() {
 	*x = LayerProgress{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1730,7 @@ func (x *LayerProgress) String() string {
 func (*LayerProgress) ProtoMessage() {}
 
 func (x *LayerProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1743,7 @@ func (x *LayerProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerProgress.ProtoReflect.Descriptor instead.
 func (*LayerProgress) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LayerProgress) GetDigest() string {
@@ -1666,7 +1794,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1806,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1819,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -1746,7 +1874,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1886,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1899,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ImportOptions) GetName() string {
@@ -1790,7 +1918,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1930,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1943,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -1837,7 +1965,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1977,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1990,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Image) GetName() string {
@@ -1901,7 +2029,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2041,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2054,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 type ListImagesResponse struct {
@@ -1938,7 +2066,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2078,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2091,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -1984,7 +2112,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2124,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2137,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveImageRequest) GetImage() string {
@@ -2034,7 +2162,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2174,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2187,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -2098,7 +2226,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xed\x03\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\x9d\x04\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -2114,14 +2242,21 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\t \x03(\v24.gearbox.agent.v1.LaunchContainerRequest.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vauto_remove\x18\n" +
 	" \x01(\bR\n" +
-	"autoRemove\x1a9\n" +
+	"autoRemove\x12.\n" +
+	"\x03log\x18\v \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
 	"\f_working_dirB\a\n" +
-	"\x05_user\"T\n" +
+	"\x05_user\"p\n" +
+	"\n" +
+	"LogOptions\x12\x16\n" +
+	"\x06driver\x18\x01 \x01(\tR\x06driver\x12\x19\n" +
+	"\bmax_size\x18\x02 \x01(\x03R\amaxSize\x12\x1b\n" +
+	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xf4\x05\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xcf\x06\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -2147,7 +2282,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\asandbox\x18\x11 \x01(\tR\asandbox\x12?\n" +
 	"\x06labels\x18\x12 \x03(\v2'.gearbox.agent.v1.Container.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vauto_remove\x18\x13 \x01(\bR\n" +
-	"autoRemove\x1a9\n" +
+	"autoRemove\x12.\n" +
+	"\x03log\x18\x14 \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x12)\n" +
+	"\x10logging_degraded\x18\x15 \x01(\tR\x0floggingDegraded\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -2171,14 +2308,19 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x16RemoveContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x19\n" +
-	"\x17RemoveContainerResponse\"\x80\x01\n" +
+	"\x17RemoveContainerResponse\"\xcb\x01\n" +
 	"\x0fReadLogsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x122\n" +
 	"\astreams\x18\x02 \x03(\x0e2\x18.gearbox.agent.v1.StreamR\astreams\x12\x16\n" +
-	"\x06follow\x18\x03 \x01(\bR\x06follow\"X\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12\"\n" +
+	"\n" +
+	"tail_lines\x18\x05 \x01(\x05H\x00R\ttailLines\x88\x01\x01B\r\n" +
+	"\v_tail_lines\"p\n" +
 	"\x10ReadLogsResponse\x120\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x18.gearbox.agent.v1.StreamR\x06stream\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x94\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\"\x94\x01\n" +
 	"\fRegistryAuth\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12%\n" +
@@ -2253,7 +2395,7 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(Stream)(0),                     // 0: gearbox.agent.v1.Stream
 	(*GetHealthRequest)(nil),        // 1: gearbox.agent.v1.GetHealthRequest
@@ -2265,93 +2407,96 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*Runtime)(nil),                 // 7: gearbox.agent.v1.Runtime
 	(*StringList)(nil),              // 8: gearbox.agent.v1.StringList
 	(*LaunchContainerRequest)(nil),  // 9: gearbox.agent.v1.LaunchContainerRequest
-	(*LaunchContainerResponse)(nil), // 10: gearbox.agent.v1.LaunchContainerResponse
-	(*Container)(nil),               // 11: gearbox.agent.v1.Container
-	(*GetContainersRequest)(nil),    // 12: gearbox.agent.v1.GetContainersRequest
-	(*GetContainersResponse)(nil),   // 13: gearbox.agent.v1.GetContainersResponse
-	(*WaitContainerRequest)(nil),    // 14: gearbox.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),   // 15: gearbox.agent.v1.WaitContainerResponse
-	(*KillContainerRequest)(nil),    // 16: gearbox.agent.v1.KillContainerRequest
-	(*KillContainerResponse)(nil),   // 17: gearbox.agent.v1.KillContainerResponse
-	(*RemoveContainerRequest)(nil),  // 18: gearbox.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 19: gearbox.agent.v1.RemoveContainerResponse
-	(*ReadLogsRequest)(nil),         // 20: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),        // 21: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),            // 22: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),        // 23: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 24: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),           // 25: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),      // 26: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),           // 27: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),     // 28: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                   // 29: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),       // 30: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),      // 31: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),      // 32: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),     // 33: gearbox.agent.v1.RemoveImageResponse
-	nil,                             // 34: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                             // 35: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
-	(v1.TaskState)(0),               // 37: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                  // 38: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(*LogOptions)(nil),              // 10: gearbox.agent.v1.LogOptions
+	(*LaunchContainerResponse)(nil), // 11: gearbox.agent.v1.LaunchContainerResponse
+	(*Container)(nil),               // 12: gearbox.agent.v1.Container
+	(*GetContainersRequest)(nil),    // 13: gearbox.agent.v1.GetContainersRequest
+	(*GetContainersResponse)(nil),   // 14: gearbox.agent.v1.GetContainersResponse
+	(*WaitContainerRequest)(nil),    // 15: gearbox.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),   // 16: gearbox.agent.v1.WaitContainerResponse
+	(*KillContainerRequest)(nil),    // 17: gearbox.agent.v1.KillContainerRequest
+	(*KillContainerResponse)(nil),   // 18: gearbox.agent.v1.KillContainerResponse
+	(*RemoveContainerRequest)(nil),  // 19: gearbox.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil), // 20: gearbox.agent.v1.RemoveContainerResponse
+	(*ReadLogsRequest)(nil),         // 21: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),        // 22: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),            // 23: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),        // 24: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 25: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),           // 26: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),      // 27: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),           // 28: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),     // 29: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                   // 30: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),       // 31: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),      // 32: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),      // 33: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),     // 34: gearbox.agent.v1.RemoveImageResponse
+	nil,                             // 35: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                             // 36: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
+	(v1.TaskState)(0),               // 38: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                  // 39: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	36, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	37, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	7,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	8,  // 2: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	8,  // 3: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	34, // 4: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	11, // 5: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	37, // 6: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	38, // 7: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	36, // 8: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	36, // 9: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	36, // 10: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	35, // 11: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	11, // 12: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	11, // 13: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	39, // 14: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	0,  // 15: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	0,  // 16: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	22, // 17: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	25, // 18: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	29, // 19: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	27, // 20: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	29, // 21: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	36, // 22: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	29, // 23: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	1,  // 24: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 25: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 26: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	12, // 27: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	9,  // 28: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	14, // 29: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	16, // 30: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	18, // 31: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	20, // 32: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	23, // 33: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	26, // 34: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	30, // 35: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	32, // 36: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 37: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 38: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 39: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	13, // 40: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	10, // 41: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	15, // 42: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	17, // 43: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	19, // 44: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	21, // 45: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	24, // 46: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	28, // 47: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	31, // 48: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	33, // 49: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	37, // [37:50] is the sub-list for method output_type
-	24, // [24:37] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	35, // 4: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	10, // 5: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
+	12, // 6: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	38, // 7: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	39, // 8: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	37, // 9: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	37, // 10: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	37, // 11: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 12: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	10, // 13: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	12, // 14: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	12, // 15: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	40, // 16: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	0,  // 17: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	0,  // 18: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	23, // 19: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	26, // 20: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	30, // 21: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	28, // 22: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	30, // 23: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	37, // 24: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	30, // 25: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	1,  // 26: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 27: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 28: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	13, // 29: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	9,  // 30: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	15, // 31: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	17, // 32: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	19, // 33: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	21, // 34: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	24, // 35: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	27, // 36: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	31, // 37: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	33, // 38: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 39: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 40: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 41: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	14, // 42: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	11, // 43: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	16, // 44: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	18, // 45: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	20, // 46: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	22, // 47: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	25, // 48: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	29, // 49: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	32, // 50: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	34, // 51: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	39, // [39:52] is the sub-list for method output_type
+	26, // [26:39] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -2360,12 +2505,13 @@ func file_gearbox_agent_v1_agent_proto_init() {
 		return
 	}
 	file_gearbox_agent_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[10].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[11].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[20].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
 		(*PullImageResponse_Progress)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[26].OneofWrappers = []any{
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
@@ -2375,7 +2521,7 @@ func file_gearbox_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,33 @@
+package units
+
+import "testing"
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"512": 512, "64k": 64 << 10, "64K": 64 << 10, "10MiB": 10 << 20, "10mb": 10 << 20,
+		"1g": 1 << 30, "1.5k": 1536, " 2 m ": 2 << 20, "0": 0, "7b": 7,
+	} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "k", "-1k", "ten", "1x", "1e400", "NaN", "99999999999t"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+	if s := FormatSize(10 << 20); s != "10MiB" {
+		t.Errorf("FormatSize = %s", s)
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"64k", "1.5g", "", "-3", "1e9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := ParseSize(s); err == nil && n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+	})
+}

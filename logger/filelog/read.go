@@ -1,0 +1,363 @@
+package filelog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/logger"
+)
+
+// position is where a stream's reader stands: a file (by inode) and an
+// offset in it.
+type position struct {
+	ino uint64
+	off int64
+}
+
+// Cursor is "stdout=INO:OFF,stderr=INO:OFF": both streams' positions.
+func formatCursor(pos map[logger.Stream]position) string {
+	var parts []string
+	for _, s := range []logger.Stream{logger.Stdout, logger.Stderr} {
+		if p, ok := pos[s]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%d:%d", s, p.ino, p.off))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseCursor reads a cursor from a client.
+func ParseCursor(c string) (map[logger.Stream]position, error) {
+	out := map[logger.Stream]position{}
+	if c == "" {
+		return out, nil
+	}
+	bad := errs.New(errdefs.ErrInvalidArgument, "cursor %q is malformed: pass back a cursor gearbox gave you", c)
+	for _, part := range strings.Split(c, ",") {
+		name, val, ok := strings.Cut(part, "=")
+		ino, off, ok2 := strings.Cut(val, ":")
+		if !ok || !ok2 {
+			return nil, bad
+		}
+		var s logger.Stream
+		switch name {
+		case "stdout":
+			s = logger.Stdout
+		case "stderr":
+			s = logger.Stderr
+		default:
+			return nil, bad
+		}
+		i, err1 := strconv.ParseUint(ino, 10, 64)
+		o, err2 := strconv.ParseInt(off, 10, 64)
+		if err1 != nil || err2 != nil || o < 0 {
+			return nil, bad
+		}
+		out[s] = position{ino: i, off: o}
+	}
+	return out, nil
+}
+
+// streamReader reads one stream across its rotation chain.
+type streamReader struct {
+	s     logger.Stream
+	path  string
+	files int
+	f     *os.File
+	pos   position
+}
+
+func (r *streamReader) close() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
+
+func (r *streamReader) setFile(f *os.File, off int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if off > 0 {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	r.close()
+	r.f, r.pos = f, position{ino: inode(fi), off: off}
+	return nil
+}
+
+// start opens the file to begin with: at the cursor, at the last tail
+// lines, or at the oldest file kept.
+func (r *streamReader) start(cur *position, tail int) error {
+	return withChainLock(r.path, func() error {
+		paths := chain(r.path, r.files)
+		if cur != nil {
+			for _, p := range paths {
+				if f, err := os.Open(p); err == nil {
+					if fi, err := f.Stat(); err == nil && inode(fi) == cur.ino {
+						return r.setFile(f, min(cur.off, fi.Size()))
+					}
+					f.Close()
+				}
+			}
+			// The cursor's file was rotated away: the oldest kept follows.
+		}
+		if tail >= 0 && cur == nil {
+			idx, off := tailStart(paths, tail)
+			f, err := os.Open(paths[idx])
+			if err != nil {
+				return err
+			}
+			return r.setFile(f, off)
+		}
+		for _, p := range paths {
+			if f, err := os.Open(p); err == nil {
+				return r.setFile(f, 0)
+			}
+		}
+		return fmt.Errorf("no %s file for this container", r.s)
+	})
+}
+
+// tailStart finds where the last n lines of the chain (paths, oldest first)
+// begin: the index of the file and the offset in it.
+func tailStart(paths []string, n int) (int, int64) {
+	last := len(paths) - 1
+	if n == 0 {
+		return last, fileSize(paths[last])
+	}
+	seen := 0
+	trailing := true // the newline that ends the very last line is no separator
+	oldest := last
+	buf := make([]byte, 64*1024)
+	for i := last; i >= 0; i-- {
+		f, err := os.Open(paths[i])
+		if err != nil {
+			break // older files were rotated away
+		}
+		oldest = i
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			break
+		}
+		for end := fi.Size(); end > 0; {
+			start := max(0, end-int64(len(buf)))
+			chunk := buf[:end-start]
+			if _, err := f.ReadAt(chunk, start); err != nil && err != io.EOF {
+				break
+			}
+			for j := len(chunk) - 1; j >= 0; j-- {
+				if chunk[j] != '\n' {
+					trailing = false
+					continue
+				}
+				if trailing {
+					trailing = false
+					continue
+				}
+				if seen++; seen == n {
+					f.Close()
+					return i, start + int64(j) + 1
+				}
+			}
+			end = start
+		}
+		f.Close()
+	}
+	return oldest, 0
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// advance moves to the next file of the chain when the writer has rotated
+// away from the current one. The old file is complete by then (the writer
+// never writes to a rotated file), so it is drained first: nothing is
+// skipped and nothing read twice.
+func (r *streamReader) advance(emit func([]byte) error) (bool, error) {
+	var next *os.File
+	err := withChainLock(r.path, func() error {
+		fi, err := os.Stat(r.path)
+		if err == nil && inode(fi) == r.pos.ino {
+			return nil // still the live file
+		}
+		paths := chain(r.path, r.files)
+		found := -1
+		for i, p := range paths {
+			if fi, err := os.Stat(p); err == nil && inode(fi) == r.pos.ino {
+				found = i
+			}
+		}
+		from := 0 // our file was rotated out of the chain: go on with the oldest kept
+		if found >= 0 {
+			from = found + 1
+		}
+		for _, p := range paths[min(from, len(paths)-1):] {
+			if f, err := os.Open(p); err == nil {
+				next = f
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil || next == nil {
+		return false, err
+	}
+	if err := r.drain(emit); err != nil {
+		next.Close()
+		return false, err
+	}
+	return true, r.setFile(next, 0)
+}
+
+// drain reads the current file to its end.
+func (r *streamReader) drain(emit func([]byte) error) error {
+	for {
+		n, err := r.readSome(emit)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+var readBufs = make(chan []byte, 16)
+
+func (r *streamReader) readSome(emit func([]byte) error) (int, error) {
+	var buf []byte
+	select {
+	case buf = <-readBufs:
+	default:
+		buf = make([]byte, 64*1024)
+	}
+	defer func() {
+		select {
+		case readBufs <- buf:
+		default:
+		}
+	}()
+	n, err := r.f.Read(buf)
+	if n > 0 {
+		r.pos.off += int64(n)
+		if eerr := emit(buf[:n]); eerr != nil {
+			return n, eerr
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, err
+	}
+	return n, nil
+}
+
+func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logger.Chunk) error) error {
+	streams := req.Streams
+	if len(streams) == 0 {
+		streams = []logger.Stream{logger.Stdout, logger.Stderr}
+	}
+	cursors, err := ParseCursor(req.Cursor)
+	if err != nil {
+		return err
+	}
+	pos := map[logger.Stream]position{}
+	var readers []*streamReader
+	defer func() {
+		for _, r := range readers {
+			r.close()
+		}
+	}()
+	for _, s := range streams {
+		r := &streamReader{s: s, path: Path(req.Container.Sandbox, s), files: l.files(req.Container)}
+		var cur *position
+		if p, ok := cursors[s]; ok {
+			cur = &p
+		}
+		if err := r.start(cur, req.Tail); err != nil {
+			return errs.New(errdefs.ErrNotFound, "reading %s of container %s: %v", s, req.Container.ID, err)
+		}
+		readers = append(readers, r)
+		pos[s] = r.pos
+	}
+	emitFor := func(r *streamReader) func([]byte) error {
+		return func(b []byte) error {
+			pos[r.s] = r.pos
+			return fn(logger.Chunk{Stream: r.s, Data: b, Cursor: formatCursor(pos)})
+		}
+	}
+	// pass reads what is there now, crossing rotations; it says whether
+	// anything was read.
+	pass := func() (bool, error) {
+		progress := false
+		for _, r := range readers {
+			emit := emitFor(r)
+			for {
+				n, err := r.readSome(emit)
+				if err != nil {
+					return progress, err
+				}
+				if n > 0 {
+					progress = true
+					continue
+				}
+				moved, err := r.advance(emit)
+				if err != nil {
+					return progress, err
+				}
+				if !moved {
+					break
+				}
+				progress = true
+			}
+		}
+		return progress, nil
+	}
+	interval := l.PollInterval
+	if interval <= 0 {
+		interval = 50 * time.Millisecond
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		progress, err := pass()
+		if err != nil {
+			return err
+		}
+		if progress {
+			continue
+		}
+		if !req.Follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-req.Done:
+			for {
+				progress, err := pass()
+				if err != nil || !progress {
+					return err
+				}
+			}
+		case <-t.C:
+		}
+	}
+}
