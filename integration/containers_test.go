@@ -344,7 +344,6 @@ func wantCode(t *testing.T, err error, code codes.Code, msgPart string) {
 	}
 }
 
-
 func TestLogsFollowUntilExit(t *testing.T) {
 	launch(t, "chatty", "sh", "-c", "for i in $(seq 1 20); do echo line $i; sleep 0.05; done; echo bye >&2")
 	r := h.cli("logs", "-f", "chatty")
