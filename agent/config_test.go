@@ -16,7 +16,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" {
+	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" ||
+		cfg.Logging.Driver != "logrotate" || cfg.Logging.MaxFiles != 5 || cfg.Loggers["syslog"].Args["socket"] != "/dev/log" {
 		t.Errorf("example config read wrongly: %+v", cfg)
 	}
 }
@@ -36,6 +37,14 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{`default_runtime = "nope"`, "default_runtime"},
 		{"[runtimes.x]\nbinary = \"crun\"", "runtimes.x.type"},
 		{`namespace = ""`, "namespace"},
+		{"[logging]\ndriver = \"nope\"", "logging.driver"},
+		{"[logging]\nmax_size = \"lots\"", "logging.max_size"},
+		{"[logging]\nmax_size = \"2GiB\"", "logging.max_size"},
+		{"[logging]\nmax_files = 0", "logging.max_files"},
+		{"[logging]\nmode = \"sometimes\"", "logging.mode"},
+		{"[loggers.sandbox]\npath = \"/x\"", "loggers.sandbox"},
+		{"[loggers.x]\npath = \"rel\"", "loggers.x.path"},
+		{`metrics_listen = "nocolon"`, "metrics_listen"},
 	} {
 		p := filepath.Join(t.TempDir(), "agent.toml")
 		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)

@@ -197,6 +197,12 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 		}
 		lr.Tail = int(req.GetTailLines())
 	}
+	if req.Since != nil {
+		if err := req.Since.CheckValid(); err != nil {
+			return status.Errorf(codes.InvalidArgument, "since: %v", err)
+		}
+		lr.Since = req.Since.AsTime()
+	}
 	err := s.cz().Logs(ctx, containerizer.ContainerID(req.GetContainerId()), lr,
 		func(ch containerizer.LogChunk) error {
 			st := agentv1.Stream_STREAM_STDOUT

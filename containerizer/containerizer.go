@@ -144,6 +144,7 @@ type LogsRequest struct {
 	Follow  bool
 	Cursor  string // resume after a chunk's cursor
 	Tail    int    // last N lines of each stream; < 0: all
+	Since   time.Time
 }
 
 // LogChunk is a piece of a container's output and the cursor after it.

@@ -308,3 +308,17 @@ func loggerPid(t *testing.T, id string) int {
 	t.Fatalf("no gearbox-logger found for %s", id)
 	return 0
 }
+
+func TestLogsSince(t *testing.T) {
+	launchLogged(t, "since", nil, "sh", "-c", "echo before; sleep 2.5; echo after")
+	waitForOutput(t, "since", "before")
+	time.Sleep(1200 * time.Millisecond)
+	mark := time.Now().UTC().Format(time.RFC3339Nano)
+	waitExit(t, "since", time.Minute)
+	if r := h.cli("logs", "--since", mark, "since"); r.code != 0 || r.stdout != "after\n" {
+		t.Errorf("logs --since %s: %s", mark, r)
+	}
+	if r := h.cli("logs", "--since", "1h", "since"); r.stdout != "before\nafter\n" {
+		t.Errorf("logs --since 1h: %s", r)
+	}
+}

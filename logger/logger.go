@@ -8,6 +8,7 @@ package logger
 
 import (
 	"context"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
 )
@@ -60,6 +61,9 @@ type ReadRequest struct {
 	Cursor string
 	// Tail, when >= 0, starts at the last Tail lines of each stream.
 	Tail int
+	// Since, when set, starts at the output written from that time on (to
+	// the second).
+	Since time.Time
 	// Follow keeps reading new output until Done is closed; then what is
 	// left is read and Read returns.
 	Follow bool

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/internal/units"
@@ -244,7 +245,25 @@ type logsReq struct {
 	id      string
 	follow  bool
 	tail    int // < 0: all
+	since   time.Time
 	streams []agentv1.Stream
+}
+
+// parseSince reads --since: a duration back from now (10m, 2h) or a time
+// (RFC 3339, or a Unix timestamp), as docker logs --since does.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	if secs, err := strconv.ParseFloat(s, 64); err == nil && secs >= 0 {
+		return time.Unix(0, int64(secs*1e9)), nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: write a duration (10m, 2h), an RFC 3339 time or a Unix timestamp", s)
 }
 
 // streamLogs copies a container's output to stdout and stderr. A follow
@@ -255,6 +274,9 @@ func streamLogs(ctx context.Context, c agentv1.AgentClient, r logsReq, stdout, s
 	if r.tail >= 0 {
 		t := int32(r.tail)
 		req.TailLines = &t
+	}
+	if !r.since.IsZero() {
+		req.Since = timestamppb.New(r.since)
 	}
 	var lostSince time.Time
 	for {
@@ -296,8 +318,8 @@ func readLogsOnce(ctx context.Context, c agentv1.AgentClient, req *agentv1.ReadL
 		if _, err := w.Write(m.Data); err != nil {
 			return err
 		}
-		// A resumed read continues after this chunk, with no tail.
-		req.Cursor, req.TailLines = m.Cursor, nil
+		// A resumed read continues after this chunk, with no tail or since.
+		req.Cursor, req.TailLines, req.Since = m.Cursor, nil, nil
 	}
 }
 
@@ -581,11 +603,11 @@ func newRmCmd() *cobra.Command {
 func newLogsCmd() *cobra.Command {
 	var (
 		follow         bool
-		tail           string
+		tail, since    string
 		stdout, stderr bool
 	)
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [--tail N] [--stdout|--stderr] ID",
+		Use:   "logs [-f] [--tail N] [--since T] [--stdout|--stderr] ID",
 		Short: "Print a container's output (stdout and stderr, as kept in its sandbox)",
 		Long: `Print a container's output, across its rotated files, in order.
 
@@ -601,6 +623,13 @@ back.`,
 					return &exitError{code: 125, err: fmt.Errorf("--tail %q: write a number of lines or all", tail)}
 				}
 				r.tail = n
+			}
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return &exitError{code: 125, err: err}
+				}
+				r.since = t
 			}
 			if stdout && !stderr {
 				r.streams = []agentv1.Stream{agentv1.Stream_STREAM_STDOUT}
@@ -624,6 +653,7 @@ back.`,
 	f := cmd.Flags()
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container ends")
 	f.StringVarP(&tail, "tail", "n", "all", "start at the last N lines of each stream")
+	f.StringVar(&since, "since", "", "start at output written since a time (2026-11-25T10:00:00Z) or for a duration (10m)")
 	f.BoolVar(&stdout, "stdout", false, "only stdout")
 	f.BoolVar(&stderr, "stderr", false, "only stderr")
 	return cmd

@@ -292,6 +292,7 @@ func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, 
 		Done:      c.done,
 		Cursor:    req.Cursor,
 		Tail:      req.Tail,
+		Since:     req.Since,
 	}
 	for _, s := range req.Streams {
 		lr.Streams = append(lr.Streams, logger.Stream(s))

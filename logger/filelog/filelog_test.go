@@ -216,3 +216,30 @@ func TestFollowOutrunByRetentionStaysOrdered(t *testing.T) {
 		t.Fatalf("last line %d, want 49999", prev)
 	}
 }
+
+func TestSince(t *testing.T) {
+	dir := t.TempDir()
+	l := &Logger{Rotate: true}
+	c := logger.Container{ID: "c", Sandbox: dir, Options: logger.Options{MaxSize: 64, MaxFiles: 50}}
+	out, wait := startWriter(t, dir, 64, 50)
+	fmt.Fprintf(out, "old 1\nold 2\n")
+	time.Sleep(1100 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(1100*time.Millisecond - time.Duration(mark.Nanosecond())) // the next whole second
+	since := time.Now()
+	fmt.Fprintf(out, "new 1\nnew 2\n")
+	for i := range 20 { // across rotations
+		fmt.Fprintf(out, "more %d\n", i)
+	}
+	wait()
+	got, _ := collect(t, l, logger.ReadRequest{Container: c, Tail: -1, Since: since})
+	if !strings.HasPrefix(got, "new 1\nnew 2\nmore 0\n") || !strings.HasSuffix(got, "more 19\n") || strings.Contains(got, "old") {
+		t.Errorf("since: %q", got)
+	}
+	if got, _ := collect(t, l, logger.ReadRequest{Container: c, Tail: -1, Since: time.Now().Add(time.Hour)}); got != "" {
+		t.Errorf("since the future: %q", got)
+	}
+	if got, _ := collect(t, l, logger.ReadRequest{Container: c, Tail: -1, Since: mark.Add(-time.Hour)}); !strings.HasPrefix(got, "old 1\n") {
+		t.Errorf("since long ago: %q", got)
+	}
+}

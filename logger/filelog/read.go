@@ -14,6 +14,7 @@ import (
 
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/logger"
+	"github.com/gearboxd/gearbox/logger/shimlog"
 )
 
 // position is where a stream's reader stands: a file (by inode) and an
@@ -98,11 +99,24 @@ func (r *streamReader) setFile(f *os.File, off int64) error {
 	return nil
 }
 
-// start opens the file to begin with: at the cursor, at the last tail
-// lines, or at the oldest file kept.
-func (r *streamReader) start(cur *position, tail int) error {
+// start opens the file to begin with: at the cursor, at the output since a
+// time, at the last tail lines, or at the oldest file kept.
+func (r *streamReader) start(cur *position, tail int, since time.Time) error {
 	return withChainLock(r.path, func() error {
 		paths := chain(r.path, r.files)
+		if cur == nil && !since.IsZero() {
+			if p, ok := sincePosition(r.path, since); ok {
+				cur = &p
+			} else {
+				// Nothing was written since: start at the end.
+				f, err := os.Open(r.path)
+				if err != nil {
+					return err
+				}
+				fi, _ := f.Stat()
+				return r.setFile(f, fi.Size())
+			}
+		}
 		if cur != nil {
 			for _, p := range paths {
 				if f, err := os.Open(p); err == nil {
@@ -114,7 +128,7 @@ func (r *streamReader) start(cur *position, tail int) error {
 			}
 			// The cursor's file was rotated away: the oldest kept follows.
 		}
-		if tail >= 0 && cur == nil {
+		if tail >= 0 && cur == nil { // (with since, since wins)
 			idx, off := tailStart(paths, tail)
 			f, err := os.Open(paths[idx])
 			if err != nil {
@@ -129,6 +143,33 @@ func (r *streamReader) start(cur *position, tail int) error {
 		}
 		return fmt.Errorf("no %s file for this container", r.s)
 	})
+}
+
+// sincePosition reads the time index: the first entry of the second of
+// since or later. ok is false when nothing was written since.
+func sincePosition(path string, since time.Time) (position, bool) {
+	data, err := os.ReadFile(shimlog.TimesPath(path))
+	if err != nil {
+		// No index (a logger from before it kept one): all that is kept.
+		return position{}, true
+	}
+	want := since.Unix()
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		ns, err1 := strconv.ParseInt(f[0], 10, 64)
+		ino, err2 := strconv.ParseUint(f[1], 10, 64)
+		off, err3 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		if time.Unix(0, ns).Unix() >= want {
+			return position{ino: ino, off: off}, true
+		}
+	}
+	return position{}, false
 }
 
 // tailStart finds where the last n lines of the chain (paths, oldest first)
@@ -291,7 +332,7 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 		if p, ok := cursors[s]; ok {
 			cur = &p
 		}
-		if err := r.start(cur, req.Tail); err != nil {
+		if err := r.start(cur, req.Tail, req.Since); err != nil {
 			return errs.New(errdefs.ErrNotFound, "reading %s of container %s: %v", s, req.Container.ID, err)
 		}
 		readers = append(readers, r)

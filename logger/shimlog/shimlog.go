@@ -294,14 +294,27 @@ type rotator struct {
 	lockPath string
 
 	f       *os.File
+	ino     uint64
 	size    int64
 	lineLen int64 // bytes of the current, unfinished line in f
 	failing bool
+
+	times     *os.File // the time index, when it could be opened
+	lastTimed int64    // the second of the last index entry
 }
 
 // RotateLockPath is the flock that guards a stream's rotation.
 func RotateLockPath(path string) string {
 	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock")
+}
+
+// TimesPath is a stream's time index: lines "UNIXNANO INODE OFFSET", one at
+// the first line boundary written in each new second, so that every byte
+// from OFFSET of file INODE up to the next entry was written within that
+// second. Readers use it for --since. It is compacted to the files kept at
+// each rotation.
+func TimesPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".times")
 }
 
 func newRotator(path string, max int64, files int, st *statusFile) (*rotator, error) {
@@ -315,8 +328,61 @@ func newRotator(path string, max int64, files int, st *statusFile) (*rotator, er
 		f.Close()
 		return nil, err
 	}
-	w.f, w.size = f, fi.Size()
+	w.f, w.size, w.ino = f, fi.Size(), inodeOf(fi)
+	w.times, _ = os.OpenFile(TimesPath(path), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	return w, nil
+}
+
+func inodeOf(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// stamp records, at a line boundary, the first write of a new second.
+func (w *rotator) stamp() {
+	if w.times == nil || w.lineLen != 0 {
+		return
+	}
+	now := time.Now()
+	if sec := now.Unix(); sec != w.lastTimed {
+		w.lastTimed = sec
+		fmt.Fprintf(w.times, "%d %d %d\n", now.UnixNano(), w.ino, w.size)
+	}
+}
+
+// compactTimes keeps the index entries of the files still in the chain.
+func (w *rotator) compactTimes() {
+	if w.times == nil {
+		return
+	}
+	keep := map[string]bool{}
+	for k := 0; k < w.files; k++ {
+		p := w.path
+		if k > 0 {
+			p = fmt.Sprintf("%s.%d", w.path, k)
+		}
+		if fi, err := os.Stat(p); err == nil {
+			keep[strconv.FormatUint(inodeOf(fi), 10)] = true
+		}
+	}
+	data, err := os.ReadFile(TimesPath(w.path))
+	if err != nil {
+		return
+	}
+	var out bytes.Buffer
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if f := bytes.Fields(line); len(f) == 3 && keep[string(f[1])] {
+			out.Write(line)
+			out.WriteByte('\n')
+		}
+	}
+	tmp := TimesPath(w.path) + ".tmp"
+	if os.WriteFile(tmp, out.Bytes(), 0o640) == nil && os.Rename(tmp, TimesPath(w.path)) == nil {
+		w.times.Close()
+		w.times, _ = os.OpenFile(TimesPath(w.path), os.O_WRONLY|os.O_APPEND, 0o640)
+	}
 }
 
 func max1(n int) int {
@@ -326,7 +392,12 @@ func max1(n int) int {
 	return n
 }
 
-func (w *rotator) close() { w.f.Close() }
+func (w *rotator) close() {
+	w.f.Close()
+	if w.times != nil {
+		w.times.Close()
+	}
+}
 
 // lineBreak is "\n" when the file ends mid-line, so that a marker starts a
 // line of its own.
@@ -363,12 +434,19 @@ func (w *rotator) writeRetrying(d []byte) {
 // d it consumed.
 func (w *rotator) write(d []byte) (int, error) {
 	if w.max <= 0 {
+		w.stamp()
 		n, err := w.f.Write(d)
 		w.size += int64(n)
+		if k := bytes.LastIndexByte(d[:n], '\n'); k >= 0 {
+			w.lineLen = int64(n - k - 1)
+		} else {
+			w.lineLen += int64(n)
+		}
 		return n, err
 	}
 	total := 0
 	put := func(b []byte) error {
+		w.stamp()
 		n, err := w.f.Write(b)
 		w.size += int64(n)
 		total += n
@@ -462,5 +540,10 @@ func (w *rotator) rotate() error {
 	}
 	w.f.Close()
 	w.f, w.size, w.lineLen = f, 0, 0
+	if fi, err := f.Stat(); err == nil {
+		w.ino = inodeOf(fi)
+	}
+	w.lastTimed = 0 // the new file starts with an entry of its own
+	w.compactTimes()
 	return nil
 }
