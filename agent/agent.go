@@ -117,10 +117,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
-		Loggers:     loggers,
-		LogDefaults: containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
-		LogLimits:   containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
-		Log:         a.log,
+		Loggers:         loggers,
+		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
+		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
+		AllowPrivileged: a.cfg.AllowPrivileged,
+		Log:             a.log,
 	})
 	if err != nil {
 		return err

@@ -37,6 +37,8 @@ type Config struct {
 	Logging        Logging            `toml:"logging"`
 	// Loggers are custom container loggers a launch may name.
 	Loggers map[string]CustomLogger `toml:"loggers"`
+	// AllowPrivileged lets launches ask for privileged containers.
+	AllowPrivileged bool `toml:"allow_privileged"`
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`

@@ -23,6 +23,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Labels:     r.GetLabels(),
 		AutoRemove: r.GetAutoRemove(),
 		Log:        logFromProto(r.GetLog()),
+		Privileged: r.GetPrivileged(),
 	}
 	if r.Entrypoint != nil {
 		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
@@ -44,6 +45,7 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		Labels:      cfg.Labels,
 		AutoRemove:  cfg.AutoRemove,
 		Log:         logToProto(cfg.Log),
+		Privileged:  cfg.Privileged,
 	}
 	if cfg.Entrypoint != nil {
 		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}
@@ -113,6 +115,7 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		AutoRemove:      c.AutoRemove,
 		Log:             logToProto(c.Log),
 		LoggingDegraded: c.LoggingDegraded,
+		Privileged:      c.Privileged,
 	}
 }
 
@@ -139,6 +142,7 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		AutoRemove:      p.GetAutoRemove(),
 		Log:             logFromProto(p.GetLog()),
 		LoggingDegraded: p.GetLoggingDegraded(),
+		Privileged:      p.GetPrivileged(),
 	}
 }
 

@@ -22,7 +22,7 @@ func TestContainerRoundTrip(t *testing.T) {
 			Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=B"}, WorkingDir: wd, User: user,
 			Sandbox: "/var/lib/gearbox/sandboxes/web", Labels: map[string]string{"k": "v"}, AutoRemove: true,
 			Log:             containerizer.LogConfig{Driver: "logrotate", MaxSize: 65536, MaxFiles: 3, Mode: "drop"},
-			LoggingDegraded: "gearbox-logger has exited",
+			LoggingDegraded: "gearbox-logger has exited", Privileged: true,
 		},
 	} {
 		got := containerFromProto(containerToProto(c))
@@ -32,7 +32,7 @@ func TestContainerRoundTrip(t *testing.T) {
 	}
 	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
-		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}}
+		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}

@@ -86,6 +86,7 @@ type LaunchConfig struct {
 	Labels     map[string]string
 	AutoRemove bool
 	Log        LogConfig // zero fields: the agent's defaults
+	Privileged bool
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -121,6 +122,7 @@ type Container struct {
 	// LoggingDegraded says why the logger is not doing its job, while that
 	// lasts.
 	LoggingDegraded string
+	Privileged      bool
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the

@@ -365,3 +365,21 @@ func TestAgentSocketMode(t *testing.T) {
 		t.Errorf("agent socket mode %v, want a socket with 0660", fi.Mode())
 	}
 }
+
+// Containers run with no-new-privileges, the default seccomp profile and
+// masked, read-only /proc paths; privileged ones only where allowed.
+func TestSecurityDefaults(t *testing.T) {
+	r := h.cli("run", "--rm", testImage, "sh", "-c", `grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; wc -c < /proc/timer_list; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable`)
+	if !strings.Contains(r.stdout, "NoNewPrivs:\t1") || !strings.Contains(r.stdout, "Seccomp:\t2") {
+		t.Errorf("no-new-privileges and seccomp filter expected:\n%s", r)
+	}
+	if !strings.Contains(r.stdout, "\n0\n") || strings.Contains(r.stdout, "writable") {
+		t.Errorf("/proc/timer_list should be masked and /proc/sys read-only:\n%s", r)
+	}
+	// unshare(2) is among what the default seccomp profile refuses without CAP_SYS_ADMIN.
+	if r := h.cli("run", "--rm", testImage, "unshare", "-m", "true"); r.code == 0 {
+		t.Errorf("unshare -m succeeded in an unprivileged container: %s", r)
+	}
+	_, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{Image: testImage, Cmd: &agentv1.StringList{Values: []string{"true"}}, Privileged: true})
+	wantCode(t, err, codes.PermissionDenied, "allow_privileged")
+}

@@ -43,6 +43,7 @@ type runOpts struct {
 	labels     []string
 	logDriver  string
 	logOpts    []string
+	privileged bool
 }
 
 // parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
@@ -111,6 +112,7 @@ the container's ID and returns.`,
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (KEY=VALUE)")
+	f.BoolVar(&o.privileged, "privileged", false, "all capabilities and devices, no seccomp (if the agent allows it)")
 	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
 	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
 	return cmd
@@ -127,6 +129,7 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		Image:       args[0],
 		Runtime:     o.runtime,
 		AutoRemove:  o.rm && o.detach, // in the foreground the client removes it after reading all output
+		Privileged:  o.privileged,
 	}
 	if len(args) > 1 {
 		req.Cmd = &agentv1.StringList{Values: args[1:]}
@@ -508,6 +511,9 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 			desc += fmt.Sprintf(" (max-size %s, max-files %d, mode %s)", units.FormatSize(l.MaxSize), l.MaxFiles, l.Mode)
 		}
 		row("Logger", desc)
+	}
+	if ct.Privileged {
+		row("Privileged", "true")
 	}
 	if ct.LoggingDegraded != "" {
 		row("Logging", "DEGRADED: "+ct.LoggingDegraded)

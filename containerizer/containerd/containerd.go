@@ -65,7 +65,9 @@ type Config struct {
 	LogDefaults containerizer.LogConfig
 	// LogLimits bound what a launch may ask (MaxSize, MaxFiles).
 	LogLimits containerizer.LogConfig
-	Log       *slog.Logger
+	// AllowPrivileged lets a launch ask for a privileged container.
+	AllowPrivileged bool
+	Log             *slog.Logger
 }
 
 // Containerizer runs containers through containerd.

@@ -25,6 +25,7 @@ const (
 	labelLogMaxSize  = "gearbox.log.max_size"
 	labelLogMaxFiles = "gearbox.log.max_files"
 	labelLogMode     = "gearbox.log.mode"
+	labelPrivileged  = "gearbox.privileged"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
@@ -45,6 +46,9 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	l[labelLogMaxSize] = strconv.FormatInt(cfg.Log.MaxSize, 10)
 	l[labelLogMaxFiles] = strconv.Itoa(cfg.Log.MaxFiles)
 	l[labelLogMode] = cfg.Log.Mode
+	if cfg.Privileged {
+		l[labelPrivileged] = "true"
+	}
 	for k, v := range cfg.Labels {
 		l[labelUserPrefix+k] = v
 	}
@@ -81,6 +85,7 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Log.MaxSize, _ = strconv.ParseInt(l[labelLogMaxSize], 10, 64)
 	info.Log.MaxFiles, _ = strconv.Atoi(l[labelLogMaxFiles])
 	info.Log.Mode = l[labelLogMode]
+	info.Privileged = l[labelPrivileged] == "true"
 	for k, v := range l {
 		if uk, ok := strings.CutPrefix(k, labelUserPrefix); ok {
 			if info.Labels == nil {

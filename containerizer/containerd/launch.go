@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -44,6 +45,9 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	}
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
+	}
+	if cfg.Privileged && !z.cfg.AllowPrivileged {
+		return errs.New(errdefs.ErrPermissionDenied, "privileged containers are not allowed on this agent (allow_privileged in its config)")
 	}
 	if cfg.Runtime == "" {
 		cfg.Runtime = z.cfg.DefaultRuntime
@@ -113,6 +117,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		ID: cfg.ID, Image: ref, ImageDigest: img.Target().Digest.String(), Runtime: cfg.Runtime,
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
+		Privileged: cfg.Privileged,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -289,6 +294,14 @@ func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Imag
 		}}),
 		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
 		oci.WithCgroup("/" + z.cfg.Namespace + "/" + string(cfg.ID)),
+	}
+	if cfg.Privileged {
+		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
+	} else {
+		// The runtime's default capabilities, no new privileges, containerd's
+		// default seccomp profile; the default spec already masks and
+		// read-only-mounts the sensitive /proc paths.
+		opts = append(opts, oci.WithNoNewPrivileges, seccomp.WithDefaultProfile())
 	}
 	if cfg.WorkingDir != nil {
 		opts = append(opts, oci.WithProcessCwd(*cfg.WorkingDir))

@@ -553,7 +553,10 @@ type LaunchContainerRequest struct {
 	// Remove the container (and its sandbox) as soon as it is terminal.
 	AutoRemove bool `protobuf:"varint,10,opt,name=auto_remove,json=autoRemove,proto3" json:"auto_remove,omitempty"`
 	// How the container's output is kept; the agent's defaults when absent.
-	Log           *LogOptions `protobuf:"bytes,11,opt,name=log,proto3" json:"log,omitempty"`
+	Log *LogOptions `protobuf:"bytes,11,opt,name=log,proto3" json:"log,omitempty"`
+	// All capabilities and devices, no seccomp, no no-new-privileges.
+	// Refused with PermissionDenied unless the agent's config allows it.
+	Privileged    bool `protobuf:"varint,12,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +666,13 @@ func (x *LaunchContainerRequest) GetLog() *LogOptions {
 		return x.Log
 	}
 	return nil
+}
+
+func (x *LaunchContainerRequest) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
 }
 
 // LogOptions choose and tune a container's logger.
@@ -812,6 +822,7 @@ type Container struct {
 	// Why the container's logger is not doing its job (it died, it cannot
 	// write), while that lasts; empty when all is well.
 	LoggingDegraded string `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
+	Privileged      bool   `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -991,6 +1002,13 @@ func (x *Container) GetLoggingDegraded() string {
 		return x.LoggingDegraded
 	}
 	return ""
+}
+
+func (x *Container) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
 }
 
 type GetContainersRequest struct {
@@ -2236,7 +2254,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\x9d\x04\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xbd\x04\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -2253,7 +2271,10 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\vauto_remove\x18\n" +
 	" \x01(\bR\n" +
 	"autoRemove\x12.\n" +
-	"\x03log\x18\v \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x1a9\n" +
+	"\x03log\x18\v \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\f \x01(\bR\n" +
+	"privileged\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -2266,7 +2287,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xcf\x06\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xef\x06\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -2294,7 +2315,10 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\vauto_remove\x18\x13 \x01(\bR\n" +
 	"autoRemove\x12.\n" +
 	"\x03log\x18\x14 \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x12)\n" +
-	"\x10logging_degraded\x18\x15 \x01(\tR\x0floggingDegraded\x1a9\n" +
+	"\x10logging_degraded\x18\x15 \x01(\tR\x0floggingDegraded\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x16 \x01(\bR\n" +
+	"privileged\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
