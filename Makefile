@@ -17,6 +17,20 @@ build: ## build bin/gearbox and bin/gearbox-logger
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/gearbox ./cmd/gearbox
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/gearbox-logger ./cmd/gearbox-logger
 
+PREFIX     ?= /usr/local
+SYSTEMDDIR ?= /etc/systemd/system
+CONFDIR    ?= /etc/gearbox
+
+.PHONY: install
+install: build ## install the binaries, the systemd unit and a default config (kept if present)
+	install -D -m 0755 bin/gearbox $(DESTDIR)$(PREFIX)/bin/gearbox
+	install -D -m 0755 bin/gearbox-logger $(DESTDIR)$(PREFIX)/bin/gearbox-logger
+	install -D -m 0644 contrib/systemd/gearbox-agent.service $(DESTDIR)$(SYSTEMDDIR)/gearbox-agent.service
+	sed -i 's|/usr/local/bin/gearbox|$(PREFIX)/bin/gearbox|; s|/etc/gearbox/agent.toml|$(CONFDIR)/agent.toml|' $(DESTDIR)$(SYSTEMDDIR)/gearbox-agent.service
+	@if [ -e $(DESTDIR)$(CONFDIR)/agent.toml ]; then echo "keeping $(DESTDIR)$(CONFDIR)/agent.toml"; \
+	else install -D -m 0644 contrib/agent.toml $(DESTDIR)$(CONFDIR)/agent.toml; fi
+	@echo "installed; then: systemctl daemon-reload && systemctl enable --now gearbox-agent"
+
 .PHONY: deps
 deps: ## install what gearbox needs to run (Debian: containerd, runc, busybox-static)
 	hack/install-deps.sh dev

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,6 +44,8 @@ type Agent struct {
 	cfg       Config
 	log       *slog.Logger
 	cz        *containerd.Containerizer
+	cp        *checkpoint
+	agentID   string
 	startedAt time.Time
 	stopping  atomic.Bool
 	ready     chan struct{}
@@ -108,6 +111,29 @@ func (a *Agent) Run(ctx context.Context) error {
 	lgc := a.cfg.Logging
 	maxSize, _ := units.ParseSize(lgc.MaxSize)
 	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
+	cp, err := newCheckpoint(a.cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	meta, found, err := cp.loadMeta()
+	if err != nil {
+		return err
+	}
+	known, err := cp.loadContainers()
+	if err != nil {
+		return err
+	}
+	boot := bootID()
+	rebooted := found && meta.BootID != "" && boot != "" && meta.BootID != boot
+	if !found {
+		meta.AgentID = newAgentID()
+	}
+	a.cp, a.agentID = cp, meta.AgentID
+	if rebooted {
+		a.log.Warn("the host rebooted since the agent last ran: no container survived", "agent_id", a.agentID)
+	}
+	recoverStart := time.Now()
+
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
@@ -121,13 +147,28 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
 		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
 		AllowPrivileged: a.cfg.AllowPrivileged,
-		Log:             a.log,
+		Recovery: containerd.Recovery{
+			Known: known, KeepUnknown: a.cfg.UnknownContainers == "keep",
+			Rebooted: rebooted, Cleanup: a.cfg.Recover == "cleanup",
+		},
+		OnChange: func(c containerizer.Container, removed bool) {
+			if err := cp.update(c, removed); err != nil {
+				a.log.Error("checkpointing a container", "container_id", c.ID, "err", err)
+			}
+		},
+		Log: a.log,
 	})
 	if err != nil {
 		return err
 	}
 	defer cz.Close()
 	a.cz = cz
+	meta.BootID = boot
+	if err := cp.saveMeta(meta); err != nil {
+		return fmt.Errorf("writing the checkpoint: %w", err)
+	}
+	all, _ := cz.Containers(ctx)
+	a.log.Info("recovery done", "agent_id", a.agentID, "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
 
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale socket %s: %w", sock, err)
@@ -160,6 +201,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { errc <- gs.Serve(lis) }()
 	a.log.Info("agent serving", "listen", a.cfg.Listen, "namespace", a.cfg.Namespace, "containerd", a.cfg.ContainerdAddress)
 	close(a.ready)
+	// systemd (Type=notify): ready only now, after recovery.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		a.log.Warn("notifying systemd", "err", err)
+	}
+	stopWatchdog := a.watchdog()
+	defer stopWatchdog()
 
 	select {
 	case err := <-errc:
@@ -169,6 +216,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Stop in stages: refuse new work, let calls drain, then cut streams
 	// (follows and waits) that would otherwise hold the stop forever.
 	a.stopping.Store(true)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	a.endStreams()
 	hs.Shutdown()
 	a.log.Info("agent stopping; containers keep running")
@@ -182,6 +230,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	<-errc
 	return nil
+}
+
+// watchdog pings systemd at half the unit's WatchdogSec, when it has one.
+func (a *Agent) watchdog() func() {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // loggers builds the container loggers: the two built-ins and the custom

@@ -37,6 +37,12 @@ type Config struct {
 	Logging        Logging            `toml:"logging"`
 	// Loggers are custom container loggers a launch may name.
 	Loggers map[string]CustomLogger `toml:"loggers"`
+	// Recover is Mesos's --recover: reconnect to the containers found at
+	// start, or cleanup (kill and remove them all).
+	Recover string `toml:"recover"`
+	// UnknownContainers is what happens to containers of the namespace the
+	// checkpoint does not know: destroy or keep.
+	UnknownContainers string `toml:"unknown_containers"`
 	// AllowPrivileged lets launches ask for privileged containers.
 	AllowPrivileged bool `toml:"allow_privileged"`
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
@@ -101,6 +107,8 @@ func DefaultConfig() Config {
 		Listen:            "unix:///run/gearbox/agent.sock",
 		Snapshotter:       "overlayfs",
 		DefaultRuntime:    "runc",
+		Recover:           "reconnect",
+		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
 		},
@@ -174,6 +182,12 @@ func (c Config) Validate() error {
 	}
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
 		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
+	}
+	if c.Recover != "reconnect" && c.Recover != "cleanup" {
+		bad("recover", "%q: use reconnect or cleanup", c.Recover)
+	}
+	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
+		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
 	}
 	lg := c.Logging
 	if _, ok := c.Loggers[lg.Driver]; !ok && lg.Driver != LoggerSandbox && lg.Driver != LoggerLogrotate {

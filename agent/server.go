@@ -57,6 +57,7 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 	r := &agentv1.GetStateResponse{
 		Hostname: host, Namespace: s.a.cfg.Namespace, WorkDir: s.a.cfg.WorkDir,
 		StartedAt: timestamppb.New(s.a.startedAt), DefaultRuntime: s.cz().DefaultRuntime(),
+		AgentId: s.a.agentID,
 	}
 	for _, rt := range s.cz().Runtimes() {
 		r.Runtimes = append(r.Runtimes, &agentv1.Runtime{Name: rt.Name, Type: rt.Type, Binary: rt.Binary, Available: rt.Available, UnavailableReason: rt.UnavailableReason})

@@ -27,12 +27,13 @@ const (
 	TaskFailed   TaskState = "TASK_FAILED"
 	TaskKilled   TaskState = "TASK_KILLED"
 	TaskLost     TaskState = "TASK_LOST"
+	TaskGone     TaskState = "TASK_GONE"
 )
 
 // Terminal says whether no further state can follow s.
 func (s TaskState) Terminal() bool {
 	switch s {
-	case TaskFinished, TaskFailed, TaskKilled, TaskLost:
+	case TaskFinished, TaskFailed, TaskKilled, TaskLost, TaskGone:
 		return true
 	}
 	return false
@@ -48,6 +49,7 @@ const (
 	ReasonTaskKilled            Reason = "REASON_TASK_KILLED"
 	ReasonContainerLaunchFailed Reason = "REASON_CONTAINER_LAUNCH_FAILED"
 	ReasonContainerVanished     Reason = "REASON_CONTAINER_VANISHED"
+	ReasonAgentRestarted        Reason = "REASON_AGENT_RESTARTED"
 )
 
 // LaunchFailure classifies why a container's command could not be started,

@@ -14,6 +14,7 @@ if [ "$what" = test ]; then
   have protoc || need+=(protobuf-compiler)
   have git || need+=(git)
   have gcc || need+=(gcc libc6-dev)  # go test -race needs cgo
+  have systemd-analyze || need+=(systemd)  # checks the unit file
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

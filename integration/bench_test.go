@@ -123,11 +123,7 @@ type direct struct {
 }
 
 func newDirect(t *testing.T) *direct {
-	c, err := client.New(h.containerd.Address, client.WithDefaultNamespace(h.namespace))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := h.ctrd(t)
 	img, err := c.GetImage(namespaces.WithNamespace(context.Background(), h.namespace), "docker.io/"+testImage)
 	if err != nil {
 		img, err = c.GetImage(namespaces.WithNamespace(context.Background(), h.namespace), testImage)

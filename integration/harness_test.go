@@ -26,6 +26,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+
 	"github.com/gearboxd/gearbox/internal/containerdproc"
 	"github.com/gearboxd/gearbox/internal/demoimage"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -320,7 +323,10 @@ func mustLookPath(b string) string {
 }
 
 // startAgent starts the agent binary and waits until it serves.
-func (t *harness) startAgent() error {
+func (t *harness) startAgent() error { return t.startAgentWith(nil, nil) }
+
+// startAgentWith starts the agent with extra flags and environment.
+func (t *harness) startAgentWith(args, env []string) error {
 	if t.agentCfg == "" {
 		if err := t.writeAgentConfig(); err != nil {
 			return err
@@ -331,7 +337,8 @@ func (t *harness) startAgent() error {
 		return err
 	}
 	defer logf.Close()
-	t.agentCmd = exec.Command(filepath.Join(t.bin, "gearbox"), "agent", "--config", t.agentCfg)
+	t.agentCmd = exec.Command(filepath.Join(t.bin, "gearbox"), append([]string{"agent", "--config", t.agentCfg}, args...)...)
+	t.agentCmd.Env = append(os.Environ(), env...)
 	t.agentCmd.Stdout, t.agentCmd.Stderr = logf, logf
 	t.agentCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := t.agentCmd.Start(); err != nil {
@@ -521,3 +528,35 @@ func (s *syslogServer) close() {
 	s.conn.Close()
 	<-s.done
 }
+
+// agentFails runs the agent expecting it to exit at start; it returns what
+// the agent printed.
+func (t *harness) agentFails(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(t.bin, "gearbox"), append([]string{"agent", "--config", t.agentCfg}, args...)...).CombinedOutput()
+	if err == nil {
+		return string(out), errors.New("the agent exited 0")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return string(out), err
+	}
+	return string(out), nil
+}
+
+// workDir is the agent's work dir.
+func (t *harness) workDir() string { return filepath.Join(t.dir, "agent", "work") }
+
+// ctrd is a containerd client on the test namespace, to act behind the
+// agent's back.
+func (t *harness) ctrd(tb testing.TB) *client.Client {
+	c, err := client.New(t.containerd.Address, client.WithDefaultNamespace(t.namespace))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+var nullIO = cio.NullIO

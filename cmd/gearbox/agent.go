@@ -51,6 +51,8 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			set("run-dir", &cfg.RunDir, flags.RunDir)
 			set("listen", &cfg.Listen, flags.Listen)
 			set("logger-binary", &cfg.LoggerBinary, flags.LoggerBinary)
+			set("recover", &cfg.Recover, flags.Recover)
+			set("unknown-containers", &cfg.UnknownContainers, flags.UnknownContainers)
 			if printConfig {
 				return toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg)
 			}
@@ -67,6 +69,8 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 	f.StringVar(&flags.RunDir, "run-dir", d.RunDir, "run dir: sockets and temporary files")
 	f.StringVar(&flags.Listen, "listen", d.Listen, "Agent API address (unix:///path)")
 	f.StringVar(&flags.LoggerBinary, "logger-binary", "", "gearbox-logger (default: next to gearbox, else on PATH)")
+	f.StringVar(&flags.Recover, "recover", d.Recover, "at start: reconnect to containers, or cleanup (kill and remove them all)")
+	f.StringVar(&flags.UnknownContainers, "unknown-containers", d.UnknownContainers, "containers the checkpoint does not know: destroy or keep")
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd

@@ -67,7 +67,27 @@ type Config struct {
 	LogLimits containerizer.LogConfig
 	// AllowPrivileged lets a launch ask for a privileged container.
 	AllowPrivileged bool
-	Log             *slog.Logger
+	// Recovery says what to do with what containerd holds at start.
+	Recovery Recovery
+	// OnChange is told every change of a container's state, and its
+	// removal, so that the agent can checkpoint it. It may be nil.
+	OnChange func(c containerizer.Container, removed bool)
+	Log      *slog.Logger
+}
+
+// Recovery is the agent's knowledge and policy for recovering containers.
+type Recovery struct {
+	// Known are the containers the agent's checkpoint holds.
+	Known map[containerizer.ContainerID]containerizer.Container
+	// KeepUnknown keeps containers of the namespace the checkpoint does not
+	// know; by default they are destroyed.
+	KeepUnknown bool
+	// Rebooted says the host rebooted since the checkpoint was written:
+	// no container survived.
+	Rebooted bool
+	// Cleanup kills and removes every container after recovery
+	// (--recover=cleanup).
+	Cleanup bool
 }
 
 // Containerizer runs containers through containerd.
@@ -119,6 +139,13 @@ func (z *Containerizer) loggerOf(info containerizer.Container) (logger.Container
 		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %s was launched with logger %q, which this agent's config no longer has", info.ID, info.Log.Driver)
 	}
 	return l, nil
+}
+
+// changed tells the agent about a container's new state.
+func (z *Containerizer) changed(info containerizer.Container, removed bool) {
+	if z.cfg.OnChange != nil {
+		z.cfg.OnChange(info, removed)
+	}
 }
 
 func (c *ctr) snapshot() containerizer.Container {

@@ -126,6 +126,9 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	}
 	z.containers[cfg.ID] = c
 	z.mu.Unlock()
+	// Checkpointed before containerd sees it: an agent that dies now finds
+	// it on recovery, created or not.
+	z.changed(c.snapshot(), false)
 
 	info, err := z.launch(ctx, c, cfg, img, args)
 	if err != nil && c.cont == nil {
@@ -134,6 +137,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		delete(z.containers, cfg.ID)
 		z.mu.Unlock()
 		os.RemoveAll(c.info.Sandbox)
+		z.changed(c.snapshot(), true)
 	}
 	return info, err
 }
@@ -216,6 +220,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	c.info.StartedAt = time.Now().UTC()
 	info := c.info
 	c.mu.Unlock()
+	z.changed(info, false)
 	z.wg.Add(1)
 	go z.watch(c, task, exitCh)
 	return info, nil
@@ -237,6 +242,7 @@ func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containe
 	if _, err := cont.SetLabels(cctx, terminalLabels(info)); err != nil {
 		z.log.Warn("recording a failed launch", "container_id", c.info.ID, "err", err)
 	}
+	z.changed(info, false)
 	err := errs.New(errdefs.ErrFailedPrecondition, "container %s failed to launch: %w", c.info.ID, cause)
 	if failure != containerizer.LaunchFailureNone {
 		err = &containerizer.LaunchError{Failure: failure, Err: errs.New(errdefs.ErrInvalidArgument, "container %s: %w", c.info.ID, cause)}

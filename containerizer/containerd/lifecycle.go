@@ -13,6 +13,7 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/logger"
 )
 
@@ -116,6 +117,7 @@ func (z *Containerizer) record(ctx context.Context, c *ctr, cont client.Containe
 		}
 	}
 	z.log.Info("container terminal", "container_id", info.ID, "state", info.State, "reason", info.Reason, "message", info.Message)
+	z.changed(info, false)
 	c.mu.Lock()
 	select {
 	case <-c.done:
@@ -262,6 +264,7 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 	if err := os.RemoveAll(info.Sandbox); err != nil {
 		z.log.Warn("removing sandbox", "container_id", info.ID, "err", err)
 	}
+	z.changed(info, true)
 	z.mu.Lock()
 	delete(z.containers, info.ID)
 	if info.AutoRemove {
@@ -302,20 +305,83 @@ func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, 
 	})
 }
 
-// recover rebuilds the containerizer's view from containerd: every
-// container with a gearbox label is reattached (running), recorded (exited
-// while the agent was away) or read back (already terminal).
+// recover rebuilds the containerizer's view from containerd and the
+// agent's checkpoint: a known container is reattached (running), recorded
+// (exited while the agent was away) or read back (already terminal); one
+// the checkpoint knows but containerd does not is recorded as vanished;
+// one containerd holds but the checkpoint does not know is destroyed, or
+// kept when the config says so.
 func (z *Containerizer) recover(ctx context.Context) error {
-	conts, err := z.client.Containers(ctx, fmt.Sprintf("labels.%q", labelID))
+	rc := z.cfg.Recovery
+	conts, err := z.client.Containers(ctx)
 	if err != nil {
 		return errs.New(errdefs.ErrUnavailable, "listing containers in namespace %s: %w", z.cfg.Namespace, err)
 	}
+	seen := map[containerizer.ContainerID]bool{}
 	for _, cont := range conts {
+		id := containerizer.ContainerID(cont.ID())
+		seen[id] = true
+		if _, known := rc.Known[id]; !known && !rc.KeepUnknown {
+			z.log.Warn("destroying a container the checkpoint does not know (unknown_containers = \"keep\" keeps them)", "container_id", id)
+			z.destroyUnknown(ctx, cont)
+			continue
+		}
 		if err := z.recoverOne(ctx, cont); err != nil {
 			z.log.Warn("recovering a container", "container_id", cont.ID(), "err", err)
 		}
 	}
+	for id, known := range rc.Known {
+		if seen[id] {
+			continue
+		}
+		c := &ctr{info: known, done: make(chan struct{})}
+		c.info.Pid = 0
+		if !known.State.Terminal() {
+			c.info.State, c.info.Reason = containerizer.TaskLost, containerizer.ReasonContainerVanished
+			c.info.Message = "containerd no longer knows this container"
+			if rc.Rebooted {
+				c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
+				c.info.Message = "the host rebooted; the container did not survive"
+			}
+			c.info.FinishedAt = time.Now().UTC()
+			z.log.Warn("container vanished", "container_id", id, "message", c.info.Message)
+		}
+		close(c.done)
+		z.mu.Lock()
+		z.containers[id] = c
+		z.mu.Unlock()
+		z.changed(c.info, false)
+	}
+	if rc.Cleanup {
+		z.mu.Lock()
+		var all []containerizer.ContainerID
+		for id := range z.containers {
+			all = append(all, id)
+		}
+		z.mu.Unlock()
+		for _, id := range all {
+			z.log.Info("--recover=cleanup: removing container", "container_id", id)
+			if err := z.Destroy(ctx, id, true); err != nil {
+				z.log.Warn("cleanup", "container_id", id, "err", err)
+			}
+		}
+	}
 	return nil
+}
+
+// destroyUnknown kills and removes a container the agent does not own.
+func (z *Containerizer) destroyUnknown(ctx context.Context, cont client.Container) {
+	if task, err := cont.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			z.log.Warn("killing an unknown container", "container_id", cont.ID(), "err", err)
+		}
+	}
+	if err := cont.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		z.log.Warn("removing an unknown container", "container_id", cont.ID(), "err", err)
+	}
+	if ids.Validate(cont.ID()) == nil {
+		os.RemoveAll(z.sandboxDir(containerizer.ContainerID(cont.ID())))
+	}
 }
 
 func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) error {
@@ -326,7 +392,13 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	c := &ctr{cont: cont, done: make(chan struct{})}
 	applyLabels(&c.info, cinfo.Labels)
 	if c.info.ID == "" || string(c.info.ID) != cont.ID() {
-		return fmt.Errorf("label %s does not match container ID %s: leaving it alone", labelID, cont.ID())
+		// Not made by gearbox (kept by unknown_containers = "keep"): what the
+		// checkpoint knows stands in for the labels.
+		known, ok := z.cfg.Recovery.Known[containerizer.ContainerID(cont.ID())]
+		if !ok {
+			return fmt.Errorf("container %s has no gearbox labels: leaving it alone", cont.ID())
+		}
+		c.info = known
 	}
 	c.info.CreatedAt = cinfo.CreatedAt.UTC()
 	c.info.Sandbox = z.sandboxDir(c.info.ID)
@@ -345,10 +417,21 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 
 	if c.info.State.Terminal() {
 		close(c.done)
+		z.changed(c.info, false)
 		return nil
 	}
 	task, err := cont.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
+		if z.cfg.Recovery.Rebooted {
+			c.mu.Lock()
+			c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
+			c.info.Message = "the host rebooted; the container did not survive"
+			c.info.FinishedAt = time.Now().UTC()
+			info := c.info
+			c.mu.Unlock()
+			z.record(ctx, c, cont, info)
+			return nil
+		}
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
 		return nil
 	}
@@ -381,7 +464,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", task.Pid())); err == nil {
 		c.info.StartedAt = fi.ModTime().UTC()
 	}
+	info := c.info
 	c.mu.Unlock()
+	z.changed(info, false)
 	z.wg.Add(1)
 	go z.watch(c, task, ch)
 	z.log.Info("recovered container", "container_id", c.info.ID, "status", st.Status)

@@ -25,7 +25,8 @@ type Proc struct {
 	Address string
 	Dir     string
 	cmd     *exec.Cmd
-	done    chan error
+	exited  chan struct{} // closed when containerd has exited
+	waitErr error
 	logPath string
 }
 
@@ -55,7 +56,7 @@ func Start(ctx context.Context, dir string) (*Proc, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
 	}
-	p := &Proc{Address: filepath.Join(dir, "containerd.sock"), Dir: dir, logPath: filepath.Join(dir, "containerd.log"), done: make(chan error, 1)}
+	p := &Proc{Address: filepath.Join(dir, "containerd.sock"), Dir: dir, logPath: filepath.Join(dir, "containerd.log"), exited: make(chan struct{})}
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(`version = 2
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
@@ -76,16 +77,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting containerd: %w", err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if Answers(ctx, p.Address) {
 			return p, nil
 		}
 		select {
-		case err := <-p.done:
-			p.done <- err
-			return nil, fmt.Errorf("containerd exited at start (%v): %s", err, p.LogTail(20))
+		case <-p.exited:
+			return nil, fmt.Errorf("containerd exited at start (%v): %s", p.waitErr, p.LogTail(20))
 		case <-ctx.Done():
 			p.Stop()
 			return nil, ctx.Err()
@@ -123,17 +123,26 @@ func (p *Proc) Stop() error {
 	return UnmountUnder(p.Dir)
 }
 
+// terminate ends containerd; it is idempotent.
 func (p *Proc) terminate() {
-	if p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
+
+// StopKeepMounts ends containerd and leaves the shims and the containers'
+// mounts alone, as a crash or a package upgrade does; Start on the same dir
+// brings it back.
+func (p *Proc) StopKeepMounts() { p.terminate() }
 
 // Restart stops containerd and starts it again on the same dirs, leaving
 // the shims and the containers' mounts alone, as a package upgrade or a

@@ -315,8 +315,10 @@ type GetStateResponse struct {
 	DefaultRuntime    string                 `protobuf:"bytes,6,opt,name=default_runtime,json=defaultRuntime,proto3" json:"default_runtime,omitempty"`
 	ContainersRunning int32                  `protobuf:"varint,7,opt,name=containers_running,json=containersRunning,proto3" json:"containers_running,omitempty"`
 	ContainersTotal   int32                  `protobuf:"varint,8,opt,name=containers_total,json=containersTotal,proto3" json:"containers_total,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The agent's ID, kept across restarts in its checkpoint.
+	AgentId       string `protobuf:"bytes,9,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
@@ -403,6 +405,13 @@ func (x *GetStateResponse) GetContainersTotal() int32 {
 		return x.ContainersTotal
 	}
 	return 0
+}
+
+func (x *GetStateResponse) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
 }
 
 // Runtime is a runtime profile from the agent's config.
@@ -2235,7 +2244,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"go_version\x18\x03 \x01(\tR\tgoVersion\x12-\n" +
 	"\x12containerd_version\x18\x04 \x01(\tR\x11containerdVersion\"\x11\n" +
-	"\x0fGetStateRequest\"\xdc\x02\n" +
+	"\x0fGetStateRequest\"\xf7\x02\n" +
 	"\x10GetStateResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x19\n" +
@@ -2245,7 +2254,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\bruntimes\x18\x05 \x03(\v2\x19.gearbox.agent.v1.RuntimeR\bruntimes\x12'\n" +
 	"\x0fdefault_runtime\x18\x06 \x01(\tR\x0edefaultRuntime\x12-\n" +
 	"\x12containers_running\x18\a \x01(\x05R\x11containersRunning\x12)\n" +
-	"\x10containers_total\x18\b \x01(\x05R\x0fcontainersTotal\"\x96\x01\n" +
+	"\x10containers_total\x18\b \x01(\x05R\x0fcontainersTotal\x12\x19\n" +
+	"\bagent_id\x18\t \x01(\tR\aagentId\"\x96\x01\n" +
 	"\aRuntime\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
