@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -168,6 +170,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("writing the checkpoint: %w", err)
 	}
 	all, _ := cz.Containers(ctx)
+	recoverySeconds := time.Since(recoverStart).Seconds()
 	a.log.Info("recovery done", "agent_id", a.agentID, "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
 
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -190,7 +193,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(gs)
 
-	stopMetrics, err := a.serveMetrics(cz.Collectors())
+	if a.cfg.SocketGroup != "" {
+		if err := chownGroup(sock, a.cfg.SocketGroup); err != nil {
+			lis.Close()
+			return err
+		}
+	}
+	recovery := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_agent_recovery_duration_seconds", Help: "How long the last start's recovery took."})
+	recovery.Set(recoverySeconds)
+	stopMetrics, err := a.serveMetrics(append(cz.Collectors(), recovery))
 	if err != nil {
 		lis.Close()
 		return err
@@ -229,6 +240,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-done
 	}
 	<-errc
+	return nil
+}
+
+// chownGroup gives the API socket to a group (name or gid), so that its
+// members may use the agent (the socket is 0660).
+func chownGroup(path, group string) error {
+	gid, err := strconv.Atoi(group)
+	if err != nil {
+		g, lerr := user.LookupGroup(group)
+		if lerr != nil {
+			return fmt.Errorf("config key socket_group: %w", lerr)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("giving %s to group %s: %w", path, group, err)
+	}
 	return nil
 }
 

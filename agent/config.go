@@ -26,7 +26,10 @@ type Config struct {
 	WorkDir           string `toml:"work_dir"`
 	RunDir            string `toml:"run_dir"`
 	// Listen is the Agent API's address: unix:///path.
-	Listen      string `toml:"listen"`
+	Listen string `toml:"listen"`
+	// SocketGroup owns the API socket (mode 0660): its members may use the
+	// agent. A group name or gid; root's group when empty.
+	SocketGroup string `toml:"socket_group"`
 	Snapshotter string `toml:"snapshotter"`
 	// LoggerBinary is gearbox-logger; by default the one next to the
 	// gearbox binary, else the one on PATH.

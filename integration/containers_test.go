@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -363,6 +364,13 @@ func TestAgentSocketMode(t *testing.T) {
 	}
 	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
 		t.Errorf("agent socket mode %v, want a socket with 0660", fi.Mode())
+	}
+	g, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid := fmt.Sprint(fi.Sys().(*syscall.Stat_t).Gid); gid != g.Gid {
+		t.Errorf("socket group %s, want socket_group nogroup (%s)", gid, g.Gid)
 	}
 }
 

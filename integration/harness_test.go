@@ -283,6 +283,7 @@ namespace = %q
 work_dir = %q
 run_dir = %q
 listen = "unix://%s"
+socket_group = "nogroup"
 logger_binary = %q
 metrics_listen = %q
 default_runtime = "runc"

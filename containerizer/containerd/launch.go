@@ -87,7 +87,9 @@ func NormalizeRef(ref string) (string, error) {
 	return named.String(), nil
 }
 
-func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConfig) (containerizer.Container, error) {
+func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConfig) (launched containerizer.Container, err error) {
+	start := time.Now()
+	defer func() { z.observeLaunch(start, launched, err) }()
 	if err := z.validateLaunch(&cfg); err != nil {
 		return containerizer.Container{}, err
 	}
@@ -224,6 +226,19 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	z.wg.Add(1)
 	go z.watch(c, task, exitCh)
 	return info, nil
+}
+
+// observeLaunch counts a launch by its result and times the good ones.
+func (z *Containerizer) observeLaunch(start time.Time, c containerizer.Container, err error) {
+	switch {
+	case err == nil:
+		z.metrics.launches.WithLabelValues("ok").Inc()
+		z.metrics.launchSeconds.Observe(time.Since(start).Seconds())
+	case c.Reason == containerizer.ReasonContainerLaunchFailed:
+		z.metrics.launches.WithLabelValues("failed").Inc()
+	default:
+		z.metrics.launches.WithLabelValues("refused").Inc()
+	}
 }
 
 // failLaunch records a launch that failed after the container was created.

@@ -1,11 +1,17 @@
 package containerd
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gearboxd/gearbox/containerizer"
+)
 
 // metrics are the containerizer's Prometheus metrics, one set per
 // Containerizer (no globals): the agent registers Collectors().
 type metrics struct {
 	loggerFailures prometheus.Counter
+	launches       *prometheus.CounterVec
+	launchSeconds  prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -14,10 +20,42 @@ func newMetrics() *metrics {
 			Name: "gearbox_logger_failures_total",
 			Help: "Containers whose logger was found dead or unable to write.",
 		}),
+		launches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_launches_total",
+			Help: "Container launches by result: ok, failed (created but did not start), refused (bad request, missing image, …).",
+		}, []string{"result"}),
+		launchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gearbox_containerizer_launch_duration_seconds",
+			Help:    "Time from a launch request to the container's process running.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+	}
+}
+
+// stateCollector reports the containers by state at each scrape.
+type stateCollector struct {
+	z    *Containerizer
+	desc *prometheus.Desc
+}
+
+func (s stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[containerizer.TaskState]int{}
+	s.z.mu.Lock()
+	for _, c := range s.z.containers {
+		counts[c.snapshot().State]++
+	}
+	s.z.mu.Unlock()
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(n), string(state))
 	}
 }
 
 // Collectors are the metrics to register.
 func (z *Containerizer) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{z.metrics.loggerFailures}
+	return []prometheus.Collector{
+		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds,
+		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
+	}
 }
