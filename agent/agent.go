@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -185,13 +186,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("setting the mode of %s: %w", sock, err)
 	}
 
-	gs := grpc.NewServer()
-	agentv1.RegisterAgentServer(gs, &server{a: a})
+	authz, err := newAuthorizer(a.cfg.Roles)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	reflection.Register(gs)
+	newServer := func(creds credentials.TransportCredentials) *grpc.Server {
+		opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream)}
+		if creds != nil {
+			opts = append(opts, grpc.Creds(creds))
+		}
+		s := grpc.NewServer(opts...)
+		agentv1.RegisterAgentServer(s, &server{a: a})
+		healthpb.RegisterHealthServer(s, hs)
+		reflection.Register(s)
+		return s
+	}
+	gs := newServer(peerCreds{})
+	var tcpServer *grpc.Server
+	if a.cfg.TCP.Listen != "" {
+		creds, err := tcpCreds(a.cfg.TCP)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		tl, err := net.Listen("tcp", a.cfg.TCP.Listen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listening on %s: %w", a.cfg.TCP.Listen, err)
+		}
+		tcpServer = newServer(creds)
+		go tcpServer.Serve(tl)
+		a.log.Info("agent serving on TCP", "listen", tl.Addr().String(), "mtls", !a.cfg.TCP.Insecure)
+	}
 
 	if a.cfg.SocketGroup != "" {
 		if err := chownGroup(sock, a.cfg.SocketGroup); err != nil {
@@ -231,13 +261,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.endStreams()
 	hs.Shutdown()
 	a.log.Info("agent stopping; containers keep running")
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-done
+	servers := []*grpc.Server{gs}
+	if tcpServer != nil {
+		servers = append(servers, tcpServer)
+	}
+	for _, s := range servers {
+		done := make(chan struct{})
+		go func() { s.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.Stop()
+			<-done
+		}
 	}
 	<-errc
 	return nil

@@ -27,6 +27,10 @@ type Config struct {
 	RunDir            string `toml:"run_dir"`
 	// Listen is the Agent API's address: unix:///path.
 	Listen string `toml:"listen"`
+	// TCP is an optional second listener for the Agent API.
+	TCP TCP `toml:"tcp"`
+	// Roles say who may do what.
+	Roles Roles `toml:"roles"`
 	// SocketGroup owns the API socket (mode 0660): its members may use the
 	// agent. A group name or gid; root's group when empty.
 	SocketGroup string `toml:"socket_group"`
@@ -51,6 +55,31 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`
+}
+
+// TCP is the Agent API on TCP: only with TLS and required client
+// certificates, unless Insecure says otherwise explicitly.
+type TCP struct {
+	Listen   string `toml:"listen"` // host:port; no TCP listener when empty
+	Cert     string `toml:"cert"`
+	Key      string `toml:"key"`
+	ClientCA string `toml:"client_ca"`
+	// Insecure serves plaintext with no client authentication: every
+	// client then has roles.tcp_default. For tests on loopback.
+	Insecure bool `toml:"insecure"`
+}
+
+// Roles grant roles (readonly < operator < debug) to identities: uid:N and
+// gid:N for unix socket peers (from the kernel), cn:NAME for TLS clients.
+type Roles struct {
+	ReadOnly []string `toml:"readonly"`
+	Operator []string `toml:"operator"`
+	Debug    []string `toml:"debug"`
+	// The role of a peer no rule names. On the unix socket, whose 0660 mode
+	// already limits who may connect, it is debug by default; on TCP,
+	// readonly.
+	UnixDefault string `toml:"unix_default"`
+	TCPDefault  string `toml:"tcp_default"`
 }
 
 // Logging sets the default logger and what a launch may ask of it.
@@ -111,6 +140,7 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
+		Roles:             Roles{UnixDefault: "debug", TCPDefault: "readonly"},
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
@@ -219,6 +249,17 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(l.Path) {
 			bad("loggers."+name+".path", "%q must be an absolute path", l.Path)
 		}
+	}
+	if t := c.TCP; t.Listen != "" {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			bad("tcp.listen", "%q is not host:port", t.Listen)
+		}
+		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
+			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
+		}
+	}
+	if _, err := newAuthorizer(c.Roles); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {

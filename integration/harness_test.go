@@ -57,6 +57,8 @@ type harness struct {
 	noCmdTar   string // docker-archive of an image with neither entrypoint nor cmd
 	dockerCfg  string // DOCKER_CONFIG dir with the registry's credentials
 
+	tlsDir      string
+	tcpAddr     string
 	syslogSock  string
 	syslog      *syslogServer
 	metricsAddr string
@@ -116,6 +118,10 @@ func setup() (*harness, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Others may pass through (the unix-peer tests run the CLI as nobody).
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
 	t := &harness{dir: dir, bin: filepath.Join(dir, "bin"), namespace: fmt.Sprintf("gearbox-it-%d", os.Getpid())}
 	ctx := context.Background()
 
@@ -164,6 +170,14 @@ func setup() (*harness, error) {
 		return t, err
 	}
 	t.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	t.tlsDir = filepath.Join(dir, "tls")
+	if err := makeCerts(t.tlsDir); err != nil {
+		return t, err
+	}
+	if port, err = freePort(); err != nil {
+		return t, err
+	}
+	t.tcpAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	if err := t.startAgent(); err != nil {
 		return t, err
 	}
@@ -308,9 +322,20 @@ type = "io.containerd.nosuch.v1"
 [loggers.syslog]
 path = %q
 args = { socket = %q, tag = "gearbox-test" }
+
+[tcp]
+listen = %q
+cert = %q
+key = %q
+client_ca = %q
+
+[roles]
+operator = ["cn:deployer"]
+readonly = ["gid:65534"]
 `, t.containerd.Address, t.namespace, filepath.Join(adir, "work"), filepath.Join(adir, "run"),
 		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), t.metricsAddr, mustLookPath("runc"),
-		filepath.Join(t.bin, "syslog-logger"), t.syslogSock)
+		filepath.Join(t.bin, "syslog-logger"), t.syslogSock,
+		t.tcpAddr, filepath.Join(t.tlsDir, "agent.crt"), filepath.Join(t.tlsDir, "agent.key"), filepath.Join(t.tlsDir, "ca.crt"))
 	os.MkdirAll(adir, 0o755)
 	return os.WriteFile(t.agentCfg, []byte(cfg), 0o644)
 }

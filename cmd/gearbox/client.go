@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -33,15 +36,53 @@ func agentAddress(cmd *cobra.Command) string {
 	return defaultAgent
 }
 
+// tlsFlag reads a TLS flag or its environment variable.
+func tlsFlag(cmd *cobra.Command, name, env string) string {
+	if v, _ := cmd.Flags().GetString(name); v != "" {
+		return v
+	}
+	return os.Getenv(env)
+}
+
+// transport picks the credentials for an agent address: none on the unix
+// socket (the kernel tells the agent who we are), mutual TLS on TCP.
+func transport(cmd *cobra.Command, addr string) (credentials.TransportCredentials, string, error) {
+	switch {
+	case strings.HasPrefix(addr, "unix://"):
+		return insecure.NewCredentials(), addr, nil
+	case strings.HasPrefix(addr, "tcp://"):
+		host := strings.TrimPrefix(addr, "tcp://")
+		ca, cert, key := tlsFlag(cmd, "tls-ca", "GEARBOX_TLS_CA"), tlsFlag(cmd, "tls-cert", "GEARBOX_TLS_CERT"), tlsFlag(cmd, "tls-key", "GEARBOX_TLS_KEY")
+		if ca == "" || cert == "" || key == "" {
+			return nil, "", &exitError{code: 125, err: fmt.Errorf("agent address %q is TCP: give --tls-ca, --tls-cert and --tls-key (or GEARBOX_TLS_CA/CERT/KEY)", addr)}
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, "", &exitError{code: 125, err: fmt.Errorf("client certificate: %w", err)}
+		}
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, "", &exitError{code: 125, err: fmt.Errorf("--tls-ca: %w", err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", &exitError{code: 125, err: fmt.Errorf("--tls-ca %s holds no PEM certificate", ca)}
+		}
+		return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}), "dns:///" + host, nil
+	}
+	return nil, "", &exitError{code: 125, err: fmt.Errorf("agent address %q: use unix:///path or tcp://host:port", addr)}
+}
+
 // dial connects to the agent. The connection is lazy: errors show on the
 // first call, and describe() makes them readable.
 func dial(cmd *cobra.Command) (agentv1.AgentClient, func(), error) {
 	addr := agentAddress(cmd)
-	if !strings.HasPrefix(addr, "unix://") {
-		return nil, nil, &exitError{code: 125, err: fmt.Errorf("agent address %q: only unix:///path addresses are supported", addr)}
+	creds, target, err := transport(cmd, addr)
+	if err != nil {
+		return nil, nil, err
 	}
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent address %q: %w", addr, err)

@@ -59,7 +59,10 @@ The client talks to the agent named by --agent or GEARBOX_AGENT
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().String("agent", "", "agent address (env GEARBOX_AGENT, default "+defaultAgent+")")
+	root.PersistentFlags().String("agent", "", "agent address: unix:///path or tcp://host:port (env GEARBOX_AGENT, default "+defaultAgent+")")
+	root.PersistentFlags().String("tls-ca", "", "CA that signed the agent's certificate, for tcp:// (env GEARBOX_TLS_CA)")
+	root.PersistentFlags().String("tls-cert", "", "client certificate, for tcp:// (env GEARBOX_TLS_CERT)")
+	root.PersistentFlags().String("tls-key", "", "client key, for tcp:// (env GEARBOX_TLS_KEY)")
 	root.AddCommand(newAgentCmd(), newDevCmd())
 	addContainerCmds(root)
 	root.AddCommand(newImageCmd(), newVersionCmd())

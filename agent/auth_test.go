@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+func unixCtx(uid, gid uint32) context.Context {
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.UnixAddr{}, AuthInfo: unixPeer{uid: uid, gid: gid}})
+}
+
+func tlsCtx(cn string) context.Context {
+	info := credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Subject: pkix.Name{CommonName: cn}}}}}
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{}, AuthInfo: info})
+}
+
+func TestRoles(t *testing.T) {
+	a, err := newAuthorizer(Roles{
+		ReadOnly: []string{"gid:1001", "cn:monitor"}, Operator: []string{"cn:deployer", "uid:1000"}, Debug: []string{"uid:0"},
+		UnixDefault: "readonly", TCPDefault: "",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	launch, get := "/gearbox.agent.v1.Agent/LaunchContainer", "/gearbox.agent.v1.Agent/GetContainers"
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		method string
+		ok     bool
+	}{
+		{"root launches", unixCtx(0, 0), launch, true},
+		{"uid 1000 launches even in a readonly group", unixCtx(1000, 1001), launch, true},
+		{"group 1001 reads", unixCtx(2000, 1001), get, true},
+		{"group 1001 cannot launch", unixCtx(2000, 1001), launch, false},
+		{"unnamed unix peer gets the unix default", unixCtx(3000, 3000), get, true},
+		{"unnamed unix peer cannot launch", unixCtx(3000, 3000), launch, false},
+		{"deployer launches", tlsCtx("deployer"), launch, true},
+		{"monitor reads", tlsCtx("monitor"), get, true},
+		{"monitor cannot launch", tlsCtx("monitor"), launch, false},
+		{"unknown CN gets the tcp default (none)", tlsCtx("stranger"), get, false},
+		{"an unlisted call needs debug", tlsCtx("deployer"), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", false},
+		{"health is open", tlsCtx("stranger"), "/grpc.health.v1.Health/Check", true},
+	} {
+		err := a.check(tc.ctx, tc.method)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if err != nil && status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: code %v", tc.name, status.Code(err))
+		}
+	}
+}
+
+func TestRolesConfigErrors(t *testing.T) {
+	for _, r := range []Roles{
+		{ReadOnly: []string{"user:bob"}},
+		{Operator: []string{"uid:abc"}},
+		{Debug: []string{"cn:"}},
+		{UnixDefault: "admin"},
+	} {
+		if _, err := newAuthorizer(r); err == nil {
+			t.Errorf("%+v accepted", r)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.TCP.Listen = "127.0.0.1:7443"
+	if err := cfg.Validate(); err == nil {
+		t.Error("a TCP listener without TLS and without insecure was accepted")
+	}
+	cfg.TCP.Insecure = true
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("explicitly insecure TCP refused: %v", err)
+	}
+}
