@@ -53,8 +53,7 @@ proto: ## regenerate the Go code of the .proto files
 
 .PHONY: proto-check
 proto-check: ## fail when the generated protobuf code is stale
-	hack/proto.sh
-	@git diff --exit-code --stat -- proto/ || { echo "generated code in proto/ is stale: run make proto and commit" >&2; exit 1; }
+	hack/proto.sh --check
 
 .PHONY: lint
 lint: ## gofmt and go vet

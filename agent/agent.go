@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/units"
+	"github.com/gearboxd/gearbox/isolators/cgroups"
 	"github.com/gearboxd/gearbox/logger"
 	"github.com/gearboxd/gearbox/logger/filelog"
 	"github.com/gearboxd/gearbox/logger/plugin"
@@ -137,6 +139,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	recoverStart := time.Now()
 
+	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
+	if err != nil {
+		return fmt.Errorf("config key isolation: %w", err)
+	}
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
@@ -150,6 +156,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
 		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
 		AllowPrivileged: a.cfg.AllowPrivileged,
+		Isolators:       isos,
+		HostMemory:      hostMemory(),
 		Recovery: containerd.Recovery{
 			Known: known, KeepUnknown: a.cfg.UnknownContainers == "keep",
 			Rebooted: rebooted, Cleanup: a.cfg.Recover == "cleanup",
@@ -277,6 +285,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	<-errc
 	return nil
+}
+
+// hostMemory is MemTotal from /proc/meminfo, in bytes.
+func hostMemory() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // chownGroup gives the API socket to a group (name or gid), so that its

@@ -50,6 +50,12 @@ type Config struct {
 	// UnknownContainers is what happens to containers of the namespace the
 	// checkpoint does not know: destroy or keep.
 	UnknownContainers string `toml:"unknown_containers"`
+	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
+	// cgroups/mem, cgroups/pids, cgroups/blkio.
+	Isolation []string `toml:"isolation"`
+	// CPUHardLimit makes --cpus a CFS quota too (Docker's --cpus); false
+	// gives weight only (Mesos's default).
+	CPUHardLimit bool `toml:"cpu_hard_limit"`
 	// AllowPrivileged lets launches ask for privileged containers.
 	AllowPrivileged bool `toml:"allow_privileged"`
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
@@ -141,6 +147,8 @@ func DefaultConfig() Config {
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
 		Roles:             Roles{UnixDefault: "debug", TCPDefault: "readonly"},
+		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
+		CPUHardLimit:      true,
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -24,6 +25,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		AutoRemove: r.GetAutoRemove(),
 		Log:        logFromProto(r.GetLog()),
 		Privileged: r.GetPrivileged(),
+		Resources:  resourcesFromProto(r.GetResources()),
 	}
 	if r.Entrypoint != nil {
 		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
@@ -46,6 +48,7 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		AutoRemove:  cfg.AutoRemove,
 		Log:         logToProto(cfg.Log),
 		Privileged:  cfg.Privileged,
+		Resources:   resourcesToProto(cfg.Resources),
 	}
 	if cfg.Entrypoint != nil {
 		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}
@@ -116,6 +119,7 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		Log:             logToProto(c.Log),
 		LoggingDegraded: c.LoggingDegraded,
 		Privileged:      c.Privileged,
+		Resources:       resourcesToProto(c.Resources),
 	}
 }
 
@@ -143,6 +147,7 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		Log:             logFromProto(p.GetLog()),
 		LoggingDegraded: p.GetLoggingDegraded(),
 		Privileged:      p.GetPrivileged(),
+		Resources:       resourcesFromProto(p.GetResources()),
 	}
 }
 
@@ -172,4 +177,37 @@ func streamsFromProto(ss []agentv1.Stream) []containerizer.Stream {
 		}
 	}
 	return out
+}
+
+func resourcesFromProto(r *agentv1.Resources) isolators.Resources {
+	out := isolators.Resources{CPUs: r.GetCpus(), Memory: r.GetMemory(), MemorySoft: r.GetMemorySoft(), Pids: r.GetPids()}
+	if w := r.GetBlkioWeight(); w > 0 {
+		out.BlkioWeight = uint16(min(w, 65535))
+	}
+	for _, d := range r.GetDevices() {
+		out.Devices = append(out.Devices, isolators.DeviceLimit{Path: d.Path, ReadBps: d.ReadBps, WriteBps: d.WriteBps, ReadIops: d.ReadIops, WriteIops: d.WriteIops})
+	}
+	return out
+}
+
+func resourcesToProto(r isolators.Resources) *agentv1.Resources {
+	if r.CPUs == 0 && r.Memory == 0 && r.MemorySoft == 0 && r.Pids == 0 && r.BlkioWeight == 0 && len(r.Devices) == 0 {
+		return nil
+	}
+	out := &agentv1.Resources{Cpus: r.CPUs, Memory: r.Memory, MemorySoft: r.MemorySoft, Pids: r.Pids, BlkioWeight: uint32(r.BlkioWeight)}
+	for _, d := range r.Devices {
+		out.Devices = append(out.Devices, &agentv1.DeviceLimit{Path: d.Path, ReadBps: d.ReadBps, WriteBps: d.WriteBps, ReadIops: d.ReadIops, WriteIops: d.WriteIops})
+	}
+	return out
+}
+
+func usageToProto(id containerizer.ContainerID, u isolators.Usage, r isolators.Resources, at time.Time) *agentv1.ContainerUsage {
+	return &agentv1.ContainerUsage{
+		ContainerId: string(id), Timestamp: ts(at),
+		CpuUserSeconds: u.CPUUserSeconds, CpuSystemSeconds: u.CPUSystemSeconds,
+		CpuThrottledPeriods: u.CPUThrottledPeriods, CpuThrottledSeconds: u.CPUThrottledSeconds,
+		MemoryUsage: u.MemoryUsage, MemoryRss: u.MemoryRSS, MemoryCache: u.MemoryCache, MemoryPeak: u.MemoryPeak, MemoryLimit: u.MemoryLimit,
+		Pids: u.Pids, PidsLimit: u.PidsLimit, IoReadBytes: u.IOReadBytes, IoWriteBytes: u.IOWriteBytes,
+		Resources: resourcesToProto(r),
+	}
 }

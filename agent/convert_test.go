@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/isolators"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -23,6 +24,8 @@ func TestContainerRoundTrip(t *testing.T) {
 			Sandbox: "/var/lib/gearbox/sandboxes/web", Labels: map[string]string{"k": "v"}, AutoRemove: true,
 			Log:             containerizer.LogConfig{Driver: "logrotate", MaxSize: 65536, MaxFiles: 3, Mode: "drop"},
 			LoggingDegraded: "gearbox-logger has exited", Privileged: true,
+			Resources: isolators.Resources{CPUs: 0.5, Memory: 32 << 20, MemorySoft: 16 << 20, Pids: 20, BlkioWeight: 500,
+				Devices: []isolators.DeviceLimit{{Path: "/dev/vda", ReadBps: 1, WriteBps: 2, ReadIops: 3, WriteIops: 4}}},
 		},
 	} {
 		got := containerFromProto(containerToProto(c))

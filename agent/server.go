@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -183,6 +184,53 @@ func (s *server) RemoveContainer(ctx context.Context, req *agentv1.RemoveContain
 	}
 	s.a.log.Info("container removed", "container_id", req.GetContainerId())
 	return &agentv1.RemoveContainerResponse{}, nil
+}
+
+func (s *server) UpdateContainer(ctx context.Context, req *agentv1.UpdateContainerRequest) (*agentv1.UpdateContainerResponse, error) {
+	if err := checkID(req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	if req.GetResources() == nil {
+		return nil, status.Error(codes.InvalidArgument, "no resources given: set cpus, memory, memory_soft or pids")
+	}
+	c, err := s.cz().Update(ctx, containerizer.ContainerID(req.GetContainerId()), resourcesFromProto(req.GetResources()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.a.log.Info("container updated", "container_id", c.ID, "cpus", c.Resources.CPUs, "memory", c.Resources.Memory)
+	return &agentv1.UpdateContainerResponse{Container: containerToProto(c)}, nil
+}
+
+func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContainerUsageRequest) (*agentv1.GetContainerUsageResponse, error) {
+	idList := req.GetContainerIds()
+	all := len(idList) == 0
+	if all {
+		cs, err := s.cz().Containers(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, c := range cs {
+			if c.State == containerizer.TaskRunning {
+				idList = append(idList, string(c.ID))
+			}
+		}
+	}
+	resp := &agentv1.GetContainerUsageResponse{}
+	for _, id := range idList {
+		if err := checkID(id); err != nil {
+			return nil, err
+		}
+		u, err := s.cz().Usage(ctx, containerizer.ContainerID(id))
+		if err != nil {
+			if all {
+				continue // it ended meanwhile
+			}
+			return nil, toStatus(err)
+		}
+		c, _ := s.cz().Get(ctx, containerizer.ContainerID(id))
+		resp.Usages = append(resp.Usages, usageToProto(containerizer.ContainerID(id), u, c.Resources, time.Now()))
+	}
+	return resp, nil
 }
 
 func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_ReadLogsServer) error {

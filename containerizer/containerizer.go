@@ -12,6 +12,8 @@ import (
 	"io"
 	"syscall"
 	"time"
+
+	"github.com/gearboxd/gearbox/isolators"
 )
 
 // ContainerID names a container: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
@@ -89,6 +91,7 @@ type LaunchConfig struct {
 	AutoRemove bool
 	Log        LogConfig // zero fields: the agent's defaults
 	Privileged bool
+	Resources  isolators.Resources
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -125,6 +128,7 @@ type Container struct {
 	// lasts.
 	LoggingDegraded string
 	Privileged      bool
+	Resources       isolators.Resources
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the
@@ -216,6 +220,12 @@ type Containerizer interface {
 	Import(ctx context.Context, r io.Reader, name string) ([]Image, error)
 	Images(ctx context.Context) ([]Image, error)
 	RemoveImage(ctx context.Context, ref string, force bool) error
+
+	// Update changes a running container's resources in place; zero
+	// fields are left as they are.
+	Update(ctx context.Context, id ContainerID, r isolators.Resources) (Container, error)
+	// Usage says what a running container uses.
+	Usage(ctx context.Context, id ContainerID) (isolators.Usage, error)
 
 	Runtimes() []Runtime
 	DefaultRuntime() string

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/BurntSushi/toml"
@@ -20,6 +21,7 @@ func newAgentCmd() *cobra.Command {
 	var (
 		configPath  string
 		printConfig bool
+		isolation   string
 		debug       bool
 		flags       agent.Config
 	)
@@ -53,6 +55,14 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			set("logger-binary", &cfg.LoggerBinary, flags.LoggerBinary)
 			set("recover", &cfg.Recover, flags.Recover)
 			set("unknown-containers", &cfg.UnknownContainers, flags.UnknownContainers)
+			if f.Changed("isolation") {
+				cfg.Isolation = nil
+				for _, n := range strings.Split(isolation, ",") {
+					if n = strings.TrimSpace(n); n != "" {
+						cfg.Isolation = append(cfg.Isolation, n)
+					}
+				}
+			}
 			if printConfig {
 				return toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg)
 			}
@@ -71,6 +81,7 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 	f.StringVar(&flags.LoggerBinary, "logger-binary", "", "gearbox-logger (default: next to gearbox, else on PATH)")
 	f.StringVar(&flags.Recover, "recover", d.Recover, "at start: reconnect to containers, or cleanup (kill and remove them all)")
 	f.StringVar(&flags.UnknownContainers, "unknown-containers", d.UnknownContainers, "containers the checkpoint does not know: destroy or keep")
+	f.StringVar(&isolation, "isolation", strings.Join(d.Isolation, ","), "isolators, comma-separated (Mesos's --isolation)")
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd

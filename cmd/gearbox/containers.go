@@ -28,7 +28,8 @@ import (
 )
 
 func addContainerCmds(root *cobra.Command) {
-	root.AddCommand(newRunCmd(), newPsCmd(), newInspectCmd(), newWaitCmd(), newKillCmd(), newRmCmd(), newLogsCmd())
+	root.AddCommand(newRunCmd(), newPsCmd(), newInspectCmd(), newWaitCmd(), newKillCmd(), newRmCmd(), newLogsCmd(),
+		newUpdateCmd(), newStatsCmd())
 }
 
 type runOpts struct {
@@ -44,6 +45,7 @@ type runOpts struct {
 	logDriver  string
 	logOpts    []string
 	privileged bool
+	res        resourceFlags
 }
 
 // parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
@@ -112,6 +114,7 @@ the container's ID and returns.`,
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (KEY=VALUE)")
+	o.res.add(f, true)
 	f.BoolVar(&o.privileged, "privileged", false, "all capabilities and devices, no seccomp (if the agent allows it)")
 	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
 	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
@@ -158,6 +161,9 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	}
 	lo, err := parseLogOpts(o.logDriver, o.logOpts)
 	if err != nil {
+		return &exitError{code: 125, err: err}
+	}
+	if req.Resources, err = o.res.proto(); err != nil {
 		return &exitError{code: 125, err: err}
 	}
 	req.Log = lo
@@ -514,6 +520,20 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	}
 	if ct.Privileged {
 		row("Privileged", "true")
+	}
+	if r := ct.Resources; r != nil {
+		if r.Cpus > 0 {
+			row("CPUs", strconv.FormatFloat(r.Cpus, 'f', -1, 64))
+		}
+		if r.Memory > 0 {
+			row("Memory", humanSize(r.Memory))
+		}
+		if r.MemorySoft > 0 {
+			row("Memory reservation", humanSize(r.MemorySoft))
+		}
+		if r.Pids > 0 {
+			row("Pids limit", strconv.FormatInt(r.Pids, 10))
+		}
 	}
 	if ct.LoggingDegraded != "" {
 		row("Logging", "DEGRADED: "+ct.LoggingDegraded)

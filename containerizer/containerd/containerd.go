@@ -32,6 +32,7 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/logger"
 )
 
@@ -67,6 +68,10 @@ type Config struct {
 	LogLimits containerizer.LogConfig
 	// AllowPrivileged lets a launch ask for a privileged container.
 	AllowPrivileged bool
+	// Isolators run in this order for every container.
+	Isolators []isolators.Isolator
+	// HostMemory bounds a container's memory limit (bytes; 0: unchecked).
+	HostMemory int64
 	// Recovery says what to do with what containerd holds at start.
 	Recovery Recovery
 	// OnChange is told every change of a container's state, and its

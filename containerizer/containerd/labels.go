@@ -1,6 +1,7 @@
 package containerd
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ const (
 	labelLogMaxFiles = "gearbox.log.max_files"
 	labelLogMode     = "gearbox.log.mode"
 	labelPrivileged  = "gearbox.privileged"
+	labelResources   = "gearbox.resources"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
@@ -48,6 +50,9 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	l[labelLogMode] = cfg.Log.Mode
 	if cfg.Privileged {
 		l[labelPrivileged] = "true"
+	}
+	if b, err := json.Marshal(cfg.Resources); err == nil {
+		l[labelResources] = string(b)
 	}
 	for k, v := range cfg.Labels {
 		l[labelUserPrefix+k] = v
@@ -86,6 +91,9 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Log.MaxFiles, _ = strconv.Atoi(l[labelLogMaxFiles])
 	info.Log.Mode = l[labelLogMode]
 	info.Privileged = l[labelPrivileged] == "true"
+	if r := l[labelResources]; r != "" {
+		json.Unmarshal([]byte(r), &info.Resources)
+	}
 	for k, v := range l {
 		if uk, ok := strings.CutPrefix(k, labelUserPrefix); ok {
 			if info.Labels == nil {

@@ -46,6 +46,9 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
 	}
+	if err := z.checkResources(cfg.Resources, false); err != nil {
+		return err
+	}
 	if cfg.Privileged && !z.cfg.AllowPrivileged {
 		return errs.New(errdefs.ErrPermissionDenied, "privileged containers are not allowed on this agent (allow_privileged in its config)")
 	}
@@ -119,7 +122,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		ID: cfg.ID, Image: ref, ImageDigest: img.Target().Digest.String(), Runtime: cfg.Runtime,
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
-		Privileged: cfg.Privileged,
+		Privileged: cfg.Privileged, Resources: cfg.Resources,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -159,6 +162,13 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		rtOpts = &options.Options{BinaryName: profile.Binary}
 	}
 	specOpts := z.specOpts(cfg, img, args, c.info.Sandbox)
+	for _, iso := range z.cfg.Isolators {
+		opts, err := iso.Prepare(ctx, z.isoContainer(c.info))
+		if err != nil {
+			return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "isolator %s: %w", iso.Name(), err)
+		}
+		specOpts = append(specOpts, opts...)
+	}
 	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
 		client.WithImage(img),
 		client.WithSnapshotter(z.cfg.Snapshotter),
@@ -210,6 +220,12 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	if err != nil {
 		z.deleteTask(ctx, task)
 		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("waiting on the task: %w", err))
+	}
+	for _, iso := range z.cfg.Isolators {
+		if err := iso.Isolate(ctx, z.isoContainer(c.info), int(task.Pid())); err != nil {
+			z.deleteTask(ctx, task)
+			return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("isolator %s: %w", iso.Name(), err))
+		}
 	}
 	if err := task.Start(ctx); err != nil {
 		z.deleteTask(ctx, task)
@@ -314,7 +330,7 @@ func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Imag
 			Options: []string{"rbind", "rw"},
 		}}),
 		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
-		oci.WithCgroup("/" + z.cfg.Namespace + "/" + string(cfg.ID)),
+		oci.WithCgroup(z.cgroupPath(cfg.ID)),
 	}
 	if cfg.Privileged {
 		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)

@@ -73,6 +73,8 @@ func brokenWait(err error) <-chan client.ExitStatus {
 func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt time.Time) {
 	ctx, cancel := z.opCtx(z.ctx, 30*time.Second)
 	defer cancel()
+	// Asked before the task goes, while its cgroup still exists.
+	limitation := z.limitation(ctx, c.snapshot())
 	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		z.log.Warn("deleting the task of an exited container", "container_id", c.info.ID, "err", err)
 	}
@@ -86,6 +88,9 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	c.info.FinishedAt = exitedAt.UTC()
 	c.info.Pid = 0
 	c.info.State, c.info.Reason, c.info.Message = classifyExit(code, c.killed)
+	if limitation != nil && !c.killed {
+		c.info.State, c.info.Reason, c.info.Message = containerizer.TaskFailed, containerizer.Reason(limitation.Reason), limitation.Message
+	}
 	info := c.info
 	cont := c.cont
 	c.mu.Unlock()
@@ -254,6 +259,11 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 			c.removed = false
 			c.mu.Unlock()
 			return fmt.Errorf("removing container %s from containerd: %w", info.ID, err)
+		}
+	}
+	for _, iso := range z.cfg.Isolators {
+		if err := iso.Cleanup(cctx, z.isoContainer(info)); err != nil {
+			z.log.Warn("isolator cleanup", "container_id", info.ID, "isolator", iso.Name(), "err", err)
 		}
 	}
 	if lg, err := z.loggerOf(info); err == nil {

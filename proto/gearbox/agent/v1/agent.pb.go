@@ -565,7 +565,8 @@ type LaunchContainerRequest struct {
 	Log *LogOptions `protobuf:"bytes,11,opt,name=log,proto3" json:"log,omitempty"`
 	// All capabilities and devices, no seccomp, no no-new-privileges.
 	// Refused with PermissionDenied unless the agent's config allows it.
-	Privileged    bool `protobuf:"varint,12,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Privileged    bool       `protobuf:"varint,12,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Resources     *Resources `protobuf:"bytes,13,opt,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -684,6 +685,179 @@ func (x *LaunchContainerRequest) GetPrivileged() bool {
 	return false
 }
 
+func (x *LaunchContainerRequest) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+// Resources a container is given; zero means no limit.
+type Resources struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CPUs, e.g. 0.5: weight, and a CFS hard limit unless the agent's config
+	// turns hard limits off.
+	Cpus float64 `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// Hard memory limit in bytes; no swap.
+	Memory int64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	// Soft limit (reservation) in bytes.
+	MemorySoft int64 `protobuf:"varint,3,opt,name=memory_soft,json=memorySoft,proto3" json:"memory_soft,omitempty"`
+	Pids       int64 `protobuf:"varint,4,opt,name=pids,proto3" json:"pids,omitempty"`
+	// Proportional io weight, 10-1000.
+	BlkioWeight   uint32         `protobuf:"varint,5,opt,name=blkio_weight,json=blkioWeight,proto3" json:"blkio_weight,omitempty"`
+	Devices       []*DeviceLimit `protobuf:"bytes,6,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resources) Reset() {
+	*x = Resources{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resources) ProtoMessage() {}
+
+func (x *Resources) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resources.ProtoReflect.Descriptor instead.
+func (*Resources) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Resources) GetCpus() float64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Resources) GetMemory() int64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *Resources) GetMemorySoft() int64 {
+	if x != nil {
+		return x.MemorySoft
+	}
+	return 0
+}
+
+func (x *Resources) GetPids() int64 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+func (x *Resources) GetBlkioWeight() uint32 {
+	if x != nil {
+		return x.BlkioWeight
+	}
+	return 0
+}
+
+func (x *Resources) GetDevices() []*DeviceLimit {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+type DeviceLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	ReadBps       uint64                 `protobuf:"varint,2,opt,name=read_bps,json=readBps,proto3" json:"read_bps,omitempty"`
+	WriteBps      uint64                 `protobuf:"varint,3,opt,name=write_bps,json=writeBps,proto3" json:"write_bps,omitempty"`
+	ReadIops      uint64                 `protobuf:"varint,4,opt,name=read_iops,json=readIops,proto3" json:"read_iops,omitempty"`
+	WriteIops     uint64                 `protobuf:"varint,5,opt,name=write_iops,json=writeIops,proto3" json:"write_iops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceLimit) Reset() {
+	*x = DeviceLimit{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceLimit) ProtoMessage() {}
+
+func (x *DeviceLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceLimit.ProtoReflect.Descriptor instead.
+func (*DeviceLimit) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeviceLimit) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DeviceLimit) GetReadBps() uint64 {
+	if x != nil {
+		return x.ReadBps
+	}
+	return 0
+}
+
+func (x *DeviceLimit) GetWriteBps() uint64 {
+	if x != nil {
+		return x.WriteBps
+	}
+	return 0
+}
+
+func (x *DeviceLimit) GetReadIops() uint64 {
+	if x != nil {
+		return x.ReadIops
+	}
+	return 0
+}
+
+func (x *DeviceLimit) GetWriteIops() uint64 {
+	if x != nil {
+		return x.WriteIops
+	}
+	return 0
+}
+
 // LogOptions choose and tune a container's logger.
 type LogOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -702,7 +876,7 @@ type LogOptions struct {
 
 func (x *LogOptions) Reset() {
 	*x = LogOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +888,7 @@ func (x *LogOptions) String() string {
 func (*LogOptions) ProtoMessage() {}
 
 func (x *LogOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +901,7 @@ func (x *LogOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOptions.ProtoReflect.Descriptor instead.
 func (*LogOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LogOptions) GetDriver() string {
@@ -767,7 +941,7 @@ type LaunchContainerResponse struct {
 
 func (x *LaunchContainerResponse) Reset() {
 	*x = LaunchContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +953,7 @@ func (x *LaunchContainerResponse) String() string {
 func (*LaunchContainerResponse) ProtoMessage() {}
 
 func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +966,7 @@ func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchContainerResponse.ProtoReflect.Descriptor instead.
 func (*LaunchContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LaunchContainerResponse) GetContainer() *Container {
@@ -830,15 +1004,16 @@ type Container struct {
 	Log        *LogOptions       `protobuf:"bytes,20,opt,name=log,proto3" json:"log,omitempty"`
 	// Why the container's logger is not doing its job (it died, it cannot
 	// write), while that lasts; empty when all is well.
-	LoggingDegraded string `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
-	Privileged      bool   `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	LoggingDegraded string     `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
+	Privileged      bool       `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Resources       *Resources `protobuf:"bytes,23,opt,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1025,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1038,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Container) GetId() string {
@@ -1020,6 +1195,13 @@ func (x *Container) GetPrivileged() bool {
 	return false
 }
 
+func (x *Container) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
 type GetContainersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Include terminal containers (ps -a).
@@ -1030,7 +1212,7 @@ type GetContainersRequest struct {
 
 func (x *GetContainersRequest) Reset() {
 	*x = GetContainersRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1224,7 @@ func (x *GetContainersRequest) String() string {
 func (*GetContainersRequest) ProtoMessage() {}
 
 func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1237,7 @@ func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersRequest.ProtoReflect.Descriptor instead.
 func (*GetContainersRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetContainersRequest) GetAll() bool {
@@ -1074,7 +1256,7 @@ type GetContainersResponse struct {
 
 func (x *GetContainersResponse) Reset() {
 	*x = GetContainersResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1268,7 @@ func (x *GetContainersResponse) String() string {
 func (*GetContainersResponse) ProtoMessage() {}
 
 func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1281,7 @@ func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersResponse.ProtoReflect.Descriptor instead.
 func (*GetContainersResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetContainersResponse) GetContainers() []*Container {
@@ -1118,7 +1300,7 @@ type WaitContainerRequest struct {
 
 func (x *WaitContainerRequest) Reset() {
 	*x = WaitContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1312,7 @@ func (x *WaitContainerRequest) String() string {
 func (*WaitContainerRequest) ProtoMessage() {}
 
 func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1325,7 @@ func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerRequest.ProtoReflect.Descriptor instead.
 func (*WaitContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitContainerRequest) GetContainerId() string {
@@ -1162,7 +1344,7 @@ type WaitContainerResponse struct {
 
 func (x *WaitContainerResponse) Reset() {
 	*x = WaitContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1356,7 @@ func (x *WaitContainerResponse) String() string {
 func (*WaitContainerResponse) ProtoMessage() {}
 
 func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1369,7 @@ func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerResponse.ProtoReflect.Descriptor instead.
 func (*WaitContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitContainerResponse) GetContainer() *Container {
@@ -1210,7 +1392,7 @@ type KillContainerRequest struct {
 
 func (x *KillContainerRequest) Reset() {
 	*x = KillContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1404,7 @@ func (x *KillContainerRequest) String() string {
 func (*KillContainerRequest) ProtoMessage() {}
 
 func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1417,7 @@ func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KillContainerRequest) GetContainerId() string {
@@ -1267,7 +1449,7 @@ type KillContainerResponse struct {
 
 func (x *KillContainerResponse) Reset() {
 	*x = KillContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1461,7 @@ func (x *KillContainerResponse) String() string {
 func (*KillContainerResponse) ProtoMessage() {}
 
 func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1474,7 @@ func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerResponse.ProtoReflect.Descriptor instead.
 func (*KillContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type RemoveContainerRequest struct {
@@ -1306,7 +1488,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1500,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1513,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1356,7 +1538,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1550,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1563,357 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+type UpdateContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Non-zero fields replace the container's; device limits cannot change.
+	Resources     *Resources `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type UpdateContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerResponse) Reset() {
+	*x = UpdateContainerResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerResponse) ProtoMessage() {}
+
+func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
+func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateContainerResponse) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type GetContainerUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Running containers to report; all running ones when empty.
+	ContainerIds  []string `protobuf:"bytes,1,rep,name=container_ids,json=containerIds,proto3" json:"container_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerUsageRequest) Reset() {
+	*x = GetContainerUsageRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerUsageRequest) ProtoMessage() {}
+
+func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetContainerUsageRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetContainerUsageRequest) GetContainerIds() []string {
+	if x != nil {
+		return x.ContainerIds
+	}
+	return nil
+}
+
+type GetContainerUsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Usages        []*ContainerUsage      `protobuf:"bytes,1,rep,name=usages,proto3" json:"usages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerUsageResponse) Reset() {
+	*x = GetContainerUsageResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerUsageResponse) ProtoMessage() {}
+
+func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetContainerUsageResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetContainerUsageResponse) GetUsages() []*ContainerUsage {
+	if x != nil {
+		return x.Usages
+	}
+	return nil
+}
+
+type ContainerUsage struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId         string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Timestamp           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	CpuUserSeconds      float64                `protobuf:"fixed64,3,opt,name=cpu_user_seconds,json=cpuUserSeconds,proto3" json:"cpu_user_seconds,omitempty"`
+	CpuSystemSeconds    float64                `protobuf:"fixed64,4,opt,name=cpu_system_seconds,json=cpuSystemSeconds,proto3" json:"cpu_system_seconds,omitempty"`
+	CpuThrottledPeriods uint64                 `protobuf:"varint,5,opt,name=cpu_throttled_periods,json=cpuThrottledPeriods,proto3" json:"cpu_throttled_periods,omitempty"`
+	CpuThrottledSeconds float64                `protobuf:"fixed64,6,opt,name=cpu_throttled_seconds,json=cpuThrottledSeconds,proto3" json:"cpu_throttled_seconds,omitempty"`
+	MemoryUsage         uint64                 `protobuf:"varint,7,opt,name=memory_usage,json=memoryUsage,proto3" json:"memory_usage,omitempty"`
+	MemoryRss           uint64                 `protobuf:"varint,8,opt,name=memory_rss,json=memoryRss,proto3" json:"memory_rss,omitempty"`
+	MemoryCache         uint64                 `protobuf:"varint,9,opt,name=memory_cache,json=memoryCache,proto3" json:"memory_cache,omitempty"`
+	MemoryPeak          uint64                 `protobuf:"varint,10,opt,name=memory_peak,json=memoryPeak,proto3" json:"memory_peak,omitempty"`
+	MemoryLimit         uint64                 `protobuf:"varint,11,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
+	Pids                uint64                 `protobuf:"varint,12,opt,name=pids,proto3" json:"pids,omitempty"`
+	PidsLimit           uint64                 `protobuf:"varint,13,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	IoReadBytes         uint64                 `protobuf:"varint,14,opt,name=io_read_bytes,json=ioReadBytes,proto3" json:"io_read_bytes,omitempty"`
+	IoWriteBytes        uint64                 `protobuf:"varint,15,opt,name=io_write_bytes,json=ioWriteBytes,proto3" json:"io_write_bytes,omitempty"`
+	Resources           *Resources             `protobuf:"bytes,16,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ContainerUsage) Reset() {
+	*x = ContainerUsage{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerUsage) ProtoMessage() {}
+
+func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
+func (*ContainerUsage) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ContainerUsage) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ContainerUsage) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *ContainerUsage) GetCpuUserSeconds() float64 {
+	if x != nil {
+		return x.CpuUserSeconds
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetCpuSystemSeconds() float64 {
+	if x != nil {
+		return x.CpuSystemSeconds
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetCpuThrottledPeriods() uint64 {
+	if x != nil {
+		return x.CpuThrottledPeriods
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetCpuThrottledSeconds() float64 {
+	if x != nil {
+		return x.CpuThrottledSeconds
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetMemoryUsage() uint64 {
+	if x != nil {
+		return x.MemoryUsage
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetMemoryRss() uint64 {
+	if x != nil {
+		return x.MemoryRss
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetMemoryCache() uint64 {
+	if x != nil {
+		return x.MemoryCache
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetMemoryPeak() uint64 {
+	if x != nil {
+		return x.MemoryPeak
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetMemoryLimit() uint64 {
+	if x != nil {
+		return x.MemoryLimit
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetPids() uint64 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetPidsLimit() uint64 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetIoReadBytes() uint64 {
+	if x != nil {
+		return x.IoReadBytes
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetIoWriteBytes() uint64 {
+	if x != nil {
+		return x.IoWriteBytes
+	}
+	return 0
+}
+
+func (x *ContainerUsage) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
 }
 
 type ReadLogsRequest struct {
@@ -1404,7 +1936,7 @@ type ReadLogsRequest struct {
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1948,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1961,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadLogsRequest) GetContainerId() string {
@@ -1486,7 +2018,7 @@ type ReadLogsResponse struct {
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +2030,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +2043,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadLogsResponse) GetStream() Stream {
@@ -1549,7 +2081,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +2093,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +2106,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -1617,7 +2149,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +2161,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +2174,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -1672,7 +2204,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +2216,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +2229,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PullImageResponse) GetEvent() isPullImageResponse_Event {
@@ -1755,7 +2287,7 @@ type LayerProgress struct {
 
 func (x *LayerProgress) Reset() {
 	*x = LayerProgress{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2299,7 @@ func (x *LayerProgress) String() string {
 func (*LayerProgress) ProtoMessage() {}
 
 func (x *LayerProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2312,7 @@ func (x *LayerProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerProgress.ProtoReflect.Descriptor instead.
 func (*LayerProgress) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LayerProgress) GetDigest() string {
@@ -1831,7 +2363,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2375,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2388,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -1911,7 +2443,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2455,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2468,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ImportOptions) GetName() string {
@@ -1955,7 +2487,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2499,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2512,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -2002,7 +2534,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2546,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2559,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Image) GetName() string {
@@ -2066,7 +2598,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2610,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2623,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type ListImagesResponse struct {
@@ -2103,7 +2635,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2647,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2660,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2149,7 +2681,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2693,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2706,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveImageRequest) GetImage() string {
@@ -2199,7 +2731,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2743,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2756,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -2264,7 +2796,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xbd\x04\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xf8\x04\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -2284,12 +2816,28 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x03log\x18\v \x01(\v2\x1c.gearbox.agent.v1.LogOptionsR\x03log\x12\x1e\n" +
 	"\n" +
 	"privileged\x18\f \x01(\bR\n" +
-	"privileged\x1a9\n" +
+	"privileged\x129\n" +
+	"\tresources\x18\r \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
 	"\f_working_dirB\a\n" +
-	"\x05_user\"p\n" +
+	"\x05_user\"\xc8\x01\n" +
+	"\tResources\x12\x12\n" +
+	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12\x16\n" +
+	"\x06memory\x18\x02 \x01(\x03R\x06memory\x12\x1f\n" +
+	"\vmemory_soft\x18\x03 \x01(\x03R\n" +
+	"memorySoft\x12\x12\n" +
+	"\x04pids\x18\x04 \x01(\x03R\x04pids\x12!\n" +
+	"\fblkio_weight\x18\x05 \x01(\rR\vblkioWeight\x127\n" +
+	"\adevices\x18\x06 \x03(\v2\x1d.gearbox.agent.v1.DeviceLimitR\adevices\"\x95\x01\n" +
+	"\vDeviceLimit\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
+	"\bread_bps\x18\x02 \x01(\x04R\areadBps\x12\x1b\n" +
+	"\twrite_bps\x18\x03 \x01(\x04R\bwriteBps\x12\x1b\n" +
+	"\tread_iops\x18\x04 \x01(\x04R\breadIops\x12\x1d\n" +
+	"\n" +
+	"write_iops\x18\x05 \x01(\x04R\twriteIops\"p\n" +
 	"\n" +
 	"LogOptions\x12\x16\n" +
 	"\x06driver\x18\x01 \x01(\tR\x06driver\x12\x19\n" +
@@ -2297,7 +2845,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xef\x06\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xaa\a\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -2328,7 +2876,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x10logging_degraded\x18\x15 \x01(\tR\x0floggingDegraded\x12\x1e\n" +
 	"\n" +
 	"privileged\x18\x16 \x01(\bR\n" +
-	"privileged\x1a9\n" +
+	"privileged\x129\n" +
+	"\tresources\x18\x17 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -2352,7 +2901,37 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x16RemoveContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x19\n" +
-	"\x17RemoveContainerResponse\"\xfd\x01\n" +
+	"\x17RemoveContainerResponse\"v\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x129\n" +
+	"\tresources\x18\x02 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\"T\n" +
+	"\x17UpdateContainerResponse\x129\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"?\n" +
+	"\x18GetContainerUsageRequest\x12#\n" +
+	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"U\n" +
+	"\x19GetContainerUsageResponse\x128\n" +
+	"\x06usages\x18\x01 \x03(\v2 .gearbox.agent.v1.ContainerUsageR\x06usages\"\x8e\x05\n" +
+	"\x0eContainerUsage\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x128\n" +
+	"\ttimestamp\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12(\n" +
+	"\x10cpu_user_seconds\x18\x03 \x01(\x01R\x0ecpuUserSeconds\x12,\n" +
+	"\x12cpu_system_seconds\x18\x04 \x01(\x01R\x10cpuSystemSeconds\x122\n" +
+	"\x15cpu_throttled_periods\x18\x05 \x01(\x04R\x13cpuThrottledPeriods\x122\n" +
+	"\x15cpu_throttled_seconds\x18\x06 \x01(\x01R\x13cpuThrottledSeconds\x12!\n" +
+	"\fmemory_usage\x18\a \x01(\x04R\vmemoryUsage\x12\x1d\n" +
+	"\n" +
+	"memory_rss\x18\b \x01(\x04R\tmemoryRss\x12!\n" +
+	"\fmemory_cache\x18\t \x01(\x04R\vmemoryCache\x12\x1f\n" +
+	"\vmemory_peak\x18\n" +
+	" \x01(\x04R\n" +
+	"memoryPeak\x12!\n" +
+	"\fmemory_limit\x18\v \x01(\x04R\vmemoryLimit\x12\x12\n" +
+	"\x04pids\x18\f \x01(\x04R\x04pids\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\r \x01(\x04R\tpidsLimit\x12\"\n" +
+	"\rio_read_bytes\x18\x0e \x01(\x04R\vioReadBytes\x12$\n" +
+	"\x0eio_write_bytes\x18\x0f \x01(\x04R\fioWriteBytes\x129\n" +
+	"\tresources\x18\x10 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\"\xfd\x01\n" +
 	"\x0fReadLogsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x122\n" +
 	"\astreams\x18\x02 \x03(\x0e2\x18.gearbox.agent.v1.StreamR\astreams\x12\x16\n" +
@@ -2409,7 +2988,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x022\xbf\t\n" +
+	"\rSTREAM_STDERR\x10\x022\x95\v\n" +
 	"\x05Agent\x12T\n" +
 	"\tGetHealth\x12\".gearbox.agent.v1.GetHealthRequest\x1a#.gearbox.agent.v1.GetHealthResponse\x12W\n" +
 	"\n" +
@@ -2419,7 +2998,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fLaunchContainer\x12(.gearbox.agent.v1.LaunchContainerRequest\x1a).gearbox.agent.v1.LaunchContainerResponse\x12`\n" +
 	"\rWaitContainer\x12&.gearbox.agent.v1.WaitContainerRequest\x1a'.gearbox.agent.v1.WaitContainerResponse\x12`\n" +
 	"\rKillContainer\x12&.gearbox.agent.v1.KillContainerRequest\x1a'.gearbox.agent.v1.KillContainerResponse\x12f\n" +
-	"\x0fRemoveContainer\x12(.gearbox.agent.v1.RemoveContainerRequest\x1a).gearbox.agent.v1.RemoveContainerResponse\x12S\n" +
+	"\x0fRemoveContainer\x12(.gearbox.agent.v1.RemoveContainerRequest\x1a).gearbox.agent.v1.RemoveContainerResponse\x12f\n" +
+	"\x0fUpdateContainer\x12(.gearbox.agent.v1.UpdateContainerRequest\x1a).gearbox.agent.v1.UpdateContainerResponse\x12l\n" +
+	"\x11GetContainerUsage\x12*.gearbox.agent.v1.GetContainerUsageRequest\x1a+.gearbox.agent.v1.GetContainerUsageResponse\x12S\n" +
 	"\bReadLogs\x12!.gearbox.agent.v1.ReadLogsRequest\x1a\".gearbox.agent.v1.ReadLogsResponse0\x01\x12V\n" +
 	"\tPullImage\x12\".gearbox.agent.v1.PullImageRequest\x1a#.gearbox.agent.v1.PullImageResponse0\x01\x12\\\n" +
 	"\vImportImage\x12$.gearbox.agent.v1.ImportImageRequest\x1a%.gearbox.agent.v1.ImportImageResponse(\x01\x12W\n" +
@@ -2440,109 +3021,128 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
-	(Stream)(0),                     // 0: gearbox.agent.v1.Stream
-	(*GetHealthRequest)(nil),        // 1: gearbox.agent.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),       // 2: gearbox.agent.v1.GetHealthResponse
-	(*GetVersionRequest)(nil),       // 3: gearbox.agent.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),      // 4: gearbox.agent.v1.GetVersionResponse
-	(*GetStateRequest)(nil),         // 5: gearbox.agent.v1.GetStateRequest
-	(*GetStateResponse)(nil),        // 6: gearbox.agent.v1.GetStateResponse
-	(*Runtime)(nil),                 // 7: gearbox.agent.v1.Runtime
-	(*StringList)(nil),              // 8: gearbox.agent.v1.StringList
-	(*LaunchContainerRequest)(nil),  // 9: gearbox.agent.v1.LaunchContainerRequest
-	(*LogOptions)(nil),              // 10: gearbox.agent.v1.LogOptions
-	(*LaunchContainerResponse)(nil), // 11: gearbox.agent.v1.LaunchContainerResponse
-	(*Container)(nil),               // 12: gearbox.agent.v1.Container
-	(*GetContainersRequest)(nil),    // 13: gearbox.agent.v1.GetContainersRequest
-	(*GetContainersResponse)(nil),   // 14: gearbox.agent.v1.GetContainersResponse
-	(*WaitContainerRequest)(nil),    // 15: gearbox.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),   // 16: gearbox.agent.v1.WaitContainerResponse
-	(*KillContainerRequest)(nil),    // 17: gearbox.agent.v1.KillContainerRequest
-	(*KillContainerResponse)(nil),   // 18: gearbox.agent.v1.KillContainerResponse
-	(*RemoveContainerRequest)(nil),  // 19: gearbox.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 20: gearbox.agent.v1.RemoveContainerResponse
-	(*ReadLogsRequest)(nil),         // 21: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),        // 22: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),            // 23: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),        // 24: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 25: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),           // 26: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),      // 27: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),           // 28: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),     // 29: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                   // 30: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),       // 31: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),      // 32: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),      // 33: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),     // 34: gearbox.agent.v1.RemoveImageResponse
-	nil,                             // 35: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                             // 36: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
-	(v1.TaskState)(0),               // 38: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                  // 39: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
+	(Stream)(0),                       // 0: gearbox.agent.v1.Stream
+	(*GetHealthRequest)(nil),          // 1: gearbox.agent.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),         // 2: gearbox.agent.v1.GetHealthResponse
+	(*GetVersionRequest)(nil),         // 3: gearbox.agent.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),        // 4: gearbox.agent.v1.GetVersionResponse
+	(*GetStateRequest)(nil),           // 5: gearbox.agent.v1.GetStateRequest
+	(*GetStateResponse)(nil),          // 6: gearbox.agent.v1.GetStateResponse
+	(*Runtime)(nil),                   // 7: gearbox.agent.v1.Runtime
+	(*StringList)(nil),                // 8: gearbox.agent.v1.StringList
+	(*LaunchContainerRequest)(nil),    // 9: gearbox.agent.v1.LaunchContainerRequest
+	(*Resources)(nil),                 // 10: gearbox.agent.v1.Resources
+	(*DeviceLimit)(nil),               // 11: gearbox.agent.v1.DeviceLimit
+	(*LogOptions)(nil),                // 12: gearbox.agent.v1.LogOptions
+	(*LaunchContainerResponse)(nil),   // 13: gearbox.agent.v1.LaunchContainerResponse
+	(*Container)(nil),                 // 14: gearbox.agent.v1.Container
+	(*GetContainersRequest)(nil),      // 15: gearbox.agent.v1.GetContainersRequest
+	(*GetContainersResponse)(nil),     // 16: gearbox.agent.v1.GetContainersResponse
+	(*WaitContainerRequest)(nil),      // 17: gearbox.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),     // 18: gearbox.agent.v1.WaitContainerResponse
+	(*KillContainerRequest)(nil),      // 19: gearbox.agent.v1.KillContainerRequest
+	(*KillContainerResponse)(nil),     // 20: gearbox.agent.v1.KillContainerResponse
+	(*RemoveContainerRequest)(nil),    // 21: gearbox.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),   // 22: gearbox.agent.v1.RemoveContainerResponse
+	(*UpdateContainerRequest)(nil),    // 23: gearbox.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil),   // 24: gearbox.agent.v1.UpdateContainerResponse
+	(*GetContainerUsageRequest)(nil),  // 25: gearbox.agent.v1.GetContainerUsageRequest
+	(*GetContainerUsageResponse)(nil), // 26: gearbox.agent.v1.GetContainerUsageResponse
+	(*ContainerUsage)(nil),            // 27: gearbox.agent.v1.ContainerUsage
+	(*ReadLogsRequest)(nil),           // 28: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),          // 29: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),              // 30: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),          // 31: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),         // 32: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),             // 33: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),        // 34: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),             // 35: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),       // 36: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                     // 37: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),         // 38: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),        // 39: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),        // 40: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),       // 41: gearbox.agent.v1.RemoveImageResponse
+	nil,                               // 42: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                               // 43: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
+	(v1.TaskState)(0),                 // 45: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                    // 46: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	37, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	44, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	7,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	8,  // 2: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	8,  // 3: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	35, // 4: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	10, // 5: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
-	12, // 6: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	38, // 7: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	39, // 8: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	37, // 9: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	37, // 10: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	37, // 11: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 12: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	10, // 13: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	12, // 14: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	12, // 15: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	40, // 16: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	0,  // 17: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	37, // 18: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 19: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	23, // 20: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	26, // 21: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	30, // 22: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	28, // 23: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	30, // 24: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	37, // 25: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	30, // 26: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	1,  // 27: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 28: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 29: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	13, // 30: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	9,  // 31: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	15, // 32: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	17, // 33: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	19, // 34: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	21, // 35: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	24, // 36: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	27, // 37: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	31, // 38: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	33, // 39: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 40: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 41: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 42: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	14, // 43: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	11, // 44: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	16, // 45: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	18, // 46: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	20, // 47: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	22, // 48: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	25, // 49: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	29, // 50: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	32, // 51: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	34, // 52: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	40, // [40:53] is the sub-list for method output_type
-	27, // [27:40] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	42, // 4: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	12, // 5: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
+	10, // 6: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	11, // 7: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	14, // 8: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	45, // 9: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	46, // 10: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	44, // 11: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	44, // 12: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	44, // 13: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	43, // 14: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	12, // 15: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	10, // 16: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	14, // 17: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	14, // 18: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	47, // 19: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	10, // 20: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	14, // 21: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	27, // 22: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	44, // 23: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	10, // 24: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 25: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	44, // 26: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 27: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	30, // 28: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	33, // 29: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	37, // 30: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	35, // 31: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	37, // 32: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	44, // 33: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	37, // 34: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	1,  // 35: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 36: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 37: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	15, // 38: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	9,  // 39: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	17, // 40: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	19, // 41: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	21, // 42: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	23, // 43: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	25, // 44: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	28, // 45: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	31, // 46: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	34, // 47: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	38, // 48: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	40, // 49: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 50: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 51: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 52: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	16, // 53: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	13, // 54: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	18, // 55: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	20, // 56: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	22, // 57: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	24, // 58: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	26, // 59: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 60: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	32, // 61: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	36, // 62: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	39, // 63: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	41, // 64: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	50, // [50:65] is the sub-list for method output_type
+	35, // [35:50] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -2551,13 +3151,13 @@ func file_gearbox_agent_v1_agent_proto_init() {
 		return
 	}
 	file_gearbox_agent_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[11].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[20].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[13].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
 		(*PullImageResponse_Progress)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[26].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
@@ -2567,7 +3167,7 @@ func file_gearbox_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,19 +22,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_GetHealth_FullMethodName       = "/gearbox.agent.v1.Agent/GetHealth"
-	Agent_GetVersion_FullMethodName      = "/gearbox.agent.v1.Agent/GetVersion"
-	Agent_GetState_FullMethodName        = "/gearbox.agent.v1.Agent/GetState"
-	Agent_GetContainers_FullMethodName   = "/gearbox.agent.v1.Agent/GetContainers"
-	Agent_LaunchContainer_FullMethodName = "/gearbox.agent.v1.Agent/LaunchContainer"
-	Agent_WaitContainer_FullMethodName   = "/gearbox.agent.v1.Agent/WaitContainer"
-	Agent_KillContainer_FullMethodName   = "/gearbox.agent.v1.Agent/KillContainer"
-	Agent_RemoveContainer_FullMethodName = "/gearbox.agent.v1.Agent/RemoveContainer"
-	Agent_ReadLogs_FullMethodName        = "/gearbox.agent.v1.Agent/ReadLogs"
-	Agent_PullImage_FullMethodName       = "/gearbox.agent.v1.Agent/PullImage"
-	Agent_ImportImage_FullMethodName     = "/gearbox.agent.v1.Agent/ImportImage"
-	Agent_ListImages_FullMethodName      = "/gearbox.agent.v1.Agent/ListImages"
-	Agent_RemoveImage_FullMethodName     = "/gearbox.agent.v1.Agent/RemoveImage"
+	Agent_GetHealth_FullMethodName         = "/gearbox.agent.v1.Agent/GetHealth"
+	Agent_GetVersion_FullMethodName        = "/gearbox.agent.v1.Agent/GetVersion"
+	Agent_GetState_FullMethodName          = "/gearbox.agent.v1.Agent/GetState"
+	Agent_GetContainers_FullMethodName     = "/gearbox.agent.v1.Agent/GetContainers"
+	Agent_LaunchContainer_FullMethodName   = "/gearbox.agent.v1.Agent/LaunchContainer"
+	Agent_WaitContainer_FullMethodName     = "/gearbox.agent.v1.Agent/WaitContainer"
+	Agent_KillContainer_FullMethodName     = "/gearbox.agent.v1.Agent/KillContainer"
+	Agent_RemoveContainer_FullMethodName   = "/gearbox.agent.v1.Agent/RemoveContainer"
+	Agent_UpdateContainer_FullMethodName   = "/gearbox.agent.v1.Agent/UpdateContainer"
+	Agent_GetContainerUsage_FullMethodName = "/gearbox.agent.v1.Agent/GetContainerUsage"
+	Agent_ReadLogs_FullMethodName          = "/gearbox.agent.v1.Agent/ReadLogs"
+	Agent_PullImage_FullMethodName         = "/gearbox.agent.v1.Agent/PullImage"
+	Agent_ImportImage_FullMethodName       = "/gearbox.agent.v1.Agent/ImportImage"
+	Agent_ListImages_FullMethodName        = "/gearbox.agent.v1.Agent/ListImages"
+	Agent_RemoveImage_FullMethodName       = "/gearbox.agent.v1.Agent/RemoveImage"
 )
 
 // AgentClient is the client API for Agent service.
@@ -55,6 +57,10 @@ type AgentClient interface {
 	// SIGKILL follows if the container still runs when it ends.
 	KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*KillContainerResponse, error)
 	RemoveContainer(ctx context.Context, in *RemoveContainerRequest, opts ...grpc.CallOption) (*RemoveContainerResponse, error)
+	// UpdateContainer changes a running container's resources in place.
+	UpdateContainer(ctx context.Context, in *UpdateContainerRequest, opts ...grpc.CallOption) (*UpdateContainerResponse, error)
+	// GetContainerUsage says what running containers use.
+	GetContainerUsage(ctx context.Context, in *GetContainerUsageRequest, opts ...grpc.CallOption) (*GetContainerUsageResponse, error)
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error)
 	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error)
@@ -154,6 +160,26 @@ func (c *agentClient) RemoveContainer(ctx context.Context, in *RemoveContainerRe
 	return out, nil
 }
 
+func (c *agentClient) UpdateContainer(ctx context.Context, in *UpdateContainerRequest, opts ...grpc.CallOption) (*UpdateContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateContainerResponse)
+	err := c.cc.Invoke(ctx, Agent_UpdateContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) GetContainerUsage(ctx context.Context, in *GetContainerUsageRequest, opts ...grpc.CallOption) (*GetContainerUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetContainerUsageResponse)
+	err := c.cc.Invoke(ctx, Agent_GetContainerUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentClient) ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_ReadLogs_FullMethodName, cOpts...)
@@ -243,6 +269,10 @@ type AgentServer interface {
 	// SIGKILL follows if the container still runs when it ends.
 	KillContainer(context.Context, *KillContainerRequest) (*KillContainerResponse, error)
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*RemoveContainerResponse, error)
+	// UpdateContainer changes a running container's resources in place.
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*UpdateContainerResponse, error)
+	// GetContainerUsage says what running containers use.
+	GetContainerUsage(context.Context, *GetContainerUsageRequest) (*GetContainerUsageResponse, error)
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error
 	PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullImageResponse]) error
@@ -285,6 +315,12 @@ func (UnimplementedAgentServer) KillContainer(context.Context, *KillContainerReq
 }
 func (UnimplementedAgentServer) RemoveContainer(context.Context, *RemoveContainerRequest) (*RemoveContainerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveContainer not implemented")
+}
+func (UnimplementedAgentServer) UpdateContainer(context.Context, *UpdateContainerRequest) (*UpdateContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateContainer not implemented")
+}
+func (UnimplementedAgentServer) GetContainerUsage(context.Context, *GetContainerUsageRequest) (*GetContainerUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetContainerUsage not implemented")
 }
 func (UnimplementedAgentServer) ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadLogs not implemented")
@@ -466,6 +502,42 @@ func _Agent_RemoveContainer_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_UpdateContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).UpdateContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_UpdateContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).UpdateContainer(ctx, req.(*UpdateContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_GetContainerUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetContainerUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).GetContainerUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_GetContainerUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).GetContainerUsage(ctx, req.(*GetContainerUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Agent_ReadLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadLogsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -569,6 +641,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveContainer",
 			Handler:    _Agent_RemoveContainer_Handler,
+		},
+		{
+			MethodName: "UpdateContainer",
+			Handler:    _Agent_UpdateContainer_Handler,
+		},
+		{
+			MethodName: "GetContainerUsage",
+			Handler:    _Agent_GetContainerUsage_Handler,
 		},
 		{
 			MethodName: "ListImages",

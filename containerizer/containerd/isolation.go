@@ -1,0 +1,131 @@
+package containerd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/isolators"
+)
+
+// minMemory is the smallest memory limit accepted: below it the runtime
+// itself does not fit.
+const minMemory = 4 << 20
+
+func (z *Containerizer) cgroupPath(id containerizer.ContainerID) string {
+	return "/" + z.cfg.Namespace + "/" + string(id)
+}
+
+func (z *Containerizer) isoContainer(info containerizer.Container) isolators.Container {
+	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupPath(info.ID), Resources: info.Resources}
+}
+
+// checkResources refuses values no isolator could honour.
+func (z *Containerizer) checkResources(r isolators.Resources, update bool) error {
+	bad := func(format string, a ...any) error { return errs.New(errdefs.ErrInvalidArgument, format, a...) }
+	switch {
+	case math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) || r.CPUs < 0:
+		return bad("cpus %v: give a positive number of CPUs, such as 0.5 or 2", r.CPUs)
+	case r.Memory < 0 || (r.Memory > 0 && r.Memory < minMemory):
+		return bad("memory %d bytes: the smallest limit is 4 MiB", r.Memory)
+	case z.cfg.HostMemory > 0 && r.Memory > z.cfg.HostMemory:
+		return bad("memory %d bytes is more than this host has (%d bytes)", r.Memory, z.cfg.HostMemory)
+	case r.MemorySoft < 0 || (r.Memory > 0 && r.MemorySoft > r.Memory):
+		return bad("memory reservation %d bytes: it must be positive and at most the limit", r.MemorySoft)
+	case r.Pids < 0:
+		return bad("pids %d: give a positive number", r.Pids)
+	case r.BlkioWeight != 0 && (r.BlkioWeight < 10 || r.BlkioWeight > 1000):
+		return bad("blkio weight %d: give 10 to 1000", r.BlkioWeight)
+	case update && len(r.Devices) > 0:
+		return bad("io device limits cannot change in place: relaunch the container")
+	}
+	return nil
+}
+
+// limitation asks the isolators whether a limit ended the container.
+func (z *Containerizer) limitation(ctx context.Context, info containerizer.Container) *isolators.Limitation {
+	for _, iso := range z.cfg.Isolators {
+		l, err := iso.Watch(ctx, z.isoContainer(info))
+		if err != nil {
+			z.log.Warn("isolator watch", "container_id", info.ID, "isolator", iso.Name(), "err", err)
+			continue
+		}
+		if l != nil {
+			return l
+		}
+	}
+	return nil
+}
+
+func (z *Containerizer) Update(ctx context.Context, id containerizer.ContainerID, r isolators.Resources) (containerizer.Container, error) {
+	c, err := z.lookup(id)
+	if err != nil {
+		return containerizer.Container{}, err
+	}
+	if err := z.checkResources(r, true); err != nil {
+		return containerizer.Container{}, err
+	}
+	info := c.snapshot()
+	if info.State != containerizer.TaskRunning {
+		return containerizer.Container{}, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): only a running container's resources change", id, info.State)
+	}
+	merged := info.Resources
+	if r.CPUs > 0 {
+		merged.CPUs = r.CPUs
+	}
+	if r.Memory > 0 {
+		merged.Memory = r.Memory
+	}
+	if r.MemorySoft > 0 {
+		merged.MemorySoft = r.MemorySoft
+	}
+	if r.Pids > 0 {
+		merged.Pids = r.Pids
+	}
+	if err := z.checkResources(merged, true); err != nil {
+		return containerizer.Container{}, err
+	}
+	for _, iso := range z.cfg.Isolators {
+		if err := iso.Update(ctx, z.isoContainer(info), r); err != nil {
+			return containerizer.Container{}, errs.New(errdefs.ErrFailedPrecondition, "isolator %s could not update container %s: %w", iso.Name(), id, err)
+		}
+	}
+	c.mu.Lock()
+	c.info.Resources = merged
+	info, cont := c.info, c.cont
+	c.mu.Unlock()
+	if b, err := json.Marshal(merged); err == nil && cont != nil {
+		if _, err := cont.SetLabels(ctx, map[string]string{labelResources: string(b)}); err != nil {
+			z.log.Warn("recording updated resources", "container_id", id, "err", err)
+		}
+	}
+	z.changed(info, false)
+	return info, nil
+}
+
+func (z *Containerizer) Usage(ctx context.Context, id containerizer.ContainerID) (isolators.Usage, error) {
+	var u isolators.Usage
+	c, err := z.lookup(id)
+	if err != nil {
+		return u, err
+	}
+	info := c.snapshot()
+	if info.State != containerizer.TaskRunning {
+		return u, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): it has no usage", id, info.State)
+	}
+	var errList []error
+	for _, iso := range z.cfg.Isolators {
+		if err := iso.Usage(ctx, z.isoContainer(info), &u); err != nil {
+			errList = append(errList, err)
+		}
+	}
+	if len(errList) == len(z.cfg.Isolators) && len(errList) > 0 {
+		return u, errs.New(errdefs.ErrUnavailable, "reading the usage of container %s: %w", id, errors.Join(errList...))
+	}
+	return u, nil
+}

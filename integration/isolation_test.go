@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+func launchRes(t *testing.T, id string, res *agentv1.Resources, args ...string) *agentv1.Container {
+	t.Helper()
+	resp, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{
+		ContainerId: id, Image: testImage, Cmd: &agentv1.StringList{Values: args}, Resources: res,
+	})
+	if err != nil {
+		t.Fatalf("launch %s: %v", id, err)
+	}
+	t.Cleanup(func() {
+		h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: id, Force: true})
+	})
+	return resp.Container
+}
+
+// allocate64M makes the container ask for 64 MiB at once.
+const allocate64M = "dd if=/dev/zero of=/dev/null bs=64M count=1"
+
+func wantMemoryLimitation(t *testing.T, id string) {
+	t.Helper()
+	w := waitExit(t, id, time.Minute)
+	if w.State != typesv1.TaskState_TASK_FAILED || w.Reason != typesv1.Reason_REASON_CONTAINER_LIMITATION_MEMORY ||
+		!strings.Contains(w.Message, "32.0 MiB") || !strings.Contains(w.Message, "peak") {
+		t.Errorf("%s: %v %v %q (exit %d)", id, w.State, w.Reason, w.Message, w.GetExitCode())
+	}
+}
+
+func TestMemoryLimitKills(t *testing.T) {
+	r := h.cli("run", "--name", "oom", "--memory", "32m", testImage, "sh", "-c", allocate64M)
+	t.Cleanup(func() { h.cli("rm", "-f", "oom") })
+	if r.code != 137 {
+		t.Errorf("run under 32m allocating 64m: %s", r)
+	}
+	wantMemoryLimitation(t, "oom")
+	if r := h.cli("inspect", "oom"); !strings.Contains(r.stdout, "REASON_CONTAINER_LIMITATION_MEMORY") || !strings.Contains(r.stdout, "Memory:        32.0 MiB") {
+		t.Errorf("inspect:\n%s", r.stdout)
+	}
+}
+
+// The kill happens while the agent is stopped; the agent started after it
+// still says why.
+func TestMemoryLimitKillWhileAgentDown(t *testing.T) {
+	launchRes(t, "oom-down", &agentv1.Resources{Memory: 32 << 20}, "sh", "-c", "sleep 2; "+allocate64M)
+	if err := h.stopAgent(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := h.startAgent(); err != nil {
+		t.Fatal(err)
+	}
+	wantMemoryLimitation(t, "oom-down")
+}
+
+func cpuSeconds(t *testing.T, id string) (float64, time.Time) {
+	t.Helper()
+	resp, err := h.client.GetContainerUsage(ctxT(t), &agentv1.GetContainerUsageRequest{ContainerIds: []string{id}})
+	if err != nil || len(resp.Usages) != 1 {
+		t.Fatalf("usage of %s: %v", id, err)
+	}
+	u := resp.Usages[0]
+	return u.CpuUserSeconds + u.CpuSystemSeconds, u.Timestamp.AsTime()
+}
+
+func TestCPULimit(t *testing.T) {
+	launchRes(t, "busy", &agentv1.Resources{Cpus: 0.5}, "sh", "-c", "while :; do :; done")
+	time.Sleep(500 * time.Millisecond)
+	c0, t0 := cpuSeconds(t, "busy")
+	time.Sleep(2500 * time.Millisecond)
+	c1, t1 := cpuSeconds(t, "busy")
+	rate := (c1 - c0) / t1.Sub(t0).Seconds()
+	t.Logf("busy loop under --cpus 0.5: %.3f CPU-seconds per second", rate)
+	if rate < 0.35 || rate > 0.65 {
+		t.Errorf("busy loop under --cpus 0.5 used %.3f CPU-s/s, want 0.35-0.65", rate)
+	}
+	resp, _ := h.client.GetContainerUsage(ctxT(t), &agentv1.GetContainerUsageRequest{ContainerIds: []string{"busy"}})
+	if resp.Usages[0].CpuThrottledPeriods == 0 {
+		t.Error("no throttled periods reported")
+	}
+}
+
+func TestPidsLimit(t *testing.T) {
+	// The loop runs in a subshell: ash exits when a fork fails, and the
+	// container's first process must outlive the bomb.
+	launchRes(t, "forky", &agentv1.Resources{Pids: 20}, "sh", "-c", "(while :; do sleep 30 & done) 2>/dev/null; exec sleep 30")
+	max := uint64(0)
+	for range 20 {
+		resp, err := h.client.GetContainerUsage(ctxT(t), &agentv1.GetContainerUsageRequest{ContainerIds: []string{"forky"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := resp.Usages[0]
+		if u.PidsLimit != 20 {
+			t.Fatalf("pids limit %d", u.PidsLimit)
+		}
+		max = maxU(max, u.Pids)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if max > 20 || max < 15 {
+		t.Errorf("fork loop under --pids 20 reached %d processes", max)
+	}
+}
+
+func maxU(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Raising a running container's memory limit lets it allocate more, and
+// the cgroup shows the new limit.
+func TestUpdateMemoryInPlace(t *testing.T) {
+	c := launchRes(t, "grow", &agentv1.Resources{Memory: 32 << 20, Cpus: 1},
+		"sh", "-c", "while [ ! -e /mnt/sandbox/go ]; do sleep 0.1; done; "+allocate64M)
+	r := h.cli("update", "--memory", "128m", "--cpus", "1.5", "grow")
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", h.namespace, "grow", "memory.limit_in_bytes"))
+	if err == nil && strings.TrimSpace(string(limit)) != strconv.Itoa(128<<20) {
+		t.Errorf("memory.limit_in_bytes is %s after update", limit)
+	}
+	if quota, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", h.namespace, "grow", "cpu.cfs_quota_us")); err == nil && strings.TrimSpace(string(quota)) != "150000" {
+		t.Errorf("cpu.cfs_quota_us is %s after update", quota)
+	}
+	os.WriteFile(filepath.Join(c.Sandbox, "go"), nil, 0o644)
+	if w := waitExit(t, "grow", time.Minute); w.GetExitCode() != 0 {
+		t.Errorf("after raising the limit: %v %v %q exit %d", w.State, w.Reason, w.Message, w.GetExitCode())
+	}
+	if r := h.cli("inspect", "grow"); !strings.Contains(r.stdout, "128.0 MiB") {
+		t.Errorf("inspect after update:\n%s", r.stdout)
+	}
+}
+
+func TestStatsCLI(t *testing.T) {
+	launchRes(t, "watched", &agentv1.Resources{Memory: 64 << 20, Pids: 50}, "sleep", "300")
+	r := h.cli("stats", "--no-stream", "watched")
+	if r.code != 0 || !strings.Contains(r.stdout, "watched") || !strings.Contains(r.stdout, "64.0 MiB") || !strings.Contains(r.stdout, "/ 50") {
+		t.Errorf("stats --no-stream:\n%s", r)
+	}
+	if r := h.cli("stats", "-o", "json", "watched"); !strings.Contains(r.stdout, `"memory_limit": "67108864"`) {
+		t.Errorf("stats -o json:\n%s", r.stdout)
+	}
+}
+
+func TestResourceValuesRefused(t *testing.T) {
+	for _, tc := range []struct {
+		res *agentv1.Resources
+		msg string
+	}{
+		{&agentv1.Resources{Cpus: -1}, "cpus"},
+		{&agentv1.Resources{Memory: 1 << 20}, "4 MiB"},
+		{&agentv1.Resources{Memory: 1 << 50}, "more than this host has"},
+		{&agentv1.Resources{Pids: -3}, "pids"},
+		{&agentv1.Resources{BlkioWeight: 5}, "10 to 1000"},
+	} {
+		_, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{Image: testImage, Cmd: &agentv1.StringList{Values: []string{"true"}}, Resources: tc.res})
+		wantCode(t, err, codes.InvalidArgument, tc.msg)
+	}
+	for _, args := range [][]string{{"--cpus", "abc"}, {"--cpus", "-1"}, {"--memory", "lots"}} {
+		r := h.cli(append(append([]string{"run", "--rm"}, args...), testImage, "true")...)
+		if r.code != 125 || !strings.Contains(r.stderr, args[0]) {
+			t.Errorf("run %v: %s", args, r)
+		}
+	}
+	out, err := h.agentFails("--isolation", "cgroups/cpu,cgroups/nope")
+	if err != nil || !strings.Contains(out, `unknown isolator "cgroups/nope"`) {
+		t.Errorf("unknown isolator: %v\n%s", err, out)
+	}
+	_, err = h.client.UpdateContainer(ctxT(t), &agentv1.UpdateContainerRequest{ContainerId: "ghost", Resources: &agentv1.Resources{Cpus: 1}})
+	wantCode(t, err, codes.NotFound, "ghost")
+}
+
+var _ = fmt.Sprint

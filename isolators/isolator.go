@@ -1,0 +1,86 @@
+// Package isolators holds the Isolator contract: the Mesos isolator
+// lifecycle in Go. The built-in cgroups isolators live in
+// isolators/cgroups.
+//
+//	Recover  after an agent restart, for the containers it found
+//	Prepare  before the container is created: changes to its OCI spec
+//	Isolate  once its process exists
+//	Watch    when it has exited (before its cgroup goes): the limitation
+//	         that ended it, if any
+//	Update   resources of a running container, in place
+//	Usage    what it uses now
+//	Status   isolator-specific facts, for inspect
+//	Cleanup  when it is removed; idempotent
+package isolators
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/pkg/oci"
+)
+
+// Resources are what a container is given. Zero means "no limit".
+type Resources struct {
+	// CPUs is a number of CPUs (0.5, 2): proportional weight, and a hard
+	// CFS limit unless the agent turns hard limits off.
+	CPUs float64
+	// Memory is the hard limit in bytes; MemorySoft the soft one
+	// (reservation). No swap is given.
+	Memory     int64
+	MemorySoft int64
+	// Pids limits the number of processes and threads.
+	Pids int64
+	// BlkioWeight is the proportional io weight, 10–1000.
+	BlkioWeight uint16
+	// Devices are per-device bandwidth and iops limits.
+	Devices []DeviceLimit
+}
+
+// DeviceLimit limits io on one block device.
+type DeviceLimit struct {
+	Path                string // e.g. /dev/vda
+	ReadBps, WriteBps   uint64
+	ReadIops, WriteIops uint64
+}
+
+// Container is what an isolator knows of a container.
+type Container struct {
+	ID string
+	// CgroupPath is the container's cgroup, relative to the hierarchy's
+	// root (/gearbox/web).
+	CgroupPath string
+	Resources  Resources
+}
+
+// Limitation says which limit ended a container.
+type Limitation struct {
+	// Reason is a Mesos reason: REASON_CONTAINER_LIMITATION_MEMORY, …
+	Reason  string
+	Message string
+}
+
+// Usage is what a container uses; each isolator fills its part.
+type Usage struct {
+	CPUUserSeconds, CPUSystemSeconds float64
+	CPUThrottledPeriods              uint64
+	CPUThrottledSeconds              float64
+	MemoryUsage, MemoryRSS           uint64
+	MemoryCache, MemoryPeak          uint64
+	MemoryLimit                      uint64
+	Pids, PidsLimit                  uint64
+	IOReadBytes, IOWriteBytes        uint64
+}
+
+// Isolator isolates one kind of resource.
+type Isolator interface {
+	// Name is how the agent's config names it (cgroups/mem, …).
+	Name() string
+	Recover(ctx context.Context, cs []Container) error
+	Prepare(ctx context.Context, c Container) ([]oci.SpecOpts, error)
+	Isolate(ctx context.Context, c Container, pid int) error
+	Watch(ctx context.Context, c Container) (*Limitation, error)
+	Update(ctx context.Context, c Container, r Resources) error
+	Usage(ctx context.Context, c Container, u *Usage) error
+	Status(ctx context.Context, c Container) (map[string]string, error)
+	Cleanup(ctx context.Context, c Container) error
+}
