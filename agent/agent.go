@@ -50,6 +50,8 @@ type Agent struct {
 	log       *slog.Logger
 	cz        *containerd.Containerizer
 	cp        *checkpoint
+	ledger    *ledger
+	attrs     map[string]string
 	agentID   string
 	startedAt time.Time
 	stopping  atomic.Bool
@@ -139,6 +141,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	recoverStart := time.Now()
 
+	total := detectResources(a.cfg.WorkDir)
+	over, set, _ := ParseResources(a.cfg.Resources)
+	if set["cpus"] {
+		total.CPUs = over.CPUs
+	}
+	if set["mem"] {
+		total.Memory = over.Memory
+	}
+	if set["disk"] {
+		total.Disk = over.Disk
+	}
+	a.ledger = &ledger{total: total}
+	a.attrs, _ = ParseAttributes(a.cfg.Attributes)
 	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
 	if err != nil {
 		return fmt.Errorf("config key isolation: %w", err)

@@ -50,6 +50,12 @@ type Config struct {
 	// UnknownContainers is what happens to containers of the namespace the
 	// checkpoint does not know: destroy or keep.
 	UnknownContainers string `toml:"unknown_containers"`
+	// Resources override what the agent detects, in Mesos's form:
+	// "cpus:4;mem:8192;disk:100000" (MB). What is not listed is detected,
+	// less a share kept for the host.
+	Resources string `toml:"resources"`
+	// Attributes describe the machine: "rack:r1;zone:a".
+	Attributes string `toml:"attributes"`
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
 	// cgroups/mem, cgroups/pids, cgroups/blkio.
 	Isolation []string `toml:"isolation"`
@@ -265,6 +271,12 @@ func (c Config) Validate() error {
 		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
 		}
+	}
+	if _, _, err := ParseResources(c.Resources); err != nil {
+		bad("resources", "%v", err)
+	}
+	if _, err := ParseAttributes(c.Attributes); err != nil {
+		bad("attributes", "%v", err)
 	}
 	if _, err := newAuthorizer(c.Roles); err != nil {
 		errs = append(errs, err)

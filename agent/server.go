@@ -31,6 +31,10 @@ type server struct {
 
 func (s *server) cz() containerizer.Containerizer { return s.a.cz }
 
+func setToProto(r ResourceSet) *agentv1.ResourceSet {
+	return &agentv1.ResourceSet{Cpus: r.CPUs, Memory: r.Memory, Disk: r.Disk}
+}
+
 func checkID(id string) error {
 	if err := ids.Validate(id); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -73,6 +77,13 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 			r.ContainersRunning++
 		}
 	}
+	s.a.ledger.mu.Lock()
+	alloc := s.a.ledger.allocated(cs)
+	s.a.ledger.mu.Unlock()
+	total := s.a.ledger.total
+	r.Total, r.Allocated, r.Free = setToProto(total), setToProto(alloc), setToProto(total.sub(alloc))
+	r.Attributes = s.a.attrs
+	r.ResourceLabels = resourceLabels()
 	return r, nil
 }
 
@@ -99,7 +110,20 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if err := s.a.admit(); err != nil {
 		return nil, err
 	}
-	c, err := s.cz().Launch(ctx, launchFromProto(req))
+	cfg := launchFromProto(req)
+	if cfg.ID == "" {
+		cfg.ID = containerizer.ContainerID(ids.New())
+	}
+	cs, err := s.cz().Containers(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	release, err := s.a.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer release()
+	c, err := s.cz().Launch(ctx, cfg)
 	if err != nil {
 		s.a.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
 		return nil, toStatus(err)

@@ -189,3 +189,27 @@ func TestResourceValuesRefused(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// The agent offers what its config says, reports what is allocated and
+// free, and refuses a launch that does not fit, with the numbers.
+func TestAgentResources(t *testing.T) {
+	st, err := h.client.GetState(ctxT(t), &agentv1.GetStateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Total.Cpus != 2 || st.Total.Memory != 2048<<20 || st.Total.Disk <= 0 || st.Attributes["rack"] != "r1" || st.Attributes["zone"] != "a" {
+		t.Errorf("state: total %v attributes %v", st.Total, st.Attributes)
+	}
+	launchRes(t, "big", &agentv1.Resources{Cpus: 1.5, Memory: 1024 << 20}, "sleep", "300")
+	st, _ = h.client.GetState(ctxT(t), &agentv1.GetStateRequest{})
+	if st.Allocated.Cpus != 1.5 || st.Free.Cpus != 0.5 || st.Free.Memory != 1024<<20 {
+		t.Errorf("after a launch: allocated %v free %v", st.Allocated, st.Free)
+	}
+	_, err = h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{Image: testImage, Cmd: &agentv1.StringList{Values: []string{"true"}}, Resources: &agentv1.Resources{Cpus: 1}})
+	wantCode(t, err, codes.FailedPrecondition, "cpus: asked 1, free 0.5 of 2 (allocated 1.5)")
+	if r := h.cli("info"); !strings.Contains(r.stdout, "Free:         cpus 0.5") || !strings.Contains(r.stdout, "rack:r1") {
+		t.Errorf("gearbox info:\n%s", r.stdout)
+	}
+	h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: "big", Force: true})
+	launchRes(t, "fits-now", &agentv1.Resources{Cpus: 1}, "true")
+}

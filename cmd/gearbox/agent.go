@@ -55,6 +55,8 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			set("logger-binary", &cfg.LoggerBinary, flags.LoggerBinary)
 			set("recover", &cfg.Recover, flags.Recover)
 			set("unknown-containers", &cfg.UnknownContainers, flags.UnknownContainers)
+			set("resources", &cfg.Resources, flags.Resources)
+			set("attributes", &cfg.Attributes, flags.Attributes)
 			if f.Changed("isolation") {
 				cfg.Isolation = nil
 				for _, n := range strings.Split(isolation, ",") {
@@ -81,6 +83,8 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 	f.StringVar(&flags.LoggerBinary, "logger-binary", "", "gearbox-logger (default: next to gearbox, else on PATH)")
 	f.StringVar(&flags.Recover, "recover", d.Recover, "at start: reconnect to containers, or cleanup (kill and remove them all)")
 	f.StringVar(&flags.UnknownContainers, "unknown-containers", d.UnknownContainers, "containers the checkpoint does not know: destroy or keep")
+	f.StringVar(&flags.Resources, "resources", "", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000" (MB)`)
+	f.StringVar(&flags.Attributes, "attributes", "", `machine attributes: "rack:r1;zone:a"`)
 	f.StringVar(&isolation, "isolation", strings.Join(d.Isolation, ","), "isolators, comma-separated (Mesos's --isolation)")
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")
 	f.BoolVar(&debug, "debug", false, "log at debug level")

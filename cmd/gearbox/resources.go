@@ -183,3 +183,53 @@ func printStats(w io.Writer, prev, cur *agentv1.GetContainerUsageResponse) {
 	}
 	tw.Flush()
 }
+
+func newInfoCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "info",
+		Short: "Show the agent: its ID, resources (total, allocated, free), attributes, runtimes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, closeConn, err := dial(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			st, err := c.GetState(ctxOf(cmd), &agentv1.GetStateRequest{})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Agent ID:     %s\nHostname:     %s\nContainers:   %d running, %d in all\n", st.AgentId, st.Hostname, st.ContainersRunning, st.ContainersTotal)
+			for _, row := range []struct {
+				name string
+				r    *agentv1.ResourceSet
+			}{{"Total", st.Total}, {"Allocated", st.Allocated}, {"Free", st.Free}} {
+				fmt.Fprintf(w, "%-13s cpus %g, mem %s, disk %s\n", row.name+":", row.r.GetCpus(), humanSize(row.r.GetMemory()), humanSize(row.r.GetDisk()))
+			}
+			for k, v := range st.Attributes {
+				fmt.Fprintf(w, "Attribute:    %s:%s\n", k, v)
+			}
+			for k, v := range st.ResourceLabels {
+				fmt.Fprintf(w, "Label:        %s=%s\n", k, v)
+			}
+			for _, rt := range st.Runtimes {
+				state := "available"
+				if !rt.Available {
+					state = "UNAVAILABLE: " + rt.UnavailableReason
+				}
+				fmt.Fprintf(w, "Runtime:      %s (%s %s) %s\n", rt.Name, rt.Type, rt.Binary, state)
+			}
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}

@@ -316,9 +316,17 @@ type GetStateResponse struct {
 	ContainersRunning int32                  `protobuf:"varint,7,opt,name=containers_running,json=containersRunning,proto3" json:"containers_running,omitempty"`
 	ContainersTotal   int32                  `protobuf:"varint,8,opt,name=containers_total,json=containersTotal,proto3" json:"containers_total,omitempty"`
 	// The agent's ID, kept across restarts in its checkpoint.
-	AgentId       string `protobuf:"bytes,9,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentId string `protobuf:"bytes,9,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// What the agent offers, what running containers were given, what is left.
+	Total     *ResourceSet `protobuf:"bytes,10,opt,name=total,proto3" json:"total,omitempty"`
+	Allocated *ResourceSet `protobuf:"bytes,11,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	Free      *ResourceSet `protobuf:"bytes,12,opt,name=free,proto3" json:"free,omitempty"`
+	// The machine's attributes (rack:r1) and what describes its resources
+	// (cpu_model).
+	Attributes     map[string]string `protobuf:"bytes,13,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ResourceLabels map[string]string `protobuf:"bytes,14,rep,name=resource_labels,json=resourceLabels,proto3" json:"resource_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
@@ -414,6 +422,102 @@ func (x *GetStateResponse) GetAgentId() string {
 	return ""
 }
 
+func (x *GetStateResponse) GetTotal() *ResourceSet {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetAllocated() *ResourceSet {
+	if x != nil {
+		return x.Allocated
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetFree() *ResourceSet {
+	if x != nil {
+		return x.Free
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetResourceLabels() map[string]string {
+	if x != nil {
+		return x.ResourceLabels
+	}
+	return nil
+}
+
+type ResourceSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cpus  float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// Bytes.
+	Memory        int64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	Disk          int64 `protobuf:"varint,3,opt,name=disk,proto3" json:"disk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceSet) Reset() {
+	*x = ResourceSet{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceSet) ProtoMessage() {}
+
+func (x *ResourceSet) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceSet.ProtoReflect.Descriptor instead.
+func (*ResourceSet) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResourceSet) GetCpus() float64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *ResourceSet) GetMemory() int64 {
+	if x != nil {
+		return x.Memory
+	}
+	return 0
+}
+
+func (x *ResourceSet) GetDisk() int64 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
 // Runtime is a runtime profile from the agent's config.
 type Runtime struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +535,7 @@ type Runtime struct {
 
 func (x *Runtime) Reset() {
 	*x = Runtime{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +547,7 @@ func (x *Runtime) String() string {
 func (*Runtime) ProtoMessage() {}
 
 func (x *Runtime) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +560,7 @@ func (x *Runtime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runtime.ProtoReflect.Descriptor instead.
 func (*Runtime) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Runtime) GetName() string {
@@ -504,7 +608,7 @@ type StringList struct {
 
 func (x *StringList) Reset() {
 	*x = StringList{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +620,7 @@ func (x *StringList) String() string {
 func (*StringList) ProtoMessage() {}
 
 func (x *StringList) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +633,7 @@ func (x *StringList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringList.ProtoReflect.Descriptor instead.
 func (*StringList) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StringList) GetValues() []string {
@@ -573,7 +677,7 @@ type LaunchContainerRequest struct {
 
 func (x *LaunchContainerRequest) Reset() {
 	*x = LaunchContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +689,7 @@ func (x *LaunchContainerRequest) String() string {
 func (*LaunchContainerRequest) ProtoMessage() {}
 
 func (x *LaunchContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +702,7 @@ func (x *LaunchContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchContainerRequest.ProtoReflect.Descriptor instead.
 func (*LaunchContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LaunchContainerRequest) GetContainerId() string {
@@ -712,7 +816,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +828,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +841,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Resources) GetCpus() float64 {
@@ -795,7 +899,7 @@ type DeviceLimit struct {
 
 func (x *DeviceLimit) Reset() {
 	*x = DeviceLimit{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +911,7 @@ func (x *DeviceLimit) String() string {
 func (*DeviceLimit) ProtoMessage() {}
 
 func (x *DeviceLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +924,7 @@ func (x *DeviceLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceLimit.ProtoReflect.Descriptor instead.
 func (*DeviceLimit) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeviceLimit) GetPath() string {
@@ -876,7 +980,7 @@ type LogOptions struct {
 
 func (x *LogOptions) Reset() {
 	*x = LogOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +992,7 @@ func (x *LogOptions) String() string {
 func (*LogOptions) ProtoMessage() {}
 
 func (x *LogOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1005,7 @@ func (x *LogOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogOptions.ProtoReflect.Descriptor instead.
 func (*LogOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogOptions) GetDriver() string {
@@ -941,7 +1045,7 @@ type LaunchContainerResponse struct {
 
 func (x *LaunchContainerResponse) Reset() {
 	*x = LaunchContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1057,7 @@ func (x *LaunchContainerResponse) String() string {
 func (*LaunchContainerResponse) ProtoMessage() {}
 
 func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1070,7 @@ func (x *LaunchContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchContainerResponse.ProtoReflect.Descriptor instead.
 func (*LaunchContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LaunchContainerResponse) GetContainer() *Container {
@@ -1013,7 +1117,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1129,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1142,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Container) GetId() string {
@@ -1212,7 +1316,7 @@ type GetContainersRequest struct {
 
 func (x *GetContainersRequest) Reset() {
 	*x = GetContainersRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1328,7 @@ func (x *GetContainersRequest) String() string {
 func (*GetContainersRequest) ProtoMessage() {}
 
 func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1341,7 @@ func (x *GetContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersRequest.ProtoReflect.Descriptor instead.
 func (*GetContainersRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetContainersRequest) GetAll() bool {
@@ -1256,7 +1360,7 @@ type GetContainersResponse struct {
 
 func (x *GetContainersResponse) Reset() {
 	*x = GetContainersResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1372,7 @@ func (x *GetContainersResponse) String() string {
 func (*GetContainersResponse) ProtoMessage() {}
 
 func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1385,7 @@ func (x *GetContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainersResponse.ProtoReflect.Descriptor instead.
 func (*GetContainersResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetContainersResponse) GetContainers() []*Container {
@@ -1300,7 +1404,7 @@ type WaitContainerRequest struct {
 
 func (x *WaitContainerRequest) Reset() {
 	*x = WaitContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1416,7 @@ func (x *WaitContainerRequest) String() string {
 func (*WaitContainerRequest) ProtoMessage() {}
 
 func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1429,7 @@ func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerRequest.ProtoReflect.Descriptor instead.
 func (*WaitContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitContainerRequest) GetContainerId() string {
@@ -1344,7 +1448,7 @@ type WaitContainerResponse struct {
 
 func (x *WaitContainerResponse) Reset() {
 	*x = WaitContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1460,7 @@ func (x *WaitContainerResponse) String() string {
 func (*WaitContainerResponse) ProtoMessage() {}
 
 func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1473,7 @@ func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerResponse.ProtoReflect.Descriptor instead.
 func (*WaitContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WaitContainerResponse) GetContainer() *Container {
@@ -1392,7 +1496,7 @@ type KillContainerRequest struct {
 
 func (x *KillContainerRequest) Reset() {
 	*x = KillContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1508,7 @@ func (x *KillContainerRequest) String() string {
 func (*KillContainerRequest) ProtoMessage() {}
 
 func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1521,7 @@ func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KillContainerRequest) GetContainerId() string {
@@ -1449,7 +1553,7 @@ type KillContainerResponse struct {
 
 func (x *KillContainerResponse) Reset() {
 	*x = KillContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1565,7 @@ func (x *KillContainerResponse) String() string {
 func (*KillContainerResponse) ProtoMessage() {}
 
 func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1578,7 @@ func (x *KillContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerResponse.ProtoReflect.Descriptor instead.
 func (*KillContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 type RemoveContainerRequest struct {
@@ -1488,7 +1592,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1604,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1617,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1538,7 +1642,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1654,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1667,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 type UpdateContainerRequest struct {
@@ -1577,7 +1681,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1693,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1706,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1628,7 +1732,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1744,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1757,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateContainerResponse) GetContainer() *Container {
@@ -1673,7 +1777,7 @@ type GetContainerUsageRequest struct {
 
 func (x *GetContainerUsageRequest) Reset() {
 	*x = GetContainerUsageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1789,7 @@ func (x *GetContainerUsageRequest) String() string {
 func (*GetContainerUsageRequest) ProtoMessage() {}
 
 func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1802,7 @@ func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetContainerUsageRequest) GetContainerIds() []string {
@@ -1717,7 +1821,7 @@ type GetContainerUsageResponse struct {
 
 func (x *GetContainerUsageResponse) Reset() {
 	*x = GetContainerUsageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1833,7 @@ func (x *GetContainerUsageResponse) String() string {
 func (*GetContainerUsageResponse) ProtoMessage() {}
 
 func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1846,7 @@ func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetContainerUsageResponse) GetUsages() []*ContainerUsage {
@@ -1776,7 +1880,7 @@ type ContainerUsage struct {
 
 func (x *ContainerUsage) Reset() {
 	*x = ContainerUsage{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +1892,7 @@ func (x *ContainerUsage) String() string {
 func (*ContainerUsage) ProtoMessage() {}
 
 func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +1905,7 @@ func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
 func (*ContainerUsage) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ContainerUsage) GetContainerId() string {
@@ -1936,7 +2040,7 @@ type ReadLogsRequest struct {
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2052,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2065,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadLogsRequest) GetContainerId() string {
@@ -2018,7 +2122,7 @@ type ReadLogsResponse struct {
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2134,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2147,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadLogsResponse) GetStream() Stream {
@@ -2081,7 +2185,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2197,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2210,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2149,7 +2253,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2265,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2278,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -2204,7 +2308,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2320,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2333,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PullImageResponse) GetEvent() isPullImageResponse_Event {
@@ -2287,7 +2391,7 @@ type LayerProgress struct {
 
 func (x *LayerProgress) Reset() {
 	*x = LayerProgress{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2403,7 @@ func (x *LayerProgress) String() string {
 func (*LayerProgress) ProtoMessage() {}
 
 func (x *LayerProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2416,7 @@ func (x *LayerProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerProgress.ProtoReflect.Descriptor instead.
 func (*LayerProgress) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LayerProgress) GetDigest() string {
@@ -2363,7 +2467,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2479,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2492,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -2443,7 +2547,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2559,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2572,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ImportOptions) GetName() string {
@@ -2487,7 +2591,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2603,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2616,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -2534,7 +2638,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2650,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2663,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Image) GetName() string {
@@ -2598,7 +2702,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2714,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2727,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 type ListImagesResponse struct {
@@ -2635,7 +2739,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +2751,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +2764,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2681,7 +2785,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2797,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2810,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveImageRequest) GetImage() string {
@@ -2731,7 +2835,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2847,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2860,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -2776,7 +2880,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"go_version\x18\x03 \x01(\tR\tgoVersion\x12-\n" +
 	"\x12containerd_version\x18\x04 \x01(\tR\x11containerdVersion\"\x11\n" +
-	"\x0fGetStateRequest\"\xf7\x02\n" +
+	"\x0fGetStateRequest\"\xd3\x06\n" +
 	"\x10GetStateResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x19\n" +
@@ -2787,7 +2891,25 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fdefault_runtime\x18\x06 \x01(\tR\x0edefaultRuntime\x12-\n" +
 	"\x12containers_running\x18\a \x01(\x05R\x11containersRunning\x12)\n" +
 	"\x10containers_total\x18\b \x01(\x05R\x0fcontainersTotal\x12\x19\n" +
-	"\bagent_id\x18\t \x01(\tR\aagentId\"\x96\x01\n" +
+	"\bagent_id\x18\t \x01(\tR\aagentId\x123\n" +
+	"\x05total\x18\n" +
+	" \x01(\v2\x1d.gearbox.agent.v1.ResourceSetR\x05total\x12;\n" +
+	"\tallocated\x18\v \x01(\v2\x1d.gearbox.agent.v1.ResourceSetR\tallocated\x121\n" +
+	"\x04free\x18\f \x01(\v2\x1d.gearbox.agent.v1.ResourceSetR\x04free\x12R\n" +
+	"\n" +
+	"attributes\x18\r \x03(\v22.gearbox.agent.v1.GetStateResponse.AttributesEntryR\n" +
+	"attributes\x12_\n" +
+	"\x0fresource_labels\x18\x0e \x03(\v26.gearbox.agent.v1.GetStateResponse.ResourceLabelsEntryR\x0eresourceLabels\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13ResourceLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\vResourceSet\x12\x12\n" +
+	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12\x16\n" +
+	"\x06memory\x18\x02 \x01(\x03R\x06memory\x12\x12\n" +
+	"\x04disk\x18\x03 \x01(\x03R\x04disk\"\x96\x01\n" +
 	"\aRuntime\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -3021,7 +3143,7 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(Stream)(0),                       // 0: gearbox.agent.v1.Stream
 	(*GetHealthRequest)(nil),          // 1: gearbox.agent.v1.GetHealthRequest
@@ -3030,119 +3152,127 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionResponse)(nil),        // 4: gearbox.agent.v1.GetVersionResponse
 	(*GetStateRequest)(nil),           // 5: gearbox.agent.v1.GetStateRequest
 	(*GetStateResponse)(nil),          // 6: gearbox.agent.v1.GetStateResponse
-	(*Runtime)(nil),                   // 7: gearbox.agent.v1.Runtime
-	(*StringList)(nil),                // 8: gearbox.agent.v1.StringList
-	(*LaunchContainerRequest)(nil),    // 9: gearbox.agent.v1.LaunchContainerRequest
-	(*Resources)(nil),                 // 10: gearbox.agent.v1.Resources
-	(*DeviceLimit)(nil),               // 11: gearbox.agent.v1.DeviceLimit
-	(*LogOptions)(nil),                // 12: gearbox.agent.v1.LogOptions
-	(*LaunchContainerResponse)(nil),   // 13: gearbox.agent.v1.LaunchContainerResponse
-	(*Container)(nil),                 // 14: gearbox.agent.v1.Container
-	(*GetContainersRequest)(nil),      // 15: gearbox.agent.v1.GetContainersRequest
-	(*GetContainersResponse)(nil),     // 16: gearbox.agent.v1.GetContainersResponse
-	(*WaitContainerRequest)(nil),      // 17: gearbox.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),     // 18: gearbox.agent.v1.WaitContainerResponse
-	(*KillContainerRequest)(nil),      // 19: gearbox.agent.v1.KillContainerRequest
-	(*KillContainerResponse)(nil),     // 20: gearbox.agent.v1.KillContainerResponse
-	(*RemoveContainerRequest)(nil),    // 21: gearbox.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil),   // 22: gearbox.agent.v1.RemoveContainerResponse
-	(*UpdateContainerRequest)(nil),    // 23: gearbox.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil),   // 24: gearbox.agent.v1.UpdateContainerResponse
-	(*GetContainerUsageRequest)(nil),  // 25: gearbox.agent.v1.GetContainerUsageRequest
-	(*GetContainerUsageResponse)(nil), // 26: gearbox.agent.v1.GetContainerUsageResponse
-	(*ContainerUsage)(nil),            // 27: gearbox.agent.v1.ContainerUsage
-	(*ReadLogsRequest)(nil),           // 28: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),          // 29: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),              // 30: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),          // 31: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),         // 32: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),             // 33: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),        // 34: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),             // 35: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),       // 36: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                     // 37: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),         // 38: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),        // 39: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),        // 40: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),       // 41: gearbox.agent.v1.RemoveImageResponse
-	nil,                               // 42: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                               // 43: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
-	(v1.TaskState)(0),                 // 45: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                    // 46: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
+	(*ResourceSet)(nil),               // 7: gearbox.agent.v1.ResourceSet
+	(*Runtime)(nil),                   // 8: gearbox.agent.v1.Runtime
+	(*StringList)(nil),                // 9: gearbox.agent.v1.StringList
+	(*LaunchContainerRequest)(nil),    // 10: gearbox.agent.v1.LaunchContainerRequest
+	(*Resources)(nil),                 // 11: gearbox.agent.v1.Resources
+	(*DeviceLimit)(nil),               // 12: gearbox.agent.v1.DeviceLimit
+	(*LogOptions)(nil),                // 13: gearbox.agent.v1.LogOptions
+	(*LaunchContainerResponse)(nil),   // 14: gearbox.agent.v1.LaunchContainerResponse
+	(*Container)(nil),                 // 15: gearbox.agent.v1.Container
+	(*GetContainersRequest)(nil),      // 16: gearbox.agent.v1.GetContainersRequest
+	(*GetContainersResponse)(nil),     // 17: gearbox.agent.v1.GetContainersResponse
+	(*WaitContainerRequest)(nil),      // 18: gearbox.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),     // 19: gearbox.agent.v1.WaitContainerResponse
+	(*KillContainerRequest)(nil),      // 20: gearbox.agent.v1.KillContainerRequest
+	(*KillContainerResponse)(nil),     // 21: gearbox.agent.v1.KillContainerResponse
+	(*RemoveContainerRequest)(nil),    // 22: gearbox.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),   // 23: gearbox.agent.v1.RemoveContainerResponse
+	(*UpdateContainerRequest)(nil),    // 24: gearbox.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil),   // 25: gearbox.agent.v1.UpdateContainerResponse
+	(*GetContainerUsageRequest)(nil),  // 26: gearbox.agent.v1.GetContainerUsageRequest
+	(*GetContainerUsageResponse)(nil), // 27: gearbox.agent.v1.GetContainerUsageResponse
+	(*ContainerUsage)(nil),            // 28: gearbox.agent.v1.ContainerUsage
+	(*ReadLogsRequest)(nil),           // 29: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),          // 30: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),              // 31: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),          // 32: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),         // 33: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),             // 34: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),        // 35: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),             // 36: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),       // 37: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                     // 38: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),         // 39: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),        // 40: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),        // 41: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),       // 42: gearbox.agent.v1.RemoveImageResponse
+	nil,                               // 43: gearbox.agent.v1.GetStateResponse.AttributesEntry
+	nil,                               // 44: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	nil,                               // 45: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                               // 46: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
+	(v1.TaskState)(0),                 // 48: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                    // 49: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),       // 50: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	44, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
-	8,  // 2: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
-	8,  // 3: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	42, // 4: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	12, // 5: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
-	10, // 6: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	11, // 7: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
-	14, // 8: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	45, // 9: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	46, // 10: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	44, // 11: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	44, // 12: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	44, // 13: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	43, // 14: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	12, // 15: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	10, // 16: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	14, // 17: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	14, // 18: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	47, // 19: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	10, // 20: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	14, // 21: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	27, // 22: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	44, // 23: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	10, // 24: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 25: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	44, // 26: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 27: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	30, // 28: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	33, // 29: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	37, // 30: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	35, // 31: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	37, // 32: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	44, // 33: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	37, // 34: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	1,  // 35: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 36: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 37: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	15, // 38: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	9,  // 39: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	17, // 40: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	19, // 41: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	21, // 42: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	23, // 43: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	25, // 44: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	28, // 45: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	31, // 46: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	34, // 47: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	38, // 48: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	40, // 49: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 50: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 51: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 52: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	16, // 53: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	13, // 54: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	18, // 55: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	20, // 56: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	22, // 57: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	24, // 58: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	26, // 59: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29, // 60: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	32, // 61: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	36, // 62: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	39, // 63: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	41, // 64: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	50, // [50:65] is the sub-list for method output_type
-	35, // [35:50] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	47, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	8,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
+	7,  // 2: gearbox.agent.v1.GetStateResponse.total:type_name -> gearbox.agent.v1.ResourceSet
+	7,  // 3: gearbox.agent.v1.GetStateResponse.allocated:type_name -> gearbox.agent.v1.ResourceSet
+	7,  // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
+	43, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
+	44, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	9,  // 7: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
+	9,  // 8: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
+	45, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	13, // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
+	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	12, // 12: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	15, // 13: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	48, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	49, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	47, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	47, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	47, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	46, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	13, // 20: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	11, // 21: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 22: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15, // 23: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	50, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	11, // 25: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 26: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	28, // 27: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	47, // 28: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 29: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 30: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	47, // 31: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 32: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	31, // 33: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	34, // 34: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	38, // 35: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	36, // 36: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	38, // 37: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	47, // 38: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	38, // 39: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	1,  // 40: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 41: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 42: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 43: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 44: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 45: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 46: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 47: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	24, // 48: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	26, // 49: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	29, // 50: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	32, // 51: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	35, // 52: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	39, // 53: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	41, // 54: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 55: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 56: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 57: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 58: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 59: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 60: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 61: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 62: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	25, // 63: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	27, // 64: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	30, // 65: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	33, // 66: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	37, // 67: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	40, // 68: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	42, // 69: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	55, // [55:70] is the sub-list for method output_type
+	40, // [40:55] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -3150,14 +3280,14 @@ func file_gearbox_agent_v1_agent_proto_init() {
 	if File_gearbox_agent_v1_agent_proto != nil {
 		return
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[13].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[14].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[28].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[32].OneofWrappers = []any{
 		(*PullImageResponse_Progress)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
@@ -3167,7 +3297,7 @@ func file_gearbox_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
