@@ -114,6 +114,10 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())
 	}
+	// Values no isolator could honour are refused before admission.
+	if err := s.a.cz.CheckResources(cfg.Resources, false); err != nil {
+		return nil, toStatus(err)
+	}
 	cs, err := s.cz().Containers(ctx)
 	if err != nil {
 		return nil, toStatus(err)

@@ -25,8 +25,9 @@ func (z *Containerizer) isoContainer(info containerizer.Container) isolators.Con
 	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupPath(info.ID), Resources: info.Resources}
 }
 
-// checkResources refuses values no isolator could honour.
-func (z *Containerizer) checkResources(r isolators.Resources, update bool) error {
+// CheckResources refuses values no isolator could honour; update says the
+// values are for a running container.
+func (z *Containerizer) CheckResources(r isolators.Resources, update bool) error {
 	bad := func(format string, a ...any) error { return errs.New(errdefs.ErrInvalidArgument, format, a...) }
 	switch {
 	case math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) || r.CPUs < 0:
@@ -67,7 +68,7 @@ func (z *Containerizer) Update(ctx context.Context, id containerizer.ContainerID
 	if err != nil {
 		return containerizer.Container{}, err
 	}
-	if err := z.checkResources(r, true); err != nil {
+	if err := z.CheckResources(r, true); err != nil {
 		return containerizer.Container{}, err
 	}
 	info := c.snapshot()
@@ -87,7 +88,7 @@ func (z *Containerizer) Update(ctx context.Context, id containerizer.ContainerID
 	if r.Pids > 0 {
 		merged.Pids = r.Pids
 	}
-	if err := z.checkResources(merged, true); err != nil {
+	if err := z.CheckResources(merged, true); err != nil {
 		return containerizer.Container{}, err
 	}
 	for _, iso := range z.cfg.Isolators {

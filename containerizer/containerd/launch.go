@@ -46,7 +46,7 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
 	}
-	if err := z.checkResources(cfg.Resources, false); err != nil {
+	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
 	}
 	if cfg.Privileged && !z.cfg.AllowPrivileged {
