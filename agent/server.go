@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -243,20 +244,38 @@ func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContaine
 			}
 		}
 	}
-	resp := &agentv1.GetContainerUsageResponse{}
 	for _, id := range idList {
 		if err := checkID(id); err != nil {
 			return nil, err
 		}
-		u, err := s.cz().Usage(ctx, containerizer.ContainerID(id))
-		if err != nil {
+	}
+	// Reading cgroup files is syscall-bound: a few workers at once.
+	usages := make([]*agentv1.ContainerUsage, len(idList))
+	errList := make([]error, len(idList))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i, id := range idList {
+		g.Go(func() error {
+			u, err := s.cz().Usage(gctx, containerizer.ContainerID(id))
+			if err != nil {
+				errList[i] = err
+				return nil
+			}
+			c, _ := s.cz().Get(gctx, containerizer.ContainerID(id))
+			usages[i] = usageToProto(containerizer.ContainerID(id), u, c.Resources, time.Now())
+			return nil
+		})
+	}
+	g.Wait()
+	resp := &agentv1.GetContainerUsageResponse{}
+	for i, u := range usages {
+		if errList[i] != nil {
 			if all {
 				continue // it ended meanwhile
 			}
-			return nil, toStatus(err)
+			return nil, toStatus(errList[i])
 		}
-		c, _ := s.cz().Get(ctx, containerizer.ContainerID(id))
-		resp.Usages = append(resp.Usages, usageToProto(containerizer.ContainerID(id), u, c.Resources, time.Now()))
+		resp.Usages = append(resp.Usages, u)
 	}
 	return resp, nil
 }

@@ -83,7 +83,7 @@ func (i *cpu) Update(_ context.Context, c isolators.Container, r isolators.Resou
 }
 
 func (i *cpu) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	s1, s2, err := i.stats(c.CgroupPath)
+	s1, s2, err := i.stats(c.CgroupPath, "cpu")
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func mib(n uint64) string {
 }
 
 func (i *mem) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	s1, s2, err := i.stats(c.CgroupPath)
+	s1, s2, err := i.stats(c.CgroupPath, "memory")
 	if err != nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (i *pids) Update(_ context.Context, c isolators.Container, r isolators.Reso
 }
 
 func (i *pids) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	s1, s2, err := i.stats(c.CgroupPath)
+	s1, s2, err := i.stats(c.CgroupPath, "pids")
 	if err != nil {
 		return err
 	}
@@ -326,7 +326,7 @@ func (i *blkio) Prepare(_ context.Context, c isolators.Container) ([]oci.SpecOpt
 func (i *blkio) Update(context.Context, isolators.Container, isolators.Resources) error { return nil }
 
 func (i *blkio) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	s1, s2, err := i.stats(c.CgroupPath)
+	s1, s2, err := i.stats(c.CgroupPath, "io")
 	if err != nil {
 		return err
 	}
