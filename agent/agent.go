@@ -38,6 +38,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
+	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
 	"github.com/gearboxd/gearbox/logger"
 	"github.com/gearboxd/gearbox/logger/filelog"
 	"github.com/gearboxd/gearbox/logger/plugin"
@@ -157,6 +158,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
 	if err != nil {
 		return fmt.Errorf("config key isolation: %w", err)
+	}
+	for _, pc := range a.cfg.IsolatorPlugins {
+		timeout, _ := time.ParseDuration(pc.Timeout)
+		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: timeout}, a.log)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		if _, err := os.Stat(pc.Socket); err != nil {
+			a.log.Warn("isolator plugin is not up; launches fail while a required one is not", "plugin", pc.Name, "socket", pc.Socket, "required", pc.Required)
+		}
+		isos = append(isos, p)
 	}
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {

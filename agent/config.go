@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -59,6 +60,8 @@ type Config struct {
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
 	// cgroups/mem, cgroups/pids, cgroups/blkio.
 	Isolation []string `toml:"isolation"`
+	// IsolatorPlugins run out of process, after the built-ins.
+	IsolatorPlugins []IsolatorPlugin `toml:"isolator_plugins"`
 	// CPUHardLimit makes --cpus a CFS quota too (Docker's --cpus); false
 	// gives weight only (Mesos's default).
 	CPUHardLimit bool `toml:"cpu_hard_limit"`
@@ -67,6 +70,17 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`
+}
+
+// IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
+// unix socket.
+type IsolatorPlugin struct {
+	Name   string `toml:"name"`
+	Socket string `toml:"socket"`
+	// Required: a failure or timeout fails the step (a launch ends
+	// REASON_CONTAINER_LAUNCH_FAILED); otherwise it is logged and skipped.
+	Required bool   `toml:"required"`
+	Timeout  string `toml:"timeout"` // default 5s
 }
 
 // TCP is the Agent API on TCP: only with TLS and required client
@@ -270,6 +284,22 @@ func (c Config) Validate() error {
 		}
 		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range c.IsolatorPlugins {
+		key := fmt.Sprintf("isolator_plugins[%d]", i)
+		if p.Name == "" || seen[p.Name] {
+			bad(key+".name", "%q: each plugin needs a name of its own", p.Name)
+		}
+		seen[p.Name] = true
+		if !filepath.IsAbs(p.Socket) {
+			bad(key+".socket", "%q must be an absolute path", p.Socket)
+		}
+		if p.Timeout != "" {
+			if d, err := time.ParseDuration(p.Timeout); err != nil || d <= 0 {
+				bad(key+".timeout", "%q: write a duration such as 5s", p.Timeout)
+			}
 		}
 	}
 	if _, _, err := ParseResources(c.Resources); err != nil {

@@ -20,7 +20,10 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Only an error that is itself a status passes through: a status
+	// wrapped deeper (a plugin's, containerd's) is a cause, and the class
+	// of the error around it decides the code.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	code := codes.Internal

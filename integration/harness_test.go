@@ -57,6 +57,8 @@ type harness struct {
 	noCmdTar   string // docker-archive of an image with neither entrypoint nor cmd
 	dockerCfg  string // DOCKER_CONFIG dir with the registry's credentials
 
+	pluginSock  string
+	pluginCmd   *exec.Cmd
 	tlsDir      string
 	tcpAddr     string
 	syslogSock  string
@@ -126,7 +128,7 @@ func setup() (*harness, error) {
 	ctx := context.Background()
 
 	// Binaries, as make build makes them.
-	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}} {
+	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}, {"disk-quota-isolator", "../examples/disk-quota-isolator"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(t.bin, b.out), b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -170,6 +172,10 @@ func setup() (*harness, error) {
 		return t, err
 	}
 	t.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	t.pluginSock = filepath.Join(dir, "plugins", "disk-quota.sock")
+	if err := t.startPlugin(); err != nil {
+		return t, err
+	}
 	t.tlsDir = filepath.Join(dir, "tls")
 	if err := makeCerts(t.tlsDir); err != nil {
 		return t, err
@@ -334,10 +340,18 @@ client_ca = %q
 [roles]
 operator = ["cn:deployer"]
 readonly = ["gid:65534"]
+
+# The example isolator plugin, required.
+[[isolator_plugins]]
+name = "disk-quota"
+socket = %q
+required = true
+timeout = "2s"
 `, t.containerd.Address, t.namespace, filepath.Join(adir, "work"), filepath.Join(adir, "run"),
 		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), t.metricsAddr, mustLookPath("runc"),
 		filepath.Join(t.bin, "syslog-logger"), t.syslogSock,
-		t.tcpAddr, filepath.Join(t.tlsDir, "agent.crt"), filepath.Join(t.tlsDir, "agent.key"), filepath.Join(t.tlsDir, "ca.crt"))
+		t.tcpAddr, filepath.Join(t.tlsDir, "agent.crt"), filepath.Join(t.tlsDir, "agent.key"), filepath.Join(t.tlsDir, "ca.crt"),
+		t.pluginSock)
 	os.MkdirAll(adir, 0o755)
 	return os.WriteFile(t.agentCfg, []byte(cfg), 0o644)
 }
@@ -437,6 +451,7 @@ func (t *harness) teardown() {
 	if t.syslog != nil {
 		t.syslog.close()
 	}
+	t.stopPlugin()
 	if t.regCmd != nil && t.regCmd.Process != nil {
 		t.regCmd.Process.Kill()
 		t.regCmd.Wait()
@@ -588,3 +603,28 @@ func (t *harness) ctrd(tb testing.TB) *client.Client {
 }
 
 var nullIO = cio.NullIO
+
+// startPlugin runs the example disk-quota isolator plugin (64 MiB default
+// quota) and waits for its socket.
+func (t *harness) startPlugin() error {
+	t.pluginCmd = exec.Command(filepath.Join(t.bin, "disk-quota-isolator"), "--socket", t.pluginSock, "--quota", "64m")
+	t.pluginCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := t.pluginCmd.Start(); err != nil {
+		return err
+	}
+	for range 200 {
+		if _, err := os.Stat(t.pluginSock); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return errors.New("the disk-quota plugin did not create its socket")
+}
+
+func (t *harness) stopPlugin() {
+	if t.pluginCmd != nil && t.pluginCmd.Process != nil {
+		t.pluginCmd.Process.Kill()
+		t.pluginCmd.Wait()
+		t.pluginCmd = nil
+	}
+}

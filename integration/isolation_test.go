@@ -213,3 +213,49 @@ func TestAgentResources(t *testing.T) {
 	h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: "big", Force: true})
 	launchRes(t, "fits-now", &agentv1.Resources{Cpus: 1}, "true")
 }
+
+// The example isolator plugin: its effect is visible inside the container,
+// its limit ends a container, and a required plugin that is down fails
+// launches with REASON_CONTAINER_LAUNCH_FAILED and its name until it is
+// back.
+func TestIsolatorPlugin(t *testing.T) {
+	if r := h.cli("run", "--rm", testImage, "sh", "-c", "echo $GEARBOX_DISK_QUOTA"); r.stdout != "67108864\n" {
+		t.Errorf("the plugin's env inside the container: %s", r)
+	}
+	r := h.cli("run", "-d", "--name", "filler", "-l", "disk-quota=1m", testImage, "sh", "-c", "dd if=/dev/zero of=/mnt/sandbox/fill bs=1M count=4; sleep 60")
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	t.Cleanup(func() { h.cli("rm", "-f", "filler") })
+	w := waitExit(t, "filler", 30*time.Second)
+	if w.State != typesv1.TaskState_TASK_FAILED || w.Reason != typesv1.Reason_REASON_CONTAINER_LIMITATION_DISK || !strings.Contains(w.Message, "disk-quota") {
+		t.Errorf("over its disk quota: %v %v %q", w.State, w.Reason, w.Message)
+	}
+
+	h.stopPlugin()
+	defer func() {
+		if h.pluginCmd == nil {
+			h.startPlugin()
+		}
+	}()
+	_, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{ContainerId: "unplugged", Image: testImage, Cmd: &agentv1.StringList{Values: []string{"true"}}})
+	wantCode(t, err, codes.FailedPrecondition, `isolator plugin "disk-quota" (required) failed`)
+	if c := inspect(t, "unplugged"); c.Reason != typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED || !strings.Contains(c.Message, "disk-quota") {
+		t.Errorf("launch with the plugin down: %v %q", c.Reason, c.Message)
+	}
+	h.cli("rm", "unplugged")
+	if err := h.startPlugin(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := h.cli("run", "--rm", testImage, "echo", "reconnected")
+		if r.stdout == "reconnected\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no launch within 20s of the plugin's return: %s", r)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

@@ -50,6 +50,9 @@ type Container struct {
 	// root (/gearbox/web).
 	CgroupPath string
 	Resources  Resources
+	// Sandbox is the container's sandbox directory on the host.
+	Sandbox string
+	Labels  map[string]string
 }
 
 // Limitation says which limit ended a container.
@@ -69,6 +72,7 @@ type Usage struct {
 	MemoryLimit                      uint64
 	Pids, PidsLimit                  uint64
 	IOReadBytes, IOWriteBytes        uint64
+	DiskBytes                        uint64 // the sandbox, where an isolator measures it
 }
 
 // Isolator isolates one kind of resource.

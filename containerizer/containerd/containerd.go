@@ -122,10 +122,11 @@ const maxTombstones = 1024
 type ctr struct {
 	mu      sync.Mutex
 	info    containerizer.Container
-	cont    client.Container // nil while launching
-	task    client.Task      // nil when no task runs
-	killed  bool             // a KillContainer was received
-	done    chan struct{}    // closed when terminal and output complete
+	cont    client.Container      // nil while launching
+	task    client.Task           // nil when no task runs
+	killed  bool                  // a KillContainer was received
+	limit   *isolators.Limitation // a limit that made the agent end it
+	done    chan struct{}         // closed when terminal and output complete
 	removed bool
 }
 
@@ -207,8 +208,9 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		z.Close()
 		return nil, err
 	}
+	z.recoverIsolators(nctx)
 	z.wg.Add(1)
-	go z.watchLoggers()
+	go z.watchRunning()
 	return z, nil
 }
 

@@ -22,7 +22,7 @@ func (z *Containerizer) cgroupPath(id containerizer.ContainerID) string {
 }
 
 func (z *Containerizer) isoContainer(info containerizer.Container) isolators.Container {
-	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupPath(info.ID), Resources: info.Resources}
+	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupPath(info.ID), Resources: info.Resources, Sandbox: info.Sandbox, Labels: info.Labels}
 }
 
 // CheckResources refuses values no isolator could honour; update says the

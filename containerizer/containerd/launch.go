@@ -136,7 +136,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	z.changed(c.snapshot(), false)
 
 	info, err := z.launch(ctx, c, cfg, img, args)
-	if err != nil && c.cont == nil {
+	if err != nil && c.cont == nil && !c.snapshot().State.Terminal() {
 		// Nothing exists in containerd: forget the reservation.
 		z.mu.Lock()
 		delete(z.containers, cfg.ID)
@@ -164,8 +164,11 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	specOpts := z.specOpts(cfg, img, args, c.info.Sandbox)
 	for _, iso := range z.cfg.Isolators {
 		opts, err := iso.Prepare(ctx, z.isoContainer(c.info))
+		if errdefs.IsInvalidArgument(err) {
+			return containerizer.Container{}, err // the request is wrong: refused, nothing kept
+		}
 		if err != nil {
-			return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "isolator %s: %w", iso.Name(), err)
+			return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("isolator %s: %w", iso.Name(), err))
 		}
 		specOpts = append(specOpts, opts...)
 	}
@@ -270,8 +273,10 @@ func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containe
 	c.mu.Unlock()
 	cctx, cancel := z.opCtx(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cont.SetLabels(cctx, terminalLabels(info)); err != nil {
-		z.log.Warn("recording a failed launch", "container_id", c.info.ID, "err", err)
+	if cont != nil {
+		if _, err := cont.SetLabels(cctx, terminalLabels(info)); err != nil {
+			z.log.Warn("recording a failed launch", "container_id", c.info.ID, "err", err)
+		}
 	}
 	z.changed(info, false)
 	err := errs.New(errdefs.ErrFailedPrecondition, "container %s failed to launch: %w", c.info.ID, cause)

@@ -73,8 +73,14 @@ func brokenWait(err error) <-chan client.ExitStatus {
 func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt time.Time) {
 	ctx, cancel := z.opCtx(z.ctx, 30*time.Second)
 	defer cancel()
-	// Asked before the task goes, while its cgroup still exists.
-	limitation := z.limitation(ctx, c.snapshot())
+	// Asked before the task goes, while its cgroup still exists; a limit
+	// the agent acted on while it ran comes first.
+	c.mu.Lock()
+	limitation := c.limit
+	c.mu.Unlock()
+	if limitation == nil {
+		limitation = z.limitation(ctx, c.snapshot())
+	}
 	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		z.log.Warn("deleting the task of an exited container", "container_id", c.info.ID, "err", err)
 	}
@@ -88,7 +94,7 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	c.info.FinishedAt = exitedAt.UTC()
 	c.info.Pid = 0
 	c.info.State, c.info.Reason, c.info.Message = classifyExit(code, c.killed)
-	if limitation != nil && !c.killed {
+	if limitation != nil && (!c.killed || c.limit != nil) {
 		c.info.State, c.info.Reason, c.info.Message = containerizer.TaskFailed, containerizer.Reason(limitation.Reason), limitation.Message
 	}
 	info := c.info

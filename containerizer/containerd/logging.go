@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/logger/shimlog"
 )
 
@@ -55,9 +57,10 @@ func (z *Containerizer) loggerNames() string {
 	return joinSorted(names)
 }
 
-// watchLoggers asks each running container's logger, every second, whether
-// it still does its job, and records the answer in the container's state.
-func (z *Containerizer) watchLoggers() {
+// watchRunning asks, every second, each running container's logger whether
+// it still does its job and its isolators whether a limit was passed (a
+// limitation ends the container, as in Mesos).
+func (z *Containerizer) watchRunning() {
 	defer z.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -75,6 +78,7 @@ func (z *Containerizer) watchLoggers() {
 		z.mu.Unlock()
 		for _, c := range cs {
 			z.checkLogger(c)
+			z.checkLimits(c)
 		}
 	}
 }
@@ -110,5 +114,45 @@ func (z *Containerizer) checkLogger(c *ctr) {
 		z.log.Warn("container logging degraded", "container_id", info.ID, "err", msg)
 	case msg == "" && prev != "":
 		z.log.Info("container logging recovered", "container_id", info.ID)
+	}
+}
+
+// checkLimits ends a running container that passed a limit.
+func (z *Containerizer) checkLimits(c *ctr) {
+	c.mu.Lock()
+	info, task, already := c.info, c.task, c.limit != nil
+	c.mu.Unlock()
+	if task == nil || info.State != containerizer.TaskRunning || already || len(z.cfg.Isolators) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(z.ctx, 5*time.Second)
+	defer cancel()
+	l := z.limitation(ctx, info)
+	if l == nil {
+		return
+	}
+	c.mu.Lock()
+	c.limit, c.killed = l, true
+	c.mu.Unlock()
+	z.log.Warn("container passed a limit; killing it", "container_id", info.ID, "reason", l.Reason, "message", l.Message)
+	if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		z.log.Warn("killing a limited container", "container_id", info.ID, "err", err)
+	}
+}
+
+// recoverIsolators tells the isolators which containers survived.
+func (z *Containerizer) recoverIsolators(ctx context.Context) {
+	var running []isolators.Container
+	z.mu.Lock()
+	for _, c := range z.containers {
+		if info := c.snapshot(); info.State == containerizer.TaskRunning {
+			running = append(running, z.isoContainer(info))
+		}
+	}
+	z.mu.Unlock()
+	for _, iso := range z.cfg.Isolators {
+		if err := iso.Recover(ctx, running); err != nil {
+			z.log.Warn("isolator recovery", "isolator", iso.Name(), "err", err)
+		}
 	}
 }

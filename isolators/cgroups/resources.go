@@ -11,9 +11,11 @@ import (
 	stats2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/isolators"
 )
 
@@ -279,10 +281,10 @@ func (i *blkio) res(r isolators.Resources) (func(*specs.LinuxResources), error) 
 	for _, d := range r.Devices {
 		var st syscall.Stat_t
 		if err := syscall.Stat(d.Path, &st); err != nil {
-			return nil, fmt.Errorf("io limit for %s: %w", d.Path, err)
+			return nil, errs.New(errdefs.ErrInvalidArgument, "io limit for %s: %w", d.Path, err)
 		}
 		if st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
-			return nil, fmt.Errorf("io limit for %s: not a block device", d.Path)
+			return nil, errs.New(errdefs.ErrInvalidArgument, "io limit for %s: not a block device", d.Path)
 		}
 		devs = append(devs, struct {
 			major, minor int64
