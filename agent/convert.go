@@ -207,7 +207,7 @@ func usageToProto(id containerizer.ContainerID, u isolators.Usage, r isolators.R
 		CpuUserSeconds: u.CPUUserSeconds, CpuSystemSeconds: u.CPUSystemSeconds,
 		CpuThrottledPeriods: u.CPUThrottledPeriods, CpuThrottledSeconds: u.CPUThrottledSeconds,
 		MemoryUsage: u.MemoryUsage, MemoryRss: u.MemoryRSS, MemoryCache: u.MemoryCache, MemoryPeak: u.MemoryPeak, MemoryLimit: u.MemoryLimit,
-		Pids: u.Pids, PidsLimit: u.PidsLimit, IoReadBytes: u.IOReadBytes, IoWriteBytes: u.IOWriteBytes,
+		Pids: u.Pids, PidsLimit: u.PidsLimit, IoReadBytes: u.IOReadBytes, IoWriteBytes: u.IOWriteBytes, DiskBytes: u.DiskBytes,
 		Resources: resourcesToProto(r),
 	}
 }

@@ -155,6 +155,9 @@ func TestStatsCLI(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "watched") || !strings.Contains(r.stdout, "64.0 MiB") || !strings.Contains(r.stdout, "/ 50") {
 		t.Errorf("stats --no-stream:\n%s", r)
 	}
+	if r := h.cli("inspect", "watched"); !strings.Contains(r.stdout, "Memory used:") || !strings.Contains(r.stdout, "Pids:") {
+		t.Errorf("inspect lacks usage:\n%s", r.stdout)
+	}
 	if r := h.cli("stats", "-o", "json", "watched"); !strings.Contains(r.stdout, `"memory_limit": "67108864"`) {
 		t.Errorf("stats -o json:\n%s", r.stdout)
 	}

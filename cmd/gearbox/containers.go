@@ -468,6 +468,11 @@ func newInspectCmd() *cobra.Command {
 					fmt.Fprintln(cmd.OutOrStdout())
 				}
 				printInspect(cmd.OutOrStdout(), ct)
+				if ct.State == typesv1.TaskState_TASK_RUNNING {
+					if u, err := c.GetContainerUsage(ctxOf(cmd), &agentv1.GetContainerUsageRequest{ContainerIds: []string{ct.Id}}); err == nil && len(u.Usages) == 1 {
+						printUsage(cmd.OutOrStdout(), u.Usages[0])
+					}
+				}
 			}
 			return nil
 		},

@@ -233,3 +233,16 @@ func newInfoCmd() *cobra.Command {
 	addOutputFlag(cmd, &output)
 	return cmd
 }
+
+// printUsage is inspect's usage section.
+func printUsage(w io.Writer, u *agentv1.ContainerUsage) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "CPU time:\t%.2fs user, %.2fs system, throttled %d periods (%.2fs)\n", u.CpuUserSeconds, u.CpuSystemSeconds, u.CpuThrottledPeriods, u.CpuThrottledSeconds)
+	fmt.Fprintf(tw, "Memory used:\t%s (rss %s, cache %s, peak %s)\n", humanSize(int64(u.MemoryUsage)), humanSize(int64(u.MemoryRss)), humanSize(int64(u.MemoryCache)), humanSize(int64(u.MemoryPeak)))
+	fmt.Fprintf(tw, "Pids:\t%d\n", u.Pids)
+	fmt.Fprintf(tw, "IO:\t%s read, %s written\n", humanSize(int64(u.IoReadBytes)), humanSize(int64(u.IoWriteBytes)))
+	if u.DiskBytes > 0 {
+		fmt.Fprintf(tw, "Sandbox disk:\t%s\n", humanSize(int64(u.DiskBytes)))
+	}
+	tw.Flush()
+}

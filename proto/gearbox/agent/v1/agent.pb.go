@@ -1874,8 +1874,10 @@ type ContainerUsage struct {
 	IoReadBytes         uint64                 `protobuf:"varint,14,opt,name=io_read_bytes,json=ioReadBytes,proto3" json:"io_read_bytes,omitempty"`
 	IoWriteBytes        uint64                 `protobuf:"varint,15,opt,name=io_write_bytes,json=ioWriteBytes,proto3" json:"io_write_bytes,omitempty"`
 	Resources           *Resources             `protobuf:"bytes,16,opt,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The sandbox's size, where an isolator (plugin) measures it.
+	DiskBytes     uint64 `protobuf:"varint,17,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerUsage) Reset() {
@@ -2018,6 +2020,13 @@ func (x *ContainerUsage) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *ContainerUsage) GetDiskBytes() uint64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
 }
 
 type ReadLogsRequest struct {
@@ -3032,7 +3041,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x18GetContainerUsageRequest\x12#\n" +
 	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"U\n" +
 	"\x19GetContainerUsageResponse\x128\n" +
-	"\x06usages\x18\x01 \x03(\v2 .gearbox.agent.v1.ContainerUsageR\x06usages\"\x8e\x05\n" +
+	"\x06usages\x18\x01 \x03(\v2 .gearbox.agent.v1.ContainerUsageR\x06usages\"\xad\x05\n" +
 	"\x0eContainerUsage\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x128\n" +
 	"\ttimestamp\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12(\n" +
@@ -3053,7 +3062,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"pids_limit\x18\r \x01(\x04R\tpidsLimit\x12\"\n" +
 	"\rio_read_bytes\x18\x0e \x01(\x04R\vioReadBytes\x12$\n" +
 	"\x0eio_write_bytes\x18\x0f \x01(\x04R\fioWriteBytes\x129\n" +
-	"\tresources\x18\x10 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\"\xfd\x01\n" +
+	"\tresources\x18\x10 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x11 \x01(\x04R\tdiskBytes\"\xfd\x01\n" +
 	"\x0fReadLogsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x122\n" +
 	"\astreams\x18\x02 \x03(\x0e2\x18.gearbox.agent.v1.StreamR\astreams\x12\x16\n" +
