@@ -185,6 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
 		AllowPrivileged: a.cfg.AllowPrivileged,
 		Isolators:       isos,
+		SystemdCgroup:   a.cfg.CgroupDriver == "systemd",
 		HostMemory:      hostMemory(),
 		Recovery: containerd.Recovery{
 			Known: known, KeepUnknown: a.cfg.UnknownContainers == "keep",

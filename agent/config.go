@@ -60,6 +60,9 @@ type Config struct {
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
 	// cgroups/mem, cgroups/pids, cgroups/blkio.
 	Isolation []string `toml:"isolation"`
+	// CgroupDriver is cgroupfs (default) or systemd (runc makes a scope per
+	// container in gearbox.slice; for hosts where systemd owns the tree).
+	CgroupDriver string `toml:"cgroup_driver"`
 	// IsolatorPlugins run out of process, after the built-ins.
 	IsolatorPlugins []IsolatorPlugin `toml:"isolator_plugins"`
 	// CPUHardLimit makes --cpus a CFS quota too (Docker's --cpus); false
@@ -169,6 +172,7 @@ func DefaultConfig() Config {
 		Roles:             Roles{UnixDefault: "debug", TCPDefault: "readonly"},
 		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
 		CPUHardLimit:      true,
+		CgroupDriver:      "cgroupfs",
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
@@ -285,6 +289,9 @@ func (c Config) Validate() error {
 		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
 		}
+	}
+	if c.CgroupDriver != "cgroupfs" && c.CgroupDriver != "systemd" {
+		bad("cgroup_driver", "%q: use cgroupfs or systemd", c.CgroupDriver)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.IsolatorPlugins {

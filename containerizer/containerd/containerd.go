@@ -70,6 +70,9 @@ type Config struct {
 	AllowPrivileged bool
 	// Isolators run in this order for every container.
 	Isolators []isolators.Isolator
+	// SystemdCgroup has runc create cgroups through systemd (a scope per
+	// container in gearbox.slice) instead of writing cgroupfs directly.
+	SystemdCgroup bool
 	// HostMemory bounds a container's memory limit (bytes; 0: unchecked).
 	HostMemory int64
 	// Recovery says what to do with what containerd holds at start.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 
 	"github.com/containerd/errdefs"
 
@@ -17,12 +18,32 @@ import (
 // itself does not fit.
 const minMemory = 4 << 20
 
+// cgroupPath is what the spec's cgroupsPath says: a cgroupfs path, or with
+// the systemd driver runc's "slice:prefix:name".
 func (z *Containerizer) cgroupPath(id containerizer.ContainerID) string {
+	if z.cfg.SystemdCgroup {
+		return "gearbox.slice:" + z.cfg.Namespace + ":" + string(id)
+	}
 	return "/" + z.cfg.Namespace + "/" + string(id)
 }
 
+// cgroupDir is where the container's cgroup is, below the hierarchy's root.
+func (z *Containerizer) cgroupDir(id containerizer.ContainerID) string {
+	return CgroupDir(z.cgroupPath(id))
+}
+
+// CgroupDir maps a cgroupsPath to its directory: runc's systemd driver puts
+// "slice:prefix:name" at /slice/prefix-name.scope.
+func CgroupDir(cgroupsPath string) string {
+	parts := strings.Split(cgroupsPath, ":")
+	if len(parts) != 3 {
+		return cgroupsPath
+	}
+	return "/" + parts[0] + "/" + parts[1] + "-" + parts[2] + ".scope"
+}
+
 func (z *Containerizer) isoContainer(info containerizer.Container) isolators.Container {
-	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupPath(info.ID), Resources: info.Resources, Sandbox: info.Sandbox, Labels: info.Labels}
+	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupDir(info.ID), Resources: info.Resources, Sandbox: info.Sandbox, Labels: info.Labels}
 }
 
 // CheckResources refuses values no isolator could honour; update says the

@@ -159,7 +159,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	profile := z.cfg.Runtimes[cfg.Runtime]
 	var rtOpts any
 	if profile.Type == runcShimType {
-		rtOpts = &options.Options{BinaryName: profile.Binary}
+		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
 	}
 	specOpts := z.specOpts(cfg, img, args, c.info.Sandbox)
 	for _, iso := range z.cfg.Isolators {

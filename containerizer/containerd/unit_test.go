@@ -134,3 +134,15 @@ func TestConfigCreds(t *testing.T) {
 		t.Error("a missing credentials file was not reported")
 	}
 }
+
+func TestCgroupDir(t *testing.T) {
+	for in, want := range map[string]string{
+		"/gearbox/web":              "/gearbox/web",
+		"gearbox.slice:gearbox:web": "/gearbox.slice/gearbox-web.scope",
+		"gearbox.slice:ns:a.b_c-1":  "/gearbox.slice/ns-a.b_c-1.scope",
+	} {
+		if got := CgroupDir(in); got != want {
+			t.Errorf("CgroupDir(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
