@@ -127,12 +127,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	known, err := cp.loadContainers()
+	boot := bootID()
+	rebooted := found && meta.BootID != "" && boot != "" && meta.BootID != boot
+	known, err := cp.loadContainers(rebooted, func(path string, err error) {
+		a.log.Warn("dropping a checkpoint file the host's crash left unreadable", "path", path, "err", err)
+	})
 	if err != nil {
 		return err
 	}
-	boot := bootID()
-	rebooted := found && meta.BootID != "" && boot != "" && meta.BootID != boot
 	if !found {
 		meta.AgentID = newAgentID()
 	}

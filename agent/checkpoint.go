@@ -24,9 +24,14 @@ const CheckpointVersion = 1
 //	meta/agent.json              schema version, agent ID, boot ID
 //	meta/containers/<id>.json    each container's launch and last known state
 //
-// Every file is written atomically (temporary file, fsync, rename, fsync of
-// the directory). A file that cannot be read stops the agent with a message
-// naming it; nothing is killed. Status updates not yet acknowledged by a
+// Every file is written atomically (temporary file, rename). agent.json is
+// also fsynced (with its directory): it holds the boot ID. Container files
+// are not: an agent that crashes leaves the page cache whole, and after a
+// host crash the boot ID says every container is gone, so a container file
+// the crash left unreadable is dropped then. Skipping those fsyncs keeps
+// about 20 ms (four writes) off every launch on these disks. Otherwise a
+// file that cannot be read stops the agent with a message naming it;
+// nothing is killed. Status updates not yet acknowledged by a
 // master will live here too (the master issue).
 type checkpoint struct {
 	dir string
@@ -86,11 +91,12 @@ func (c *checkpoint) loadMeta() (agentMeta, bool, error) {
 
 func (c *checkpoint) saveMeta(m agentMeta) error {
 	m.SchemaVersion = CheckpointVersion
-	return c.write(filepath.Join(c.dir, "agent.json"), m)
+	return c.write(filepath.Join(c.dir, "agent.json"), m, true)
 }
 
-// loadContainers reads every container file.
-func (c *checkpoint) loadContainers() (map[containerizer.ContainerID]containerizer.Container, error) {
+// loadContainers reads every container file. After a reboot an unreadable
+// one is dropped: its container is gone with the host's previous boot.
+func (c *checkpoint) loadContainers(rebooted bool, log func(path string, err error)) (map[containerizer.ContainerID]containerizer.Container, error) {
 	dir := filepath.Join(c.dir, "containers")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -112,6 +118,11 @@ func (c *checkpoint) loadContainers() (map[containerizer.ContainerID]containeriz
 		}
 		var r containerRecord
 		if err := json.Unmarshal(data, &r); err != nil {
+			if rebooted {
+				log(path, err)
+				os.Remove(path)
+				continue
+			}
 			return nil, c.corrupt(path, err)
 		}
 		if r.SchemaVersion != CheckpointVersion {
@@ -138,13 +149,13 @@ func (c *checkpoint) update(ct containerizer.Container, removed bool) error {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		return syncDir(filepath.Dir(path))
+		return nil
 	}
-	return c.write(path, containerRecord{SchemaVersion: CheckpointVersion, Container: ct})
+	return c.write(path, containerRecord{SchemaVersion: CheckpointVersion, Container: ct}, false)
 }
 
-// write stores v as JSON at path, atomically.
-func (c *checkpoint) write(path string, v any) error {
+// write stores v as JSON at path, atomically; durable also fsyncs.
+func (c *checkpoint) write(path string, v any, durable bool) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
@@ -160,15 +171,20 @@ func (c *checkpoint) write(path string, v any) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

@@ -119,3 +119,19 @@ func FuzzParseSignal(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckpointAfterReboot(t *testing.T) {
+	cp, err := newCheckpoint(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(cp.dir, "containers", "torn.json"), []byte(`{"schema_ver`), 0o600)
+	if _, err := cp.loadContainers(false, nil); err == nil || !strings.Contains(err.Error(), "torn.json") {
+		t.Fatalf("a torn file without a reboot: %v", err)
+	}
+	dropped := ""
+	known, err := cp.loadContainers(true, func(p string, _ error) { dropped = p })
+	if err != nil || len(known) != 0 || !strings.HasSuffix(dropped, "torn.json") {
+		t.Fatalf("after a reboot: %v %v %q", known, err, dropped)
+	}
+}

@@ -52,7 +52,15 @@ func loggedWrite(t *testing.T, id string, lineLen, total int, toFile bool) (floa
 	}
 	line := strings.Repeat("x", lineLen-1)
 	script := fmt.Sprintf(`time sh -c 'yes %s | head -c %d%s'; sleep 1.5`, line, total, target)
-	c := launchLogged(t, id, nil, "sh", "-c", script)
+	// The harness's disk-quota plugin allows 64 MiB per sandbox by default.
+	resp, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{
+		ContainerId: id, Image: testImage, Cmd: &agentv1.StringList{Values: []string{"sh", "-c", script}},
+		Labels: map[string]string{"disk-quota": "4g"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.Container
 	var hwm, cpu float64
 	if !toFile {
 		pid := loggerPid(t, id)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -135,7 +136,8 @@ func newDirect(t *testing.T) *direct {
 }
 
 // launch is what a careful direct client does: the same spec choices as
-// the agent (host network, its own cgroup path), output discarded.
+// the agent (host network, its own cgroup path, no-new-privileges and the
+// default seccomp profile), output discarded.
 func (d *direct) launch(id string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), h.namespace), time.Minute)
 	defer cancel()
@@ -145,7 +147,8 @@ func (d *direct) launch(id string) (time.Duration, error) {
 		client.WithSnapshotter("overlayfs"),
 		client.WithNewSnapshot(id, d.img),
 		client.WithNewSpec(oci.WithImageConfig(d.img), oci.WithProcessArgs("/bin/true"),
-			oci.WithHostNamespace(specs.NetworkNamespace), oci.WithCgroup("/"+h.namespace+"/"+id)),
+			oci.WithHostNamespace(specs.NetworkNamespace), oci.WithCgroup("/"+h.namespace+"/"+id),
+			oci.WithNoNewPrivileges, seccomp.WithDefaultProfile()),
 	)
 	if err != nil {
 		return 0, err
