@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,8 +189,6 @@ func TestResourceValuesRefused(t *testing.T) {
 	_, err = h.client.UpdateContainer(ctxT(t), &agentv1.UpdateContainerRequest{ContainerId: "ghost", Resources: &agentv1.Resources{Cpus: 1}})
 	wantCode(t, err, codes.NotFound, "ghost")
 }
-
-var _ = fmt.Sprint
 
 // The agent offers what its config says, reports what is allocated and
 // free, and refuses a launch that does not fit, with the numbers.
