@@ -52,6 +52,8 @@ type Agent struct {
 	cz        *containerd.Containerizer
 	cp        *checkpoint
 	ledger    *ledger
+	authz     *authorizer
+	sessions  sessions
 	attrs     map[string]string
 	agentID   string
 	startedAt time.Time
@@ -230,6 +232,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		lis.Close()
 		return err
 	}
+	a.authz = authz
+	a.sessions.max = int64(a.cfg.MaxSessions)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

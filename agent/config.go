@@ -32,6 +32,11 @@ type Config struct {
 	TCP TCP `toml:"tcp"`
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
+	// MaxSessions caps debug sessions open at once (ResourceExhausted beyond).
+	MaxSessions int `toml:"max_sessions"`
+	// AuditLog records every session (JSON lines); work_dir/audit.log by
+	// default.
+	AuditLog string `toml:"audit_log"`
 	// SocketGroup owns the API socket (mode 0660): its members may use the
 	// agent. A group name or gid; root's group when empty.
 	SocketGroup string `toml:"socket_group"`
@@ -173,6 +178,7 @@ func DefaultConfig() Config {
 		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",
+		MaxSessions:       64,
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
@@ -289,6 +295,12 @@ func (c Config) Validate() error {
 		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
 		}
+	}
+	if c.MaxSessions < 1 {
+		bad("max_sessions", "%d: at least 1", c.MaxSessions)
+	}
+	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
+		bad("audit_log", "%q must be an absolute path", c.AuditLog)
 	}
 	if c.CgroupDriver != "cgroupfs" && c.CgroupDriver != "systemd" {
 		bad("cgroup_driver", "%q: use cgroupfs or systemd", c.CgroupDriver)

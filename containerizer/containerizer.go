@@ -162,6 +162,34 @@ type LogChunk struct {
 	Cursor string
 }
 
+// ExecConfig is a command to run in a running container.
+type ExecConfig struct {
+	Args       []string
+	Env        []string // KEY=VALUE, added to the container's
+	User       *string  // uid[:gid]
+	WorkingDir *string
+	TTY        bool
+	Width      uint32 // the terminal's size at start (TTY only)
+	Height     uint32
+}
+
+// ExecIO connects an exec to its caller. Stdin may be nil.
+type ExecIO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Exec is a running command in a container.
+type Exec interface {
+	Resize(ctx context.Context, width, height uint32) error
+	// Wait returns the exit status once the process has exited and its
+	// output is copied.
+	Wait(ctx context.Context) (int32, error)
+	// Close kills the process if it still runs and removes every trace of
+	// it (the exec, its FIFOs). It is idempotent.
+	Close() error
+}
+
 // RegistryAuth is a credential for one registry, as Docker's config.json
 // holds it.
 type RegistryAuth struct {
@@ -224,6 +252,8 @@ type Containerizer interface {
 	// Update changes a running container's resources in place; zero
 	// fields are left as they are.
 	Update(ctx context.Context, id ContainerID, r isolators.Resources) (Container, error)
+	// Exec runs a command in a running container, as docker exec.
+	Exec(ctx context.Context, id ContainerID, cfg ExecConfig, eio ExecIO) (Exec, error)
 	// Usage says what a running container uses.
 	Usage(ctx context.Context, id ContainerID) (isolators.Usage, error)
 

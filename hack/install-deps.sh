@@ -15,6 +15,7 @@ if [ "$what" = test ]; then
   have git || need+=(git)
   have gcc || need+=(gcc libc6-dev)  # go test -race needs cgo
   have systemd-analyze || need+=(systemd)  # checks the unit file
+  have tmux || need+=(tmux)  # a real terminal for the session tests
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -304,6 +304,7 @@ work_dir = %q
 run_dir = %q
 listen = "unix://%s"
 socket_group = "nogroup"
+max_sessions = 3
 resources = "cpus:2;mem:2048"
 attributes = "rack:r1;zone:a"
 logger_binary = %q

@@ -29,7 +29,7 @@ import (
 
 func addContainerCmds(root *cobra.Command) {
 	root.AddCommand(newRunCmd(), newPsCmd(), newInspectCmd(), newWaitCmd(), newKillCmd(), newRmCmd(), newLogsCmd(),
-		newUpdateCmd(), newStatsCmd(), newInfoCmd())
+		newUpdateCmd(), newStatsCmd(), newInfoCmd(), newExecCmd())
 }
 
 type runOpts struct {

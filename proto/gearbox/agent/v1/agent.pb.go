@@ -1670,6 +1670,497 @@ func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
 	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*SessionRequest_Launch
+	//	*SessionRequest_Stdin
+	//	*SessionRequest_CloseStdin
+	//	*SessionRequest_Resize
+	//	*SessionRequest_Heartbeat
+	Frame         isSessionRequest_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SessionRequest) GetFrame() isSessionRequest_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetLaunch() *SessionLaunch {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionRequest_Launch); ok {
+			return x.Launch
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCloseStdin() *StdinClose {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetResize() *WindowSize {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionRequest_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isSessionRequest_Frame interface {
+	isSessionRequest_Frame()
+}
+
+type SessionRequest_Launch struct {
+	Launch *SessionLaunch `protobuf:"bytes,1,opt,name=launch,proto3,oneof"`
+}
+
+type SessionRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type SessionRequest_CloseStdin struct {
+	CloseStdin *StdinClose `protobuf:"bytes,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+type SessionRequest_Resize struct {
+	Resize *WindowSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+type SessionRequest_Heartbeat struct {
+	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*SessionRequest_Launch) isSessionRequest_Frame() {}
+
+func (*SessionRequest_Stdin) isSessionRequest_Frame() {}
+
+func (*SessionRequest_CloseStdin) isSessionRequest_Frame() {}
+
+func (*SessionRequest_Resize) isSessionRequest_Frame() {}
+
+func (*SessionRequest_Heartbeat) isSessionRequest_Frame() {}
+
+type SessionLaunch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The running container to run the command in.
+	ContainerId string   `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Command     []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	// KEY=VALUE entries added to the container's environment.
+	Env        []string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	User       *string  `protobuf:"bytes,4,opt,name=user,proto3,oneof" json:"user,omitempty"`
+	WorkingDir *string  `protobuf:"bytes,5,opt,name=working_dir,json=workingDir,proto3,oneof" json:"working_dir,omitempty"`
+	Tty        bool     `protobuf:"varint,6,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The terminal's size at start (tty only).
+	Size          *WindowSize `protobuf:"bytes,7,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionLaunch) Reset() {
+	*x = SessionLaunch{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionLaunch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionLaunch) ProtoMessage() {}
+
+func (x *SessionLaunch) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionLaunch.ProtoReflect.Descriptor instead.
+func (*SessionLaunch) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SessionLaunch) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *SessionLaunch) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *SessionLaunch) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *SessionLaunch) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *SessionLaunch) GetWorkingDir() string {
+	if x != nil && x.WorkingDir != nil {
+		return *x.WorkingDir
+	}
+	return ""
+}
+
+func (x *SessionLaunch) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *SessionLaunch) GetSize() *WindowSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type StdinClose struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StdinClose) Reset() {
+	*x = StdinClose{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StdinClose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StdinClose) ProtoMessage() {}
+
+func (x *StdinClose) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StdinClose.ProtoReflect.Descriptor instead.
+func (*StdinClose) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+type WindowSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Width         uint32                 `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,2,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowSize) Reset() {
+	*x = WindowSize{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSize) ProtoMessage() {}
+
+func (x *WindowSize) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
+func (*WindowSize) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WindowSize) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *WindowSize) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type SessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*SessionResponse_Stdout
+	//	*SessionResponse_Stderr
+	//	*SessionResponse_Exit
+	Frame         isSessionResponse_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SessionResponse) GetFrame() isSessionResponse_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetExit() *SessionExit {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionResponse_Exit); ok {
+			return x.Exit
+		}
+	}
+	return nil
+}
+
+type isSessionResponse_Frame interface {
+	isSessionResponse_Frame()
+}
+
+type SessionResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type SessionResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type SessionResponse_Exit struct {
+	Exit *SessionExit `protobuf:"bytes,3,opt,name=exit,proto3,oneof"`
+}
+
+func (*SessionResponse_Stdout) isSessionResponse_Frame() {}
+
+func (*SessionResponse_Stderr) isSessionResponse_Frame() {}
+
+func (*SessionResponse_Exit) isSessionResponse_Frame() {}
+
+type SessionExit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExitCode      int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionExit) Reset() {
+	*x = SessionExit{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionExit) ProtoMessage() {}
+
+func (x *SessionExit) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionExit.ProtoReflect.Descriptor instead.
+func (*SessionExit) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SessionExit) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
 type UpdateContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1681,7 +2172,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +2184,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +2197,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1732,7 +2223,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +2235,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +2248,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateContainerResponse) GetContainer() *Container {
@@ -1777,7 +2268,7 @@ type GetContainerUsageRequest struct {
 
 func (x *GetContainerUsageRequest) Reset() {
 	*x = GetContainerUsageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +2280,7 @@ func (x *GetContainerUsageRequest) String() string {
 func (*GetContainerUsageRequest) ProtoMessage() {}
 
 func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +2293,7 @@ func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetContainerUsageRequest) GetContainerIds() []string {
@@ -1821,7 +2312,7 @@ type GetContainerUsageResponse struct {
 
 func (x *GetContainerUsageResponse) Reset() {
 	*x = GetContainerUsageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2324,7 @@ func (x *GetContainerUsageResponse) String() string {
 func (*GetContainerUsageResponse) ProtoMessage() {}
 
 func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2337,7 @@ func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetContainerUsageResponse) GetUsages() []*ContainerUsage {
@@ -1882,7 +2373,7 @@ type ContainerUsage struct {
 
 func (x *ContainerUsage) Reset() {
 	*x = ContainerUsage{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2385,7 @@ func (x *ContainerUsage) String() string {
 func (*ContainerUsage) ProtoMessage() {}
 
 func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2398,7 @@ func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
 func (*ContainerUsage) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ContainerUsage) GetContainerId() string {
@@ -2049,7 +2540,7 @@ type ReadLogsRequest struct {
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2552,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2565,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadLogsRequest) GetContainerId() string {
@@ -2131,7 +2622,7 @@ type ReadLogsResponse struct {
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2634,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2647,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadLogsResponse) GetStream() Stream {
@@ -2194,7 +2685,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2697,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2710,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -2262,7 +2753,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2765,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2778,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -2317,7 +2808,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2820,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2833,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PullImageResponse) GetEvent() isPullImageResponse_Event {
@@ -2400,7 +2891,7 @@ type LayerProgress struct {
 
 func (x *LayerProgress) Reset() {
 	*x = LayerProgress{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2903,7 @@ func (x *LayerProgress) String() string {
 func (*LayerProgress) ProtoMessage() {}
 
 func (x *LayerProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2916,7 @@ func (x *LayerProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerProgress.ProtoReflect.Descriptor instead.
 func (*LayerProgress) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LayerProgress) GetDigest() string {
@@ -2476,7 +2967,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2979,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2992,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -2556,7 +3047,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +3059,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +3072,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ImportOptions) GetName() string {
@@ -2600,7 +3091,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +3103,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +3116,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -2647,7 +3138,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +3150,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +3163,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Image) GetName() string {
@@ -2711,7 +3202,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3214,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3227,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{45}
 }
 
 type ListImagesResponse struct {
@@ -2748,7 +3239,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3251,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3264,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -2794,7 +3285,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +3297,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +3310,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveImageRequest) GetImage() string {
@@ -2844,7 +3335,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3347,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3360,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{48}
 }
 
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -3032,7 +3523,40 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x16RemoveContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x19\n" +
-	"\x17RemoveContainerResponse\"v\n" +
+	"\x17RemoveContainerResponse\"\xa2\x02\n" +
+	"\x0eSessionRequest\x129\n" +
+	"\x06launch\x18\x01 \x01(\v2\x1f.gearbox.agent.v1.SessionLaunchH\x00R\x06launch\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12?\n" +
+	"\vclose_stdin\x18\x03 \x01(\v2\x1c.gearbox.agent.v1.StdinCloseH\x00R\n" +
+	"closeStdin\x126\n" +
+	"\x06resize\x18\x04 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeH\x00R\x06resize\x12;\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1b.gearbox.agent.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\x05frame\"\xfa\x01\n" +
+	"\rSessionLaunch\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x12\x17\n" +
+	"\x04user\x18\x04 \x01(\tH\x00R\x04user\x88\x01\x01\x12$\n" +
+	"\vworking_dir\x18\x05 \x01(\tH\x01R\n" +
+	"workingDir\x88\x01\x01\x12\x10\n" +
+	"\x03tty\x18\x06 \x01(\bR\x03tty\x120\n" +
+	"\x04size\x18\a \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04sizeB\a\n" +
+	"\x05_userB\x0e\n" +
+	"\f_working_dir\"\f\n" +
+	"\n" +
+	"StdinClose\"\v\n" +
+	"\tHeartbeat\":\n" +
+	"\n" +
+	"WindowSize\x12\x14\n" +
+	"\x05width\x18\x01 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x02 \x01(\rR\x06height\"\x83\x01\n" +
+	"\x0fSessionResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x123\n" +
+	"\x04exit\x18\x03 \x01(\v2\x1d.gearbox.agent.v1.SessionExitH\x00R\x04exitB\a\n" +
+	"\x05frame\"*\n" +
+	"\vSessionExit\x12\x1b\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode\"v\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x129\n" +
 	"\tresources\x18\x02 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\"T\n" +
@@ -3121,7 +3645,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x022\x95\v\n" +
+	"\rSTREAM_STDERR\x10\x022\xfe\v\n" +
 	"\x05Agent\x12T\n" +
 	"\tGetHealth\x12\".gearbox.agent.v1.GetHealthRequest\x1a#.gearbox.agent.v1.GetHealthResponse\x12W\n" +
 	"\n" +
@@ -3133,7 +3657,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\rKillContainer\x12&.gearbox.agent.v1.KillContainerRequest\x1a'.gearbox.agent.v1.KillContainerResponse\x12f\n" +
 	"\x0fRemoveContainer\x12(.gearbox.agent.v1.RemoveContainerRequest\x1a).gearbox.agent.v1.RemoveContainerResponse\x12f\n" +
 	"\x0fUpdateContainer\x12(.gearbox.agent.v1.UpdateContainerRequest\x1a).gearbox.agent.v1.UpdateContainerResponse\x12l\n" +
-	"\x11GetContainerUsage\x12*.gearbox.agent.v1.GetContainerUsageRequest\x1a+.gearbox.agent.v1.GetContainerUsageResponse\x12S\n" +
+	"\x11GetContainerUsage\x12*.gearbox.agent.v1.GetContainerUsageRequest\x1a+.gearbox.agent.v1.GetContainerUsageResponse\x12g\n" +
+	"\x1cLaunchNestedContainerSession\x12 .gearbox.agent.v1.SessionRequest\x1a!.gearbox.agent.v1.SessionResponse(\x010\x01\x12S\n" +
 	"\bReadLogs\x12!.gearbox.agent.v1.ReadLogsRequest\x1a\".gearbox.agent.v1.ReadLogsResponse0\x01\x12V\n" +
 	"\tPullImage\x12\".gearbox.agent.v1.PullImageRequest\x1a#.gearbox.agent.v1.PullImageResponse0\x01\x12\\\n" +
 	"\vImportImage\x12$.gearbox.agent.v1.ImportImageRequest\x1a%.gearbox.agent.v1.ImportImageResponse(\x01\x12W\n" +
@@ -3154,7 +3679,7 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(Stream)(0),                       // 0: gearbox.agent.v1.Stream
 	(*GetHealthRequest)(nil),          // 1: gearbox.agent.v1.GetHealthRequest
@@ -3180,110 +3705,125 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*KillContainerResponse)(nil),     // 21: gearbox.agent.v1.KillContainerResponse
 	(*RemoveContainerRequest)(nil),    // 22: gearbox.agent.v1.RemoveContainerRequest
 	(*RemoveContainerResponse)(nil),   // 23: gearbox.agent.v1.RemoveContainerResponse
-	(*UpdateContainerRequest)(nil),    // 24: gearbox.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil),   // 25: gearbox.agent.v1.UpdateContainerResponse
-	(*GetContainerUsageRequest)(nil),  // 26: gearbox.agent.v1.GetContainerUsageRequest
-	(*GetContainerUsageResponse)(nil), // 27: gearbox.agent.v1.GetContainerUsageResponse
-	(*ContainerUsage)(nil),            // 28: gearbox.agent.v1.ContainerUsage
-	(*ReadLogsRequest)(nil),           // 29: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),          // 30: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),              // 31: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),          // 32: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),         // 33: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),             // 34: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),        // 35: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),             // 36: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),       // 37: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                     // 38: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),         // 39: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),        // 40: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),        // 41: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),       // 42: gearbox.agent.v1.RemoveImageResponse
-	nil,                               // 43: gearbox.agent.v1.GetStateResponse.AttributesEntry
-	nil,                               // 44: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	nil,                               // 45: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                               // 46: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
-	(v1.TaskState)(0),                 // 48: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                    // 49: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),       // 50: google.protobuf.Duration
+	(*SessionRequest)(nil),            // 24: gearbox.agent.v1.SessionRequest
+	(*SessionLaunch)(nil),             // 25: gearbox.agent.v1.SessionLaunch
+	(*StdinClose)(nil),                // 26: gearbox.agent.v1.StdinClose
+	(*Heartbeat)(nil),                 // 27: gearbox.agent.v1.Heartbeat
+	(*WindowSize)(nil),                // 28: gearbox.agent.v1.WindowSize
+	(*SessionResponse)(nil),           // 29: gearbox.agent.v1.SessionResponse
+	(*SessionExit)(nil),               // 30: gearbox.agent.v1.SessionExit
+	(*UpdateContainerRequest)(nil),    // 31: gearbox.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil),   // 32: gearbox.agent.v1.UpdateContainerResponse
+	(*GetContainerUsageRequest)(nil),  // 33: gearbox.agent.v1.GetContainerUsageRequest
+	(*GetContainerUsageResponse)(nil), // 34: gearbox.agent.v1.GetContainerUsageResponse
+	(*ContainerUsage)(nil),            // 35: gearbox.agent.v1.ContainerUsage
+	(*ReadLogsRequest)(nil),           // 36: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),          // 37: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),              // 38: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),          // 39: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),         // 40: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),             // 41: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),        // 42: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),             // 43: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),       // 44: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                     // 45: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),         // 46: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),        // 47: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),        // 48: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),       // 49: gearbox.agent.v1.RemoveImageResponse
+	nil,                               // 50: gearbox.agent.v1.GetStateResponse.AttributesEntry
+	nil,                               // 51: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	nil,                               // 52: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                               // 53: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 54: google.protobuf.Timestamp
+	(v1.TaskState)(0),                 // 55: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                    // 56: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	47, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	54, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	8,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	7,  // 2: gearbox.agent.v1.GetStateResponse.total:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 3: gearbox.agent.v1.GetStateResponse.allocated:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
-	43, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
-	44, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	50, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
+	51, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
 	9,  // 7: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	9,  // 8: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	45, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	52, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	13, // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
 	12, // 12: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
 	15, // 13: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	48, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	49, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	47, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	47, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	47, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	46, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	55, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	56, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	54, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	54, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	54, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	53, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
 	13, // 20: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 21: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
 	15, // 22: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
 	15, // 23: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	50, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	11, // 25: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 26: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	28, // 27: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	47, // 28: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 29: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 30: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	47, // 31: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 32: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	31, // 33: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	34, // 34: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	38, // 35: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	36, // 36: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	38, // 37: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	47, // 38: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	38, // 39: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	1,  // 40: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 41: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 42: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16, // 43: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10, // 44: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18, // 45: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20, // 46: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22, // 47: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	24, // 48: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	26, // 49: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	29, // 50: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	32, // 51: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	35, // 52: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	39, // 53: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	41, // 54: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 55: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 56: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 57: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17, // 58: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14, // 59: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19, // 60: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21, // 61: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23, // 62: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	25, // 63: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	27, // 64: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	30, // 65: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	33, // 66: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	37, // 67: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	40, // 68: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	42, // 69: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	55, // [55:70] is the sub-list for method output_type
-	40, // [40:55] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	57, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25, // 25: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26, // 26: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 27: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 28: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 29: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	30, // 30: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11, // 31: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 32: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35, // 33: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	54, // 34: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 35: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 36: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	54, // 37: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 38: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38, // 39: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41, // 40: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45, // 41: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43, // 42: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45, // 43: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	54, // 44: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45, // 45: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	1,  // 46: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 47: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 48: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 49: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 50: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 51: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 52: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 53: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31, // 54: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33, // 55: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24, // 56: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	36, // 57: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39, // 58: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42, // 59: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46, // 60: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48, // 61: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 62: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 63: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 64: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 65: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 66: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 67: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 68: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 69: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32, // 70: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34, // 71: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 72: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	37, // 73: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40, // 74: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44, // 75: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47, // 76: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49, // 77: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	62, // [62:78] is the sub-list for method output_type
+	46, // [46:62] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -3293,12 +3833,25 @@ func file_gearbox_agent_v1_agent_proto_init() {
 	}
 	file_gearbox_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{}
 	file_gearbox_agent_v1_agent_proto_msgTypes[14].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[28].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[32].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
+		(*SessionRequest_Launch)(nil),
+		(*SessionRequest_Stdin)(nil),
+		(*SessionRequest_CloseStdin)(nil),
+		(*SessionRequest_Resize)(nil),
+		(*SessionRequest_Heartbeat)(nil),
+	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[24].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[28].OneofWrappers = []any{
+		(*SessionResponse_Stdout)(nil),
+		(*SessionResponse_Stderr)(nil),
+		(*SessionResponse_Exit)(nil),
+	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[35].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[39].OneofWrappers = []any{
 		(*PullImageResponse_Progress)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[41].OneofWrappers = []any{
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
@@ -3308,7 +3861,7 @@ func file_gearbox_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

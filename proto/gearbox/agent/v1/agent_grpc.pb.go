@@ -22,21 +22,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_GetHealth_FullMethodName         = "/gearbox.agent.v1.Agent/GetHealth"
-	Agent_GetVersion_FullMethodName        = "/gearbox.agent.v1.Agent/GetVersion"
-	Agent_GetState_FullMethodName          = "/gearbox.agent.v1.Agent/GetState"
-	Agent_GetContainers_FullMethodName     = "/gearbox.agent.v1.Agent/GetContainers"
-	Agent_LaunchContainer_FullMethodName   = "/gearbox.agent.v1.Agent/LaunchContainer"
-	Agent_WaitContainer_FullMethodName     = "/gearbox.agent.v1.Agent/WaitContainer"
-	Agent_KillContainer_FullMethodName     = "/gearbox.agent.v1.Agent/KillContainer"
-	Agent_RemoveContainer_FullMethodName   = "/gearbox.agent.v1.Agent/RemoveContainer"
-	Agent_UpdateContainer_FullMethodName   = "/gearbox.agent.v1.Agent/UpdateContainer"
-	Agent_GetContainerUsage_FullMethodName = "/gearbox.agent.v1.Agent/GetContainerUsage"
-	Agent_ReadLogs_FullMethodName          = "/gearbox.agent.v1.Agent/ReadLogs"
-	Agent_PullImage_FullMethodName         = "/gearbox.agent.v1.Agent/PullImage"
-	Agent_ImportImage_FullMethodName       = "/gearbox.agent.v1.Agent/ImportImage"
-	Agent_ListImages_FullMethodName        = "/gearbox.agent.v1.Agent/ListImages"
-	Agent_RemoveImage_FullMethodName       = "/gearbox.agent.v1.Agent/RemoveImage"
+	Agent_GetHealth_FullMethodName                    = "/gearbox.agent.v1.Agent/GetHealth"
+	Agent_GetVersion_FullMethodName                   = "/gearbox.agent.v1.Agent/GetVersion"
+	Agent_GetState_FullMethodName                     = "/gearbox.agent.v1.Agent/GetState"
+	Agent_GetContainers_FullMethodName                = "/gearbox.agent.v1.Agent/GetContainers"
+	Agent_LaunchContainer_FullMethodName              = "/gearbox.agent.v1.Agent/LaunchContainer"
+	Agent_WaitContainer_FullMethodName                = "/gearbox.agent.v1.Agent/WaitContainer"
+	Agent_KillContainer_FullMethodName                = "/gearbox.agent.v1.Agent/KillContainer"
+	Agent_RemoveContainer_FullMethodName              = "/gearbox.agent.v1.Agent/RemoveContainer"
+	Agent_UpdateContainer_FullMethodName              = "/gearbox.agent.v1.Agent/UpdateContainer"
+	Agent_GetContainerUsage_FullMethodName            = "/gearbox.agent.v1.Agent/GetContainerUsage"
+	Agent_LaunchNestedContainerSession_FullMethodName = "/gearbox.agent.v1.Agent/LaunchNestedContainerSession"
+	Agent_ReadLogs_FullMethodName                     = "/gearbox.agent.v1.Agent/ReadLogs"
+	Agent_PullImage_FullMethodName                    = "/gearbox.agent.v1.Agent/PullImage"
+	Agent_ImportImage_FullMethodName                  = "/gearbox.agent.v1.Agent/ImportImage"
+	Agent_ListImages_FullMethodName                   = "/gearbox.agent.v1.Agent/ListImages"
+	Agent_RemoveImage_FullMethodName                  = "/gearbox.agent.v1.Agent/RemoveImage"
 )
 
 // AgentClient is the client API for Agent service.
@@ -61,6 +62,12 @@ type AgentClient interface {
 	UpdateContainer(ctx context.Context, in *UpdateContainerRequest, opts ...grpc.CallOption) (*UpdateContainerResponse, error)
 	// GetContainerUsage says what running containers use.
 	GetContainerUsage(ctx context.Context, in *GetContainerUsageRequest, opts ...grpc.CallOption) (*GetContainerUsageResponse, error)
+	// LaunchNestedContainerSession runs a command in a running container,
+	// as docker exec: the first client message is the launch, then stdin,
+	// stdin close, window resizes and heartbeats; the server sends stdout,
+	// stderr (none with a TTY) and, last, the exit status. When the stream
+	// ends or the client vanishes, the process is killed and removed.
+	LaunchNestedContainerSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error)
 	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error)
@@ -180,9 +187,22 @@ func (c *agentClient) GetContainerUsage(ctx context.Context, in *GetContainerUsa
 	return out, nil
 }
 
+func (c *agentClient) LaunchNestedContainerSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_LaunchNestedContainerSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_LaunchNestedContainerSessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 func (c *agentClient) ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_ReadLogs_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_ReadLogs_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +221,7 @@ type Agent_ReadLogsClient = grpc.ServerStreamingClient[ReadLogsResponse]
 
 func (c *agentClient) PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_PullImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_PullImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +240,7 @@ type Agent_PullImageClient = grpc.ServerStreamingClient[PullImageResponse]
 
 func (c *agentClient) ImportImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportImageRequest, ImportImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_ImportImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[3], Agent_ImportImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +293,12 @@ type AgentServer interface {
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*UpdateContainerResponse, error)
 	// GetContainerUsage says what running containers use.
 	GetContainerUsage(context.Context, *GetContainerUsageRequest) (*GetContainerUsageResponse, error)
+	// LaunchNestedContainerSession runs a command in a running container,
+	// as docker exec: the first client message is the launch, then stdin,
+	// stdin close, window resizes and heartbeats; the server sends stdout,
+	// stderr (none with a TTY) and, last, the exit status. When the stream
+	// ends or the client vanishes, the process is killed and removed.
+	LaunchNestedContainerSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error
 	PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullImageResponse]) error
@@ -321,6 +347,9 @@ func (UnimplementedAgentServer) UpdateContainer(context.Context, *UpdateContaine
 }
 func (UnimplementedAgentServer) GetContainerUsage(context.Context, *GetContainerUsageRequest) (*GetContainerUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetContainerUsage not implemented")
+}
+func (UnimplementedAgentServer) LaunchNestedContainerSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method LaunchNestedContainerSession not implemented")
 }
 func (UnimplementedAgentServer) ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadLogs not implemented")
@@ -538,6 +567,13 @@ func _Agent_GetContainerUsage_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_LaunchNestedContainerSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).LaunchNestedContainerSession(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_LaunchNestedContainerSessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 func _Agent_ReadLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadLogsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -660,6 +696,12 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "LaunchNestedContainerSession",
+			Handler:       _Agent_LaunchNestedContainerSession_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "ReadLogs",
 			Handler:       _Agent_ReadLogs_Handler,

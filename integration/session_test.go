@@ -1,0 +1,183 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+func TestExecStdinAndExitStatus(t *testing.T) {
+	launch(t, "host", "sleep", "300")
+	start := time.Now()
+	r := h.cliIn("data\n", "exec", "-i", "host", "cat")
+	if r.code != 0 || r.stdout != "data\n" {
+		t.Fatalf("echo data | exec -i cat: %s", r)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("exec -i cat took %v after stdin closed", took)
+	}
+	if r := h.cli("exec", "host", "sh", "-c", "echo out; echo err >&2; exit 3"); r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Errorf("exit status and streams: %s", r)
+	}
+	if r := h.cli("exec", "host", "no-such-command"); r.code != 127 {
+		t.Errorf("missing command: %s", r)
+	}
+	// Every session is in the audit log.
+	data, _ := os.ReadFile(filepath.Join(h.workDir(), "audit.log"))
+	var last map[string]any
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	json.Unmarshal([]byte(lines[len(lines)-2]), &last)
+	if last["identity"] == nil || !strings.Contains(last["identity"].(string), "uid:0") || last["exit_code"].(float64) != 3 || last["bytes_out"].(float64) != 8 {
+		t.Errorf("audit record: %v", last)
+	}
+}
+
+// A real terminal: output of a typed command, a resize seen by stty size,
+// and exit 3 making the CLI exit 3.
+func TestExecTTYInTmux(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is needed: apt-get install tmux (hack/install-deps.sh test does it)")
+	}
+	launch(t, "tty-host", "sleep", "300")
+	sock := "gb-" + strings.ReplaceAll(h.namespace, "-", "")
+	tm := func(args ...string) string {
+		out, _ := exec.Command("tmux", append([]string{"-L", sock}, args...)...).CombinedOutput()
+		return string(out)
+	}
+	tm("new-session", "-d", "-s", "t", "-x", "100", "-y", "30")
+	defer tm("kill-server")
+	cli := filepath.Join(h.bin, "gearbox")
+	tm("send-keys", "-t", "t", "GEARBOX_AGENT=unix://"+h.agentSock+" "+cli+" exec -it tty-host sh; echo CLI_EXIT=$?", "Enter")
+	screen := func(want string) string {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s := tm("capture-pane", "-t", "t", "-p")
+			if strings.Contains(s, want) || time.Now().After(deadline) {
+				return s
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	screen("/ #")
+	tm("send-keys", "-t", "t", "echo typed-$((6*7))", "Enter")
+	if s := screen("typed-42"); !strings.Contains(s, "typed-42") {
+		t.Fatalf("typed command's output:\n%s", s)
+	}
+	// The host's shell has no /etc/gearbox-demo: the answers come from
+	// inside the container.
+	tm("send-keys", "-t", "t", "echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
+	if s := screen("in-1-30x100"); !strings.Contains(s, "in-1-30x100") {
+		t.Errorf("initial size inside the container:\n%s", s)
+	}
+	tm("resize-window", "-t", "t", "-x", "120", "-y", "40")
+	time.Sleep(300 * time.Millisecond)
+	tm("send-keys", "-t", "t", "echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
+	if s := screen("in-1-40x120"); !strings.Contains(s, "in-1-40x120") {
+		t.Errorf("size after resize inside the container:\n%s", s)
+	}
+	tm("send-keys", "-t", "t", "exit 3", "Enter")
+	if s := screen("CLI_EXIT=3\n"); !strings.Contains(s, "CLI_EXIT=3\n") {
+		t.Errorf("exit status:\n%s", s)
+	}
+}
+
+// Killing the CLI mid-session leaves no process, exec or FIFO behind.
+func TestExecClientVanishes(t *testing.T) {
+	c := launch(t, "orphan-host", "sleep", "300")
+	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), "exec", "orphan-host", "sleep", "301")
+	cmd.Env = append(os.Environ(), "GEARBOX_AGENT=unix://"+h.agentSock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	procs := func() []string {
+		data, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", h.namespace, "orphan-host", "cgroup.procs"))
+		return strings.Fields(string(data))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(procs()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's process never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killed := time.Now()
+	fifos := filepath.Join(h.dir, "agent", "run", "fifo")
+	for {
+		entries, _ := os.ReadDir(fifos)
+		if p := procs(); len(p) == 1 && len(entries) == 0 {
+			break
+		}
+		if time.Since(killed) > 2*time.Second {
+			var what []string
+			for _, p := range procs() {
+				cmdline, _ := os.ReadFile("/proc/" + p + "/cmdline")
+				stat, _ := os.ReadFile("/proc/" + p + "/stat")
+				what = append(what, p+":"+strings.ReplaceAll(string(cmdline), "\x00", " ")+" "+strings.Fields(string(stat) + " ? ? ?")[2])
+			}
+			t.Fatalf("2s after the client died: processes %v, fifo entries %d", what, len(entries))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(int(c.Pid), 0) != nil {
+		t.Error("the container itself died with the session")
+	}
+}
+
+func TestSessionRefusals(t *testing.T) {
+	launch(t, "refuser", "sleep", "300")
+	launch(t, "stopped", "true")
+	waitExit(t, "stopped", 30*time.Second)
+	open := func(first *agentv1.SessionRequest, more ...*agentv1.SessionRequest) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		st, err := h.client.LaunchNestedContainerSession(ctx)
+		if err != nil {
+			return err
+		}
+		st.Send(first)
+		for _, m := range more {
+			st.Send(m)
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	launchFrame := func(id string, args ...string) *agentv1.SessionRequest {
+		return &agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Launch{Launch: &agentv1.SessionLaunch{ContainerId: id, Command: args}}}
+	}
+	wantCode(t, open(launchFrame("ghost", "true")), codes.NotFound, "ghost")
+	wantCode(t, open(launchFrame("stopped", "true")), codes.FailedPrecondition, "not running")
+	wantCode(t, open(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Stdin{Stdin: []byte("x")}}), codes.InvalidArgument, "first message")
+	wantCode(t, open(launchFrame("refuser", "sleep", "5"), &agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Resize{Resize: &agentv1.WindowSize{}}}), codes.InvalidArgument, "0x0")
+
+	// max_sessions = 3 in the harness: a fourth is refused.
+	var cmds []*exec.Cmd
+	for range 3 {
+		cmd := exec.Command(filepath.Join(h.bin, "gearbox"), "exec", "refuser", "sleep", "30")
+		cmd.Env = append(os.Environ(), "GEARBOX_AGENT=unix://"+h.agentSock)
+		cmd.Start()
+		cmds = append(cmds, cmd)
+	}
+	defer func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	wantCode(t, open(launchFrame("refuser", "true")), codes.ResourceExhausted, "max_sessions")
+}
