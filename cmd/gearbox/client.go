@@ -111,6 +111,18 @@ func describe(err error) string {
 	return st.Message()
 }
 
+// commandExit is the exit status for an error of a launch or a session:
+// Docker's 127 (command not found), 126 (not executable), else 125.
+func commandExit(err error) int {
+	switch launchFailure(err) {
+	case "COMMAND_NOT_FOUND":
+		return 127
+	case "COMMAND_NOT_EXECUTABLE":
+		return 126
+	}
+	return 125
+}
+
 // launchFailure reads the ErrorInfo the agent attaches when a command could
 // not be started: "COMMAND_NOT_FOUND" or "COMMAND_NOT_EXECUTABLE".
 func launchFailure(err error) string {

@@ -183,13 +183,7 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	ctx := ctxOf(cmd)
 	resp, err := c.LaunchContainer(ctx, req)
 	if err != nil {
-		code := 125
-		switch launchFailure(err) {
-		case "COMMAND_NOT_FOUND":
-			code = 127
-		case "COMMAND_NOT_EXECUTABLE":
-			code = 126
-		}
+		code := commandExit(err)
 		if o.rm && !o.detach {
 			// A launch that failed after creating the container leaves it.
 			c.RemoveContainer(context.WithoutCancel(ctx), &agentv1.RemoveContainerRequest{ContainerId: req.ContainerId, Force: true})

@@ -105,14 +105,7 @@ every exit) and size changes reach the command.`,
 					return &exitError{code: 125, err: errors.New("the session ended without an exit status")}
 				}
 				if err != nil {
-					code := 125
-					switch launchFailure(err) {
-					case "COMMAND_NOT_FOUND":
-						code = 127
-					case "COMMAND_NOT_EXECUTABLE":
-						code = 126
-					}
-					return &exitError{code: code, err: err}
+					return &exitError{code: commandExit(err), err: err}
 				}
 				switch f := m.Frame.(type) {
 				case *agentv1.SessionResponse_Stdout:
