@@ -142,8 +142,11 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	defer ex.Close() // the client vanished or the session ended: nothing stays
 	s.a.log.Info("session opened", "container_id", launch.ContainerId, "identity", identity, "tty", launch.Tty)
 
-	// Client frames, until the client closes or goes.
-	frameErr := make(chan error, 1)
+	// A bad client frame ends the wait with its error as the cause.
+	waitCtx, endWait := context.WithCancelCause(ctx)
+	defer endWait(nil)
+	// Client frames, until the client closes or goes. This goroutine ends
+	// when the handler returns: gRPC then fails its Recv.
 	go func() {
 		for {
 			m, err := stream.Recv()
@@ -163,32 +166,20 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 				stdinW.Close()
 			case *agentv1.SessionRequest_Resize:
 				if f.Resize.Width == 0 || f.Resize.Height == 0 {
-					frameErr <- badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height)
+					endWait(badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height))
 					return
 				}
 				ex.Resize(ctx, f.Resize.Width, f.Resize.Height)
 			case *agentv1.SessionRequest_Launch:
-				frameErr <- badFrame("a session takes one launch")
+				endWait(badFrame("a session takes one launch"))
 				return
 			}
 		}
 	}()
-	waitCtx, cancelWait := context.WithCancel(ctx)
-	defer cancelWait()
-	go func() {
-		select {
-		case ferr := <-frameErr:
-			frameErr <- ferr
-			cancelWait()
-		case <-waitCtx.Done():
-		}
-	}()
 	code, werr := ex.Wait(waitCtx)
 	if werr != nil {
-		select {
-		case ferr := <-frameErr:
-			return ferr
-		default:
+		if cause := context.Cause(waitCtx); status.Code(cause) == codes.InvalidArgument {
+			return cause
 		}
 		if errors.Is(werr, context.Canceled) {
 			return s.a.stoppingErr(werr)

@@ -216,7 +216,7 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 
 	var streamErr error
 	if req.Log.GetDriver() == "" || req.Log.GetDriver() == "sandbox" || req.Log.GetDriver() == "logrotate" {
-		streamErr = streamLogs(ctx, c, logsReq{id: id, follow: true, tail: -1}, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		streamErr = streamLogs(ctx, c, logsReq{id: id, follow: true}, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
 	w, err := c.WaitContainer(ctx, &agentv1.WaitContainerRequest{ContainerId: id})
 	if err != nil {
@@ -247,7 +247,7 @@ func containerExit(ct *agentv1.Container) error {
 type logsReq struct {
 	id      string
 	follow  bool
-	tail    int // < 0: all
+	tail    *int32 // the last N lines of each stream; nil: all
 	since   time.Time
 	streams []agentv1.Stream
 }
@@ -274,10 +274,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // the agent is back, for up to a minute: no line is lost or repeated.
 func streamLogs(ctx context.Context, c agentv1.AgentClient, r logsReq, stdout, stderr io.Writer) error {
 	req := &agentv1.ReadLogsRequest{ContainerId: r.id, Follow: r.follow, Streams: r.streams}
-	if r.tail >= 0 {
-		t := int32(r.tail)
-		req.TailLines = &t
-	}
+	req.TailLines = r.tail
 	if !r.since.IsZero() {
 		req.Since = timestamppb.New(r.since)
 	}
@@ -641,13 +638,14 @@ loses the agent (restart, upgrade) resumes where it stopped once the agent is
 back.`,
 		Args: exactArgs(1, "one container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			r := logsReq{id: ids[0], follow: follow, tail: -1}
+			r := logsReq{id: ids[0], follow: follow}
 			if tail != "all" {
-				n, err := strconv.Atoi(tail)
+				n, err := strconv.ParseInt(tail, 10, 32)
 				if err != nil || n < 0 {
 					return &exitError{code: 125, err: fmt.Errorf("--tail %q: write a number of lines or all", tail)}
 				}
-				r.tail = n
+				t := int32(n)
+				r.tail = &t
 			}
 			if since != "" {
 				t, err := parseSince(since, time.Now())

@@ -1,5 +1,0 @@
-package demoimage
-
-import "runtime"
-
-func goarch() string { return runtime.GOARCH }
