@@ -26,6 +26,8 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Log:        logFromProto(r.GetLog()),
 		Privileged: r.GetPrivileged(),
 		Resources:  resourcesFromProto(r.GetResources()),
+		Stdin:      r.GetStdin(),
+		TTY:        r.GetTty(),
 	}
 	if r.Entrypoint != nil {
 		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
@@ -49,6 +51,8 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		Log:         logToProto(cfg.Log),
 		Privileged:  cfg.Privileged,
 		Resources:   resourcesToProto(cfg.Resources),
+		Stdin:       cfg.Stdin,
+		Tty:         cfg.TTY,
 	}
 	if cfg.Entrypoint != nil {
 		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}
@@ -120,6 +124,8 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		LoggingDegraded: c.LoggingDegraded,
 		Privileged:      c.Privileged,
 		Resources:       resourcesToProto(c.Resources),
+		Stdin:           c.Stdin,
+		Tty:             c.TTY,
 	}
 }
 
@@ -148,6 +154,8 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		LoggingDegraded: p.GetLoggingDegraded(),
 		Privileged:      p.GetPrivileged(),
 		Resources:       resourcesFromProto(p.GetResources()),
+		Stdin:           p.GetStdin(),
+		TTY:             p.GetTty(),
 	}
 }
 
@@ -209,5 +217,13 @@ func usageToProto(id containerizer.ContainerID, u isolators.Usage, r isolators.R
 		MemoryUsage: u.MemoryUsage, MemoryRss: u.MemoryRSS, MemoryCache: u.MemoryCache, MemoryPeak: u.MemoryPeak, MemoryLimit: u.MemoryLimit,
 		Pids: u.Pids, PidsLimit: u.PidsLimit, IoReadBytes: u.IOReadBytes, IoWriteBytes: u.IOWriteBytes, DiskBytes: u.DiskBytes,
 		Resources: resourcesToProto(r),
+	}
+}
+
+func nestedToProto(n containerizer.NestedContainer) *agentv1.NestedContainer {
+	return &agentv1.NestedContainer{
+		Id: string(n.ID), Command: n.Args, State: stateToProto(n.State), Reason: reasonToProto(n.Reason),
+		Message: n.Message, ExitCode: n.ExitCode, Pid: n.Pid, StartedAt: ts(n.StartedAt), FinishedAt: ts(n.FinishedAt),
+		Sandbox: n.Sandbox,
 	}
 }

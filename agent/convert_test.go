@@ -23,7 +23,7 @@ func TestContainerRoundTrip(t *testing.T) {
 			Args: []string{"sh", "-c", "exit 3"}, Env: []string{"A=B"}, WorkingDir: wd, User: user,
 			Sandbox: "/var/lib/gearbox/sandboxes/web", Labels: map[string]string{"k": "v"}, AutoRemove: true,
 			Log:             containerizer.LogConfig{Driver: "logrotate", MaxSize: 65536, MaxFiles: 3, Mode: "drop"},
-			LoggingDegraded: "gearbox-logger has exited", Privileged: true,
+			LoggingDegraded: "gearbox-logger has exited", Privileged: true, Stdin: true, TTY: true,
 			Resources: isolators.Resources{CPUs: 0.5, Memory: 32 << 20, MemorySoft: 16 << 20, Pids: 20, BlkioWeight: 500,
 				Devices: []isolators.DeviceLimit{{Path: "/dev/vda", ReadBps: 1, WriteBps: 2, ReadIops: 3, WriteIops: 4}}},
 		},
@@ -35,7 +35,7 @@ func TestContainerRoundTrip(t *testing.T) {
 	}
 	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
-		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true}
+		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}

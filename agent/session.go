@@ -33,11 +33,13 @@ type auditRecord struct {
 	ContainerID string    `json:"container_id"`
 	Command     []string  `json:"command"`
 	TTY         bool      `json:"tty"`
-	ExitCode    *int32    `json:"exit_code,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	BytesIn     int64     `json:"bytes_in"`
-	BytesOut    int64     `json:"bytes_out"`
-	DurationMS  int64     `json:"duration_ms"`
+	// Image is a debug container's image.
+	Image      string `json:"image,omitempty"`
+	ExitCode   *int32 `json:"exit_code,omitempty"`
+	Error      string `json:"error,omitempty"`
+	BytesIn    int64  `json:"bytes_in"`
+	BytesOut   int64  `json:"bytes_out"`
+	DurationMS int64  `json:"duration_ms"`
 }
 
 func (a *Agent) audit(r auditRecord) {
@@ -98,7 +100,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	if err := checkID(launch.GetContainerId()); err != nil {
 		return err
 	}
-	if len(launch.GetCommand()) == 0 {
+	if len(launch.GetCommand()) == 0 && launch.GetImage() == "" {
 		return badFrame("the launch names no command")
 	}
 	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
@@ -111,7 +113,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	defer s.a.sessions.open.Add(-1)
 
 	identity, _ := s.a.authz.roleOf(stream.Context())
-	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty}
+	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()}
 	var bytesIn, bytesOut atomic.Int64
 	defer func() {
 		rec.BytesIn, rec.BytesOut = bytesIn.Load(), bytesOut.Load()
@@ -127,7 +129,8 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
 	var sendMu sync.Mutex
-	cfg := containerizer.ExecConfig{Args: launch.Command, Env: launch.Env, User: launch.User, WorkingDir: launch.WorkingDir, TTY: launch.Tty}
+	cfg := containerizer.ExecConfig{Args: launch.Command, Env: launch.Env, User: launch.User, WorkingDir: launch.WorkingDir, TTY: launch.Tty,
+		Image: launch.GetImage(), Resources: resourcesFromProto(launch.GetResources())}
 	if sz := launch.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.Width, sz.Height
 	}

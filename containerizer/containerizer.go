@@ -92,6 +92,10 @@ type LaunchConfig struct {
 	Log        LogConfig // zero fields: the agent's defaults
 	Privileged bool
 	Resources  isolators.Resources
+	// Stdin keeps the process's stdin open for AttachInput; TTY gives it a
+	// terminal, whose output is kept as stdout.
+	Stdin bool
+	TTY   bool
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -129,6 +133,8 @@ type Container struct {
 	LoggingDegraded string
 	Privileged      bool
 	Resources       isolators.Resources
+	Stdin           bool
+	TTY             bool
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the
@@ -171,6 +177,46 @@ type ExecConfig struct {
 	TTY        bool
 	Width      uint32 // the terminal's size at start (TTY only)
 	Height     uint32
+	// Image, when set, makes a debug container: that image's root
+	// filesystem in the container's pid, network and IPC namespaces, with a
+	// cgroup of its own under the container's (Resources bound it). Args
+	// empty: the image's entrypoint and cmd.
+	Image     string
+	Resources isolators.Resources
+}
+
+// NestedConfig is a nested container to run in a running one.
+type NestedConfig struct {
+	ID         ContainerID // parent.child
+	Args       []string
+	Env        []string
+	User       *string // uid[:gid]
+	WorkingDir *string
+}
+
+// NestedContainer is what the containerizer knows of a nested container.
+type NestedContainer struct {
+	ID         ContainerID
+	Args       []string
+	State      TaskState
+	Reason     Reason
+	Message    string
+	ExitCode   *int32
+	Pid        uint32
+	StartedAt  time.Time
+	FinishedAt time.Time
+	// Sandbox holds its stdout and stderr files, inside the parent's.
+	Sandbox string
+}
+
+// Attachment writes to the stdin of a container's main process.
+type Attachment interface {
+	io.Writer
+	Resize(ctx context.Context, width, height uint32) error
+	// CloseStdin ends the process's stdin (for a TTY: hangs it up).
+	CloseStdin(ctx context.Context) error
+	// Close lets go of the stdin; the process's stdin stays open.
+	Close() error
 }
 
 // ExecIO connects an exec to its caller. Stdin may be nil.
@@ -254,6 +300,19 @@ type Containerizer interface {
 	Update(ctx context.Context, id ContainerID, r isolators.Resources) (Container, error)
 	// Exec runs a command in a running container, as docker exec.
 	Exec(ctx context.Context, id ContainerID, cfg ExecConfig, eio ExecIO) (Exec, error)
+	// LaunchNested starts a nested container (parent.child) in a running
+	// container: it shares the parent's namespaces and cgroup and ends with
+	// it.
+	LaunchNested(ctx context.Context, cfg NestedConfig) (NestedContainer, error)
+	// WaitNested blocks until the nested container is terminal.
+	WaitNested(ctx context.Context, id ContainerID) (NestedContainer, error)
+	KillNested(ctx context.Context, id ContainerID, sig syscall.Signal) error
+	// RemoveNested forgets a terminal nested container and removes its
+	// output; with force it kills a running one first.
+	RemoveNested(ctx context.Context, id ContainerID, force bool) error
+	// AttachInput opens the stdin of a container launched with Stdin. One
+	// attachment at a time.
+	AttachInput(ctx context.Context, id ContainerID) (Attachment, error)
 	// Usage says what a running container uses.
 	Usage(ctx context.Context, id ContainerID) (isolators.Usage, error)
 

@@ -504,6 +504,22 @@ func (t *harness) cliIn(stdin string, args ...string) result {
 
 func (t *harness) cli(args ...string) result { return t.cliIn("", args...) }
 
+// cliAsNobody runs the CLI as uid and gid 65534, whom the harness's config
+// makes read-only on the unix socket.
+func cliAsNobody(args ...string) result {
+	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
+	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
 func (t *harness) cliImport(path string, extra ...string) error {
 	r := t.cli(append([]string{"image", "import"}, append(extra, path)...)...)
 	if r.code != 0 {

@@ -45,50 +45,22 @@ func TestExecStdinAndExitStatus(t *testing.T) {
 // A real terminal: output of a typed command, a resize seen by stty size,
 // and exit 3 making the CLI exit 3.
 func TestExecTTYInTmux(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux is needed: apt-get install tmux (hack/install-deps.sh test does it)")
-	}
 	launch(t, "tty-host", "sleep", "300")
-	sock := "gb-" + strings.ReplaceAll(h.namespace, "-", "")
-	tm := func(args ...string) string {
-		out, _ := exec.Command("tmux", append([]string{"-L", sock}, args...)...).CombinedOutput()
-		return string(out)
-	}
-	tm("new-session", "-d", "-s", "t", "-x", "100", "-y", "30")
-	defer tm("kill-server")
-	cli := filepath.Join(h.bin, "gearbox")
-	tm("send-keys", "-t", "t", "GEARBOX_AGENT=unix://"+h.agentSock+" "+cli+" exec -it tty-host sh; echo CLI_EXIT=$?", "Enter")
-	screen := func(want string) string {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			s := tm("capture-pane", "-t", "t", "-p")
-			if strings.Contains(s, want) || time.Now().After(deadline) {
-				return s
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	screen("/ #")
-	tm("send-keys", "-t", "t", "echo typed-$((6*7))", "Enter")
-	if s := screen("typed-42"); !strings.Contains(s, "typed-42") {
-		t.Fatalf("typed command's output:\n%s", s)
-	}
+	tm := newTmux(t, "100", "30")
+	tm.cli("exec -it tty-host sh")
+	tm.expect("/ #", "prompt")
+	tm.keys("echo typed-$((6*7))", "Enter")
+	tm.expect("typed-42", "typed command's output")
 	// The host's shell has no /etc/gearbox-demo: the answers come from
 	// inside the container.
-	tm("send-keys", "-t", "t", "echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
-	if s := screen("in-1-30x100"); !strings.Contains(s, "in-1-30x100") {
-		t.Errorf("initial size inside the container:\n%s", s)
-	}
-	tm("resize-window", "-t", "t", "-x", "120", "-y", "40")
+	tm.keys("echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
+	tm.expect("in-1-30x100", "initial size inside the container")
+	tm.run("resize-window", "-t", "t", "-x", "120", "-y", "40")
 	time.Sleep(300 * time.Millisecond)
-	tm("send-keys", "-t", "t", "echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
-	if s := screen("in-1-40x120"); !strings.Contains(s, "in-1-40x120") {
-		t.Errorf("size after resize inside the container:\n%s", s)
-	}
-	tm("send-keys", "-t", "t", "exit 3", "Enter")
-	if s := screen("CLI_EXIT=3\n"); !strings.Contains(s, "CLI_EXIT=3\n") {
-		t.Errorf("exit status:\n%s", s)
-	}
+	tm.keys("echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
+	tm.expect("in-1-40x120", "size after resize inside the container")
+	tm.keys("exit 3", "Enter")
+	tm.expect("CLI_EXIT=3\n", "exit status")
 }
 
 // Killing the CLI mid-session leaves no process, exec or FIFO behind.

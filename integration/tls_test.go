@@ -12,10 +12,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -151,19 +149,7 @@ func TestTCPNeedsClientCertificates(t *testing.T) {
 // On the unix socket the kernel says who the client is: gid 65534
 // (nogroup, which owns the socket) is read-only by the config.
 func TestUnixPeerRoles(t *testing.T) {
-	run := func(args ...string) result {
-		cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
-		cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return result{stdout: out.String(), stderr: errb.String(), code: code}
-	}
+	run := func(args ...string) result { return cliAsNobody(args...) }
 	if r := run("ps"); r.code != 0 {
 		t.Errorf("nobody cannot read: %s", r)
 	}

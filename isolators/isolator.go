@@ -36,6 +36,11 @@ type Resources struct {
 	Devices []DeviceLimit
 }
 
+// IsZero says that r asks for no limit at all.
+func (r Resources) IsZero() bool {
+	return r.CPUs == 0 && r.Memory == 0 && r.MemorySoft == 0 && r.Pids == 0 && r.BlkioWeight == 0 && len(r.Devices) == 0
+}
+
 // DeviceLimit limits io on one block device.
 type DeviceLimit struct {
 	Path                string // e.g. /dev/vda

@@ -29,7 +29,7 @@ import (
 
 func addContainerCmds(root *cobra.Command) {
 	root.AddCommand(newRunCmd(), newPsCmd(), newInspectCmd(), newWaitCmd(), newKillCmd(), newRmCmd(), newLogsCmd(),
-		newUpdateCmd(), newStatsCmd(), newInfoCmd(), newExecCmd())
+		newUpdateCmd(), newStatsCmd(), newInfoCmd(), newExecCmd(), newDebugCmd(), newAttachCmd())
 }
 
 type runOpts struct {
@@ -46,6 +46,10 @@ type runOpts struct {
 	logOpts    []string
 	privileged bool
 	res        resourceFlags
+	// interactive keeps stdin open, tty gives a terminal; detachKeys leave
+	// an attached foreground run.
+	interactive, tty bool
+	detachKeys       string
 }
 
 // parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
@@ -118,6 +122,9 @@ the container's ID and returns.`,
 	f.BoolVar(&o.privileged, "privileged", false, "all capabilities and devices, no seccomp (if the agent allows it)")
 	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
 	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open for attach (needs -t)")
+	f.BoolVarP(&o.tty, "tty", "t", false, "give the container a terminal")
+	f.StringVar(&o.detachKeys, "detach-keys", "", "keys that detach from a -it run and leave it running (default ctrl-p,ctrl-q)")
 	return cmd
 }
 
@@ -133,6 +140,8 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		Runtime:     o.runtime,
 		AutoRemove:  o.rm && o.detach, // in the foreground the client removes it after reading all output
 		Privileged:  o.privileged,
+		Stdin:       o.interactive,
+		Tty:         o.tty,
 	}
 	if len(args) > 1 {
 		req.Cmd = &agentv1.StringList{Values: args[1:]}
@@ -194,6 +203,16 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	if o.detach {
 		fmt.Fprintln(cmd.OutOrStdout(), id)
 		return nil
+	}
+	if o.tty {
+		// The terminal's keys (ctrl-c…) reach the container through its
+		// TTY; no signal forwarding.
+		detached, err := attachTo(ctx, c, id, o.interactive, true, true, o.detachKeys)
+		var ee *exitError
+		if o.rm && !detached && (err == nil || errors.As(err, &ee) && ee.err == nil) {
+			c.RemoveContainer(context.WithoutCancel(ctx), &agentv1.RemoveContainerRequest{ContainerId: id})
+		}
+		return err
 	}
 
 	// Pass SIGINT and SIGTERM on to the container, as docker run does.

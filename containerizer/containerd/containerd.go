@@ -131,6 +131,9 @@ type ctr struct {
 	limit   *isolators.Limitation // a limit that made the agent end it
 	done    chan struct{}         // closed when terminal and output complete
 	removed bool
+	nested  map[string]*nested // by child name
+	// attached: a client writes to the stdin (one at a time).
+	attached bool
 }
 
 // loggerContainer is what the container's logger knows of it.

@@ -36,56 +36,27 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 	if task == nil || info.State != containerizer.TaskRunning {
 		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): a session needs a running container", id, info.State)
 	}
-	if len(cfg.Args) == 0 {
+	if len(cfg.Args) == 0 && cfg.Image == "" {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "no command given")
 	}
-	spec, err := cont.Spec(ctx)
-	if err != nil || spec.Process == nil {
-		return nil, fmt.Errorf("reading the spec of container %s: %w", id, err)
+	if cfg.Image != "" {
+		return z.debug(ctx, info, task, cfg, eio)
 	}
-	p := *spec.Process
-	p.Args, p.Terminal = cfg.Args, cfg.TTY
-	p.Env = append(append([]string{}, p.Env...), cfg.Env...)
-	if cfg.WorkingDir != nil {
-		p.Cwd = *cfg.WorkingDir
-	}
-	if cfg.User != nil {
-		uid, gid, err := parseUIDGID(*cfg.User)
-		if err != nil {
-			return nil, err
-		}
-		p.User = specs.User{UID: uid, GID: gid}
-	}
-	if cfg.TTY && cfg.Width > 0 && cfg.Height > 0 {
-		p.ConsoleSize = &specs.Box{Width: uint(cfg.Width), Height: uint(cfg.Height)}
-	}
-	fifoDir := filepath.Join(z.cfg.RunDir, "fifo")
-	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
+	p, err := execSpec(ctx, cont, cfg)
+	if err != nil {
 		return nil, err
 	}
 	e := &execProc{z: z}
-	stdin := eio.Stdin
-	if stdin != nil && !cfg.TTY {
-		// End of stdin reaches a non-TTY process only through CloseIO,
-		// asked once the reader is drained, as ctr does.
-		stdin = &stdinCloser{r: stdin, close: func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if e.proc != nil {
-				e.proc.CloseIO(cctx, client.WithStdinCloser)
-			}
-		}}
-	}
-	opts := []cio.Opt{cio.WithStreams(stdin, eio.Stdout, eio.Stderr), cio.WithFIFODir(fifoDir)}
-	if cfg.TTY {
-		opts = append(opts, cio.WithTerminal)
+	creator, err := z.sessionIO(cfg, eio, e)
+	if err != nil {
+		return nil, err
 	}
 	execID := "session-" + ids.New()
 	// Setting up runs to its end whatever the caller does meanwhile: a
 	// start cancelled halfway leaves a process that Close cannot kill.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	proc, err := task.Exec(ctx, execID, &p, cio.NewCreator(opts...))
+	proc, err := task.Exec(ctx, execID, p, creator)
 	if err != nil {
 		return nil, fmt.Errorf("creating the session in container %s: %w", id, err)
 	}
@@ -107,6 +78,58 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 	return e, nil
 }
 
+// execSpec is the process of an exec in cont: a copy of the container's
+// own with the exec's command, environment, user and directory.
+func execSpec(ctx context.Context, cont client.Container, cfg containerizer.ExecConfig) (*specs.Process, error) {
+	spec, err := cont.Spec(ctx)
+	if err != nil || spec.Process == nil {
+		return nil, fmt.Errorf("reading the spec of container %s: %w", cont.ID(), err)
+	}
+	p := *spec.Process
+	p.Args, p.Terminal = cfg.Args, cfg.TTY
+	p.Env = append(append([]string{}, p.Env...), cfg.Env...)
+	if cfg.WorkingDir != nil {
+		p.Cwd = *cfg.WorkingDir
+	}
+	if cfg.User != nil {
+		uid, gid, err := parseUIDGID(*cfg.User)
+		if err != nil {
+			return nil, err
+		}
+		p.User = specs.User{UID: uid, GID: gid}
+	}
+	if cfg.TTY && cfg.Width > 0 && cfg.Height > 0 {
+		p.ConsoleSize = &specs.Box{Width: uint(cfg.Width), Height: uint(cfg.Height)}
+	}
+	return &p, nil
+}
+
+// sessionIO connects a session's process to its caller through FIFOs under
+// the agent's run dir.
+func (z *Containerizer) sessionIO(cfg containerizer.ExecConfig, eio containerizer.ExecIO, e *execProc) (cio.Creator, error) {
+	fifoDir := filepath.Join(z.cfg.RunDir, "fifo")
+	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
+		return nil, err
+	}
+	stdin := eio.Stdin
+	if stdin != nil && !cfg.TTY {
+		// End of stdin reaches a non-TTY process only through CloseIO,
+		// asked once the reader is drained, as ctr does.
+		stdin = &stdinCloser{r: stdin, close: func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if e.proc != nil {
+				e.proc.CloseIO(cctx, client.WithStdinCloser)
+			}
+		}}
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, eio.Stdout, eio.Stderr), cio.WithFIFODir(fifoDir)}
+	if cfg.TTY {
+		opts = append(opts, cio.WithTerminal)
+	}
+	return cio.NewCreator(opts...), nil
+}
+
 func parseUIDGID(s string) (uint32, uint32, error) {
 	u, g, hasG := strings.Cut(s, ":")
 	uid, err := strconv.ParseUint(u, 10, 32)
@@ -123,8 +146,11 @@ func parseUIDGID(s string) (uint32, uint32, error) {
 }
 
 type execProc struct {
-	z      *Containerizer
-	proc   client.Process
+	z    *Containerizer
+	proc client.Process
+	// after runs once the process is deleted (a debug container removes
+	// itself there).
+	after  func(ctx context.Context)
 	exit   <-chan client.ExitStatus
 	once   sync.Once
 	mu     sync.Mutex
@@ -169,6 +195,9 @@ func (e *execProc) Close() error {
 		// Delete also closes and removes the session's FIFOs.
 		if _, derr := e.proc.Delete(ctx, client.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
 			err = derr
+		}
+		if e.after != nil {
+			e.after(ctx)
 		}
 	})
 	return err

@@ -28,6 +28,8 @@ const (
 	labelLogMode     = "gearbox.log.mode"
 	labelPrivileged  = "gearbox.privileged"
 	labelResources   = "gearbox.resources"
+	labelStdin       = "gearbox.stdin"
+	labelTTY         = "gearbox.tty"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
@@ -50,6 +52,12 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	l[labelLogMode] = cfg.Log.Mode
 	if cfg.Privileged {
 		l[labelPrivileged] = "true"
+	}
+	if cfg.Stdin {
+		l[labelStdin] = "true"
+	}
+	if cfg.TTY {
+		l[labelTTY] = "true"
 	}
 	if b, err := json.Marshal(cfg.Resources); err == nil {
 		l[labelResources] = string(b)
@@ -91,6 +99,8 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Log.MaxFiles, _ = strconv.Atoi(l[labelLogMaxFiles])
 	info.Log.Mode = l[labelLogMode]
 	info.Privileged = l[labelPrivileged] == "true"
+	info.Stdin = l[labelStdin] == "true"
+	info.TTY = l[labelTTY] == "true"
 	if r := l[labelResources]; r != "" {
 		json.Unmarshal([]byte(r), &info.Resources)
 	}

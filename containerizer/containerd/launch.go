@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -48,6 +51,11 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	}
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
+	}
+	if cfg.Stdin && !cfg.TTY {
+		// The shim wires a logger binary's container to stdin only through
+		// a terminal.
+		return errs.New(errdefs.ErrInvalidArgument, "stdin without a terminal (-i without -t) is not supported for a container's main process: add -t, or run the command in a session (gearbox exec -i)")
 	}
 	if cfg.Privileged && !z.cfg.AllowPrivileged {
 		return errs.New(errdefs.ErrPermissionDenied, "privileged containers are not allowed on this agent (allow_privileged in its config)")
@@ -122,7 +130,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		ID: cfg.ID, Image: ref, ImageDigest: img.Target().Digest.String(), Runtime: cfg.Runtime,
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
-		Privileged: cfg.Privileged, Resources: cfg.Resources,
+		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -211,6 +219,11 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	ioc, err := lg.Prepare(ctx, z.loggerContainer(c.info))
 	if err != nil {
 		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("preparing the container's logger: %w", err))
+	}
+	if cfg.Stdin || cfg.TTY {
+		if ioc, err = z.withStdio(ioc, c.info); err != nil {
+			return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
+		}
 	}
 	task, err := cont.NewTask(ctx, ioc)
 	if err != nil {
@@ -351,6 +364,9 @@ func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Imag
 	if cfg.User != nil {
 		opts = append(opts, oci.WithUser(*cfg.User))
 	}
+	if cfg.TTY {
+		opts = append(opts, oci.WithTTY)
+	}
 	return opts
 }
 
@@ -361,4 +377,41 @@ func (z *Containerizer) deleteTask(ctx context.Context, task client.Task) {
 	if _, err := task.Delete(cctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 		z.log.Warn("deleting a task that did not start", "container_id", task.ID(), "err", err)
 	}
+}
+
+// withStdio gives a container's logger IO a terminal and a stdin FIFO: the
+// shim copies the terminal's output to the logger and the FIFO to the
+// terminal (or the process), and holds the FIFO open for writing itself
+// until CloseIO, so attach clients may come and go.
+func (z *Containerizer) withStdio(base cio.Creator, info containerizer.Container) (cio.Creator, error) {
+	stdin := ""
+	if info.Stdin {
+		stdin = z.stdinPath(info.ID)
+		if err := os.MkdirAll(filepath.Dir(stdin), 0o700); err != nil {
+			return nil, err
+		}
+		os.Remove(stdin)
+		if err := syscall.Mkfifo(stdin, 0o600); err != nil {
+			return nil, fmt.Errorf("creating the stdin FIFO: %w", err)
+		}
+	}
+	return func(id string) (cio.IO, error) {
+		io, err := base(id)
+		if err != nil {
+			return nil, err
+		}
+		return &stdioIO{IO: io, stdin: stdin, tty: info.TTY}, nil
+	}, nil
+}
+
+type stdioIO struct {
+	cio.IO
+	stdin string
+	tty   bool
+}
+
+func (s *stdioIO) Config() cio.Config {
+	c := s.IO.Config()
+	c.Stdin, c.Terminal = s.stdin, s.tty
+	return c
 }

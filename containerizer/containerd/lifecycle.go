@@ -84,6 +84,7 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		z.log.Warn("deleting the task of an exited container", "container_id", c.info.ID, "err", err)
 	}
+	os.Remove(z.stdinPath(c.info.ID))
 	if exitedAt.IsZero() || exitedAt.Unix() <= 0 {
 		exitedAt = time.Now()
 	}
@@ -280,6 +281,7 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 	if err := os.RemoveAll(info.Sandbox); err != nil {
 		z.log.Warn("removing sandbox", "container_id", info.ID, "err", err)
 	}
+	os.Remove(z.stdinPath(info.ID))
 	z.changed(info, true)
 	z.mu.Lock()
 	delete(z.containers, info.ID)
@@ -298,17 +300,30 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 func (z *Containerizer) Logs(ctx context.Context, id containerizer.ContainerID, req containerizer.LogsRequest, fn func(containerizer.LogChunk) error) error {
 	c, err := z.lookup(id)
 	if err != nil {
-		return err
+		// A nested container's output is read as a container's is.
+		pc, _, n, nerr := z.nestedOf(id)
+		if nerr != nil || n == nil {
+			return err
+		}
+		lg, lc, lerr := z.nestedLogger(pc.snapshot(), n.info)
+		if lerr != nil {
+			return lerr
+		}
+		return z.readLogs(ctx, lg, lc, n.done, req, fn)
 	}
 	info := c.snapshot()
 	lg, err := z.loggerOf(info)
 	if err != nil {
 		return err
 	}
+	return z.readLogs(ctx, lg, z.loggerContainer(info), c.done, req, fn)
+}
+
+func (z *Containerizer) readLogs(ctx context.Context, lg logger.ContainerLogger, lc logger.Container, done <-chan struct{}, req containerizer.LogsRequest, fn func(containerizer.LogChunk) error) error {
 	lr := logger.ReadRequest{
-		Container: z.loggerContainer(info),
+		Container: lc,
 		Follow:    req.Follow,
-		Done:      c.done,
+		Done:      done,
 		Cursor:    req.Cursor,
 		Tail:      req.Tail,
 		Since:     req.Since,
@@ -433,6 +448,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 
 	if c.info.State.Terminal() {
 		close(c.done)
+		z.recoverNested(ctx, c, cinfo.Labels)
 		z.changed(c.info, false)
 		return nil
 	}
@@ -482,6 +498,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	info := c.info
 	c.mu.Unlock()
+	z.recoverNested(ctx, c, cinfo.Labels)
 	z.changed(info, false)
 	z.wg.Add(1)
 	go z.watch(c, task, ch)

@@ -50,3 +50,22 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+var validChild = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// SplitNested splits a nested container's ID, parent.child, at its last
+// dot. The child part is letters, digits, '_' and '-'.
+func SplitNested(id string) (parent, child string, err error) {
+	if err := Validate(id); err != nil {
+		return "", "", err
+	}
+	i := strings.LastIndexByte(id, '.')
+	if i <= 0 {
+		return "", "", fmt.Errorf("%w %q: a nested container's ID is PARENT.CHILD", ErrInvalid, id)
+	}
+	parent, child = id[:i], id[i+1:]
+	if !validChild.MatchString(child) {
+		return "", "", fmt.Errorf("%w %q: the part after the last dot (%q) must be letters, digits, '_' and '-', starting with a letter or digit", ErrInvalid, id, child)
+	}
+	return parent, child, nil
+}

@@ -66,3 +66,17 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+func TestSplitNested(t *testing.T) {
+	for id, want := range map[string][2]string{"web.dbg": {"web", "dbg"}, "web.1.x-2": {"web.1", "x-2"}} {
+		p, c, err := SplitNested(id)
+		if err != nil || p != want[0] || c != want[1] {
+			t.Errorf("%q: %q %q %v", id, p, c, err)
+		}
+	}
+	for _, bad := range []string{"web", ".x", "web.", "web._x", "a..b", ""} {
+		if _, _, err := SplitNested(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

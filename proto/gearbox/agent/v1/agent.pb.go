@@ -669,8 +669,13 @@ type LaunchContainerRequest struct {
 	Log *LogOptions `protobuf:"bytes,11,opt,name=log,proto3" json:"log,omitempty"`
 	// All capabilities and devices, no seccomp, no no-new-privileges.
 	// Refused with PermissionDenied unless the agent's config allows it.
-	Privileged    bool       `protobuf:"varint,12,opt,name=privileged,proto3" json:"privileged,omitempty"`
-	Resources     *Resources `protobuf:"bytes,13,opt,name=resources,proto3" json:"resources,omitempty"`
+	Privileged bool       `protobuf:"varint,12,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Resources  *Resources `protobuf:"bytes,13,opt,name=resources,proto3" json:"resources,omitempty"`
+	// Keep the process's stdin open for AttachContainerInput (docker run -i).
+	Stdin bool `protobuf:"varint,14,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Give the process a terminal (docker run -t); its output is then one
+	// stream, kept as stdout.
+	Tty           bool `protobuf:"varint,15,opt,name=tty,proto3" json:"tty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -794,6 +799,20 @@ func (x *LaunchContainerRequest) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *LaunchContainerRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *LaunchContainerRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
 }
 
 // Resources a container is given; zero means no limit.
@@ -1111,6 +1130,8 @@ type Container struct {
 	LoggingDegraded string     `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
 	Privileged      bool       `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	Resources       *Resources `protobuf:"bytes,23,opt,name=resources,proto3" json:"resources,omitempty"`
+	Stdin           bool       `protobuf:"varint,24,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Tty             bool       `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1304,6 +1325,20 @@ func (x *Container) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *Container) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *Container) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
 }
 
 type GetContainersRequest struct {
@@ -1811,7 +1846,13 @@ type SessionLaunch struct {
 	WorkingDir *string  `protobuf:"bytes,5,opt,name=working_dir,json=workingDir,proto3,oneof" json:"working_dir,omitempty"`
 	Tty        bool     `protobuf:"varint,6,opt,name=tty,proto3" json:"tty,omitempty"`
 	// The terminal's size at start (tty only).
-	Size          *WindowSize `protobuf:"bytes,7,opt,name=size,proto3" json:"size,omitempty"`
+	Size *WindowSize `protobuf:"bytes,7,opt,name=size,proto3" json:"size,omitempty"`
+	// A debug container: this image's root filesystem joins the container's
+	// pid, network and IPC namespaces (images without a shell can be
+	// debugged). Empty: the command runs in the container itself.
+	Image string `protobuf:"bytes,8,opt,name=image,proto3" json:"image,omitempty"`
+	// Limits of the debug container's own cgroup, under the container's.
+	Resources     *Resources `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1891,6 +1932,20 @@ func (x *SessionLaunch) GetTty() bool {
 func (x *SessionLaunch) GetSize() *WindowSize {
 	if x != nil {
 		return x.Size
+	}
+	return nil
+}
+
+func (x *SessionLaunch) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SessionLaunch) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
 	}
 	return nil
 }
@@ -3363,6 +3418,958 @@ func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
 	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{48}
 }
 
+type LaunchNestedContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// parent.child: the parent must be running.
+	ContainerId   string   `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Command       []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env           []string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	User          *string  `protobuf:"bytes,4,opt,name=user,proto3,oneof" json:"user,omitempty"`
+	WorkingDir    *string  `protobuf:"bytes,5,opt,name=working_dir,json=workingDir,proto3,oneof" json:"working_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LaunchNestedContainerRequest) Reset() {
+	*x = LaunchNestedContainerRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LaunchNestedContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LaunchNestedContainerRequest) ProtoMessage() {}
+
+func (x *LaunchNestedContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LaunchNestedContainerRequest.ProtoReflect.Descriptor instead.
+func (*LaunchNestedContainerRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *LaunchNestedContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *LaunchNestedContainerRequest) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *LaunchNestedContainerRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *LaunchNestedContainerRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *LaunchNestedContainerRequest) GetWorkingDir() string {
+	if x != nil && x.WorkingDir != nil {
+		return *x.WorkingDir
+	}
+	return ""
+}
+
+type LaunchNestedContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *NestedContainer       `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LaunchNestedContainerResponse) Reset() {
+	*x = LaunchNestedContainerResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LaunchNestedContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LaunchNestedContainerResponse) ProtoMessage() {}
+
+func (x *LaunchNestedContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LaunchNestedContainerResponse.ProtoReflect.Descriptor instead.
+func (*LaunchNestedContainerResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *LaunchNestedContainerResponse) GetContainer() *NestedContainer {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type NestedContainer struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Command    []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	State      v1.TaskState           `protobuf:"varint,3,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
+	Reason     v1.Reason              `protobuf:"varint,4,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
+	Message    string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	ExitCode   *int32                 `protobuf:"varint,6,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	Pid        uint32                 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Where its stdout and stderr are kept on the host.
+	Sandbox       string `protobuf:"bytes,10,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NestedContainer) Reset() {
+	*x = NestedContainer{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NestedContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NestedContainer) ProtoMessage() {}
+
+func (x *NestedContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NestedContainer.ProtoReflect.Descriptor instead.
+func (*NestedContainer) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *NestedContainer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NestedContainer) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *NestedContainer) GetState() v1.TaskState {
+	if x != nil {
+		return x.State
+	}
+	return v1.TaskState(0)
+}
+
+func (x *NestedContainer) GetReason() v1.Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return v1.Reason(0)
+}
+
+func (x *NestedContainer) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *NestedContainer) GetExitCode() int32 {
+	if x != nil && x.ExitCode != nil {
+		return *x.ExitCode
+	}
+	return 0
+}
+
+func (x *NestedContainer) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *NestedContainer) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *NestedContainer) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *NestedContainer) GetSandbox() string {
+	if x != nil {
+		return x.Sandbox
+	}
+	return ""
+}
+
+type WaitNestedContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitNestedContainerRequest) Reset() {
+	*x = WaitNestedContainerRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitNestedContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitNestedContainerRequest) ProtoMessage() {}
+
+func (x *WaitNestedContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitNestedContainerRequest.ProtoReflect.Descriptor instead.
+func (*WaitNestedContainerRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *WaitNestedContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type WaitNestedContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *NestedContainer       `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitNestedContainerResponse) Reset() {
+	*x = WaitNestedContainerResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitNestedContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitNestedContainerResponse) ProtoMessage() {}
+
+func (x *WaitNestedContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitNestedContainerResponse.ProtoReflect.Descriptor instead.
+func (*WaitNestedContainerResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *WaitNestedContainerResponse) GetContainer() *NestedContainer {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type KillNestedContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Default SIGKILL.
+	Signal        string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillNestedContainerRequest) Reset() {
+	*x = KillNestedContainerRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillNestedContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillNestedContainerRequest) ProtoMessage() {}
+
+func (x *KillNestedContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillNestedContainerRequest.ProtoReflect.Descriptor instead.
+func (*KillNestedContainerRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *KillNestedContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *KillNestedContainerRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+type KillNestedContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillNestedContainerResponse) Reset() {
+	*x = KillNestedContainerResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillNestedContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillNestedContainerResponse) ProtoMessage() {}
+
+func (x *KillNestedContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillNestedContainerResponse.ProtoReflect.Descriptor instead.
+func (*KillNestedContainerResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{55}
+}
+
+type RemoveNestedContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Kill it first if it still runs.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNestedContainerRequest) Reset() {
+	*x = RemoveNestedContainerRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNestedContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNestedContainerRequest) ProtoMessage() {}
+
+func (x *RemoveNestedContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNestedContainerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNestedContainerRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *RemoveNestedContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *RemoveNestedContainerRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveNestedContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNestedContainerResponse) Reset() {
+	*x = RemoveNestedContainerResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNestedContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNestedContainerResponse) ProtoMessage() {}
+
+func (x *RemoveNestedContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNestedContainerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNestedContainerResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{57}
+}
+
+type AttachInputRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*AttachInputRequest_Start
+	//	*AttachInputRequest_Stdin
+	//	*AttachInputRequest_CloseStdin
+	//	*AttachInputRequest_Resize
+	//	*AttachInputRequest_Heartbeat
+	Frame         isAttachInputRequest_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachInputRequest) Reset() {
+	*x = AttachInputRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachInputRequest) ProtoMessage() {}
+
+func (x *AttachInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachInputRequest.ProtoReflect.Descriptor instead.
+func (*AttachInputRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *AttachInputRequest) GetFrame() isAttachInputRequest_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *AttachInputRequest) GetStart() *AttachInputStart {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *AttachInputRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *AttachInputRequest) GetCloseStdin() *StdinClose {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return nil
+}
+
+func (x *AttachInputRequest) GetResize() *WindowSize {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *AttachInputRequest) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputRequest_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isAttachInputRequest_Frame interface {
+	isAttachInputRequest_Frame()
+}
+
+type AttachInputRequest_Start struct {
+	Start *AttachInputStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type AttachInputRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type AttachInputRequest_CloseStdin struct {
+	CloseStdin *StdinClose `protobuf:"bytes,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+type AttachInputRequest_Resize struct {
+	Resize *WindowSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+type AttachInputRequest_Heartbeat struct {
+	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*AttachInputRequest_Start) isAttachInputRequest_Frame() {}
+
+func (*AttachInputRequest_Stdin) isAttachInputRequest_Frame() {}
+
+func (*AttachInputRequest_CloseStdin) isAttachInputRequest_Frame() {}
+
+func (*AttachInputRequest_Resize) isAttachInputRequest_Frame() {}
+
+func (*AttachInputRequest_Heartbeat) isAttachInputRequest_Frame() {}
+
+type AttachInputStart struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Docker's format: comma-separated ctrl-X or single characters. Empty:
+	// ctrl-p,ctrl-q. "none": no detach keys.
+	DetachKeys string `protobuf:"bytes,2,opt,name=detach_keys,json=detachKeys,proto3" json:"detach_keys,omitempty"`
+	// The client's terminal size, applied at once (tty containers).
+	Size          *WindowSize `protobuf:"bytes,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachInputStart) Reset() {
+	*x = AttachInputStart{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachInputStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachInputStart) ProtoMessage() {}
+
+func (x *AttachInputStart) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachInputStart.ProtoReflect.Descriptor instead.
+func (*AttachInputStart) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *AttachInputStart) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *AttachInputStart) GetDetachKeys() string {
+	if x != nil {
+		return x.DetachKeys
+	}
+	return ""
+}
+
+func (x *AttachInputStart) GetSize() *WindowSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type AttachInputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*AttachInputResponse_Detached
+	Frame         isAttachInputResponse_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachInputResponse) Reset() {
+	*x = AttachInputResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachInputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachInputResponse) ProtoMessage() {}
+
+func (x *AttachInputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachInputResponse.ProtoReflect.Descriptor instead.
+func (*AttachInputResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *AttachInputResponse) GetFrame() isAttachInputResponse_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *AttachInputResponse) GetDetached() *Detached {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachInputResponse_Detached); ok {
+			return x.Detached
+		}
+	}
+	return nil
+}
+
+type isAttachInputResponse_Frame interface {
+	isAttachInputResponse_Frame()
+}
+
+type AttachInputResponse_Detached struct {
+	// The detach keys were typed: the container runs on.
+	Detached *Detached `protobuf:"bytes,1,opt,name=detached,proto3,oneof"`
+}
+
+func (*AttachInputResponse_Detached) isAttachInputResponse_Frame() {}
+
+type Detached struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Detached) Reset() {
+	*x = Detached{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Detached) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Detached) ProtoMessage() {}
+
+func (x *Detached) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Detached.ProtoReflect.Descriptor instead.
+func (*Detached) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{61}
+}
+
+type AttachOutputRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Start from the first byte of output instead of from now.
+	Logs          bool `protobuf:"varint,2,opt,name=logs,proto3" json:"logs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachOutputRequest) Reset() {
+	*x = AttachOutputRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachOutputRequest) ProtoMessage() {}
+
+func (x *AttachOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachOutputRequest.ProtoReflect.Descriptor instead.
+func (*AttachOutputRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *AttachOutputRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *AttachOutputRequest) GetLogs() bool {
+	if x != nil {
+		return x.Logs
+	}
+	return false
+}
+
+type AttachOutputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*AttachOutputResponse_Stdout
+	//	*AttachOutputResponse_Stderr
+	//	*AttachOutputResponse_Exit
+	Frame         isAttachOutputResponse_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachOutputResponse) Reset() {
+	*x = AttachOutputResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachOutputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachOutputResponse) ProtoMessage() {}
+
+func (x *AttachOutputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachOutputResponse.ProtoReflect.Descriptor instead.
+func (*AttachOutputResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *AttachOutputResponse) GetFrame() isAttachOutputResponse_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *AttachOutputResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachOutputResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *AttachOutputResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachOutputResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *AttachOutputResponse) GetExit() *Container {
+	if x != nil {
+		if x, ok := x.Frame.(*AttachOutputResponse_Exit); ok {
+			return x.Exit
+		}
+	}
+	return nil
+}
+
+type isAttachOutputResponse_Frame interface {
+	isAttachOutputResponse_Frame()
+}
+
+type AttachOutputResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type AttachOutputResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type AttachOutputResponse_Exit struct {
+	// Last: the container is terminal and its output complete.
+	Exit *Container `protobuf:"bytes,3,opt,name=exit,proto3,oneof"`
+}
+
+func (*AttachOutputResponse_Stdout) isAttachOutputResponse_Frame() {}
+
+func (*AttachOutputResponse_Stderr) isAttachOutputResponse_Frame() {}
+
+func (*AttachOutputResponse_Exit) isAttachOutputResponse_Frame() {}
+
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
@@ -3418,7 +4425,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xf8\x04\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xa0\x05\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -3439,7 +4446,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"privileged\x18\f \x01(\bR\n" +
 	"privileged\x129\n" +
-	"\tresources\x18\r \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x1a9\n" +
+	"\tresources\x18\r \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x12\x14\n" +
+	"\x05stdin\x18\x0e \x01(\bR\x05stdin\x12\x10\n" +
+	"\x03tty\x18\x0f \x01(\bR\x03tty\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -3467,7 +4476,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xaa\a\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xd2\a\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -3499,7 +4508,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"privileged\x18\x16 \x01(\bR\n" +
 	"privileged\x129\n" +
-	"\tresources\x18\x17 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x1a9\n" +
+	"\tresources\x18\x17 \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x12\x14\n" +
+	"\x05stdin\x18\x18 \x01(\bR\x05stdin\x12\x10\n" +
+	"\x03tty\x18\x19 \x01(\bR\x03tty\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -3531,7 +4542,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"closeStdin\x126\n" +
 	"\x06resize\x18\x04 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeH\x00R\x06resize\x12;\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1b.gearbox.agent.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05frame\"\xfa\x01\n" +
+	"\x05frame\"\xcb\x02\n" +
 	"\rSessionLaunch\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -3540,7 +4551,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\vworking_dir\x18\x05 \x01(\tH\x01R\n" +
 	"workingDir\x88\x01\x01\x12\x10\n" +
 	"\x03tty\x18\x06 \x01(\bR\x03tty\x120\n" +
-	"\x04size\x18\a \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04sizeB\a\n" +
+	"\x04size\x18\a \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04size\x12\x14\n" +
+	"\x05image\x18\b \x01(\tR\x05image\x129\n" +
+	"\tresources\x18\t \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresourcesB\a\n" +
 	"\x05_userB\x0e\n" +
 	"\f_working_dir\"\f\n" +
 	"\n" +
@@ -3641,11 +4654,76 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12RemoveImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x15\n" +
-	"\x13RemoveImageResponse*F\n" +
+	"\x13RemoveImageResponse\"\xc5\x01\n" +
+	"\x1cLaunchNestedContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x12\x17\n" +
+	"\x04user\x18\x04 \x01(\tH\x00R\x04user\x88\x01\x01\x12$\n" +
+	"\vworking_dir\x18\x05 \x01(\tH\x01R\n" +
+	"workingDir\x88\x01\x01B\a\n" +
+	"\x05_userB\x0e\n" +
+	"\f_working_dir\"`\n" +
+	"\x1dLaunchNestedContainerResponse\x12?\n" +
+	"\tcontainer\x18\x01 \x01(\v2!.gearbox.agent.v1.NestedContainerR\tcontainer\"\x8e\x03\n" +
+	"\x0fNestedContainer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x121\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1b.gearbox.types.v1.TaskStateR\x05state\x120\n" +
+	"\x06reason\x18\x04 \x01(\x0e2\x18.gearbox.types.v1.ReasonR\x06reason\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12 \n" +
+	"\texit_code\x18\x06 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x12\x10\n" +
+	"\x03pid\x18\a \x01(\rR\x03pid\x129\n" +
+	"\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x18\n" +
+	"\asandbox\x18\n" +
+	" \x01(\tR\asandboxB\f\n" +
+	"\n" +
+	"_exit_code\"?\n" +
+	"\x1aWaitNestedContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"^\n" +
+	"\x1bWaitNestedContainerResponse\x12?\n" +
+	"\tcontainer\x18\x01 \x01(\v2!.gearbox.agent.v1.NestedContainerR\tcontainer\"W\n" +
+	"\x1aKillNestedContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\"\x1d\n" +
+	"\x1bKillNestedContainerResponse\"W\n" +
+	"\x1cRemoveNestedContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x1f\n" +
+	"\x1dRemoveNestedContainerResponse\"\xa7\x02\n" +
+	"\x12AttachInputRequest\x12:\n" +
+	"\x05start\x18\x01 \x01(\v2\".gearbox.agent.v1.AttachInputStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12?\n" +
+	"\vclose_stdin\x18\x03 \x01(\v2\x1c.gearbox.agent.v1.StdinCloseH\x00R\n" +
+	"closeStdin\x126\n" +
+	"\x06resize\x18\x04 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeH\x00R\x06resize\x12;\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1b.gearbox.agent.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\x05frame\"\x88\x01\n" +
+	"\x10AttachInputStart\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1f\n" +
+	"\vdetach_keys\x18\x02 \x01(\tR\n" +
+	"detachKeys\x120\n" +
+	"\x04size\x18\x03 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04size\"X\n" +
+	"\x13AttachInputResponse\x128\n" +
+	"\bdetached\x18\x01 \x01(\v2\x1a.gearbox.agent.v1.DetachedH\x00R\bdetachedB\a\n" +
+	"\x05frame\"\n" +
+	"\n" +
+	"\bDetached\"L\n" +
+	"\x13AttachOutputRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04logs\x18\x02 \x01(\bR\x04logs\"\x86\x01\n" +
+	"\x14AttachOutputResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x121\n" +
+	"\x04exit\x18\x03 \x01(\v2\x1b.gearbox.agent.v1.ContainerH\x00R\x04exitB\a\n" +
+	"\x05frame*F\n" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x022\xfe\v\n" +
+	"\rSTREAM_STDERR\x10\x022\xad\x11\n" +
 	"\x05Agent\x12T\n" +
 	"\tGetHealth\x12\".gearbox.agent.v1.GetHealthRequest\x1a#.gearbox.agent.v1.GetHealthResponse\x12W\n" +
 	"\n" +
@@ -3658,7 +4736,13 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fRemoveContainer\x12(.gearbox.agent.v1.RemoveContainerRequest\x1a).gearbox.agent.v1.RemoveContainerResponse\x12f\n" +
 	"\x0fUpdateContainer\x12(.gearbox.agent.v1.UpdateContainerRequest\x1a).gearbox.agent.v1.UpdateContainerResponse\x12l\n" +
 	"\x11GetContainerUsage\x12*.gearbox.agent.v1.GetContainerUsageRequest\x1a+.gearbox.agent.v1.GetContainerUsageResponse\x12g\n" +
-	"\x1cLaunchNestedContainerSession\x12 .gearbox.agent.v1.SessionRequest\x1a!.gearbox.agent.v1.SessionResponse(\x010\x01\x12S\n" +
+	"\x1cLaunchNestedContainerSession\x12 .gearbox.agent.v1.SessionRequest\x1a!.gearbox.agent.v1.SessionResponse(\x010\x01\x12x\n" +
+	"\x15LaunchNestedContainer\x12..gearbox.agent.v1.LaunchNestedContainerRequest\x1a/.gearbox.agent.v1.LaunchNestedContainerResponse\x12r\n" +
+	"\x13WaitNestedContainer\x12,.gearbox.agent.v1.WaitNestedContainerRequest\x1a-.gearbox.agent.v1.WaitNestedContainerResponse\x12r\n" +
+	"\x13KillNestedContainer\x12,.gearbox.agent.v1.KillNestedContainerRequest\x1a-.gearbox.agent.v1.KillNestedContainerResponse\x12x\n" +
+	"\x15RemoveNestedContainer\x12..gearbox.agent.v1.RemoveNestedContainerRequest\x1a/.gearbox.agent.v1.RemoveNestedContainerResponse\x12g\n" +
+	"\x14AttachContainerInput\x12$.gearbox.agent.v1.AttachInputRequest\x1a%.gearbox.agent.v1.AttachInputResponse(\x010\x01\x12h\n" +
+	"\x15AttachContainerOutput\x12%.gearbox.agent.v1.AttachOutputRequest\x1a&.gearbox.agent.v1.AttachOutputResponse0\x01\x12S\n" +
 	"\bReadLogs\x12!.gearbox.agent.v1.ReadLogsRequest\x1a\".gearbox.agent.v1.ReadLogsResponse0\x01\x12V\n" +
 	"\tPullImage\x12\".gearbox.agent.v1.PullImageRequest\x1a#.gearbox.agent.v1.PullImageResponse0\x01\x12\\\n" +
 	"\vImportImage\x12$.gearbox.agent.v1.ImportImageRequest\x1a%.gearbox.agent.v1.ImportImageResponse(\x01\x12W\n" +
@@ -3679,151 +4763,192 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
-	(Stream)(0),                       // 0: gearbox.agent.v1.Stream
-	(*GetHealthRequest)(nil),          // 1: gearbox.agent.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),         // 2: gearbox.agent.v1.GetHealthResponse
-	(*GetVersionRequest)(nil),         // 3: gearbox.agent.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),        // 4: gearbox.agent.v1.GetVersionResponse
-	(*GetStateRequest)(nil),           // 5: gearbox.agent.v1.GetStateRequest
-	(*GetStateResponse)(nil),          // 6: gearbox.agent.v1.GetStateResponse
-	(*ResourceSet)(nil),               // 7: gearbox.agent.v1.ResourceSet
-	(*Runtime)(nil),                   // 8: gearbox.agent.v1.Runtime
-	(*StringList)(nil),                // 9: gearbox.agent.v1.StringList
-	(*LaunchContainerRequest)(nil),    // 10: gearbox.agent.v1.LaunchContainerRequest
-	(*Resources)(nil),                 // 11: gearbox.agent.v1.Resources
-	(*DeviceLimit)(nil),               // 12: gearbox.agent.v1.DeviceLimit
-	(*LogOptions)(nil),                // 13: gearbox.agent.v1.LogOptions
-	(*LaunchContainerResponse)(nil),   // 14: gearbox.agent.v1.LaunchContainerResponse
-	(*Container)(nil),                 // 15: gearbox.agent.v1.Container
-	(*GetContainersRequest)(nil),      // 16: gearbox.agent.v1.GetContainersRequest
-	(*GetContainersResponse)(nil),     // 17: gearbox.agent.v1.GetContainersResponse
-	(*WaitContainerRequest)(nil),      // 18: gearbox.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),     // 19: gearbox.agent.v1.WaitContainerResponse
-	(*KillContainerRequest)(nil),      // 20: gearbox.agent.v1.KillContainerRequest
-	(*KillContainerResponse)(nil),     // 21: gearbox.agent.v1.KillContainerResponse
-	(*RemoveContainerRequest)(nil),    // 22: gearbox.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil),   // 23: gearbox.agent.v1.RemoveContainerResponse
-	(*SessionRequest)(nil),            // 24: gearbox.agent.v1.SessionRequest
-	(*SessionLaunch)(nil),             // 25: gearbox.agent.v1.SessionLaunch
-	(*StdinClose)(nil),                // 26: gearbox.agent.v1.StdinClose
-	(*Heartbeat)(nil),                 // 27: gearbox.agent.v1.Heartbeat
-	(*WindowSize)(nil),                // 28: gearbox.agent.v1.WindowSize
-	(*SessionResponse)(nil),           // 29: gearbox.agent.v1.SessionResponse
-	(*SessionExit)(nil),               // 30: gearbox.agent.v1.SessionExit
-	(*UpdateContainerRequest)(nil),    // 31: gearbox.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil),   // 32: gearbox.agent.v1.UpdateContainerResponse
-	(*GetContainerUsageRequest)(nil),  // 33: gearbox.agent.v1.GetContainerUsageRequest
-	(*GetContainerUsageResponse)(nil), // 34: gearbox.agent.v1.GetContainerUsageResponse
-	(*ContainerUsage)(nil),            // 35: gearbox.agent.v1.ContainerUsage
-	(*ReadLogsRequest)(nil),           // 36: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),          // 37: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),              // 38: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),          // 39: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),         // 40: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),             // 41: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),        // 42: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),             // 43: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),       // 44: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                     // 45: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),         // 46: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),        // 47: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),        // 48: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),       // 49: gearbox.agent.v1.RemoveImageResponse
-	nil,                               // 50: gearbox.agent.v1.GetStateResponse.AttributesEntry
-	nil,                               // 51: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	nil,                               // 52: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                               // 53: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 54: google.protobuf.Timestamp
-	(v1.TaskState)(0),                 // 55: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                    // 56: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
+	(Stream)(0),                           // 0: gearbox.agent.v1.Stream
+	(*GetHealthRequest)(nil),              // 1: gearbox.agent.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),             // 2: gearbox.agent.v1.GetHealthResponse
+	(*GetVersionRequest)(nil),             // 3: gearbox.agent.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),            // 4: gearbox.agent.v1.GetVersionResponse
+	(*GetStateRequest)(nil),               // 5: gearbox.agent.v1.GetStateRequest
+	(*GetStateResponse)(nil),              // 6: gearbox.agent.v1.GetStateResponse
+	(*ResourceSet)(nil),                   // 7: gearbox.agent.v1.ResourceSet
+	(*Runtime)(nil),                       // 8: gearbox.agent.v1.Runtime
+	(*StringList)(nil),                    // 9: gearbox.agent.v1.StringList
+	(*LaunchContainerRequest)(nil),        // 10: gearbox.agent.v1.LaunchContainerRequest
+	(*Resources)(nil),                     // 11: gearbox.agent.v1.Resources
+	(*DeviceLimit)(nil),                   // 12: gearbox.agent.v1.DeviceLimit
+	(*LogOptions)(nil),                    // 13: gearbox.agent.v1.LogOptions
+	(*LaunchContainerResponse)(nil),       // 14: gearbox.agent.v1.LaunchContainerResponse
+	(*Container)(nil),                     // 15: gearbox.agent.v1.Container
+	(*GetContainersRequest)(nil),          // 16: gearbox.agent.v1.GetContainersRequest
+	(*GetContainersResponse)(nil),         // 17: gearbox.agent.v1.GetContainersResponse
+	(*WaitContainerRequest)(nil),          // 18: gearbox.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),         // 19: gearbox.agent.v1.WaitContainerResponse
+	(*KillContainerRequest)(nil),          // 20: gearbox.agent.v1.KillContainerRequest
+	(*KillContainerResponse)(nil),         // 21: gearbox.agent.v1.KillContainerResponse
+	(*RemoveContainerRequest)(nil),        // 22: gearbox.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),       // 23: gearbox.agent.v1.RemoveContainerResponse
+	(*SessionRequest)(nil),                // 24: gearbox.agent.v1.SessionRequest
+	(*SessionLaunch)(nil),                 // 25: gearbox.agent.v1.SessionLaunch
+	(*StdinClose)(nil),                    // 26: gearbox.agent.v1.StdinClose
+	(*Heartbeat)(nil),                     // 27: gearbox.agent.v1.Heartbeat
+	(*WindowSize)(nil),                    // 28: gearbox.agent.v1.WindowSize
+	(*SessionResponse)(nil),               // 29: gearbox.agent.v1.SessionResponse
+	(*SessionExit)(nil),                   // 30: gearbox.agent.v1.SessionExit
+	(*UpdateContainerRequest)(nil),        // 31: gearbox.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil),       // 32: gearbox.agent.v1.UpdateContainerResponse
+	(*GetContainerUsageRequest)(nil),      // 33: gearbox.agent.v1.GetContainerUsageRequest
+	(*GetContainerUsageResponse)(nil),     // 34: gearbox.agent.v1.GetContainerUsageResponse
+	(*ContainerUsage)(nil),                // 35: gearbox.agent.v1.ContainerUsage
+	(*ReadLogsRequest)(nil),               // 36: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),              // 37: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),                  // 38: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),              // 39: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),             // 40: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),                 // 41: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),            // 42: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),                 // 43: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),           // 44: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                         // 45: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),             // 46: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),            // 47: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),            // 48: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),           // 49: gearbox.agent.v1.RemoveImageResponse
+	(*LaunchNestedContainerRequest)(nil),  // 50: gearbox.agent.v1.LaunchNestedContainerRequest
+	(*LaunchNestedContainerResponse)(nil), // 51: gearbox.agent.v1.LaunchNestedContainerResponse
+	(*NestedContainer)(nil),               // 52: gearbox.agent.v1.NestedContainer
+	(*WaitNestedContainerRequest)(nil),    // 53: gearbox.agent.v1.WaitNestedContainerRequest
+	(*WaitNestedContainerResponse)(nil),   // 54: gearbox.agent.v1.WaitNestedContainerResponse
+	(*KillNestedContainerRequest)(nil),    // 55: gearbox.agent.v1.KillNestedContainerRequest
+	(*KillNestedContainerResponse)(nil),   // 56: gearbox.agent.v1.KillNestedContainerResponse
+	(*RemoveNestedContainerRequest)(nil),  // 57: gearbox.agent.v1.RemoveNestedContainerRequest
+	(*RemoveNestedContainerResponse)(nil), // 58: gearbox.agent.v1.RemoveNestedContainerResponse
+	(*AttachInputRequest)(nil),            // 59: gearbox.agent.v1.AttachInputRequest
+	(*AttachInputStart)(nil),              // 60: gearbox.agent.v1.AttachInputStart
+	(*AttachInputResponse)(nil),           // 61: gearbox.agent.v1.AttachInputResponse
+	(*Detached)(nil),                      // 62: gearbox.agent.v1.Detached
+	(*AttachOutputRequest)(nil),           // 63: gearbox.agent.v1.AttachOutputRequest
+	(*AttachOutputResponse)(nil),          // 64: gearbox.agent.v1.AttachOutputResponse
+	nil,                                   // 65: gearbox.agent.v1.GetStateResponse.AttributesEntry
+	nil,                                   // 66: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	nil,                                   // 67: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                                   // 68: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
+	(v1.TaskState)(0),                     // 70: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 71: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),           // 72: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	54, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	69, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	8,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	7,  // 2: gearbox.agent.v1.GetStateResponse.total:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 3: gearbox.agent.v1.GetStateResponse.allocated:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
-	50, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
-	51, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	65, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
+	66, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
 	9,  // 7: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	9,  // 8: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	52, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	67, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	13, // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
 	12, // 12: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
 	15, // 13: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	55, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	56, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	54, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	54, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	54, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	53, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	70, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	71, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	69, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	69, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	69, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	68, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
 	13, // 20: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 21: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
 	15, // 22: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
 	15, // 23: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	57, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	72, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
 	25, // 25: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
 	26, // 26: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
 	28, // 27: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
 	27, // 28: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
 	28, // 29: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	30, // 30: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11, // 31: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 32: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35, // 33: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	54, // 34: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 35: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 36: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	54, // 37: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 38: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38, // 39: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41, // 40: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45, // 41: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43, // 42: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45, // 43: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	54, // 44: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45, // 45: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	1,  // 46: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 47: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 48: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16, // 49: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10, // 50: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18, // 51: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20, // 52: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22, // 53: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31, // 54: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33, // 55: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24, // 56: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	36, // 57: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39, // 58: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42, // 59: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46, // 60: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48, // 61: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 62: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 63: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 64: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17, // 65: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14, // 66: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19, // 67: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21, // 68: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23, // 69: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32, // 70: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34, // 71: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29, // 72: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	37, // 73: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40, // 74: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44, // 75: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47, // 76: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49, // 77: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	62, // [62:78] is the sub-list for method output_type
-	46, // [46:62] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	11, // 30: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30, // 31: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11, // 32: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 33: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35, // 34: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	69, // 35: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 36: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 37: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	69, // 38: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 39: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38, // 40: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41, // 41: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45, // 42: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43, // 43: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45, // 44: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	69, // 45: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45, // 46: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52, // 47: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	70, // 48: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	71, // 49: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	69, // 50: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	69, // 51: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52, // 52: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60, // 53: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26, // 54: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 55: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 56: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 57: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62, // 58: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15, // 59: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	1,  // 60: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 61: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 62: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 63: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 64: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 65: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 66: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 67: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31, // 68: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33, // 69: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24, // 70: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50, // 71: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53, // 72: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55, // 73: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57, // 74: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59, // 75: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63, // 76: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36, // 77: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39, // 78: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42, // 79: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46, // 80: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48, // 81: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 82: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 83: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 84: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 85: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 86: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 87: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 88: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 89: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32, // 90: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34, // 91: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 92: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51, // 93: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54, // 94: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56, // 95: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58, // 96: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61, // 97: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64, // 98: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37, // 99: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40, // 100: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44, // 101: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47, // 102: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49, // 103: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	82, // [82:104] is the sub-list for method output_type
+	60, // [60:82] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -3855,13 +4980,30 @@ func file_gearbox_agent_v1_agent_proto_init() {
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[49].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[51].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[58].OneofWrappers = []any{
+		(*AttachInputRequest_Start)(nil),
+		(*AttachInputRequest_Stdin)(nil),
+		(*AttachInputRequest_CloseStdin)(nil),
+		(*AttachInputRequest_Resize)(nil),
+		(*AttachInputRequest_Heartbeat)(nil),
+	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[60].OneofWrappers = []any{
+		(*AttachInputResponse_Detached)(nil),
+	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[63].OneofWrappers = []any{
+		(*AttachOutputResponse_Stdout)(nil),
+		(*AttachOutputResponse_Stderr)(nil),
+		(*AttachOutputResponse_Exit)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   53,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

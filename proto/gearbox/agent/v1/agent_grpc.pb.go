@@ -33,6 +33,12 @@ const (
 	Agent_UpdateContainer_FullMethodName              = "/gearbox.agent.v1.Agent/UpdateContainer"
 	Agent_GetContainerUsage_FullMethodName            = "/gearbox.agent.v1.Agent/GetContainerUsage"
 	Agent_LaunchNestedContainerSession_FullMethodName = "/gearbox.agent.v1.Agent/LaunchNestedContainerSession"
+	Agent_LaunchNestedContainer_FullMethodName        = "/gearbox.agent.v1.Agent/LaunchNestedContainer"
+	Agent_WaitNestedContainer_FullMethodName          = "/gearbox.agent.v1.Agent/WaitNestedContainer"
+	Agent_KillNestedContainer_FullMethodName          = "/gearbox.agent.v1.Agent/KillNestedContainer"
+	Agent_RemoveNestedContainer_FullMethodName        = "/gearbox.agent.v1.Agent/RemoveNestedContainer"
+	Agent_AttachContainerInput_FullMethodName         = "/gearbox.agent.v1.Agent/AttachContainerInput"
+	Agent_AttachContainerOutput_FullMethodName        = "/gearbox.agent.v1.Agent/AttachContainerOutput"
 	Agent_ReadLogs_FullMethodName                     = "/gearbox.agent.v1.Agent/ReadLogs"
 	Agent_PullImage_FullMethodName                    = "/gearbox.agent.v1.Agent/PullImage"
 	Agent_ImportImage_FullMethodName                  = "/gearbox.agent.v1.Agent/ImportImage"
@@ -67,7 +73,26 @@ type AgentClient interface {
 	// stdin close, window resizes and heartbeats; the server sends stdout,
 	// stderr (none with a TTY) and, last, the exit status. When the stream
 	// ends or the client vanishes, the process is killed and removed.
+	// With an image in the launch it is a debug container: that image's
+	// root filesystem in the target's pid, network and IPC namespaces, with
+	// its own cgroup under the target's, removed when the session ends.
 	LaunchNestedContainerSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
+	// Nested containers run in a running container (IDs parent.child) and
+	// share its namespaces and cgroup (class DEBUG); they end with it. Their
+	// output is kept in the parent's sandbox under containers/CHILD/.
+	LaunchNestedContainer(ctx context.Context, in *LaunchNestedContainerRequest, opts ...grpc.CallOption) (*LaunchNestedContainerResponse, error)
+	WaitNestedContainer(ctx context.Context, in *WaitNestedContainerRequest, opts ...grpc.CallOption) (*WaitNestedContainerResponse, error)
+	KillNestedContainer(ctx context.Context, in *KillNestedContainerRequest, opts ...grpc.CallOption) (*KillNestedContainerResponse, error)
+	RemoveNestedContainer(ctx context.Context, in *RemoveNestedContainerRequest, opts ...grpc.CallOption) (*RemoveNestedContainerResponse, error)
+	// AttachContainerInput writes to the stdin of a container launched with
+	// stdin open: the first message names the container, then stdin, stdin
+	// close, resizes and heartbeats. One writer at a time. The detach keys
+	// (ctrl-p,ctrl-q by default) end the stream and leave the container
+	// running; the server then sends detached and returns.
+	AttachContainerInput(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachInputRequest, AttachInputResponse], error)
+	// AttachContainerOutput streams a container's output from now on (or
+	// from its start with logs), then its exit status. Any number of readers.
+	AttachContainerOutput(ctx context.Context, in *AttachOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AttachOutputResponse], error)
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error)
 	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error)
@@ -200,9 +225,81 @@ func (c *agentClient) LaunchNestedContainerSession(ctx context.Context, opts ...
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_LaunchNestedContainerSessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
 
+func (c *agentClient) LaunchNestedContainer(ctx context.Context, in *LaunchNestedContainerRequest, opts ...grpc.CallOption) (*LaunchNestedContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LaunchNestedContainerResponse)
+	err := c.cc.Invoke(ctx, Agent_LaunchNestedContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) WaitNestedContainer(ctx context.Context, in *WaitNestedContainerRequest, opts ...grpc.CallOption) (*WaitNestedContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitNestedContainerResponse)
+	err := c.cc.Invoke(ctx, Agent_WaitNestedContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) KillNestedContainer(ctx context.Context, in *KillNestedContainerRequest, opts ...grpc.CallOption) (*KillNestedContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KillNestedContainerResponse)
+	err := c.cc.Invoke(ctx, Agent_KillNestedContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) RemoveNestedContainer(ctx context.Context, in *RemoveNestedContainerRequest, opts ...grpc.CallOption) (*RemoveNestedContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNestedContainerResponse)
+	err := c.cc.Invoke(ctx, Agent_RemoveNestedContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) AttachContainerInput(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachInputRequest, AttachInputResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_AttachContainerInput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachInputRequest, AttachInputResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_AttachContainerInputClient = grpc.BidiStreamingClient[AttachInputRequest, AttachInputResponse]
+
+func (c *agentClient) AttachContainerOutput(ctx context.Context, in *AttachOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AttachOutputResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_AttachContainerOutput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachOutputRequest, AttachOutputResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_AttachContainerOutputClient = grpc.ServerStreamingClient[AttachOutputResponse]
+
 func (c *agentClient) ReadLogs(ctx context.Context, in *ReadLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadLogsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_ReadLogs_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[3], Agent_ReadLogs_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +318,7 @@ type Agent_ReadLogsClient = grpc.ServerStreamingClient[ReadLogsResponse]
 
 func (c *agentClient) PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_PullImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[4], Agent_PullImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +337,7 @@ type Agent_PullImageClient = grpc.ServerStreamingClient[PullImageResponse]
 
 func (c *agentClient) ImportImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportImageRequest, ImportImageResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[3], Agent_ImportImage_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[5], Agent_ImportImage_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +395,26 @@ type AgentServer interface {
 	// stdin close, window resizes and heartbeats; the server sends stdout,
 	// stderr (none with a TTY) and, last, the exit status. When the stream
 	// ends or the client vanishes, the process is killed and removed.
+	// With an image in the launch it is a debug container: that image's
+	// root filesystem in the target's pid, network and IPC namespaces, with
+	// its own cgroup under the target's, removed when the session ends.
 	LaunchNestedContainerSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
+	// Nested containers run in a running container (IDs parent.child) and
+	// share its namespaces and cgroup (class DEBUG); they end with it. Their
+	// output is kept in the parent's sandbox under containers/CHILD/.
+	LaunchNestedContainer(context.Context, *LaunchNestedContainerRequest) (*LaunchNestedContainerResponse, error)
+	WaitNestedContainer(context.Context, *WaitNestedContainerRequest) (*WaitNestedContainerResponse, error)
+	KillNestedContainer(context.Context, *KillNestedContainerRequest) (*KillNestedContainerResponse, error)
+	RemoveNestedContainer(context.Context, *RemoveNestedContainerRequest) (*RemoveNestedContainerResponse, error)
+	// AttachContainerInput writes to the stdin of a container launched with
+	// stdin open: the first message names the container, then stdin, stdin
+	// close, resizes and heartbeats. One writer at a time. The detach keys
+	// (ctrl-p,ctrl-q by default) end the stream and leave the container
+	// running; the server then sends detached and returns.
+	AttachContainerInput(grpc.BidiStreamingServer[AttachInputRequest, AttachInputResponse]) error
+	// AttachContainerOutput streams a container's output from now on (or
+	// from its start with logs), then its exit status. Any number of readers.
+	AttachContainerOutput(*AttachOutputRequest, grpc.ServerStreamingServer[AttachOutputResponse]) error
 	// ReadLogs streams a container's output as kept in its sandbox.
 	ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error
 	PullImage(*PullImageRequest, grpc.ServerStreamingServer[PullImageResponse]) error
@@ -350,6 +466,24 @@ func (UnimplementedAgentServer) GetContainerUsage(context.Context, *GetContainer
 }
 func (UnimplementedAgentServer) LaunchNestedContainerSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method LaunchNestedContainerSession not implemented")
+}
+func (UnimplementedAgentServer) LaunchNestedContainer(context.Context, *LaunchNestedContainerRequest) (*LaunchNestedContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LaunchNestedContainer not implemented")
+}
+func (UnimplementedAgentServer) WaitNestedContainer(context.Context, *WaitNestedContainerRequest) (*WaitNestedContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitNestedContainer not implemented")
+}
+func (UnimplementedAgentServer) KillNestedContainer(context.Context, *KillNestedContainerRequest) (*KillNestedContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KillNestedContainer not implemented")
+}
+func (UnimplementedAgentServer) RemoveNestedContainer(context.Context, *RemoveNestedContainerRequest) (*RemoveNestedContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNestedContainer not implemented")
+}
+func (UnimplementedAgentServer) AttachContainerInput(grpc.BidiStreamingServer[AttachInputRequest, AttachInputResponse]) error {
+	return status.Error(codes.Unimplemented, "method AttachContainerInput not implemented")
+}
+func (UnimplementedAgentServer) AttachContainerOutput(*AttachOutputRequest, grpc.ServerStreamingServer[AttachOutputResponse]) error {
+	return status.Error(codes.Unimplemented, "method AttachContainerOutput not implemented")
 }
 func (UnimplementedAgentServer) ReadLogs(*ReadLogsRequest, grpc.ServerStreamingServer[ReadLogsResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadLogs not implemented")
@@ -574,6 +708,96 @@ func _Agent_LaunchNestedContainerSession_Handler(srv interface{}, stream grpc.Se
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_LaunchNestedContainerSessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
 
+func _Agent_LaunchNestedContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LaunchNestedContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).LaunchNestedContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_LaunchNestedContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).LaunchNestedContainer(ctx, req.(*LaunchNestedContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_WaitNestedContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitNestedContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).WaitNestedContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_WaitNestedContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).WaitNestedContainer(ctx, req.(*WaitNestedContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_KillNestedContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillNestedContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).KillNestedContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_KillNestedContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).KillNestedContainer(ctx, req.(*KillNestedContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_RemoveNestedContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNestedContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).RemoveNestedContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_RemoveNestedContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).RemoveNestedContainer(ctx, req.(*RemoveNestedContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_AttachContainerInput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).AttachContainerInput(&grpc.GenericServerStream[AttachInputRequest, AttachInputResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_AttachContainerInputServer = grpc.BidiStreamingServer[AttachInputRequest, AttachInputResponse]
+
+func _Agent_AttachContainerOutput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AttachOutputRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).AttachContainerOutput(m, &grpc.GenericServerStream[AttachOutputRequest, AttachOutputResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_AttachContainerOutputServer = grpc.ServerStreamingServer[AttachOutputResponse]
+
 func _Agent_ReadLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadLogsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -687,6 +911,22 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Agent_GetContainerUsage_Handler,
 		},
 		{
+			MethodName: "LaunchNestedContainer",
+			Handler:    _Agent_LaunchNestedContainer_Handler,
+		},
+		{
+			MethodName: "WaitNestedContainer",
+			Handler:    _Agent_WaitNestedContainer_Handler,
+		},
+		{
+			MethodName: "KillNestedContainer",
+			Handler:    _Agent_KillNestedContainer_Handler,
+		},
+		{
+			MethodName: "RemoveNestedContainer",
+			Handler:    _Agent_RemoveNestedContainer_Handler,
+		},
+		{
 			MethodName: "ListImages",
 			Handler:    _Agent_ListImages_Handler,
 		},
@@ -701,6 +941,17 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Agent_LaunchNestedContainerSession_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "AttachContainerInput",
+			Handler:       _Agent_AttachContainerInput_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "AttachContainerOutput",
+			Handler:       _Agent_AttachContainerOutput_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "ReadLogs",

@@ -1,0 +1,161 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/isolators"
+)
+
+// labelDebugOf marks a debug container in containerd with its target. A
+// debug container lives as long as its session: a restarted agent finds it
+// unknown to its checkpoint and destroys it.
+const labelDebugOf = "gearbox.debug_of"
+
+// debug runs a debug container for a session: cfg.Image's root filesystem,
+// joined to the target's pid, network and IPC namespaces (so that an image
+// without a shell can be debugged from one that has tools), with a cgroup
+// of its own under the target's. Closing the session removes it all.
+func (z *Containerizer) debug(ctx context.Context, target containerizer.Container, targetTask client.Task, cfg containerizer.ExecConfig, eio containerizer.ExecIO) (containerizer.Exec, error) {
+	if err := z.CheckResources(cfg.Resources, false); err != nil {
+		return nil, err
+	}
+	ref, err := NormalizeRef(cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	img, err := z.client.GetImage(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return nil, errs.New(errdefs.ErrNotFound, "image %q is not present on this agent: pull it first (gearbox image pull %s)", ref, cfg.Image)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up image %q: %w", ref, err)
+	}
+	// Setting up runs to its end whatever the caller does meanwhile; Close
+	// undoes it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	if ok, err := img.IsUnpacked(ctx, z.cfg.Snapshotter); err != nil || !ok {
+		if err := img.Unpack(ctx, z.cfg.Snapshotter); err != nil {
+			return nil, fmt.Errorf("unpacking image %q: %w", ref, err)
+		}
+	}
+	child := "debug-" + ids.New()
+	id := string(target.ID) + "." + child
+	cgroup := z.cgroupPath(target.ID) + "/" + child
+	if z.cfg.SystemdCgroup {
+		// systemd's slices cannot nest a unit under a scope: a sibling.
+		cgroup = z.cgroupPath(containerizer.ContainerID(id))
+	}
+	pid := targetTask.Pid()
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", pid)}),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: fmt.Sprintf("/proc/%d/ns/net", pid)}),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: fmt.Sprintf("/proc/%d/ns/ipc", pid)}),
+		oci.WithHostHostsFile,
+		oci.WithHostResolvconf,
+		oci.WithEnv(cfg.Env),
+		oci.WithCgroup(cgroup),
+		oci.WithNoNewPrivileges,
+		seccomp.WithDefaultProfile(),
+	}
+	if len(cfg.Args) > 0 {
+		opts = append(opts, oci.WithProcessArgs(cfg.Args...))
+	}
+	if cfg.TTY {
+		opts = append(opts, oci.WithTTY)
+		if cfg.Width > 0 && cfg.Height > 0 {
+			opts = append(opts, oci.WithTTYSize(int(cfg.Width), int(cfg.Height)))
+		}
+	}
+	if cfg.WorkingDir != nil {
+		opts = append(opts, oci.WithProcessCwd(*cfg.WorkingDir))
+	}
+	if cfg.User != nil {
+		opts = append(opts, oci.WithUser(*cfg.User))
+	}
+	// Limits asked for go through the isolators, as a container's do; none
+	// asked: the target's limits bound it from above.
+	iso := isolators.Container{ID: id, CgroupPath: CgroupDir(cgroup), Resources: cfg.Resources}
+	limited := !cfg.Resources.IsZero()
+	if limited {
+		for _, i := range z.cfg.Isolators {
+			o, err := i.Prepare(ctx, iso)
+			if err != nil {
+				return nil, fmt.Errorf("isolator %s: %w", i.Name(), err)
+			}
+			opts = append(opts, o...)
+		}
+	}
+	profile := z.cfg.Runtimes[target.Runtime]
+	var rtOpts any
+	if profile.Type == runcShimType {
+		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
+	}
+	cont, err := z.client.NewContainer(ctx, id,
+		client.WithImage(img),
+		client.WithSnapshotter(z.cfg.Snapshotter),
+		client.WithNewSnapshot(id, img),
+		client.WithNewSpec(opts...),
+		client.WithRuntime(profile.Type, rtOpts),
+		client.WithContainerLabels(map[string]string{labelDebugOf: string(target.ID)}),
+	)
+	if err != nil {
+		z.client.SnapshotService(z.cfg.Snapshotter).Remove(ctx, id)
+		return nil, fmt.Errorf("creating debug container %s: %w", id, err)
+	}
+	e := &execProc{z: z}
+	e.after = func(ctx context.Context) {
+		if err := cont.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			z.log.Warn("removing a debug container", "container_id", id, "err", err)
+		}
+		if limited {
+			for _, i := range z.cfg.Isolators {
+				i.Cleanup(ctx, iso)
+			}
+		}
+	}
+	if spec, err := cont.Spec(ctx); err == nil && (spec.Process == nil || len(spec.Process.Args) == 0) {
+		e.after(ctx)
+		return nil, errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd: give a command (gearbox debug ID --image %s -- CMD…)", ref, cfg.Image)
+	}
+	creator, err := z.sessionIO(cfg, eio, e)
+	if err != nil {
+		e.after(ctx)
+		return nil, err
+	}
+	task, err := cont.NewTask(ctx, creator)
+	if err != nil {
+		e.after(ctx)
+		if f := classifyStartError(err); f != containerizer.LaunchFailureNone {
+			return nil, &containerizer.LaunchError{Failure: f, Err: errs.New(errdefs.ErrInvalidArgument, "the command cannot run in image %s: %w", ref, err)}
+		}
+		return nil, fmt.Errorf("creating debug container %s: %w", id, err)
+	}
+	e.proc = task
+	if e.exit, err = task.Wait(context.WithoutCancel(ctx)); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := task.Start(ctx); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("starting debug container %s: %w", id, err)
+	}
+	if cfg.TTY && cfg.Width > 0 && cfg.Height > 0 {
+		task.Resize(ctx, cfg.Width, cfg.Height)
+	}
+	z.log.Info("debug container started", "container_id", id, "image", ref)
+	return e, nil
+}
