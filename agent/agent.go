@@ -238,7 +238,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(agentv1.Agent_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	newServer := func(creds credentials.TransportCredentials) *grpc.Server {
-		opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream)}
+		opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream),
+			// Session output and log streams are bulk: fewer, larger writes.
+			grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10)}
 		if creds != nil {
 			opts = append(opts, grpc.Creds(creds))
 		}

@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -59,26 +62,186 @@ func (a *Agent) audit(r auditRecord) {
 	f.Write(append(b, '\n'))
 }
 
-// frameWriter sends output frames; gRPC allows one Send at a time.
-type frameWriter struct {
-	mu     *sync.Mutex
+// outputQueue sends a session's output frames from one goroutine (gRPC
+// allows one Send at a time). Writes queue their bytes and return; while a
+// Send is under way what arrives is merged, so frames grow under load (up
+// to maxFrame) and a lone keystroke's echo still goes out at once. Writers
+// wait while maxQueued bytes are queued: the process feels the client's
+// pace.
+type outputQueue struct {
 	stream agentv1.Agent_LaunchNestedContainerSessionServer
-	stderr bool
 	n      *atomic.Int64
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	frames  []outFrame
+	queued  int
+	closing bool
+	err     error
+	done    chan struct{}
 }
 
-func (w frameWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: p}}
-	if w.stderr {
-		resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: p}
+type outFrame struct {
+	stderr bool
+	data   []byte
+	pooled *[]byte // data's buffer, back to readBufs once sent
+}
+
+const (
+	maxFrame  = 1 << 20
+	maxQueued = 2 << 20
+	readBuf   = 256 << 10
+)
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBuf); return &b }}
+
+func newOutputQueue(stream agentv1.Agent_LaunchNestedContainerSessionServer, n *atomic.Int64) *outputQueue {
+	q := &outputQueue{stream: stream, n: n, done: make(chan struct{})}
+	q.cond = sync.NewCond(&q.mu)
+	go q.run()
+	return q
+}
+
+func (q *outputQueue) write(stderr bool, p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.queued >= maxQueued && q.err == nil {
+		q.cond.Wait()
 	}
-	if err := w.stream.Send(resp); err != nil {
-		return 0, err
+	if q.err != nil {
+		return 0, q.err
 	}
-	w.n.Add(int64(len(p)))
+	if k := len(q.frames); k > 0 && q.frames[k-1].stderr == stderr && q.frames[k-1].pooled == nil && len(q.frames[k-1].data)+len(p) <= maxFrame {
+		q.frames[k-1].data = append(q.frames[k-1].data, p...)
+	} else {
+		q.frames = append(q.frames, outFrame{stderr: stderr, data: append(make([]byte, 0, len(p)), p...)})
+	}
+	q.queued += len(p)
+	q.n.Add(int64(len(p)))
+	q.cond.Broadcast()
 	return len(p), nil
+}
+
+// push queues a pooled buffer as a frame of its own, without a copy.
+func (q *outputQueue) push(stderr bool, bp *[]byte, n int) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.queued >= maxQueued && q.err == nil {
+		q.cond.Wait()
+	}
+	if q.err != nil {
+		return q.err
+	}
+	q.frames = append(q.frames, outFrame{stderr: stderr, data: (*bp)[:n], pooled: bp})
+	q.queued += n
+	q.n.Add(int64(n))
+	q.cond.Broadcast()
+	return nil
+}
+
+func (q *outputQueue) run() {
+	defer close(q.done)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		for len(q.frames) == 0 && !q.closing {
+			q.cond.Wait()
+		}
+		if len(q.frames) == 0 {
+			return
+		}
+		batch := q.frames
+		q.frames = nil
+		q.mu.Unlock()
+		var err error
+		for _, f := range batch {
+			resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: f.data}}
+			if f.stderr {
+				resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: f.data}
+			}
+			if err = q.stream.Send(resp); err != nil {
+				break
+			}
+			if f.pooled != nil { // Send has encoded it
+				readBufs.Put(f.pooled)
+			}
+		}
+		q.mu.Lock()
+		for _, f := range batch {
+			q.queued -= len(f.data)
+		}
+		if err != nil {
+			q.err = err
+			q.frames = nil
+			q.cond.Broadcast()
+			return
+		}
+		q.cond.Broadcast()
+	}
+}
+
+// flush waits until everything queued is sent (or sending failed); the
+// queue sends nothing after it.
+func (q *outputQueue) flush() error {
+	q.mu.Lock()
+	q.closing = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	<-q.done
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
+// abort drops what is queued and fails further writes; it does not wait
+// for a Send under way (the client may not be reading).
+func (q *outputQueue) abort() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err == nil {
+		q.err = context.Canceled
+	}
+	q.frames = nil
+	q.closing = true
+	q.cond.Broadcast()
+}
+
+type queueWriter struct {
+	q      *outputQueue
+	stderr bool
+}
+
+func (w queueWriter) Write(p []byte) (int, error) { return w.q.write(w.stderr, p) }
+
+// ReadFrom is how the exec's output copy reaches the queue (io.CopyBuffer
+// prefers it): reads of up to readBuf straight into buffers the frames
+// then own, from a FIFO grown to 1 MiB so that the shim writes in large
+// pieces too.
+func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
+	if sc, ok := r.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+		}
+	}
+	var total int64
+	for {
+		bp := readBufs.Get().(*[]byte)
+		n, err := r.Read(*bp)
+		if n > 0 {
+			if qerr := w.q.push(w.stderr, bp, n); qerr != nil {
+				return total, qerr
+			}
+			total += int64(n)
+		} else {
+			readBufs.Put(bp)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 func badFrame(format string, a ...any) error {
@@ -128,7 +291,8 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	defer done()
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
-	var sendMu sync.Mutex
+	out := newOutputQueue(stream, &bytesOut)
+	defer out.abort()
 	cfg := containerizer.ExecConfig{Args: launch.Command, Env: launch.Env, User: launch.User, WorkingDir: launch.WorkingDir, TTY: launch.Tty,
 		Image: launch.GetImage(), Resources: resourcesFromProto(launch.GetResources())}
 	if sz := launch.GetSize(); sz != nil {
@@ -136,8 +300,8 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	}
 	ex, err := s.cz().Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
 		Stdin:  stdinR,
-		Stdout: frameWriter{mu: &sendMu, stream: stream, n: &bytesOut},
-		Stderr: frameWriter{mu: &sendMu, stream: stream, stderr: true, n: &bytesOut},
+		Stdout: queueWriter{q: out},
+		Stderr: queueWriter{q: out, stderr: true},
 	})
 	if err != nil {
 		return toStatus(err)
@@ -190,7 +354,8 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		return toStatus(werr)
 	}
 	rec.ExitCode = &code
-	sendMu.Lock()
-	defer sendMu.Unlock()
+	if err := out.flush(); err != nil {
+		return err
+	}
 	return stream.Send(&agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Exit{Exit: &agentv1.SessionExit{ExitCode: code}}})
 }

@@ -390,7 +390,8 @@ func (t *harness) startAgentWith(args, env []string) error {
 	t.agentDone = make(chan error, 1)
 	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(t.agentCmd, t.agentDone)
 	if t.conn == nil {
-		conn, err := grpc.NewClient("unix://"+t.agentSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient("unix://"+t.agentSock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10)) // as the CLI's
 		if err != nil {
 			return err
 		}

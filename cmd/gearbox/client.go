@@ -83,7 +83,9 @@ func dial(cmd *cobra.Command) (agentv1.AgentClient, func(), error) {
 	}
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		// Session output and logs are bulk: fewer, larger reads.
+		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10))
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent address %q: %w", addr, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -110,6 +111,8 @@ type Containerizer struct {
 	wg     sync.WaitGroup
 
 	metrics *metrics
+	// execSlots bounds exec setups under way at once (execSlot).
+	execSlots chan struct{}
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr
@@ -202,6 +205,7 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		containers: map[containerizer.ContainerID]*ctr{},
 		tombstones: map[containerizer.ContainerID]containerizer.Container{},
 		metrics:    newMetrics(),
+		execSlots:  make(chan struct{}, max(2, runtime.NumCPU())),
 	}
 	z.runtimes = checkRuntimes(cfg.Runtimes)
 	for name, rt := range z.runtimes {
@@ -277,6 +281,19 @@ func (z *Containerizer) Containers(ctx context.Context) ([]containerizer.Contain
 		return out[i].ID < out[j].ID
 	})
 	return out, nil
+}
+
+// execSlot waits for a turn to set up an exec (create, start). runc's exec
+// is CPU-bound (it re-enters the container's namespaces and loads seccomp):
+// fifty at once on one container contend so badly on two cores that they
+// take a minute, where fifty in turns take seconds. The wait ends with ctx.
+func (z *Containerizer) execSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case z.execSlots <- struct{}{}:
+		return func() { <-z.execSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // opCtx gives an operation that must finish (cleanup, recording a state) its

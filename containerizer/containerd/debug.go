@@ -42,6 +42,11 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	if err != nil {
 		return nil, fmt.Errorf("looking up image %q: %w", ref, err)
 	}
+	release, err := z.execSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	// Setting up runs to its end whatever the caller does meanwhile; Close
 	// undoes it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)

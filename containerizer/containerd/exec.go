@@ -51,6 +51,11 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 	if err != nil {
 		return nil, err
 	}
+	release, err := z.execSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	execID := "session-" + ids.New()
 	// Setting up runs to its end whatever the caller does meanwhile: a
 	// start cancelled halfway leaves a process that Close cannot kill.

@@ -124,6 +124,11 @@ func (z *Containerizer) launchNested(ctx context.Context, c *ctr, cont client.Co
 	if err != nil {
 		return containerizer.NestedContainer{}, fmt.Errorf("preparing the logger of %s: %w", cfg.ID, err)
 	}
+	release, err := z.execSlot(ctx)
+	if err != nil {
+		return containerizer.NestedContainer{}, err
+	}
+	defer release()
 	// Setting up runs to its end whatever the caller does meanwhile.
 	ctx, cancel := z.opCtx(ctx, 30*time.Second)
 	defer cancel()
