@@ -1,0 +1,135 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// schemaVersion is written in the meta bucket; a file from a newer gearbox
+// is refused rather than misread.
+const schemaVersion = 1
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketAgents = []byte("agents")
+	bucketTasks  = []byte("tasks")
+	keySchema    = []byte("schema_version")
+)
+
+// Bolt is a Store in an embedded bbolt file. Values are JSON.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (or creates) the registry file at path. Only one process
+// may hold it: a second master on the same file waits up to timeout, then
+// fails with a message that says so.
+func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("registry %s is held by another process (is another master running on this work dir?)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening registry %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketAgents, bucketTasks} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n > schemaVersion {
+				return fmt.Errorf("registry %s has schema version %q; this gearbox reads version %d (use the gearbox that wrote it, or move the file aside to start empty)", path, v, schemaVersion)
+			}
+			return nil
+		}
+		return meta.Put(keySchema, []byte(strconv.Itoa(schemaVersion)))
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Bolt{db: db}, nil
+}
+
+func (b *Bolt) Close() error { return b.db.Close() }
+
+func put(db *bolt.DB, bucket []byte, id string, v any) error {
+	if id == "" {
+		return errors.New("an empty ID cannot be stored")
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(id), data) })
+}
+
+func get(db *bolt.DB, bucket []byte, id string, v any) error {
+	return db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucket).Get([]byte(id))
+		if data == nil {
+			return fmt.Errorf("%q: %w", id, ErrNotFound)
+		}
+		return json.Unmarshal(data, v)
+	})
+}
+
+func del(db *bolt.DB, bucket []byte, id string) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		if bk.Get([]byte(id)) == nil {
+			return fmt.Errorf("%q: %w", id, ErrNotFound)
+		}
+		return bk.Delete([]byte(id))
+	})
+}
+
+// all decodes every value of a bucket, in key order.
+func all[T any](db *bolt.DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
+			var v T
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("registry entry %q: %w", k, err)
+			}
+			out = append(out, v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (b *Bolt) PutAgent(_ context.Context, a Agent) error { return put(b.db, bucketAgents, a.ID, a) }
+
+func (b *Bolt) GetAgent(_ context.Context, id string) (Agent, error) {
+	var a Agent
+	err := get(b.db, bucketAgents, id, &a)
+	return a, err
+}
+
+func (b *Bolt) DeleteAgent(_ context.Context, id string) error { return del(b.db, bucketAgents, id) }
+
+func (b *Bolt) Agents(context.Context) ([]Agent, error) { return all[Agent](b.db, bucketAgents) }
+
+func (b *Bolt) PutTask(_ context.Context, t Task) error { return put(b.db, bucketTasks, t.ID, t) }
+
+func (b *Bolt) GetTask(_ context.Context, id string) (Task, error) {
+	var t Task
+	err := get(b.db, bucketTasks, id, &t)
+	return t, err
+}
+
+func (b *Bolt) DeleteTask(_ context.Context, id string) error { return del(b.db, bucketTasks, id) }
+
+func (b *Bolt) Tasks(context.Context) ([]Task, error) { return all[Task](b.db, bucketTasks) }

@@ -1,0 +1,91 @@
+// Package store is the master's registry: the agents it knows and the
+// tasks it placed, with their latest states. Store is the contract; Bolt
+// keeps it in an embedded bbolt file (the default), and an etcd-backed
+// Store for replicated masters can follow behind the same contract
+// (master/store/storetest is the suite both must pass).
+//
+// The registry holds what a restarted master needs to go on: which agents
+// were registered (and which an operator marked gone, so that they are
+// refused if they return) and every task's last known state. Health and
+// partitions are judged anew after a restart, as Mesos's master does: an
+// agent that does not re-register in time becomes unreachable.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for an agent or task the store does not hold.
+var ErrNotFound = errors.New("not found")
+
+// AgentState is an agent's standing with the master.
+type AgentState string
+
+const (
+	AgentActive      AgentState = "ACTIVE"
+	AgentUnreachable AgentState = "UNREACHABLE"
+	// AgentGone: removed after registry_max_agent_age, or by an operator
+	// (GoneByOperator); such an agent is refused if it returns.
+	AgentGone AgentState = "GONE"
+)
+
+// Resources are an agent's or a task's cpus, memory and disk.
+type Resources struct {
+	CPUs   float64 `json:"cpus,omitempty"`
+	Memory int64   `json:"memory,omitempty"` // bytes
+	Disk   int64   `json:"disk,omitempty"`   // bytes
+}
+
+// Agent is one registered agent.
+type Agent struct {
+	ID             string            `json:"id"`
+	Hostname       string            `json:"hostname"`
+	Address        string            `json:"address,omitempty"`
+	Version        string            `json:"version,omitempty"`
+	Resources      Resources         `json:"resources"`
+	Attributes     map[string]string `json:"attributes,omitempty"`
+	State          AgentState        `json:"state"`
+	GoneByOperator bool              `json:"gone_by_operator,omitempty"`
+	RegisteredAt   time.Time         `json:"registered_at"`
+	// UnreachableAt is when the agent was marked unreachable (zero if it
+	// is not): the clock of registry_max_agent_age.
+	UnreachableAt time.Time `json:"unreachable_at,omitempty"`
+}
+
+// Task is one task the master placed, with its latest state.
+type Task struct {
+	ID        string    `json:"id"`
+	AgentID   string    `json:"agent_id"`
+	Image     string    `json:"image"`
+	Command   []string  `json:"command,omitempty"`
+	Resources Resources `json:"resources"`
+	// PartitionAware tasks become TASK_UNREACHABLE when their agent does;
+	// the others TASK_LOST (Mesos's PARTITION_AWARE capability).
+	PartitionAware bool      `json:"partition_aware,omitempty"`
+	State          string    `json:"state"`
+	Reason         string    `json:"reason,omitempty"`
+	Message        string    `json:"message,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Store keeps the registry. Writes are durable when they return.
+type Store interface {
+	// PutAgent adds or replaces an agent.
+	PutAgent(ctx context.Context, a Agent) error
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	DeleteAgent(ctx context.Context, id string) error
+	// Agents returns every agent, ordered by ID.
+	Agents(ctx context.Context) ([]Agent, error)
+
+	// PutTask adds or replaces a task.
+	PutTask(ctx context.Context, t Task) error
+	GetTask(ctx context.Context, id string) (Task, error)
+	DeleteTask(ctx context.Context, id string) error
+	// Tasks returns every task, ordered by ID.
+	Tasks(ctx context.Context) ([]Task, error)
+
+	Close() error
+}
