@@ -103,6 +103,11 @@ func (z *Containerizer) LaunchNested(ctx context.Context, cfg containerizer.Nest
 		c.mu.Lock()
 		delete(c.nested, child)
 		c.mu.Unlock()
+		if lg, lc, lerr := z.nestedLogger(parent, n.info); lerr == nil {
+			cctx, cancel := z.opCtx(ctx, 10*time.Second)
+			lg.Cleanup(cctx, lc)
+			cancel()
+		}
 		os.RemoveAll(n.info.Sandbox)
 	}
 	return info, err
