@@ -286,7 +286,8 @@ func TestDebugContainer(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "/busybox sleep 3600") {
 		t.Fatalf("debug ps: %s", r)
 	}
-	if !strings.Contains(r.stdout, "memory:/"+h.namespace+"/distroless/debug-") {
+	// /proc/self/cgroup: "N:memory:/PATH" on v1, "0::/PATH" on v2.
+	if !strings.Contains(r.stdout, ":/"+h.namespace+"/distroless/debug-") {
 		t.Errorf("the debug container's cgroup is not under the target's: %s", r.stdout)
 	}
 	ended := time.Now()
@@ -301,7 +302,9 @@ func TestDebugContainer(t *testing.T) {
 				left++
 			}
 		}
-		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", h.namespace, "distroless", "debug-*"))
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", h.namespace, "distroless", "debug-*")) // v1
+		v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", h.namespace, "distroless", "debug-*"))
+		dirs = append(dirs, v2...)
 		if left == 0 && len(dirs) == 0 {
 			break
 		}

@@ -3,6 +3,7 @@ package containerd
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -144,10 +145,8 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	task, err := cont.NewTask(ctx, creator)
 	if err != nil {
 		e.after(ctx)
-		if f := classifyStartError(err); f != containerizer.LaunchFailureNone {
-			return nil, &containerizer.LaunchError{Failure: f, Err: errs.New(errdefs.ErrInvalidArgument, "the command cannot run in image %s: %w", ref, err)}
-		}
-		return nil, fmt.Errorf("creating debug container %s: %w", id, err)
+		command := strings.Join(cfg.Args, " ")
+		return nil, startError(err, command, "image "+ref, "creating debug container "+id)
 	}
 	e.proc = task
 	if e.exit, err = task.Wait(context.WithoutCancel(ctx)); err != nil {

@@ -72,10 +72,7 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 	}
 	if err := proc.Start(ctx); err != nil {
 		e.Close()
-		if f := classifyStartError(err); f != containerizer.LaunchFailureNone {
-			return nil, &containerizer.LaunchError{Failure: f, Err: errs.New(errdefs.ErrInvalidArgument, "the command %q cannot run in container %s: %w", cfg.Args[0], id, err)}
-		}
-		return nil, fmt.Errorf("starting the session in container %s: %w", id, err)
+		return nil, startError(err, cfg.Args[0], "container "+string(id), "starting the session in container "+string(id))
 	}
 	if cfg.TTY && cfg.Width > 0 && cfg.Height > 0 {
 		proc.Resize(ctx, cfg.Width, cfg.Height)

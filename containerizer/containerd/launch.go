@@ -316,6 +316,17 @@ func classifyStartError(err error) containerizer.LaunchFailure {
 	return containerizer.LaunchFailureNone
 }
 
+// startError is the error of a command that could not start in a running
+// container (exec, nested, debug): a LaunchError when the runtime says the
+// command is missing or not executable (so clients answer 127/126), else
+// err wrapped with what.
+func startError(err error, command, where, what string) error {
+	if f := classifyStartError(err); f != containerizer.LaunchFailureNone {
+		return &containerizer.LaunchError{Failure: f, Err: errs.New(errdefs.ErrInvalidArgument, "the command %q cannot run in %s: %w", command, where, err)}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // resolveArgs applies Docker's rules: a given entrypoint replaces the image's
 // and drops the image's cmd; a given cmd replaces the image's cmd.
 func resolveArgs(imgEntrypoint, imgCmd []string, entrypoint, cmd []string) []string {

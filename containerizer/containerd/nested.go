@@ -147,10 +147,7 @@ func (z *Containerizer) launchNested(ctx context.Context, c *ctr, cont client.Co
 	}
 	if err != nil {
 		proc.Delete(ctx, client.WithProcessKill)
-		if f := classifyStartError(err); f != containerizer.LaunchFailureNone {
-			return containerizer.NestedContainer{}, &containerizer.LaunchError{Failure: f, Err: errs.New(errdefs.ErrInvalidArgument, "the command %q cannot run in container %s: %w", cfg.Args[0], c.info.ID, err)}
-		}
-		return containerizer.NestedContainer{}, fmt.Errorf("starting nested container %s: %w", cfg.ID, err)
+		return containerizer.NestedContainer{}, startError(err, cfg.Args[0], "container "+string(c.info.ID), "starting nested container "+string(cfg.ID))
 	}
 	c.mu.Lock()
 	n.proc = proc
