@@ -47,15 +47,18 @@ import (
 
 // Agent is the node agent.
 type Agent struct {
-	cfg       Config
-	log       *slog.Logger
-	cz        *containerd.Containerizer
-	cp        *checkpoint
-	ledger    *ledger
-	authz     *authorizer
-	sessions  sessions
-	attrs     map[string]string
-	agentID   string
+	cfg      Config
+	log      *slog.Logger
+	cz       *containerd.Containerizer
+	cp       *checkpoint
+	ledger   *ledger
+	authz    *authorizer
+	sessions sessions
+	attrs    map[string]string
+	agentID  string
+	// masterID is the ID the master assigned (string), once registered.
+	masterID  atomic.Value
+	mc        *masterClient
 	startedAt time.Time
 	stopping  atomic.Bool
 	ready     chan struct{}
@@ -76,6 +79,14 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, ready: make(chan struct{})}
 	a.streamsCtx, a.endStreams = context.WithCancel(context.Background())
 	return a, nil
+}
+
+// id is the agent's ID: the master's once one assigned it.
+func (a *Agent) id() string {
+	if id, _ := a.masterID.Load().(string); id != "" {
+		return id
+	}
+	return a.agentID
 }
 
 // Ready is closed once the API serves.
@@ -144,6 +155,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if rebooted {
 		a.log.Warn("the host rebooted since the agent last ran: no container survived", "agent_id", a.agentID)
 	}
+	if a.cfg.Master != "" {
+		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
+			return err
+		}
+		if a.mc.agentID != "" {
+			a.masterID.Store(a.mc.agentID)
+		}
+	}
 	recoverStart := time.Now()
 
 	total := detectResources(a.cfg.WorkDir)
@@ -198,6 +217,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		OnChange: func(c containerizer.Container, removed bool) {
 			if err := cp.update(c, removed); err != nil {
 				a.log.Error("checkpointing a container", "container_id", c.ID, "err", err)
+			}
+			if a.mc != nil {
+				a.mc.observe(c, removed)
 			}
 		},
 		Log: a.log,
@@ -293,6 +315,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopWatchdog := a.watchdog()
 	defer stopWatchdog()
+	if a.mc != nil {
+		mcCtx, stopMC := context.WithCancel(ctx)
+		mcDone := make(chan struct{})
+		go func() { defer close(mcDone); a.mc.run(mcCtx) }()
+		defer func() { stopMC(); <-mcDone }()
+	}
 
 	select {
 	case err := <-errc:

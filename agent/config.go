@@ -32,6 +32,9 @@ type Config struct {
 	TCP TCP `toml:"tcp"`
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
+	// Master is the master's address (host:port); empty: the agent runs
+	// alone, driven through its own API only.
+	Master string `toml:"master"`
 	// MaxSessions caps debug sessions open at once (ResourceExhausted beyond).
 	MaxSessions int `toml:"max_sessions"`
 	// AuditLog records every session (JSON lines); work_dir/audit.log by

@@ -63,7 +63,7 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 	r := &agentv1.GetStateResponse{
 		Hostname: host, Namespace: s.a.cfg.Namespace, WorkDir: s.a.cfg.WorkDir,
 		StartedAt: timestamppb.New(s.a.startedAt), DefaultRuntime: s.cz().DefaultRuntime(),
-		AgentId: s.a.agentID,
+		AgentId: s.a.id(),
 	}
 	for _, rt := range s.cz().Runtimes() {
 		r.Runtimes = append(r.Runtimes, &agentv1.Runtime{Name: rt.Name, Type: rt.Type, Binary: rt.Binary, Available: rt.Available, UnavailableReason: rt.UnavailableReason})
@@ -115,26 +115,32 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())
 	}
-	// Values no isolator could honour are refused before admission.
-	if err := s.a.cz.CheckResources(cfg.Resources, false); err != nil {
-		return nil, toStatus(err)
-	}
-	cs, err := s.cz().Containers(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	release, err := s.a.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	defer release()
-	c, err := s.cz().Launch(ctx, cfg)
+	c, err := s.a.launch(ctx, cfg)
 	if err != nil {
 		s.a.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
 		return nil, toStatus(err)
 	}
 	s.a.log.Info("container launched", "container_id", c.ID, "image", c.Image, "pid", c.Pid)
 	return &agentv1.LaunchContainerResponse{Container: containerToProto(c)}, nil
+}
+
+// launch admits a launch against the agent's resources and runs it: the
+// one path of LaunchContainer and of tasks from the master.
+func (a *Agent) launch(ctx context.Context, cfg containerizer.LaunchConfig) (containerizer.Container, error) {
+	// Values no isolator could honour are refused before admission.
+	if err := a.cz.CheckResources(cfg.Resources, false); err != nil {
+		return containerizer.Container{}, err
+	}
+	cs, err := a.cz.Containers(ctx)
+	if err != nil {
+		return containerizer.Container{}, err
+	}
+	release, err := a.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
+	if err != nil {
+		return containerizer.Container{}, err
+	}
+	defer release()
+	return a.cz.Launch(ctx, cfg)
 }
 
 func (s *server) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRequest) (*agentv1.WaitContainerResponse, error) {

@@ -57,6 +57,7 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			set("unknown-containers", &cfg.UnknownContainers, flags.UnknownContainers)
 			set("resources", &cfg.Resources, flags.Resources)
 			set("attributes", &cfg.Attributes, flags.Attributes)
+			set("master", &cfg.Master, flags.Master)
 			if f.Changed("max-sessions") {
 				cfg.MaxSessions = flags.MaxSessions
 			}
@@ -88,6 +89,7 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 	f.StringVar(&flags.UnknownContainers, "unknown-containers", d.UnknownContainers, "containers the checkpoint does not know: destroy or keep")
 	f.StringVar(&flags.Resources, "resources", "", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000" (MB)`)
 	f.StringVar(&flags.Attributes, "attributes", "", `machine attributes: "rack:r1;zone:a"`)
+	f.StringVar(&flags.Master, "master", "", "register with the master at host:port (default: run alone)")
 	f.IntVar(&flags.MaxSessions, "max-sessions", d.MaxSessions, "debug sessions open at once (exec, debug); more are refused")
 	f.StringVar(&isolation, "isolation", strings.Join(d.Isolation, ","), "isolators, comma-separated (Mesos's --isolation)")
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")

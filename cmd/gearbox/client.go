@@ -105,6 +105,9 @@ func describe(err error) string {
 	case codes.Unavailable:
 		// grpc reports a failed dial only as text in an Unavailable status.
 		if strings.Contains(st.Message(), "Error while dialing") || strings.HasPrefix(st.Message(), "connection error") {
+			if currentMaster != "" {
+				return fmt.Sprintf("cannot reach the master at %s: is it running? (gearbox master, or make dev) — %s", currentMaster, st.Message())
+			}
 			return fmt.Sprintf("cannot reach the agent at %s: is it running? (gearbox agent, or make dev) — %s", currentAgent, st.Message())
 		}
 	case codes.Canceled:

@@ -50,11 +50,13 @@ func newRoot() *cobra.Command {
 		Long: `gearbox runs Docker and OCI images through containerd.
 
   gearbox agent            run the node agent
+  gearbox master           run the master; agents register with it (gearbox agent --master)
   gearbox dev              a private containerd, an agent and a demo image, for trying gearbox
   gearbox run IMAGE CMD…   run a container (Docker-shaped client commands follow)
 
 The client talks to the agent named by --agent or GEARBOX_AGENT
-(default ` + defaultAgent + `).`,
+(default ` + defaultAgent + `); agents, tasks, task and events talk to the
+master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -63,7 +65,10 @@ The client talks to the agent named by --agent or GEARBOX_AGENT
 	root.PersistentFlags().String("tls-ca", "", "CA that signed the agent's certificate, for tcp:// (env GEARBOX_TLS_CA)")
 	root.PersistentFlags().String("tls-cert", "", "client certificate, for tcp:// (env GEARBOX_TLS_CERT)")
 	root.PersistentFlags().String("tls-key", "", "client key, for tcp:// (env GEARBOX_TLS_KEY)")
-	root.AddCommand(newAgentCmd(), newDevCmd())
+	root.PersistentFlags().String("master", "", "master address for agents, tasks, task, events (env GEARBOX_MASTER, default "+defaultMaster+")")
+	ac := newAgentCmd()
+	ac.AddCommand(newMarkGoneCmd())
+	root.AddCommand(ac, newDevCmd(), newMasterCmd(), newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd())
 	addContainerCmds(root)
 	root.AddCommand(newImageCmd(), newVersionCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

@@ -133,3 +133,49 @@ func (b *Bolt) GetTask(_ context.Context, id string) (Task, error) {
 func (b *Bolt) DeleteTask(_ context.Context, id string) error { return del(b.db, bucketTasks, id) }
 
 func (b *Bolt) Tasks(context.Context) ([]Task, error) { return all[Task](b.db, bucketTasks) }
+
+func (b *Bolt) Apply(_ context.Context, bt Batch) error {
+	type kv struct{ k, v []byte }
+	enc := func(id string, v any) (kv, error) {
+		if id == "" {
+			return kv{}, errors.New("an empty ID cannot be stored")
+		}
+		data, err := json.Marshal(v)
+		return kv{[]byte(id), data}, err
+	}
+	var agents, tasks []kv
+	for _, a := range bt.Agents {
+		e, err := enc(a.ID, a)
+		if err != nil {
+			return err
+		}
+		agents = append(agents, e)
+	}
+	for _, t := range bt.Tasks {
+		e, err := enc(t.ID, t)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, e)
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range []struct {
+			bucket []byte
+			puts   []kv
+			dels   []string
+		}{{bucketAgents, agents, bt.DeleteAgents}, {bucketTasks, tasks, bt.DeleteTasks}} {
+			bk := tx.Bucket(w.bucket)
+			for _, e := range w.puts {
+				if err := bk.Put(e.k, e.v); err != nil {
+					return err
+				}
+			}
+			for _, id := range w.dels {
+				if err := bk.Delete([]byte(id)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -106,4 +106,30 @@ func Run(t *testing.T, open Opener) {
 			t.Errorf("agent after reopening: %+v %v", a, err)
 		}
 	})
+
+	t.Run("batch", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		code := int32(3)
+		done := task
+		done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", "TASK_FAILED", &code, true
+		if err := s.Apply(ctx, store.Batch{Agents: []store.Agent{agent}, Tasks: []store.Task{task, done}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetTask(ctx, "t-9"); err != nil || !reflect.DeepEqual(got, done) {
+			t.Fatalf("task of a batch: %+v %v", got, err)
+		}
+		if err := s.Apply(ctx, store.Batch{DeleteTasks: []string{"t-9", "never-stored"}, DeleteAgents: []string{agent.ID}}); err != nil {
+			t.Fatalf("deleting in a batch (one ID absent): %v", err)
+		}
+		if _, err := s.GetTask(ctx, "t-9"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("deleted task: %v", err)
+		}
+		if _, err := s.GetAgent(ctx, agent.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("deleted agent: %v", err)
+		}
+		if err := s.Apply(ctx, store.Batch{Tasks: []store.Task{task, {}}}); err == nil {
+			t.Error("a batch with an empty task ID was applied")
+		}
+	})
 }

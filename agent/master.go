@@ -1,0 +1,468 @@
+package agent
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/version"
+	"github.com/gearboxd/gearbox/isolators"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// LabelTask marks a container that is a master's task (its ID is the
+// task's ID). Only these are reported to the master.
+const LabelTask = "gearbox.task"
+
+// masterClient keeps the agent registered with its master: one stream,
+// re-established with backoff; heartbeats; status updates of task
+// containers, checkpointed under work_dir/meta/updates before they are
+// sent and resent until the master acknowledges them; launches and kills
+// from the master.
+//
+// What the agent keeps for it (work_dir/meta):
+//
+//	master.json               the agent ID the master assigned
+//	updates/<seq>.json        status updates not yet acknowledged, in order
+type masterClient struct {
+	a    *Agent
+	addr string
+	dir  string // meta/updates
+
+	mu      sync.Mutex
+	pending []*pendingUpdate // by seq
+	nextSeq uint64
+	last    map[string]string // task → state of its last queued update
+	agentID string
+	wake    chan struct{}
+	// sess is the live session, nil between them.
+	sess *masterSession
+	gone bool
+}
+
+type pendingUpdate struct {
+	Seq      uint64    `json:"seq"`
+	UUID     string    `json:"uuid"`
+	TaskID   string    `json:"task_id"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	ExitCode *int32    `json:"exit_code,omitempty"`
+	Time     time.Time `json:"time"`
+	sent     *masterSession
+}
+
+type masterMeta struct {
+	AgentID string `json:"agent_id"`
+	Master  string `json:"master"`
+}
+
+type masterSession struct {
+	mu     sync.Mutex
+	stream grpc.BidiStreamingClient[masterv1.AgentMessage, masterv1.MasterMessage]
+}
+
+func (s *masterSession) send(msg *masterv1.AgentMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(msg)
+}
+
+func newMasterClient(a *Agent, addr string) (*masterClient, error) {
+	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]string{}, wake: make(chan struct{}, 1)}
+	if err := os.MkdirAll(mc.dir, 0o700); err != nil {
+		return nil, err
+	}
+	var meta masterMeta
+	path := filepath.Join(a.cp.dir, "master.json")
+	if data, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return nil, a.cp.corrupt(path, err)
+		}
+		mc.agentID = meta.AgentID
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	entries, err := os.ReadDir(mc.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		p := filepath.Join(mc.dir, e.Name())
+		if !strings.HasSuffix(e.Name(), ".json") {
+			os.Remove(p) // a write the agent did not finish
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var u pendingUpdate
+		if err := json.Unmarshal(data, &u); err != nil {
+			return nil, a.cp.corrupt(p, err)
+		}
+		mc.pending = append(mc.pending, &u)
+		mc.nextSeq = max(mc.nextSeq, u.Seq)
+		mc.last[u.TaskID] = u.State
+	}
+	sort.Slice(mc.pending, func(i, j int) bool { return mc.pending[i].Seq < mc.pending[j].Seq })
+	return mc, nil
+}
+
+// observe turns a task container's change of state into a status update.
+// It is the containerizer's OnChange hook: it must not call back into the
+// containerizer.
+func (mc *masterClient) observe(c containerizer.Container, removed bool) {
+	if c.Labels[LabelTask] == "" || removed {
+		return
+	}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.last[string(c.ID)] == string(c.State) {
+		return
+	}
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: string(c.State), Reason: string(c.Reason), Message: c.Message, ExitCode: c.ExitCode})
+}
+
+// queueLocked checkpoints an update and wakes the sender.
+func (mc *masterClient) queueLocked(u *pendingUpdate) {
+	mc.nextSeq++
+	u.Seq, u.Time = mc.nextSeq, time.Now().UTC()
+	var b [16]byte
+	crand.Read(b[:])
+	u.UUID = hex.EncodeToString(b[:])
+	if err := mc.a.cp.write(filepath.Join(mc.dir, fmt.Sprintf("%020d.json", u.Seq)), u, false); err != nil {
+		mc.a.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
+	}
+	mc.last[u.TaskID] = u.State
+	mc.pending = append(mc.pending, u)
+	select {
+	case mc.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (mc *masterClient) acked(uuid string) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	for i, u := range mc.pending {
+		if u.UUID == uuid {
+			os.Remove(filepath.Join(mc.dir, fmt.Sprintf("%020d.json", u.Seq)))
+			mc.pending = append(mc.pending[:i], mc.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+// flush sends the updates this session has not sent, in order.
+func (mc *masterClient) flush(s *masterSession) error {
+	mc.mu.Lock()
+	var todo []*pendingUpdate
+	for _, u := range mc.pending {
+		if u.sent != s {
+			u.sent = s
+			todo = append(todo, u)
+		}
+	}
+	mc.mu.Unlock()
+	for _, u := range todo {
+		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: typesv1.TaskState(typesv1.TaskState_value[u.State]),
+			Reason: typesv1.Reason(typesv1.Reason_value[u.Reason]), Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run keeps the agent registered until ctx ends or the master refuses it
+// for good.
+func (mc *masterClient) run(ctx context.Context) {
+	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
+	if err != nil {
+		mc.a.log.Error("master address", "master", mc.addr, "err", err)
+		return
+	}
+	defer conn.Close()
+	client := masterv1.NewAgentGatewayClient(conn)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		registered, err := mc.session(ctx, client)
+		if ctx.Err() != nil {
+			return
+		}
+		if isGone(err) {
+			mc.a.log.Error("the master refused this agent: it was marked gone; killing its tasks and not registering again", "err", status.Convert(err).Message())
+			mc.killTasks(ctx)
+			mc.mu.Lock()
+			mc.gone = true
+			mc.mu.Unlock()
+			return
+		}
+		if registered {
+			backoff = 100 * time.Millisecond
+		}
+		mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff)/2+1))):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func isGone(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == "AGENT_MARKED_GONE" {
+			return true
+		}
+	}
+	return false
+}
+
+// session registers and serves one stream; registered says whether the
+// master accepted the agent.
+func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewayClient) (registered bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stream, err := client.Connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	s := &masterSession{stream: stream}
+	reg, err := mc.registration(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: reg}}); err != nil {
+		return false, recvErr(stream, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	r := first.GetRegistered()
+	if r == nil {
+		return false, errors.New("the master did not answer register with registered")
+	}
+	if err := mc.saveID(r.GetAgentId()); err != nil {
+		return false, err
+	}
+	interval := r.GetHeartbeatInterval().AsDuration()
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	mc.a.log.Info("registered with the master", "master", mc.addr, "agent_id", r.GetAgentId(), "heartbeat_interval", interval)
+	mc.mu.Lock()
+	mc.sess = s
+	mc.mu.Unlock()
+	defer func() {
+		mc.mu.Lock()
+		mc.sess = nil
+		mc.mu.Unlock()
+	}()
+
+	heard := make(chan struct{}, 1)
+	go func() { // heartbeats and updates
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var seq uint64
+		lastHeard := time.Now()
+		for {
+			if err := mc.flush(s); err != nil {
+				cancel(err)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-mc.wake:
+			case <-heard:
+				lastHeard = time.Now()
+			case <-t.C:
+				// A master silent for three intervals is gone from this
+				// side of the network: register again, maybe elsewhere.
+				if time.Since(lastHeard) > 3*interval {
+					cancel(fmt.Errorf("the master sent nothing for %s", time.Since(lastHeard).Round(time.Second)))
+					return
+				}
+				seq++
+				if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Heartbeat{Heartbeat: &masterv1.Heartbeat{Seq: seq}}}); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+				return true, c
+			}
+			return true, err
+		}
+		select {
+		case heard <- struct{}{}:
+		default:
+		}
+		switch x := msg.Msg.(type) {
+		case *masterv1.MasterMessage_Ack:
+			mc.acked(x.Ack.GetUuid())
+		case *masterv1.MasterMessage_Launch:
+			go mc.launchTask(x.Launch.GetTask())
+		case *masterv1.MasterMessage_Kill:
+			go mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration())
+		}
+	}
+}
+
+func recvErr(stream grpc.BidiStreamingClient[masterv1.AgentMessage, masterv1.MasterMessage], err error) error {
+	if _, rerr := stream.Recv(); rerr != nil {
+		return rerr // the server's status says more than io.EOF
+	}
+	return err
+}
+
+func (mc *masterClient) saveID(id string) error {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if id == mc.agentID {
+		return nil
+	}
+	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}, true); err != nil {
+		return fmt.Errorf("keeping the agent ID the master assigned: %w", err)
+	}
+	mc.agentID = id
+	mc.a.masterID.Store(id)
+	return nil
+}
+
+// registration describes the agent and every task container it has.
+func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, error) {
+	cs, err := mc.a.cz.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	total := mc.a.ledger.total
+	reg := &masterv1.Register{Hostname: host, Version: version.Version, Attributes: mc.a.attrs,
+		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk}}
+	mc.mu.Lock()
+	reg.AgentId = mc.agentID
+	mc.mu.Unlock()
+	for _, c := range cs {
+		if c.Labels[LabelTask] == "" {
+			continue
+		}
+		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
+			State: typesv1.TaskState(typesv1.TaskState_value[string(c.State)]), Reason: typesv1.Reason(typesv1.Reason_value[string(c.Reason)]),
+			Message: c.Message, ExitCode: c.ExitCode})
+	}
+	return reg, nil
+}
+
+// launchTask runs a task from the master as a container with the task's
+// ID. A launch that fails before a container exists is reported as
+// TASK_FAILED here; otherwise the container's own states are the updates.
+func (mc *masterClient) launchTask(t *masterv1.Task) {
+	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, 10*time.Minute)
+	defer cancel()
+	cfg := containerizer.LaunchConfig{
+		ID: containerizer.ContainerID(t.GetId()), Image: t.GetImage(),
+		Resources: isolators.Resources{CPUs: t.GetResources().GetCpus(), Memory: t.GetResources().GetMemoryBytes()},
+		Labels:    map[string]string{LabelTask: "true"},
+	}
+	if len(t.GetCommand()) > 0 {
+		cfg.Cmd = t.GetCommand()
+	}
+	_, err := mc.a.launch(ctx, cfg)
+	if err == nil {
+		mc.a.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
+		return
+	}
+	if _, gerr := mc.a.cz.Get(ctx, cfg.ID); gerr == nil {
+		// The container exists (a launch sent twice, or one that failed
+		// after creating it): its state is the truth and is reported.
+		mc.a.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "err", err)
+		return
+	}
+	mc.a.log.Warn("task launch failed", "task_id", t.GetId(), "err", err)
+	mc.mu.Lock()
+	mc.queueLocked(&pendingUpdate{TaskID: t.GetId(), State: string(containerizer.TaskFailed),
+		Reason: string(containerizer.ReasonContainerLaunchFailed), Message: err.Error()})
+	mc.mu.Unlock()
+}
+
+func (mc *masterClient) killTask(id string, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, time.Minute+grace)
+	defer cancel()
+	req := containerizer.KillRequest{Signal: syscall.SIGKILL}
+	if grace > 0 {
+		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
+	}
+	err := mc.a.cz.Kill(ctx, containerizer.ContainerID(id), req)
+	switch {
+	case err == nil:
+		mc.a.log.Info("task killed at the master's request", "task_id", id)
+	case errdefs.IsNotFound(err):
+		// Never launched here (or removed): say so, or the master waits.
+		mc.mu.Lock()
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: string(containerizer.TaskKilled), Reason: string(containerizer.ReasonTaskKilled),
+			Message: "killed before its container existed on agent"})
+		mc.mu.Unlock()
+	default:
+		mc.a.log.Info("killing a task", "task_id", id, "err", err)
+	}
+}
+
+// killTasks kills every task container: the master marked this agent gone.
+func (mc *masterClient) killTasks(ctx context.Context) {
+	cs, err := mc.a.cz.Containers(ctx)
+	if err != nil {
+		mc.a.log.Error("listing containers to kill", "err", err)
+		return
+	}
+	for _, c := range cs {
+		if c.Labels[LabelTask] != "" && !c.State.Terminal() {
+			if err := mc.a.cz.Kill(ctx, c.ID, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil {
+				mc.a.log.Warn("killing a task of an agent marked gone", "task_id", c.ID, "err", err)
+			}
+		}
+	}
+}
+
+// pendingCount is for tests and GetState: updates not yet acknowledged.
+func (mc *masterClient) pendingCount() int {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return len(mc.pending)
+}

@@ -1,0 +1,419 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gearboxd/gearbox/internal/units"
+	"github.com/gearboxd/gearbox/master"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+)
+
+const defaultMaster = "127.0.0.1:5050"
+
+func newMasterCmd() *cobra.Command {
+	var (
+		cfg   = master.DefaultConfig()
+		debug bool
+	)
+	cmd := &cobra.Command{
+		Use:   "master",
+		Short: "Run the master: agents register with it, operators launch tasks through it",
+		Long: `Run the compact master. Agents started with --master ADDR register with it and keep
+a stream open; it keeps the registry (agents, tasks and their states) in
+WORK_DIR/registry.db, marks agents that miss their pings unreachable, places
+tasks and serves operators (gearbox agents, tasks, task launch, events).
+
+An agent is missed after --agent-ping-timeout × --max-agent-ping-timeouts
+without a heartbeat (15 s by default).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			m, err := master.New(cfg, newLogger(debug))
+			if err != nil {
+				return &exitError{code: 125, err: err}
+			}
+			if err := m.Run(ctx); err != nil {
+				return fmt.Errorf("master: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for agents and operators (host:port)")
+	f.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "holds the registry (registry.db)")
+	f.DurationVar(&cfg.AgentPingTimeout, "agent-ping-timeout", cfg.AgentPingTimeout, "agents heartbeat this often; one missed ping is this long")
+	f.IntVar(&cfg.MaxAgentPingTimeouts, "max-agent-ping-timeouts", cfg.MaxAgentPingTimeouts, "missed pings before an agent is unreachable")
+	f.StringVar(&cfg.AgentRemovalRateLimit, "agent-removal-rate-limit", "", `mark missed agents unreachable no faster than N/DURATION, e.g. "1/10mins" (default: no limit)`)
+	f.DurationVar(&cfg.RegistryMaxAgentAge, "registry-max-agent-age", cfg.RegistryMaxAgentAge, "an agent unreachable this long is gone and its tasks TASK_GONE")
+	f.IntVar(&cfg.EventBuffer, "event-buffer", cfg.EventBuffer, "events kept for subscribers to resume from")
+	f.IntVar(&cfg.SubscriberLag, "subscriber-lag", cfg.SubscriberLag, "events a subscriber may fall behind before it is cut off")
+	f.DurationVar(&cfg.SubscriberHeartbeat, "subscriber-heartbeat", cfg.SubscriberHeartbeat, "a HEARTBEAT event after this long without one")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port)")
+	f.BoolVar(&debug, "debug", false, "log at debug level")
+	return cmd
+}
+
+var currentMaster string
+
+func masterAddress(cmd *cobra.Command) string {
+	if a, _ := cmd.Flags().GetString("master"); a != "" {
+		return a
+	}
+	if a := os.Getenv("GEARBOX_MASTER"); a != "" {
+		return a
+	}
+	return defaultMaster
+}
+
+func dialMaster(cmd *cobra.Command) (masterv1.OperatorClient, func(), error) {
+	addr := masterAddress(cmd)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		return nil, nil, &exitError{code: 125, err: fmt.Errorf("master address %q: %w", addr, err)}
+	}
+	currentMaster = addr
+	return masterv1.NewOperatorClient(conn), func() { conn.Close() }, nil
+}
+
+func fmtResources(r *masterv1.Resources) string {
+	return fmt.Sprintf("%g/%s", r.GetCpus(), units.FormatSize(r.GetMemoryBytes()))
+}
+
+func age(t interface{ AsTime() time.Time }) string {
+	if t == nil {
+		return "-"
+	}
+	return time.Since(t.AsTime()).Round(time.Second).String()
+}
+
+func newAgentsCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List the agents the master knows",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			resp, err := c.GetAgents(ctxOf(cmd), &masterv1.GetAgentsRequest{})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), protoList(resp.Agents)...)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "ID\tHOSTNAME\tSTATE\tCONNECTED\tCPUS/MEM USED\tCPUS/MEM TOTAL\tATTRIBUTES\tLAST HEARTBEAT")
+			for _, a := range resp.Agents {
+				var attrs []string
+				for k, v := range a.Attributes {
+					attrs = append(attrs, k+":"+v)
+				}
+				state := strings.TrimPrefix(a.State.String(), "AGENT_")
+				if a.GoneByOperator {
+					state += " (by operator)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s ago\n", a.Id, a.Hostname, state, a.Connected,
+					fmtResources(a.Used), fmtResources(a.Resources), strings.Join(sortedStrings(attrs), ";"), age(a.LastHeartbeat))
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newTasksCmd() *cobra.Command {
+	var output, agentID string
+	cmd := &cobra.Command{
+		Use:   "tasks",
+		Short: "List the tasks the master placed, with their latest states",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			resp, err := c.GetTasks(ctxOf(cmd), &masterv1.GetTasksRequest{AgentId: agentID})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), protoList(resp.Tasks)...)
+			}
+			printTasks(cmd.OutOrStdout(), resp.Tasks)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agentID, "agent-id", "", "only this agent's tasks")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printTasks(w io.Writer, tasks []*masterv1.Task) {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tCPUS/MEM\tMESSAGE")
+	for _, t := range tasks {
+		exit := "-"
+		if t.ExitCode != nil {
+			exit = fmt.Sprint(t.GetExitCode())
+		}
+		reason := strings.TrimPrefix(t.Reason.String(), "REASON_")
+		if t.Reason == 0 {
+			reason = "-"
+		}
+		msg := t.Message
+		if len(msg) > 60 {
+			msg = msg[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, t.State, reason, exit, fmtResources(t.Resources), msg)
+	}
+	tw.Flush()
+}
+
+func newTaskCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Launch and kill tasks through the master"}
+	var (
+		agentID, cpus, memory, output string
+		id                            string
+		constraints                   []string
+		partitionAware                bool
+		grace                         time.Duration
+	)
+	launch := &cobra.Command{
+		Use:   "launch [--agent-id ID | --constraint k:v…] [--cpus N] [--memory SIZE] IMAGE [CMD…]",
+		Short: "Place a task on an agent that has the resources free, and start it there",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			req := &masterv1.LaunchTaskRequest{TaskId: id, Image: args[0], Command: args[1:], AgentId: agentID,
+				Constraints: constraints, PartitionAware: &partitionAware, Resources: &masterv1.Resources{}}
+			if req.TaskId == "" {
+				req.TaskId = newTaskID()
+			}
+			if cpus != "" {
+				var v float64
+				if _, err := fmt.Sscanf(cpus, "%g", &v); err != nil || fmt.Sprint(v) == "" {
+					return &exitError{code: 125, err: fmt.Errorf("--cpus %q: give a number, e.g. 0.5", cpus)}
+				}
+				req.Resources.Cpus = v
+			}
+			if memory != "" {
+				v, err := units.ParseSize(memory)
+				if err != nil {
+					return &exitError{code: 125, err: fmt.Errorf("--memory: %w", err)}
+				}
+				req.Resources.MemoryBytes = v
+			}
+			for _, c := range constraints {
+				if _, _, err := master.ParseConstraint(c); err != nil {
+					return &exitError{code: 125, err: err}
+				}
+			}
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			resp, err := c.LaunchTask(ctxOf(cmd), req)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp.Task)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", resp.Task.Id, resp.Task.AgentId)
+			return nil
+		},
+	}
+	lf := launch.Flags()
+	lf.SetInterspersed(false)
+	lf.StringVar(&id, "id", "", "task ID (default: a new one)")
+	lf.StringVar(&agentID, "agent-id", "", "launch on this agent")
+	lf.StringArrayVar(&constraints, "constraint", nil, "launch on an agent with this attribute (ATTRIBUTE:VALUE; repeatable)")
+	lf.StringVar(&cpus, "cpus", "", "CPUs for the task (e.g. 0.5)")
+	lf.StringVar(&memory, "memory", "", "memory limit (e.g. 64m, 1g)")
+	lf.BoolVar(&partitionAware, "partition-aware", true, "TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
+	addOutputFlag(launch, &output)
+
+	kill := &cobra.Command{
+		Use:   "kill [--grace DURATION] ID…",
+		Short: "Kill tasks (SIGKILL; with --grace, SIGTERM first)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			failed := false
+			for _, id := range args {
+				req := &masterv1.KillTaskRequest{TaskId: id}
+				if grace > 0 {
+					req.GracePeriod = durationpb.New(grace)
+				}
+				if _, err := c.KillTask(ctxOf(cmd), req); err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
+					failed = true
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+			}
+			if failed {
+				return &exitError{code: 125}
+			}
+			return nil
+		},
+	}
+	kill.Flags().DurationVar(&grace, "grace", 0, "SIGTERM, then SIGKILL after this long")
+	cmd.AddCommand(launch, kill)
+	return cmd
+}
+
+func newTaskID() string {
+	return "task-" + strings.ReplaceAll(time.Now().UTC().Format("20060102-150405.000"), ".", "-")
+}
+
+func newMarkGoneCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "mark-gone ID",
+		Short: "Tell the master an agent is gone for good: its tasks become TASK_GONE_BY_OPERATOR and it is refused if it returns",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			if _, err := c.MarkAgentGone(ctxOf(cmd), &masterv1.MarkAgentGoneRequest{AgentId: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), args[0])
+			return nil
+		},
+	}
+}
+
+func newEventsCmd() *cobra.Command {
+	var (
+		output string
+		since  uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "events [--since SEQ]",
+		Short: "Follow the master's events (a snapshot first, or every event after SEQ)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, closeConn, err := dialMaster(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			st, err := c.Subscribe(ctx, &masterv1.SubscribeRequest{Since: since})
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+				for _, ev := range resp.Events {
+					if output == "json" {
+						b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+						fmt.Fprintln(w, string(b))
+						continue
+					}
+					printEvent(w, ev)
+				}
+			}
+		},
+	}
+	cmd.Flags().Uint64Var(&since, "since", 0, "resume after this event's sequence number")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printEvent(w io.Writer, ev *masterv1.Event) {
+	t := ev.Time.AsTime().Local().Format("15:04:05.000")
+	switch ev.Type {
+	case masterv1.Event_SUBSCRIBED:
+		s := ev.Subscribed.GetState()
+		fmt.Fprintf(w, "%d\t%s\tSUBSCRIBED\t%d agents, %d tasks\n", ev.Seq, t, len(s.GetAgents()), len(s.GetTasks()))
+		for _, a := range s.GetAgents() {
+			fmt.Fprintf(w, "\t\tagent %s (%s) %s\n", a.Id, a.Hostname, a.State)
+		}
+		for _, tk := range s.GetTasks() {
+			fmt.Fprintf(w, "\t\ttask %s on %s %s\n", tk.Id, tk.AgentId, tk.State)
+		}
+	case masterv1.Event_TASK_ADDED, masterv1.Event_TASK_UPDATED:
+		tk := ev.Task
+		extra := ""
+		if tk.Reason != 0 {
+			extra = " " + tk.Reason.String()
+		}
+		if tk.ExitCode != nil {
+			extra += fmt.Sprintf(" exit %d", tk.GetExitCode())
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\ttask %s on %s %s%s\n", ev.Seq, t, ev.Type, tk.Id, tk.AgentId, tk.State, extra)
+	case masterv1.Event_AGENT_ADDED, masterv1.Event_AGENT_REMOVED:
+		fmt.Fprintf(w, "%d\t%s\t%s\tagent %s (%s) %s\n", ev.Seq, t, ev.Type, ev.Agent.Id, ev.Agent.Hostname, ev.Agent.State)
+	default:
+		fmt.Fprintf(w, "%d\t%s\t%s\n", ev.Seq, t, ev.Type)
+	}
+}
+
+func sortedStrings(s []string) []string {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}
+
+func protoList[T proto.Message](in []T) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
+}

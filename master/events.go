@@ -1,0 +1,256 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	encproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+)
+
+// eventLog numbers events and keeps the last ones in a ring, for
+// subscribers to read from at their own pace and to resume from. Publishing
+// costs the same with one subscriber or a thousand: subscribers are woken
+// by closing a channel and copy what they have not sent yet; each event is
+// encoded once, however many subscribers send it.
+type eventLog struct {
+	mu     sync.RWMutex
+	ring   []loggedEvent
+	last   uint64 // seq of the newest event; 0: none yet
+	notify chan struct{}
+}
+
+type loggedEvent struct {
+	seq uint64
+	// wire is the event encoded as field 1 of SubscribeResponse (tag,
+	// length, bytes), so that a batch is the concatenation of its events.
+	wire []byte
+}
+
+func newEventLog(size int) *eventLog {
+	return &eventLog{ring: make([]loggedEvent, size), notify: make(chan struct{})}
+}
+
+// publish numbers ev and appends it. Callers hold Master.mu, so that
+// events are numbered in the order the state changed.
+func (l *eventLog) publish(ev *masterv1.Event) uint64 {
+	ev.Time = timestamppb.Now()
+	l.mu.Lock()
+	l.last++
+	ev.Seq = l.last
+	body, _ := proto.Marshal(ev)
+	wire := protowire.AppendTag(make([]byte, 0, len(body)+6), 1, protowire.BytesType)
+	wire = protowire.AppendBytes(wire, body)
+	l.ring[l.last%uint64(len(l.ring))] = loggedEvent{seq: l.last, wire: wire}
+	ch := l.notify
+	l.notify = make(chan struct{})
+	seq := l.last
+	l.mu.Unlock()
+	close(ch)
+	return seq
+}
+
+func (l *eventLog) lastSeq() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.last
+}
+
+// oldest is the seq of the oldest event still kept (last+1 when none).
+func (l *eventLog) oldestLocked() uint64 {
+	n := uint64(len(l.ring))
+	if l.last < n {
+		return 1
+	}
+	return l.last - n + 1
+}
+
+// after appends to buf the wire form of events after seq, up to max
+// bytes (at least one event); it returns the seq of the last one appended,
+// a channel closed when more arrive, and ok=false when events after seq
+// are no longer kept.
+func (l *eventLog) after(seq uint64, buf []byte, maxBytes int) ([]byte, uint64, <-chan struct{}, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if seq+1 < l.oldestLocked() {
+		return buf, seq, nil, false
+	}
+	n := uint64(len(l.ring))
+	for s := seq + 1; s <= l.last; s++ {
+		e := l.ring[s%n]
+		if len(buf) > 0 && len(buf)+len(e.wire) > maxBytes {
+			break
+		}
+		buf = append(buf, e.wire...)
+		seq = s
+	}
+	return buf, seq, l.notify, true
+}
+
+// rawBatch is a SubscribeResponse already encoded; eventCodec sends it
+// as is.
+type rawBatch []byte
+
+// eventCodec is gRPC's proto codec, except that a rawBatch is sent as the
+// bytes it is.
+type eventCodec struct{}
+
+var protoCodec = encoding.GetCodecV2(encproto.Name)
+
+func (eventCodec) Name() string { return encproto.Name }
+
+func (eventCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(rawBatch); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return protoCodec.Marshal(v)
+}
+
+func (eventCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
+
+// subscriber is one Subscribe call.
+type subscriber struct {
+	sent   atomic.Uint64 // seq of the last event sent
+	cut    chan struct{}
+	once   sync.Once
+	reason atomic.Value // string
+}
+
+func (s *subscriber) cutOff(why string) {
+	s.once.Do(func() { s.reason.Store(why); close(s.cut) })
+}
+
+// subscribe serves one subscriber until it goes, falls behind or the
+// master stops.
+func (m *Master) subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStreamingServer[masterv1.SubscribeResponse]) error {
+	ctx := stream.Context()
+	var first *masterv1.Event
+	m.mu.Lock()
+	m.ev.mu.RLock()
+	last, oldest := m.ev.last, m.ev.oldestLocked()
+	m.ev.mu.RUnlock()
+	cursor := req.GetSince()
+	switch {
+	case cursor == 0:
+		first = &masterv1.Event{Type: masterv1.Event_SUBSCRIBED, Seq: last, Time: timestamppb.Now(),
+			Subscribed: &masterv1.Subscribed{State: m.stateLocked(), HeartbeatInterval: durationpb.New(m.cfg.SubscriberHeartbeat)}}
+		cursor = last
+	case cursor > last:
+		m.mu.Unlock()
+		return status.Errorf(codes.InvalidArgument, "there is no event %d yet (the last is %d): resume from a sequence number you received", cursor, last)
+	case cursor+1 < oldest:
+		m.mu.Unlock()
+		return status.Errorf(codes.OutOfRange, "events after %d are no longer kept (the oldest kept is %d, the buffer holds %d): subscribe again without --since to take a new snapshot", cursor, oldest, m.cfg.EventBuffer)
+	}
+	m.mu.Unlock()
+
+	sub := &subscriber{cut: make(chan struct{})}
+	sub.sent.Store(cursor)
+	m.subscribers.Store(sub, struct{}{})
+	defer m.subscribers.Delete(sub)
+
+	// The sender runs apart so that a Send blocked by a client that stopped
+	// reading does not keep this call from ending.
+	senderDone := make(chan error, 1)
+	go func() { senderDone <- m.sendEvents(ctx, stream, sub, first, cursor) }()
+	select {
+	case err := <-senderDone:
+		return err
+	case <-sub.cut:
+		why, _ := sub.reason.Load().(string)
+		m.cutCounter.Inc()
+		m.log.Info("subscriber cut off", "why", why, "resume_after", sub.sent.Load())
+		return status.Errorf(codes.ResourceExhausted, "%s: subscribe again with since=%d (gearbox events --since %d) to resume without a gap",
+			why, sub.sent.Load(), sub.sent.Load())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+const maxBatchBytes = 1 << 20
+
+func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServer[masterv1.SubscribeResponse], sub *subscriber, first *masterv1.Event, cursor uint64) error {
+	if first != nil {
+		if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{first}}); err != nil {
+			return err
+		}
+	}
+	hb := time.NewTimer(m.cfg.SubscriberHeartbeat)
+	defer hb.Stop()
+	for {
+		var (
+			more <-chan struct{}
+			ok   bool
+			next uint64
+			buf  []byte
+		)
+		// A new buffer each time: gRPC writes it after SendMsg returns.
+		buf, next, more, ok = m.ev.after(cursor, nil, maxBatchBytes)
+		if !ok {
+			sub.cutOff(fmt.Sprintf("fell more than %d events behind", m.cfg.EventBuffer))
+			return nil
+		}
+		if next > cursor {
+			if err := stream.SendMsg(rawBatch(buf)); err != nil {
+				return err
+			}
+			cursor = next
+			sub.sent.Store(cursor)
+			if !hb.Stop() {
+				select {
+				case <-hb.C:
+				default:
+				}
+			}
+			hb.Reset(m.cfg.SubscriberHeartbeat)
+			continue
+		}
+		select {
+		case <-more:
+		case <-hb.C:
+			hb.Reset(m.cfg.SubscriberHeartbeat)
+			if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{{Type: masterv1.Event_HEARTBEAT, Seq: cursor, Time: timestamppb.Now()}}}); err != nil {
+				return err
+			}
+		case <-sub.cut:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// lagLoop cuts off subscribers that fell SubscriberLag events behind,
+// including those whose Send is blocked because they stopped reading.
+func (m *Master) lagLoop(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		last := m.ev.lastSeq()
+		m.subscribers.Range(func(k, _ any) bool {
+			s := k.(*subscriber)
+			if lag := last - s.sent.Load(); lag > uint64(m.cfg.SubscriberLag) {
+				s.cutOff(fmt.Sprintf("too slow: %d events behind (the limit is --subscriber-lag %d)", lag, m.cfg.SubscriberLag))
+			}
+			return true
+		})
+	}
+}

@@ -1,0 +1,362 @@
+package master
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/master/store"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// ErrorDomain is the domain of the ErrorInfo details the master attaches.
+const ErrorDomain = "gearbox.dev"
+
+// ReasonAgentGone is the ErrorInfo reason with which the master refuses an
+// agent an operator marked gone: the agent must kill its tasks.
+const ReasonAgentGone = "AGENT_MARKED_GONE"
+
+type gateway struct {
+	masterv1.UnimplementedAgentGatewayServer
+	m *Master
+}
+
+// agentConn is an agent's stream: messages to the agent queue here and one
+// goroutine sends them.
+type agentConn struct {
+	out    chan *masterv1.MasterMessage
+	done   chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	reason error
+}
+
+func newAgentConn() *agentConn {
+	return &agentConn{out: make(chan *masterv1.MasterMessage, 1024), done: make(chan struct{})}
+}
+
+// send queues a message; an agent that does not read its stream is
+// disconnected rather than let the master's memory grow.
+func (c *agentConn) send(msg *masterv1.MasterMessage) {
+	select {
+	case c.out <- msg:
+	case <-c.done:
+	default:
+		c.close(status.Error(codes.Unavailable, "the agent does not read its stream: reconnect"))
+	}
+}
+
+func (c *agentConn) close(err error) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.reason = err
+		c.mu.Unlock()
+		close(c.done)
+	})
+}
+
+func (c *agentConn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+func errAborted(format string, a ...any) error {
+	return status.Errorf(codes.Aborted, format, a...)
+}
+
+func errGone(a *agentEntry) error {
+	st := status.New(codes.FailedPrecondition, fmt.Sprintf(
+		"agent %s was marked gone by an operator: it may not register again and must kill its tasks; "+
+			"to bring this host back as a new agent, stop the agent and remove its work dir's meta/master.json", a.ID))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonAgentGone, Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func newAgentID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "agent-" + hex.EncodeToString(b[:])
+}
+
+func checkRegister(r *masterv1.Register) error {
+	if r == nil {
+		return status.Error(codes.InvalidArgument, "the first message on Connect must be register")
+	}
+	if r.GetAgentId() != "" {
+		if err := ids.Validate(r.GetAgentId()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "agent ID: %v", err)
+		}
+	}
+	if r.GetHostname() == "" {
+		return status.Error(codes.InvalidArgument, "register: hostname is empty")
+	}
+	if err := checkResources(r.GetResources()); err != nil {
+		return err
+	}
+	for _, t := range r.GetTasks() {
+		if err := checkTaskID(t.GetTaskId()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkResources(r *masterv1.Resources) error {
+	c := r.GetCpus()
+	if c < 0 || math.IsNaN(c) || math.IsInf(c, 0) || r.GetMemoryBytes() < 0 || r.GetDiskBytes() < 0 {
+		return status.Errorf(codes.InvalidArgument, "resources cpus=%g memory=%d disk=%d: give non-negative finite values", c, r.GetMemoryBytes(), r.GetDiskBytes())
+	}
+	return nil
+}
+
+func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]) error {
+	m := g.m
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if err := checkRegister(reg); err != nil {
+		return err
+	}
+	c := newAgentConn()
+	a, err := m.register(reg, c)
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case msg := <-c.out:
+				if err := stream.Send(msg); err != nil {
+					sendErr <- err
+					return
+				}
+			case <-c.done:
+				sendErr <- nil
+				return
+			case <-ctx.Done():
+				sendErr <- nil
+				return
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch x := msg.Msg.(type) {
+			case *masterv1.AgentMessage_Heartbeat:
+				a.lastBeat.Store(time.Now().UnixNano())
+				c.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
+			case *masterv1.AgentMessage_Update:
+				a.lastBeat.Store(time.Now().UnixNano())
+				ack, err := m.statusUpdate(ctx, a, c, x.Update)
+				if err != nil {
+					recvErr <- err
+					return
+				}
+				if ack != nil {
+					c.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: ack}})
+				}
+			default:
+				recvErr <- status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
+				return
+			}
+		}
+	}()
+	var result error
+	select {
+	case err := <-recvErr:
+		c.close(nil)
+		result = err
+		if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+			result = nil
+		}
+	case <-c.done:
+		result = c.err()
+	case err := <-sendErr:
+		result = err
+	}
+	c.close(nil)
+	m.mu.Lock()
+	if a.conn == c {
+		a.conn = nil
+	}
+	m.mu.Unlock()
+	if result != nil && status.Code(result) != codes.Unknown {
+		m.log.Info("agent stream ended", "agent_id", a.ID, "why", result)
+	}
+	return result
+}
+
+// register admits an agent (new, returning, or reconnecting) and
+// reconciles its tasks: the agent's report is the truth for tasks both
+// know; tasks the master ended without it (dropped, gone, killed) are
+// killed there; tasks it no longer has are lost.
+func (m *Master) register(reg *masterv1.Register, c *agentConn) (*agentEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	id := reg.GetAgentId()
+	a := m.agents[id]
+	switch {
+	case id == "":
+		id = newAgentID()
+	case a != nil && a.GoneByOperator:
+		m.log.Warn("refused an agent marked gone", "agent_id", id, "hostname", reg.GetHostname())
+		return nil, errGone(a)
+	}
+	added := a == nil || a.State != store.AgentActive
+	if a == nil {
+		a = &agentEntry{Agent: store.Agent{ID: id, RegisteredAt: now.UTC()}}
+		m.agents[id] = a
+	}
+	if a.conn != nil {
+		a.conn.close(status.Error(codes.Aborted, "replaced by a newer connection of the same agent"))
+	}
+	a.conn = c
+	a.lastBeat.Store(now.UnixNano())
+	a.Hostname, a.Address, a.Version = reg.GetHostname(), reg.GetAddress(), reg.GetVersion()
+	a.Resources, a.Attributes = resFromProto(reg.GetResources()), reg.GetAttributes()
+	a.State, a.UnreachableAt = store.AgentActive, time.Time{}
+	m.p.markAgent(id)
+	c.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Registered{Registered: &masterv1.Registered{
+		AgentId: id, HeartbeatInterval: durationpb.New(m.cfg.AgentPingTimeout)}}})
+
+	reported := map[string]*masterv1.TaskStatus{}
+	for _, ts := range reg.GetTasks() {
+		reported[ts.GetTaskId()] = ts
+	}
+	for _, t := range m.agentTasks(id) {
+		rep, ok := reported[t.ID]
+		delete(reported, t.ID)
+		switch {
+		case ok && terminal(t.State) && !terminal(rep.GetState().String()):
+			// Ended here while the agent was away (dropped, gone): it must
+			// not run on.
+			m.log.Info("killing a task the master had ended", "task_id", t.ID, "agent_id", id, "state", t.State)
+			c.send(killMsg(t.ID, 0))
+		case ok:
+			m.setTask(t, rep.GetState().String(), rep.GetReason().String(), rep.GetMessage(), rep.ExitCode)
+			if t.KillRequested && !terminal(t.State) {
+				c.send(killMsg(t.ID, 0))
+			}
+		case terminal(t.State):
+		case t.State == "TASK_STAGING":
+			m.setTask(t, "TASK_DROPPED", "REASON_AGENT_RESTARTED", fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
+		case t.PartitionAware:
+			m.setTask(t, "TASK_GONE", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+		default:
+			m.setTask(t, "TASK_LOST", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+		}
+	}
+	for tid, rep := range reported {
+		if other, ok := m.tasks[tid]; ok {
+			// Known on another agent: not this one's to adopt.
+			m.log.Warn("agent reports a task the master placed on another agent; killing it there", "task_id", tid, "agent_id", id, "owner", other.AgentID)
+			c.send(killMsg(tid, 0))
+			continue
+		}
+		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(),
+			State: rep.GetState().String(), Reason: rep.GetReason().String(), ExitCode: rep.ExitCode,
+			Message: rep.GetMessage()}
+		m.tasks[tid] = t
+		m.index(t)
+		m.p.markTask(tid)
+		m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
+		m.log.Warn("adopted a task the registry did not know", "task_id", tid, "agent_id", id)
+	}
+	if added {
+		m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_ADDED, Agent: m.agentToProto(a)})
+	}
+	m.log.Info("agent registered", "agent_id", id, "hostname", a.Hostname, "tasks", len(reg.GetTasks()), "returning", reg.GetAgentId() != "")
+	return a, nil
+}
+
+// rank orders a task's states as an agent reports them; states the
+// master sets while it cannot hear the agent rank lowest, so that any
+// report replaces them.
+func rank(state string) int {
+	switch state {
+	case "TASK_UNREACHABLE", "TASK_LOST":
+		return -1
+	case "TASK_STAGING":
+		return 0
+	case "TASK_STARTING":
+		return 1
+	case "TASK_RUNNING":
+		return 2
+	}
+	return 3
+}
+
+func killMsg(taskID string, grace time.Duration) *masterv1.MasterMessage {
+	k := &masterv1.KillTask{TaskId: taskID}
+	if grace > 0 {
+		k.GracePeriod = durationpb.New(grace)
+	}
+	return &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Kill{Kill: k}}
+}
+
+// statusUpdate applies an agent's status update and returns the ack to
+// send once it is durable. Updates for tasks the master ended meanwhile
+// are acknowledged and ignored (the task is killed if it still runs).
+func (m *Master) statusUpdate(ctx context.Context, a *agentEntry, c *agentConn, u *masterv1.StatusUpdate) (*masterv1.StatusUpdateAck, error) {
+	st := u.GetStatus()
+	if u.GetUuid() == "" || st == nil {
+		return nil, status.Error(codes.InvalidArgument, "a status update needs a uuid and a status")
+	}
+	if err := checkTaskID(st.GetTaskId()); err != nil {
+		return nil, err
+	}
+	if st.GetState() == typesv1.TaskState_TASK_STATE_UNSPECIFIED {
+		return nil, status.Errorf(codes.InvalidArgument, "status update %s for task %s has no state", u.GetUuid(), st.GetTaskId())
+	}
+	m.mu.Lock()
+	t, ok := m.tasks[st.GetTaskId()]
+	var g uint64
+	switch {
+	case !ok || t.AgentID != a.ID:
+		m.log.Warn("status update for a task the master did not place on this agent; acknowledged and ignored", "task_id", st.GetTaskId(), "agent_id", a.ID)
+	case terminal(t.State):
+		if !terminal(st.GetState().String()) {
+			c.send(killMsg(t.ID, 0))
+		}
+	case rank(st.GetState().String()) < rank(t.State):
+		// An update the agent queued before the state its registration
+		// already reported: old news.
+	default:
+		g = m.setTask(t, st.GetState().String(), st.GetReason().String(), st.GetMessage(), st.ExitCode)
+	}
+	m.mu.Unlock()
+	if g > 0 {
+		if err := m.p.wait(ctx, g); err != nil {
+			// Not acknowledged: the agent resends it.
+			return nil, nil
+		}
+	}
+	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, nil
+}

@@ -1,0 +1,322 @@
+// Package master is gearbox's compact master: agents register with it and
+// keep a stream open (heartbeats, status updates; launches and kills come
+// back), it keeps the cluster's state in a registry (master/store), judges
+// agents' health and partitions, places tasks, and serves operators: state,
+// tasks and an event stream. New starts nothing; Run serves until its
+// context ends.
+//
+// One mutex (Master.mu) guards the in-memory registry; every change is made
+// under it, in the order events are numbered. Writes to the store are group
+// commits (persister): a change is durable once the batch that carries it
+// is, and only then is it acknowledged to whoever asked for it. Heartbeats
+// touch no lock and no disk.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gearboxd/gearbox/internal/version"
+	"github.com/gearboxd/gearbox/master/store"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+)
+
+// Config is the master's configuration. Names follow Mesos's master flags.
+type Config struct {
+	Listen  string // host:port for agents and operators
+	WorkDir string // holds registry.db
+	// An agent is missed after AgentPingTimeout × MaxAgentPingTimeouts
+	// without a heartbeat; agents heartbeat every AgentPingTimeout.
+	AgentPingTimeout     time.Duration
+	MaxAgentPingTimeouts int
+	// AgentRemovalRateLimit ("1/10mins"; "" for none) bounds how fast
+	// missed agents are marked unreachable.
+	AgentRemovalRateLimit string
+	// RegistryMaxAgentAge: an agent unreachable longer than this is gone
+	// and its tasks TASK_GONE.
+	RegistryMaxAgentAge time.Duration
+	// EventBuffer is how many events are kept for subscribers to resume
+	// from; SubscriberLag is how far behind a subscriber may fall before it
+	// is cut off (at most EventBuffer).
+	EventBuffer   int
+	SubscriberLag int
+	// SubscriberHeartbeat: a HEARTBEAT event when nothing else was sent
+	// for this long.
+	SubscriberHeartbeat time.Duration
+	MetricsListen       string
+}
+
+// DefaultConfig is Mesos's defaults where Mesos has one.
+func DefaultConfig() Config {
+	return Config{
+		Listen:               "127.0.0.1:5050",
+		WorkDir:              "/var/lib/gearbox-master",
+		AgentPingTimeout:     5 * time.Second,
+		MaxAgentPingTimeouts: 3,
+		RegistryMaxAgentAge:  14 * 24 * time.Hour,
+		EventBuffer:          10000,
+		SubscriberLag:        5000,
+		SubscriberHeartbeat:  15 * time.Second,
+	}
+}
+
+// Validate says what is wrong with a config, naming the flag.
+func (c Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return errors.New("--listen: give host:port")
+	case c.WorkDir == "":
+		return errors.New("--work-dir: give a directory")
+	case c.AgentPingTimeout <= 0:
+		return errors.New("--agent-ping-timeout must be positive")
+	case c.MaxAgentPingTimeouts < 1:
+		return errors.New("--max-agent-ping-timeouts must be at least 1")
+	case c.RegistryMaxAgentAge <= 0:
+		return errors.New("--registry-max-agent-age must be positive")
+	case c.EventBuffer < 1:
+		return errors.New("--event-buffer must be at least 1")
+	case c.SubscriberLag < 1 || c.SubscriberLag > c.EventBuffer:
+		return fmt.Errorf("--subscriber-lag must be between 1 and --event-buffer (%d)", c.EventBuffer)
+	case c.SubscriberHeartbeat <= 0:
+		return errors.New("--subscriber-heartbeat must be positive")
+	}
+	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
+		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
+	}
+	return nil
+}
+
+// Master is the compact master.
+type Master struct {
+	cfg       Config
+	log       *slog.Logger
+	st        store.Store
+	startedAt time.Time
+	ready     chan struct{}
+	addr      atomic.Value // string: the address it listens on
+
+	mu     sync.Mutex
+	agents map[string]*agentEntry
+	tasks  map[string]*store.Task
+	// byAgent indexes tasks by agent.
+	byAgent map[string]map[string]struct{}
+	ev      *eventLog
+	p       *persister
+
+	removal     *removalQueue
+	limiter     *rate.Limiter
+	subscribers sync.Map // *subscriber → struct{}
+
+	stopForTest func()
+
+	queueGauge prometheus.Gauge
+	cutCounter prometheus.Counter
+}
+
+// New checks the config; it starts nothing.
+func New(cfg Config, log *slog.Logger) (*Master, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lim, _ := ParseRate(cfg.AgentRemovalRateLimit)
+	m := &Master{
+		cfg: cfg, log: log, ready: make(chan struct{}),
+		agents: map[string]*agentEntry{}, tasks: map[string]*store.Task{}, byAgent: map[string]map[string]struct{}{},
+		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
+		queueGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_master_unreachable_queue",
+			Help: "Agents that missed their pings and wait for --agent-removal-rate-limit to be marked unreachable."}),
+		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
+			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
+	}
+	return m, nil
+}
+
+// Ready is closed once the master serves.
+func (m *Master) Ready() <-chan struct{} { return m.ready }
+
+// Addr is the address the master listens on, once Ready.
+func (m *Master) Addr() string { s, _ := m.addr.Load().(string); return s }
+
+// Run opens the registry, recovers, serves, and returns when ctx ends.
+func (m *Master) Run(ctx context.Context) error {
+	m.startedAt = time.Now()
+	if err := os.MkdirAll(m.cfg.WorkDir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", m.cfg.WorkDir, err)
+	}
+	st, err := store.OpenBolt(filepath.Join(m.cfg.WorkDir, "registry.db"), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	m.st = st
+	if err := m.recover(ctx); err != nil {
+		return err
+	}
+	m.p = newPersister(m)
+	pctx, stopPersister := context.WithCancel(context.WithoutCancel(ctx))
+	persisterDone := make(chan struct{})
+	go func() { defer close(persisterDone); m.p.run(pctx) }()
+	defer func() { stopPersister(); <-persisterDone }()
+
+	lis, err := net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
+	}
+	m.addr.Store(lis.Addr().String())
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.ForceServerCodecV2(eventCodec{}),
+	)
+	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
+	masterv1.RegisterOperatorServer(gs, &operator{m: m})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(masterv1.Operator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	stopMetrics, err := m.serveMetrics()
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer stopMetrics()
+
+	bg, stopBg := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); m.healthLoop(bg) }()
+	go func() { defer wg.Done(); m.removalLoop(bg) }()
+	go func() { defer wg.Done(); m.lagLoop(bg) }()
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	m.log.Info("master serving", "listen", m.Addr(), "work_dir", m.cfg.WorkDir,
+		"agents", len(m.agents), "tasks", len(m.tasks),
+		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
+	close(m.ready)
+	select {
+	case err = <-errc:
+		err = fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+		err = nil
+	}
+	stopBg()
+	wg.Wait()
+	hs.Shutdown()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		gs.Stop() // agents' and subscribers' streams do not end by themselves
+		<-done
+	}
+	return err
+}
+
+func (m *Master) missedAfter() time.Duration {
+	return m.cfg.AgentPingTimeout * time.Duration(m.cfg.MaxAgentPingTimeouts)
+}
+
+// recover loads the registry. Agents that were active count from now: one
+// that does not re-register within the ping timeouts is marked unreachable
+// by the same health check as any other (Mesos's master failover).
+func (m *Master) recover(ctx context.Context) error {
+	agents, err := m.st.Agents(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the registry: %w", err)
+	}
+	tasks, err := m.st.Tasks(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the registry: %w", err)
+	}
+	now := time.Now()
+	for _, a := range agents {
+		e := &agentEntry{Agent: a}
+		e.lastBeat.Store(now.UnixNano())
+		m.agents[a.ID] = e
+	}
+	for i := range tasks {
+		t := tasks[i]
+		m.tasks[t.ID] = &t
+		m.index(&t)
+	}
+	m.log.Info("registry recovered", "agents", len(agents), "tasks", len(tasks))
+	return nil
+}
+
+func (m *Master) index(t *store.Task) {
+	set := m.byAgent[t.AgentID]
+	if set == nil {
+		set = map[string]struct{}{}
+		m.byAgent[t.AgentID] = set
+	}
+	set[t.ID] = struct{}{}
+}
+
+func (m *Master) serveMetrics() (func(), error) {
+	if m.cfg.MetricsListen == "" {
+		return func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.queueGauge, m.cutCounter,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
+			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_unreachable", Help: "Unreachable agents."},
+			func() float64 { return float64(m.countAgents(store.AgentUnreachable)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_event_seq", Help: "Sequence number of the last event."},
+			func() float64 { return float64(m.ev.lastSeq()) }),
+	)
+	lis, err := net.Listen("tcp", m.cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(lis)
+	m.log.Info("serving metrics", "listen", lis.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+func (m *Master) countAgents(s store.AgentState) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, a := range m.agents {
+		if a.State == s {
+			n++
+		}
+	}
+	return n
+}
+
+func versionString() string { return version.Version }

@@ -1,0 +1,333 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/units"
+	"github.com/gearboxd/gearbox/master/store"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+type operator struct {
+	masterv1.UnimplementedOperatorServer
+	m *Master
+}
+
+// checkTaskID: a task's ID is its container's ID on the agent, without a
+// dot (a dot names a nested container there).
+func checkTaskID(id string) error {
+	if err := ids.Validate(id); err != nil {
+		return status.Errorf(codes.InvalidArgument, "task ID: %v", err)
+	}
+	if strings.Contains(id, ".") {
+		return status.Errorf(codes.InvalidArgument, "task ID %q: a dot is not allowed in a task ID (it names nested containers on agents)", id)
+	}
+	return nil
+}
+
+func (o *operator) GetHealth(context.Context, *masterv1.GetHealthRequest) (*masterv1.GetHealthResponse, error) {
+	m := o.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := &masterv1.GetHealthResponse{Healthy: true, Version: versionString(), StartedAt: timestamppb.New(m.startedAt)}
+	for _, a := range m.agents {
+		switch a.State {
+		case store.AgentActive:
+			out.AgentsActive++
+		case store.AgentUnreachable:
+			out.AgentsUnreachable++
+		}
+	}
+	return out, nil
+}
+
+func (o *operator) GetState(context.Context, *masterv1.GetStateRequest) (*masterv1.GetStateResponse, error) {
+	o.m.mu.Lock()
+	defer o.m.mu.Unlock()
+	return o.m.stateLocked(), nil
+}
+
+func (o *operator) GetAgents(context.Context, *masterv1.GetAgentsRequest) (*masterv1.GetAgentsResponse, error) {
+	m := o.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := &masterv1.GetAgentsResponse{}
+	for _, a := range m.sortedAgents() {
+		out.Agents = append(out.Agents, m.agentToProto(a))
+	}
+	return out, nil
+}
+
+func (o *operator) GetTasks(_ context.Context, req *masterv1.GetTasksRequest) (*masterv1.GetTasksResponse, error) {
+	m := o.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id := req.GetAgentId(); id != "" && m.agents[id] == nil {
+		return nil, status.Errorf(codes.NotFound, "no agent %q: gearbox agents lists them", id)
+	}
+	out := &masterv1.GetTasksResponse{}
+	for _, t := range m.sortedTasks(req.GetAgentId()) {
+		out.Tasks = append(out.Tasks, taskToProto(t))
+	}
+	return out, nil
+}
+
+// ParseConstraint reads "key:value".
+func ParseConstraint(s string) (string, string, error) {
+	k, v, ok := strings.Cut(s, ":")
+	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+	if !ok || k == "" || v == "" || strings.Contains(v, ":") {
+		return "", "", fmt.Errorf("constraint %q: write ATTRIBUTE:VALUE, e.g. rack:r1", s)
+	}
+	return k, v, nil
+}
+
+func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskRequest) (*masterv1.LaunchTaskResponse, error) {
+	m := o.m
+	if err := checkTaskID(req.GetTaskId()); err != nil {
+		return nil, err
+	}
+	if req.GetImage() == "" {
+		return nil, status.Error(codes.InvalidArgument, "no image: name the image the task runs")
+	}
+	if _, err := reference.ParseNormalizedNamed(req.GetImage()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "image %q: %v", req.GetImage(), err)
+	}
+	if err := checkResources(req.GetResources()); err != nil {
+		return nil, err
+	}
+	want := resFromProto(req.GetResources())
+	cons := map[string]string{}
+	for _, c := range req.GetConstraints() {
+		k, v, err := ParseConstraint(c)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if prev, ok := cons[k]; ok && prev != v {
+			return nil, status.Errorf(codes.InvalidArgument, "constraints %s:%s and %s:%s cannot both hold", k, prev, k, v)
+		}
+		cons[k] = v
+	}
+	if req.GetAgentId() != "" && len(cons) > 0 {
+		return nil, status.Error(codes.InvalidArgument, "give an agent ID or constraints, not both")
+	}
+
+	m.mu.Lock()
+	if old, ok := m.tasks[req.GetTaskId()]; ok {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "task %q exists (%s on agent %s): task IDs are never reused, pick another", old.ID, old.State, old.AgentID)
+	}
+	a, err := m.place(req.GetAgentId(), cons, want)
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	now := time.Now().UTC()
+	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: req.GetImage(), Command: req.GetCommand(),
+		Resources: want, PartitionAware: req.PartitionAware == nil || req.GetPartitionAware(),
+		State: "TASK_STAGING", CreatedAt: now, UpdatedAt: now}
+	m.tasks[t.ID] = t
+	m.index(t)
+	g := m.p.markTask(t.ID)
+	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
+	pt := taskToProto(t)
+	conn := a.conn
+	m.mu.Unlock()
+	// Durable before the agent hears of it: a task that runs is never
+	// unknown to a restarted master.
+	if err := m.p.wait(ctx, g); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the registry could not record task %s: %v", t.ID, err)
+	}
+	conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: pt}}})
+	m.log.Info("task placed", "task_id", t.ID, "agent_id", a.ID, "image", t.Image)
+	return &masterv1.LaunchTaskResponse{Task: pt}, nil
+}
+
+// place chooses an agent: the named one, or among active, connected agents
+// that meet the constraints, the one with most CPUs free. It says why none
+// fits, with each candidate's numbers. Callers hold m.mu.
+func (m *Master) place(agentID string, cons map[string]string, want store.Resources) (*agentEntry, error) {
+	var candidates []*agentEntry
+	if agentID != "" {
+		a := m.agents[agentID]
+		switch {
+		case a == nil:
+			return nil, status.Errorf(codes.NotFound, "no agent %q: gearbox agents lists them", agentID)
+		case a.State != store.AgentActive:
+			return nil, status.Errorf(codes.FailedPrecondition, "agent %s is %s: launch on an active agent", agentID, a.State)
+		case a.conn == nil:
+			return nil, status.Errorf(codes.Unavailable, "agent %s is not connected right now: retry, or launch elsewhere", agentID)
+		}
+		candidates = []*agentEntry{a}
+	} else {
+		for _, a := range m.sortedAgents() {
+			if a.State != store.AgentActive || a.conn == nil {
+				continue
+			}
+			match := true
+			for k, v := range cons {
+				if a.Attributes[k] != v {
+					match = false
+					break
+				}
+			}
+			if match {
+				candidates = append(candidates, a)
+			}
+		}
+		if len(candidates) == 0 {
+			if len(cons) > 0 {
+				return nil, status.Errorf(codes.FailedPrecondition, "no active agent has attributes %s", fmtCons(cons))
+			}
+			return nil, status.Error(codes.FailedPrecondition, "no active agent is connected: start one with gearbox agent --master")
+		}
+	}
+	var best *agentEntry
+	var bestFree store.Resources
+	var why []string
+	for _, a := range candidates {
+		u := m.used(a.ID)
+		free := store.Resources{CPUs: a.Resources.CPUs - u.CPUs, Memory: a.Resources.Memory - u.Memory, Disk: a.Resources.Disk - u.Disk}
+		if want.CPUs > free.CPUs+1e-9 || want.Memory > free.Memory || want.Disk > free.Disk {
+			why = append(why, fmt.Sprintf("%s (%s) has %s free of %s", a.ID, a.Hostname, fmtRes(free), fmtRes(a.Resources)))
+			continue
+		}
+		if best == nil || free.CPUs > bestFree.CPUs+1e-9 {
+			best, bestFree = a, free
+		}
+	}
+	if best == nil {
+		if len(why) > 5 {
+			why = append(why[:5], fmt.Sprintf("and %d more", len(why)-5))
+		}
+		return nil, status.Errorf(codes.ResourceExhausted, "no agent has %s free: %s", fmtWant(want), strings.Join(why, "; "))
+	}
+	return best, nil
+}
+
+func fmtRes(r store.Resources) string {
+	s := fmt.Sprintf("%g cpus, %s memory", math.Max(r.CPUs, 0), units.FormatSize(max(r.Memory, 0)))
+	if r.Disk > 0 {
+		s += ", " + units.FormatSize(r.Disk) + " disk"
+	}
+	return s
+}
+
+// fmtWant names only what was asked.
+func fmtWant(r store.Resources) string {
+	var parts []string
+	if r.CPUs > 0 {
+		parts = append(parts, fmt.Sprintf("%g cpus", r.CPUs))
+	}
+	if r.Memory > 0 {
+		parts = append(parts, units.FormatSize(r.Memory)+" memory")
+	}
+	if r.Disk > 0 {
+		parts = append(parts, units.FormatSize(r.Disk)+" disk")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func fmtCons(c map[string]string) string {
+	var parts []string
+	for k, v := range c {
+		parts = append(parts, k+":"+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+func (o *operator) KillTask(ctx context.Context, req *masterv1.KillTaskRequest) (*masterv1.KillTaskResponse, error) {
+	m := o.m
+	if err := checkTaskID(req.GetTaskId()); err != nil {
+		return nil, err
+	}
+	grace := req.GetGracePeriod().AsDuration()
+	if req.GetGracePeriod() != nil && (req.GetGracePeriod().CheckValid() != nil || grace < 0) {
+		return nil, status.Error(codes.InvalidArgument, "grace period: give a non-negative duration")
+	}
+	m.mu.Lock()
+	t, ok := m.tasks[req.GetTaskId()]
+	if !ok {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "no task %q: gearbox tasks lists them", req.GetTaskId())
+	}
+	if terminal(t.State) {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "task %s already ended: %s", t.ID, t.State)
+	}
+	t.KillRequested = true
+	g := m.p.markTask(t.ID)
+	var conn *agentConn
+	if a := m.agents[t.AgentID]; a != nil && a.State == store.AgentActive {
+		conn = a.conn
+	}
+	pt := taskToProto(t)
+	m.mu.Unlock()
+	if err := m.p.wait(ctx, g); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the registry could not record the kill of %s: %v", t.ID, err)
+	}
+	if conn != nil {
+		conn.send(killMsg(t.ID, grace))
+	}
+	return &masterv1.KillTaskResponse{Task: pt}, nil
+}
+
+func (o *operator) ReconcileTasks(_ context.Context, req *masterv1.ReconcileTasksRequest) (*masterv1.ReconcileTasksResponse, error) {
+	m := o.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := &masterv1.ReconcileTasksResponse{}
+	if len(req.GetTaskIds()) == 0 {
+		for _, t := range m.sortedTasks("") {
+			out.Tasks = append(out.Tasks, taskToProto(t))
+		}
+		return out, nil
+	}
+	for _, id := range req.GetTaskIds() {
+		if t, ok := m.tasks[id]; ok {
+			out.Tasks = append(out.Tasks, taskToProto(t))
+			continue
+		}
+		out.Tasks = append(out.Tasks, &masterv1.Task{Id: id, State: typesv1.TaskState_TASK_UNKNOWN, Message: "the master has no record of this task"})
+	}
+	return out, nil
+}
+
+func (o *operator) MarkAgentGone(ctx context.Context, req *masterv1.MarkAgentGoneRequest) (*masterv1.MarkAgentGoneResponse, error) {
+	m := o.m
+	m.mu.Lock()
+	a := m.agents[req.GetAgentId()]
+	if a == nil {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "no agent %q: gearbox agents lists them", req.GetAgentId())
+	}
+	if a.GoneByOperator {
+		m.mu.Unlock()
+		return &masterv1.MarkAgentGoneResponse{}, nil
+	}
+	m.markGone(a, true)
+	g := m.p.markAgent(a.ID)
+	m.mu.Unlock()
+	if err := m.p.wait(ctx, g); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the registry could not record it: %v", err)
+	}
+	return &masterv1.MarkAgentGoneResponse{}, nil
+}
+
+func (o *operator) Subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStreamingServer[masterv1.SubscribeResponse]) error {
+	return o.m.subscribe(req, stream)
+}

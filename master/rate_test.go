@@ -1,0 +1,41 @@
+package master
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+func TestParseRate(t *testing.T) {
+	for in, every := range map[string]time.Duration{
+		"1/10mins": 10 * time.Minute, "5/1secs": 200 * time.Millisecond, "1/2s": 2 * time.Second, "2/1hrs": 30 * time.Minute, " 1/1days ": 24 * time.Hour,
+	} {
+		l, err := ParseRate(in)
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if l.Limit() != rate.Every(every) || l.Burst() != 1 {
+			t.Errorf("%q: limit %v burst %d, want every %s burst 1", in, l.Limit(), l.Burst(), every)
+		}
+	}
+	if l, err := ParseRate(""); l != nil || err != nil {
+		t.Errorf("empty: %v %v", l, err)
+	}
+	for _, bad := range []string{"1", "0/1secs", "-1/1secs", "x/1secs", "1/", "1/10lightyears", "1/0secs", "1/-5s"} {
+		if _, err := ParseRate(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"1/10mins", "5/1secs", "1/2s", "", "1/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ParseRate(s) // never panics
+	})
+}
