@@ -31,3 +31,13 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+func TestFormatApprox(t *testing.T) {
+	for in, want := range map[int64]string{
+		1 << 30: "1GiB", 64 << 20: "64MiB", 258969204 << 10: "247.0GiB", 1536: "1536B", 3<<40 + 1: "3.0TiB", 100: "100B",
+	} {
+		if got := FormatApprox(in); got != want {
+			t.Errorf("FormatApprox(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
