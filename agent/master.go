@@ -209,8 +209,10 @@ func (mc *masterClient) run(ctx context.Context) {
 	defer conn.Close()
 	client := masterv1.NewAgentGatewayClient(conn)
 	backoff := 100 * time.Millisecond
+	everRegistered := false
 	for ctx.Err() == nil {
 		registered, err := mc.session(ctx, client)
+		everRegistered = everRegistered || registered
 		if ctx.Err() != nil {
 			return
 		}
@@ -225,7 +227,11 @@ func (mc *masterClient) run(ctx context.Context) {
 		if registered {
 			backoff = 100 * time.Millisecond
 		}
-		mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
+		if everRegistered {
+			mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
+		} else {
+			mc.a.log.Info("the master does not answer yet; retrying", "master", mc.addr, "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return

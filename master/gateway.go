@@ -274,6 +274,9 @@ func (m *Master) register(reg *masterv1.Register, c *agentConn) (*agentEntry, er
 		}
 	}
 	for tid, rep := range reported {
+		if terminal(rep.GetState().String()) {
+			continue // ended, and never the master's: nothing to manage
+		}
 		if other, ok := m.tasks[tid]; ok {
 			// Known on another agent: not this one's to adopt.
 			m.log.Warn("agent reports a task the master placed on another agent; killing it there", "task_id", tid, "agent_id", id, "owner", other.AgentID)

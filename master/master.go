@@ -30,10 +30,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
@@ -226,12 +228,22 @@ func (m *Master) Run(ctx context.Context) error {
 	stopBg()
 	wg.Wait()
 	hs.Shutdown()
+	// Agents' streams do not end by themselves: tell them, so that they
+	// register again with the next master at once.
+	m.mu.Lock()
+	for _, a := range m.agents {
+		if a.conn != nil {
+			a.conn.close(status.Error(codes.Unavailable, "the master is stopping: register again"))
+			a.conn = nil
+		}
+	}
+	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
-		gs.Stop() // agents' and subscribers' streams do not end by themselves
+		gs.Stop() // subscribers' streams do not end by themselves
 		<-done
 	}
 	return err

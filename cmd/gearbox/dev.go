@@ -19,7 +19,10 @@ import (
 	"github.com/gearboxd/gearbox/agent"
 	"github.com/gearboxd/gearbox/internal/containerdproc"
 	"github.com/gearboxd/gearbox/internal/demoimage"
+	"github.com/gearboxd/gearbox/master"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 func newDevCmd() *cobra.Command {
@@ -30,14 +33,17 @@ func newDevCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a single-node gearbox to try it: containerd (private if none runs), an agent, a demo image and task",
+		Short: "Run a single-node gearbox to try it: containerd (private if none runs), a master, an agent, a demo image and task",
 		Long: `gearbox dev starts everything needed to try gearbox on this machine, as root:
 
   - containerd: the host's if one answers at /run/containerd/containerd.sock,
     otherwise a private one (CRI off) under --state-dir;
-  - an agent serving ` + defaultAgent + ` (containerd namespace gearbox-dev);
+  - a master on ` + defaultMaster + ` (a fresh registry under --state-dir);
+  - an agent serving ` + defaultAgent + ` (containerd namespace gearbox-dev),
+    registered with the master;
   - the demo image ` + demoimage.Name + `, built from Debian's busybox-static;
-  - a demo task, "demo", printing a line every few seconds.
+  - a demo task, "demo", launched through the master, printing a line every
+    few seconds.
 
 Ctrl-C stops and removes everything it started and leaves nothing mounted.`,
 		Args: cobra.NoArgs,
@@ -88,6 +94,15 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 		cfg.ContainerdAddress = ctrd.Address
 	}
 
+	// The agent registers with the master started below, once leftovers
+	// of an earlier run are gone (the registry is fresh on every run: dev
+	// is for trying things, and its containers go when it stops).
+	mcfg := master.DefaultConfig()
+	mcfg.WorkDir = filepath.Join(stateDir, "master")
+	os.RemoveAll(mcfg.WorkDir)
+	os.Remove(filepath.Join(cfg.WorkDir, "meta", "master.json"))
+	cfg.Master = mcfg.Listen
+
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return err
@@ -120,31 +135,51 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 	if err := importDemo(ctx, c, archive.Bytes()); err != nil {
 		return fmt.Errorf("importing the demo image: %w", err)
 	}
-	c.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: "demo", Force: true})
-	if _, err := c.LaunchContainer(ctx, &agentv1.LaunchContainerRequest{
-		ContainerId: "demo", Image: demoimage.Name,
-		Cmd: &agentv1.StringList{Values: []string{"sh", "-c", `i=0; while true; do i=$((i+1)); echo "hello from the gearbox demo task ($i)"; sleep 5; done`}},
-	}); err != nil {
-		return fmt.Errorf("launching the demo task: %w", err)
+	cleanupDev(c, log) // what an earlier run that did not stop cleanly left
+	m, err := master.New(mcfg, log)
+	if err != nil {
+		return err
+	}
+	masterCtx, stopMaster := context.WithCancel(context.WithoutCancel(ctx))
+	masterDone := make(chan error, 1)
+	go func() { masterDone <- m.Run(masterCtx) }()
+	defer func() {
+		cleanupDev(c, log) // while the master hears the tasks end
+		stopMaster()
+		if err := <-masterDone; err != nil {
+			log.Warn("master", "err", err)
+		}
+	}()
+	select {
+	case <-m.Ready():
+	case err := <-masterDone:
+		masterDone <- err
+		return fmt.Errorf("master: %w", err)
+	}
+	if err := launchDemo(ctx, m.Addr()); err != nil {
+		return fmt.Errorf("launching the demo task through the master: %w", err)
 	}
 
 	fmt.Printf(`
 gearbox dev is running.
 
-  agent        %s
+  master       %s
+  agent        %s (registered with the master)
   containerd   %s
   demo image   %s
-  demo task    demo (running)
+  demo task    demo (launched through the master, running)
 
 In another terminal:
 
-  bin/gearbox run %s echo hello
-  bin/gearbox ps
+  bin/gearbox agents
+  bin/gearbox tasks
+  bin/gearbox events
+  bin/gearbox task launch --cpus 0.1 --memory 32m %s sh -c 'echo hi; sleep 30'
   bin/gearbox logs -f demo
   bin/gearbox run --rm %s sh -c 'cat /etc/gearbox-demo; ls $GEARBOX_SANDBOX'
 
 Ctrl-C stops everything dev started.
-`, cfg.Listen, cfg.ContainerdAddress, demoimage.Name, demoimage.Name, demoimage.Name)
+`, m.Addr(), cfg.Listen, cfg.ContainerdAddress, demoimage.Name, demoimage.Name, demoimage.Name)
 
 	select {
 	case <-ctx.Done():
@@ -153,6 +188,51 @@ Ctrl-C stops everything dev started.
 	case err := <-agentDone:
 		agentDone <- err
 		return fmt.Errorf("agent stopped: %v", err)
+	}
+}
+
+// launchDemo launches the demo task through the master and waits until
+// it runs.
+func launchDemo(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := masterv1.NewOperatorClient(conn)
+	// The agent registers right after it serves; wait for it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h, err := c.GetHealth(ctx, &masterv1.GetHealthRequest{})
+		if err == nil && h.AgentsActive > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the agent did not register with the master within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := c.LaunchTask(ctx, &masterv1.LaunchTaskRequest{
+		TaskId: "demo", Image: demoimage.Name, Resources: &masterv1.Resources{Cpus: 0.1, MemoryBytes: 32 << 20},
+		Command: []string{"sh", "-c", `i=0; while true; do i=$((i+1)); echo "hello from the gearbox demo task ($i)"; sleep 5; done`},
+	}); err != nil {
+		return err
+	}
+	for {
+		r, err := c.ReconcileTasks(ctx, &masterv1.ReconcileTasksRequest{TaskIds: []string{"demo"}})
+		if err != nil {
+			return err
+		}
+		switch t := r.Tasks[0]; {
+		case t.State == typesv1.TaskState_TASK_RUNNING:
+			return nil
+		case t.State != typesv1.TaskState_TASK_STAGING && t.State != typesv1.TaskState_TASK_STARTING:
+			return fmt.Errorf("the demo task is %s: %s", t.State, t.Message)
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			return errors.New("the demo task did not start within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
