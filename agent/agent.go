@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,8 +22,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -36,6 +33,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
 	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
@@ -433,28 +431,7 @@ func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger,
 
 // serveMetrics serves Prometheus metrics when the config asks for it.
 func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
-	if a.cfg.MetricsListen == "" {
-		return func() {}, nil
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(cs...)
-	lis, err := net.Listen("tcp", a.cfg.MetricsListen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(lis) }()
-	a.log.Info("serving metrics", "listen", lis.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}, nil
+	return promserve.Serve(a.cfg.MetricsListen, a.log, cs...)
 }
 
 // admit refuses new work while the agent stops.

@@ -45,11 +45,22 @@ type agentConn struct {
 }
 
 func newAgentConn() *agentConn {
-	return &agentConn{out: make(chan *masterv1.MasterMessage, 1024), done: make(chan struct{})}
+	return &agentConn{out: make(chan *masterv1.MasterMessage, 256), done: make(chan struct{})}
 }
 
-// send queues a message; an agent that does not read its stream is
-// disconnected rather than let the master's memory grow.
+// sendWait queues an answer to the agent (an ack), waiting while the queue
+// is full: an agent that does not read its stream stops being read.
+func (c *agentConn) sendWait(msg *masterv1.MasterMessage) {
+	select {
+	case c.out <- msg:
+	case <-c.done:
+	}
+}
+
+// send queues a command (launch, kill) without waiting, under the
+// master's lock; an agent whose queue is full is disconnected rather than
+// let the master wait on it, and gets its commands again when it
+// registers (reconciliation).
 func (c *agentConn) send(msg *masterv1.MasterMessage) {
 	select {
 	case c.out <- msg:
@@ -159,6 +170,20 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 			}
 		}
 	}()
+	acks := make(chan pendingAck, 64)
+	go func() {
+		for {
+			select {
+			case p := <-acks:
+				if p.gen > 0 && m.p.wait(ctx, p.gen) != nil {
+					continue // not durable: not acknowledged; the agent resends it
+				}
+				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
+			case <-c.done:
+				return
+			}
+		}
+	}()
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -170,16 +195,20 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 			switch x := msg.Msg.(type) {
 			case *masterv1.AgentMessage_Heartbeat:
 				a.lastBeat.Store(time.Now().UnixNano())
-				c.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
+				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
 			case *masterv1.AgentMessage_Update:
 				a.lastBeat.Store(time.Now().UnixNano())
-				ack, err := m.statusUpdate(ctx, a, c, x.Update)
+				ack, g, err := m.statusUpdate(a, c, x.Update)
 				if err != nil {
 					recvErr <- err
 					return
 				}
-				if ack != nil {
-					c.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: ack}})
+				// Applied in order here; acknowledged in order once durable,
+				// without holding up the next update.
+				select {
+				case acks <- pendingAck{ack, g}:
+				case <-c.done:
+					return
 				}
 			default:
 				recvErr <- status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
@@ -324,19 +353,25 @@ func killMsg(taskID string, grace time.Duration) *masterv1.MasterMessage {
 	return &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Kill{Kill: k}}
 }
 
+type pendingAck struct {
+	ack *masterv1.StatusUpdateAck
+	gen uint64 // the registry generation that must be durable first; 0: none
+}
+
 // statusUpdate applies an agent's status update and returns the ack to
-// send once it is durable. Updates for tasks the master ended meanwhile
-// are acknowledged and ignored (the task is killed if it still runs).
-func (m *Master) statusUpdate(ctx context.Context, a *agentEntry, c *agentConn, u *masterv1.StatusUpdate) (*masterv1.StatusUpdateAck, error) {
+// send once generation gen is durable. Updates for tasks the master ended
+// meanwhile are acknowledged and ignored (the task is killed if it still
+// runs).
+func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpdate) (*masterv1.StatusUpdateAck, uint64, error) {
 	st := u.GetStatus()
 	if u.GetUuid() == "" || st == nil {
-		return nil, status.Error(codes.InvalidArgument, "a status update needs a uuid and a status")
+		return nil, 0, status.Error(codes.InvalidArgument, "a status update needs a uuid and a status")
 	}
 	if err := checkTaskID(st.GetTaskId()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if st.GetState() == typesv1.TaskState_TASK_STATE_UNSPECIFIED {
-		return nil, status.Errorf(codes.InvalidArgument, "status update %s for task %s has no state", u.GetUuid(), st.GetTaskId())
+		return nil, 0, status.Errorf(codes.InvalidArgument, "status update %s for task %s has no state", u.GetUuid(), st.GetTaskId())
 	}
 	m.mu.Lock()
 	t, ok := m.tasks[st.GetTaskId()]
@@ -355,11 +390,5 @@ func (m *Master) statusUpdate(ctx context.Context, a *agentEntry, c *agentConn, 
 		g = m.setTask(t, st.GetState().String(), st.GetReason().String(), st.GetMessage(), st.ExitCode)
 	}
 	m.mu.Unlock()
-	if g > 0 {
-		if err := m.p.wait(ctx, g); err != nil {
-			// Not acknowledged: the agent resends it.
-			return nil, nil
-		}
-	}
-	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, nil
+	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, g, nil
 }

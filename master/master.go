@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,8 +25,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,6 +34,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -290,11 +288,7 @@ func (m *Master) index(t *store.Task) {
 }
 
 func (m *Master) serveMetrics() (func(), error) {
-	if m.cfg.MetricsListen == "" {
-		return func() {}, nil
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	return promserve.Serve(m.cfg.MetricsListen, m.log,
 		m.queueGauge, m.cutCounter,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
@@ -303,20 +297,6 @@ func (m *Master) serveMetrics() (func(), error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_event_seq", Help: "Sequence number of the last event."},
 			func() float64 { return float64(m.ev.lastSeq()) }),
 	)
-	lis, err := net.Listen("tcp", m.cfg.MetricsListen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(lis)
-	m.log.Info("serving metrics", "listen", lis.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
 }
 
 func (m *Master) countAgents(s store.AgentState) int {

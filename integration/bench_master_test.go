@@ -1,0 +1,442 @@
+//go:build bench
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// The master's benchmarks run the real master binary and speak its gRPC
+// protocol from simulated agents and subscribers in this process, over
+// loopback. Knobs (environment): GEARBOX_BENCH_AGENTS (10000),
+// GEARBOX_BENCH_AGENT_CONNS (TCP connections they share, 1000),
+// GEARBOX_BENCH_SUBSCRIBERS (1000), GEARBOX_BENCH_EVENT_RATE (5000/s).
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func raiseFDLimit(t *testing.T) {
+	var r syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
+	r.Cur = r.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Logf("raising the fd limit: %v", err)
+	}
+}
+
+// procCPU is a process's user+system CPU time.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func procRSS(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+type simAgent struct {
+	id      string
+	stream  grpc.BidiStreamingClient[masterv1.AgentMessage, masterv1.MasterMessage]
+	mu      sync.Mutex
+	silent  atomic.Bool
+	sent    sync.Map // heartbeat seq → time sent
+	lastAck atomic.Int64
+	acks    chan *masterv1.MasterMessage
+}
+
+func (a *simAgent) send(m *masterv1.AgentMessage) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stream.Send(m)
+}
+
+func dialMany(t *testing.T, addr string, n int) []*grpc.ClientConn {
+	var conns []*grpc.ClientConn
+	for range n {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return conns
+}
+
+// registerSim registers a simulated agent and serves its stream: acks of
+// heartbeats are timed; other messages go to acks.
+func registerSim(ctx context.Context, conn *grpc.ClientConn, i int, lat chan<- time.Duration) (*simAgent, error) {
+	st, err := masterv1.NewAgentGatewayClient(conn).Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a := &simAgent{stream: st, acks: make(chan *masterv1.MasterMessage, 1024)}
+	err = a.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: &masterv1.Register{
+		Hostname: fmt.Sprintf("sim-%05d", i), Resources: &masterv1.Resources{Cpus: 16, MemoryBytes: 64 << 30},
+		Attributes: map[string]string{"rack": fmt.Sprintf("r%d", i%40)}}}})
+	if err != nil {
+		return nil, err
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return nil, err
+	}
+	a.id = first.GetRegistered().GetAgentId()
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				return
+			}
+			if hb := m.GetHeartbeatAck(); hb != nil {
+				a.lastAck.Store(time.Now().UnixNano())
+				if v, ok := a.sent.LoadAndDelete(hb.Seq); ok && lat != nil {
+					select {
+					case lat <- time.Since(v.(time.Time)):
+					default:
+					}
+				}
+				continue
+			}
+			select {
+			case a.acks <- m:
+			default:
+			}
+		}
+	}()
+	return a, nil
+}
+
+func (a *simAgent) heartbeat(ctx context.Context, every time.Duration) {
+	// Spread agents over the interval, as real ones are.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(rand.N(every)):
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var seq uint64
+	for {
+		if !a.silent.Load() {
+			seq++
+			a.sent.Store(seq, time.Now())
+			if a.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Heartbeat{Heartbeat: &masterv1.Heartbeat{Seq: seq}}}) != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func TestBenchMasterHeartbeats(t *testing.T) {
+	raiseFDLimit(t)
+	nAgents, nConns := envInt("GEARBOX_BENCH_AGENTS", 10000), envInt("GEARBOX_BENCH_AGENT_CONNS", 1000)
+	m := startMasterProc(t, "--agent-ping-timeout", "5s", "--max-agent-ping-timeouts", "3")
+	pid := m.cmd.Process.Pid
+	conns := dialMany(t, m.addr, nConns)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lat := make(chan time.Duration, 1<<20)
+	agents := make([]*simAgent, nAgents)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, nAgents)
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < nAgents; i += 64 {
+				a, err := registerSim(ctx, conns[i%nConns], i, lat)
+				if err != nil {
+					errs <- err
+					return
+				}
+				agents[i] = a
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatalf("registering: %v", err)
+	}
+	regTime := time.Since(start)
+	for _, a := range agents {
+		go a.heartbeat(ctx, 5*time.Second)
+	}
+	// Warm up one interval, then measure three.
+	time.Sleep(6 * time.Second)
+	for len(lat) > 0 {
+		<-lat
+	}
+	cpu0, t0 := procCPU(pid), time.Now()
+	var peakRSS int64
+	for range 15 {
+		time.Sleep(time.Second)
+		peakRSS = max(peakRSS, procRSS(pid))
+	}
+	cpu := float64(procCPU(pid)-cpu0) / float64(time.Since(t0))
+	var ds []time.Duration
+	for len(lat) > 0 {
+		ds = append(ds, <-lat)
+	}
+	hbRate := float64(len(ds)) / time.Since(t0).Seconds()
+
+	// One agent falls silent: detected within 15 s + 1 s of its last ack.
+	events := subscribeEvents(t, m, 0)
+	victim := agents[nAgents/2]
+	victim.silent.Store(true)
+	deadline := time.Now().Add(25 * time.Second)
+	var detected time.Duration
+	for detected == 0 && time.Now().Before(deadline) {
+		for _, e := range events.snapshot() {
+			if e.Type == masterv1.Event_AGENT_REMOVED && e.Agent.Id == victim.id {
+				detected = e.Time.AsTime().Sub(time.Unix(0, victim.lastAck.Load()))
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	report(t, "master, %d simulated agents on %d connections, heartbeat every 5s:\n"+
+		"  registration of all: %s\n"+
+		"  heartbeats measured: %.0f/s over %s\n"+
+		"  master CPU: %.3f cores (target <= 0.5)\n"+
+		"  master RSS: %.0f MiB peak (target <= 1024)\n"+
+		"  heartbeat round trip: p50 %s p99 %s (n=%d)\n"+
+		"  silenced agent marked unreachable %s after its last heartbeat (timeout 15s, target <= 16s)",
+		nAgents, nConns, regTime.Round(time.Millisecond), hbRate, time.Since(t0).Round(time.Second), cpu, float64(peakRSS)/(1<<20),
+		pct(ds, 50), pct(ds, 99), len(ds), detected.Round(10*time.Millisecond))
+	if detected == 0 || detected > 16*time.Second {
+		t.Errorf("silenced agent detected after %s", detected)
+	}
+}
+
+// rawCodec hands a subscriber the bytes of each message, so that a
+// thousand subscribers in this process cost what reading, not decoding,
+// costs.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*(v.(*[]byte)) = data.Materialize()
+	return nil
+}
+
+// eventTimes reads seq and time of each event of a SubscribeResponse.
+func eventTimes(b []byte, fn func(seq uint64, at time.Time)) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			b = b[n:]
+			continue
+		}
+		ev, n := protowire.ConsumeBytes(b)
+		b = b[n:]
+		var seq uint64
+		var sec, nsec int64
+		for len(ev) > 0 {
+			fn2, ft, k := protowire.ConsumeTag(ev)
+			ev = ev[k:]
+			switch {
+			case fn2 == 2 && ft == protowire.VarintType:
+				v, k := protowire.ConsumeVarint(ev)
+				seq, ev = v, ev[k:]
+			case fn2 == 3 && ft == protowire.BytesType:
+				ts, k := protowire.ConsumeBytes(ev)
+				ev = ev[k:]
+				for len(ts) > 0 {
+					tn, tt, k := protowire.ConsumeTag(ts)
+					ts = ts[k:]
+					v, k := protowire.ConsumeVarint(ts)
+					_ = tt
+					ts = ts[k:]
+					if tn == 1 {
+						sec = int64(v)
+					} else {
+						nsec = int64(v)
+					}
+				}
+			default:
+				k := protowire.ConsumeFieldValue(fn2, ft, ev)
+				if k < 0 {
+					return
+				}
+				ev = ev[k:]
+			}
+		}
+		fn(seq, time.Unix(sec, nsec))
+	}
+}
+
+type fanout struct {
+	mu  sync.Mutex
+	lat []time.Duration
+	n   atomic.Int64
+}
+
+func TestBenchMasterEventFanout(t *testing.T) {
+	raiseFDLimit(t)
+	nSubs, rate := envInt("GEARBOX_BENCH_SUBSCRIBERS", 1000), envInt("GEARBOX_BENCH_EVENT_RATE", 5000)
+	m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Event sources: simulated agents with running tasks, sending status
+	// updates whose messages change (each one is a TASK_UPDATED event).
+	const nSources, tasksPer = 50, 20
+	conns := dialMany(t, m.addr, nSources)
+	var sources []*simAgent
+	for i := range nSources {
+		a, err := registerSim(ctx, conns[i], i, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources = append(sources, a)
+		go a.heartbeat(ctx, 5*time.Second)
+		for k := range tasksPer {
+			id := fmt.Sprintf("t-%d-%d", i, k)
+			if _, err := m.c.LaunchTask(ctx, &masterv1.LaunchTaskRequest{TaskId: id, Image: "busybox", AgentId: a.id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	subConns := dialMany(t, m.addr, 50)
+	seq := func() float64 { v, _ := strconv.ParseFloat(m.metric(t, "gearbox_master_event_seq"), 64); return v }
+	run := func(name string, stalled bool, d time.Duration) (time.Duration, time.Duration, int64, float64) {
+		sctx, stop := context.WithCancel(ctx)
+		defer stop()
+		var f fanout
+		var ready sync.WaitGroup
+		for i := range nSubs {
+			ready.Add(1)
+			go func() {
+				st, err := masterv1.NewOperatorClient(subConns[i%len(subConns)]).Subscribe(sctx, &masterv1.SubscribeRequest{}, grpc.ForceCodecV2(rawCodec{}))
+				if err != nil {
+					ready.Done()
+					return
+				}
+				first := true
+				for {
+					var b []byte
+					if err := st.RecvMsg(&b); err != nil {
+						if first {
+							ready.Done()
+						}
+						return
+					}
+					if first {
+						first = false
+						ready.Done()
+						continue
+					}
+					now := time.Now()
+					eventTimes(b, func(_ uint64, at time.Time) {
+						if f.n.Add(1)%16 == 0 { // a sample keeps the memory small
+							f.mu.Lock()
+							f.lat = append(f.lat, now.Sub(at))
+							f.mu.Unlock()
+						}
+					})
+				}
+			}()
+		}
+		ready.Wait()
+		if stalled {
+			// Its own connection with fixed windows: the master's sends
+			// to it block once 64 KiB are in flight.
+			sc, _ := grpc.NewClient(m.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+			defer sc.Close()
+			st, err := masterv1.NewOperatorClient(sc).Subscribe(sctx, &masterv1.SubscribeRequest{})
+			if err == nil {
+				st.Recv() // then never again
+			}
+		}
+		seq0, t0 := seq(), time.Now()
+		// Updates at the rate, spread over the sources.
+		per := time.Second / time.Duration(rate/nSources)
+		var sent atomic.Int64
+		var wg sync.WaitGroup
+		end := time.Now().Add(d)
+		for i, a := range sources {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tk := time.NewTicker(per)
+				defer tk.Stop()
+				for n := 0; time.Now().Before(end); n++ {
+					<-tk.C
+					id := fmt.Sprintf("t-%d-%d", i, n%tasksPer)
+					a.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{
+						Uuid: fmt.Sprintf("%s-%d", name, n), Status: &masterv1.TaskStatus{TaskId: id, State: typesv1.TaskState_TASK_RUNNING, Message: fmt.Sprintf("%s %d", name, n)}}}})
+					sent.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		published := (seq() - seq0) / time.Since(t0).Seconds()
+		time.Sleep(time.Second)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return pct(f.lat, 50), pct(f.lat, 99), f.n.Load(), published
+	}
+	d := 10 * time.Second
+	p50, p99, n, pub := run("plain", false, d)
+	s50, s99, sn, spub := run("stalled", true, d)
+	report(t, "master event fan-out, %d subscribers, status updates offered at %d/s (each a TASK_UPDATED event), %s per run:\n"+
+		"  all reading:           %.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s)\n"+
+		"  one more, stalled:     %.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s)\n"+
+		"  p99 ratio stalled/all: %.2f (target <= 1.1; delivery p99 target <= 100ms)",
+		nSubs, rate, d, pub, p50, p99, n, float64(n)/d.Seconds(), spub, s50, s99, sn, float64(sn)/d.Seconds(), ratio(s99, p99))
+}
