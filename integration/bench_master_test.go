@@ -331,7 +331,13 @@ func TestBenchMasterEventFanout(t *testing.T) {
 	nSubs, rate := envInt("GEARBOX_BENCH_SUBSCRIBERS", 1000), envInt("GEARBOX_BENCH_EVENT_RATE", 5000)
 	// Each phase has a master of its own: a phase must not inherit the
 	// previous one's backlog (measured: whichever ran second was slower).
-	run := func(name string, stalled bool, d time.Duration) (time.Duration, time.Duration, int64, float64) {
+	type phase struct {
+		p50, p99           time.Duration
+		n                  int64
+		published          float64
+		masterCPU, selfCPU float64
+	}
+	run := func(name string, stalled bool, d time.Duration) phase {
 		m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000")
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -414,6 +420,7 @@ func TestBenchMasterEventFanout(t *testing.T) {
 			}
 		}
 		seq0, t0 := seq(), time.Now()
+		mcpu0, scpu0 := procCPU(m.cmd.Process.Pid), procCPU(os.Getpid())
 		// Updates at the rate, spread over the sources.
 		per := time.Second / time.Duration(rate/nSources)
 		var sent atomic.Int64
@@ -435,26 +442,31 @@ func TestBenchMasterEventFanout(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		published := (seq() - seq0) / time.Since(t0).Seconds()
+		el := time.Since(t0)
+		ph := phase{published: (seq() - seq0) / el.Seconds(),
+			masterCPU: float64(procCPU(m.cmd.Process.Pid)-mcpu0) / float64(el), selfCPU: float64(procCPU(os.Getpid())-scpu0) / float64(el)}
 		time.Sleep(time.Second)
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return pct(f.lat, 50), pct(f.lat, 99), f.n.Load(), published
+		ph.p50, ph.p99, ph.n = pct(f.lat, 50), pct(f.lat, 99), f.n.Load()
+		return ph
 	}
 	d := 10 * time.Second
-	var p50, p99, s50, s99 time.Duration
-	var n, sn int64
-	var pub, spub float64
+	var plain, stall phase
 	if os.Getenv("GEARBOX_BENCH_STALL_FIRST") != "" {
-		s50, s99, sn, spub = run("stalled", true, d)
-		p50, p99, n, pub = run("plain", false, d)
+		stall = run("stalled", true, d)
+		plain = run("plain", false, d)
 	} else {
-		p50, p99, n, pub = run("plain", false, d)
-		s50, s99, sn, spub = run("stalled", true, d)
+		plain = run("plain", false, d)
+		stall = run("stalled", true, d)
 	}
-	report(t, "master event fan-out, %d subscribers, status updates offered at %d/s (each a TASK_UPDATED event), %s per run:\n"+
-		"  all reading:           %.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s)\n"+
-		"  one more, stalled:     %.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s)\n"+
+	line := func(p phase) string {
+		return fmt.Sprintf("%.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s); CPU: master %.2f, subscribers and sources %.2f cores",
+			p.published, p.p50, p.p99, p.n, float64(p.n)/d.Seconds(), p.masterCPU, p.selfCPU)
+	}
+	report(t, "master event fan-out, %d subscribers, status updates offered at %d/s (each a TASK_UPDATED event), %s per phase:\n"+
+		"  all reading:       %s\n"+
+		"  one more, stalled: %s\n"+
 		"  p99 ratio stalled/all: %.2f (target <= 1.1; delivery p99 target <= 100ms)",
-		nSubs, rate, d, pub, p50, p99, n, float64(n)/d.Seconds(), spub, s50, s99, sn, float64(sn)/d.Seconds(), ratio(s99, p99))
+		nSubs, rate, d, line(plain), line(stall), ratio(stall.p99, plain.p99))
 }
