@@ -336,6 +336,7 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		n                  int64
 		published          float64
 		masterCPU, selfCPU float64
+		writes, writeMean  float64
 	}
 	run := func(name string, stalled bool, d time.Duration) phase {
 		m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000")
@@ -421,6 +422,12 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		}
 		seq0, t0 := seq(), time.Now()
 		mcpu0, scpu0 := procCPU(m.cmd.Process.Pid), procCPU(os.Getpid())
+		wsum := func() (float64, float64) {
+			n, _ := strconv.ParseFloat(m.metric(t, "gearbox_master_registry_write_seconds_count"), 64)
+			s, _ := strconv.ParseFloat(m.metric(t, "gearbox_master_registry_write_seconds_sum"), 64)
+			return n, s
+		}
+		wn0, ws0 := wsum()
 		// Updates at the rate, spread over the sources.
 		per := time.Second / time.Duration(rate/nSources)
 		var sent atomic.Int64
@@ -445,6 +452,11 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		el := time.Since(t0)
 		ph := phase{published: (seq() - seq0) / el.Seconds(),
 			masterCPU: float64(procCPU(m.cmd.Process.Pid)-mcpu0) / float64(el), selfCPU: float64(procCPU(os.Getpid())-scpu0) / float64(el)}
+		wn, ws := wsum()
+		ph.writes = (wn - wn0) / el.Seconds()
+		if wn > wn0 {
+			ph.writeMean = (ws - ws0) / (wn - wn0)
+		}
 		time.Sleep(time.Second)
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -461,8 +473,8 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		stall = run("stalled", true, d)
 	}
 	line := func(p phase) string {
-		return fmt.Sprintf("%.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s); CPU: master %.2f, subscribers and sources %.2f cores",
-			p.published, p.p50, p.p99, p.n, float64(p.n)/d.Seconds(), p.masterCPU, p.selfCPU)
+		return fmt.Sprintf("%.0f events/s published, delivery p50 %s p99 %s, %d deliveries (%.0f/s); CPU: master %.2f, subscribers and sources %.2f cores; registry: %.0f commits/s of %.1f ms",
+			p.published, p.p50, p.p99, p.n, float64(p.n)/d.Seconds(), p.masterCPU, p.selfCPU, p.writes, p.writeMean*1000)
 	}
 	report(t, "master event fan-out, %d subscribers, status updates offered at %d/s (each a TASK_UPDATED event), %s per phase:\n"+
 		"  all reading:       %s\n"+

@@ -128,8 +128,9 @@ type Master struct {
 
 	stopForTest func()
 
-	queueGauge prometheus.Gauge
-	cutCounter prometheus.Counter
+	queueGauge   prometheus.Gauge
+	cutCounter   prometheus.Counter
+	writeSeconds prometheus.Histogram
 }
 
 // New checks the config; it starts nothing.
@@ -147,6 +148,8 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
 		queueGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_master_unreachable_queue",
 			Help: "Agents that missed their pings and wait for --agent-removal-rate-limit to be marked unreachable."}),
+		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gearbox_master_registry_write_seconds",
+			Help: "How long each group commit to the registry took (one transaction, one fsync).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
 	}
@@ -289,7 +292,7 @@ func (m *Master) index(t *store.Task) {
 
 func (m *Master) serveMetrics() (func(), error) {
 	return promserve.Serve(m.cfg.MetricsListen, m.log,
-		m.queueGauge, m.cutCounter,
+		m.queueGauge, m.cutCounter, m.writeSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_unreachable", Help: "Unreachable agents."},

@@ -118,7 +118,9 @@ func (p *persister) flush() {
 	var err error
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := time.Now()
 		err = m.st.Apply(ctx, b)
+		m.writeSeconds.Observe(time.Since(start).Seconds())
 		cancel()
 		if err == nil || attempt == 2 {
 			break
