@@ -111,6 +111,9 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if err := s.a.admit(); err != nil {
 		return nil, err
 	}
+	if _, ok := req.GetLabels()[LabelTask]; ok {
+		return nil, status.Errorf(codes.InvalidArgument, "label %s is reserved for tasks the master launches: use gearbox task launch, or another label", LabelTask)
+	}
 	cfg := launchFromProto(req)
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())

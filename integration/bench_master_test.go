@@ -339,7 +339,7 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		writes, writeMean  float64
 	}
 	run := func(name string, stalled bool, d time.Duration) phase {
-		m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000")
+		m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000", "--agent-ping-timeout", "5s")
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		// Event sources: simulated agents with running tasks, sending status

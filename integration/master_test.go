@@ -437,6 +437,11 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 			}
 		}
 	}
+	// The task label is the master's: a container launched on an agent
+	// directly cannot pose as a task.
+	if r := h.cli("run", "--rm", "-l", "gearbox.task=true", testImage, "true"); r.code != 125 || !strings.Contains(r.stderr, "reserved for tasks the master launches") {
+		t.Errorf("run with the task label: %s", r)
+	}
 	rec, err := m.c.ReconcileTasks(ctxT(t), &masterv1.ReconcileTasksRequest{TaskIds: []string{"web", "never"}})
 	if err != nil || rec.Tasks[0].State != typesv1.TaskState_TASK_KILLED || rec.Tasks[1].State != typesv1.TaskState_TASK_UNKNOWN {
 		t.Errorf("reconcile: %v %v", rec, err)

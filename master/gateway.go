@@ -44,8 +44,10 @@ type agentConn struct {
 	reason error
 }
 
-func newAgentConn() *agentConn {
-	return &agentConn{out: make(chan *masterv1.MasterMessage, 256), done: make(chan struct{})}
+// newAgentConn makes room for the commands a registration may queue at
+// once (one kill per reported task at most) on top of the usual 256.
+func newAgentConn(tasks int) *agentConn {
+	return &agentConn{out: make(chan *masterv1.MasterMessage, 256+tasks), done: make(chan struct{})}
 }
 
 // sendWait queues an answer to the agent (an ack), waiting while the queue
@@ -146,7 +148,7 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 	if err := checkRegister(reg); err != nil {
 		return err
 	}
-	c := newAgentConn()
+	c := newAgentConn(len(reg.GetTasks()))
 	a, err := m.register(reg, c)
 	if err != nil {
 		return err

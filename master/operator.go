@@ -143,15 +143,23 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	m.index(t)
 	g := m.p.markTask(t.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
-	pt := taskToProto(t)
-	conn := a.conn
 	m.mu.Unlock()
 	// Durable before the agent hears of it: a task that runs is never
 	// unknown to a restarted master.
 	if err := m.p.wait(ctx, g); err != nil {
+		m.mu.Lock()
+		m.setTask(t, "TASK_ERROR", "", fmt.Sprintf("the registry could not record the task, so it was not sent to an agent: %v", err), nil)
+		m.mu.Unlock()
 		return nil, status.Errorf(codes.Unavailable, "the registry could not record task %s: %v", t.ID, err)
 	}
-	conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: pt}}})
+	// Sent on the agent's stream of now: it may have reconnected while the
+	// registry was written.
+	m.mu.Lock()
+	if cur := m.agents[a.ID]; cur != nil && cur.conn != nil && t.State == "TASK_STAGING" {
+		cur.conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}})
+	}
+	pt := taskToProto(t)
+	m.mu.Unlock()
 	m.log.Info("task placed", "task_id", t.ID, "agent_id", a.ID, "image", t.Image)
 	return &masterv1.LaunchTaskResponse{Task: pt}, nil
 }
@@ -271,18 +279,17 @@ func (o *operator) KillTask(ctx context.Context, req *masterv1.KillTaskRequest) 
 	}
 	t.KillRequested = true
 	g := m.p.markTask(t.ID)
-	var conn *agentConn
-	if a := m.agents[t.AgentID]; a != nil && a.State == store.AgentActive {
-		conn = a.conn
-	}
-	pt := taskToProto(t)
 	m.mu.Unlock()
 	if err := m.p.wait(ctx, g); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the registry could not record the kill of %s: %v", t.ID, err)
 	}
-	if conn != nil {
-		conn.send(killMsg(t.ID, grace))
+	// An agent that is not connected now gets the kill when it registers.
+	m.mu.Lock()
+	if a := m.agents[t.AgentID]; a != nil && a.State == store.AgentActive && a.conn != nil && !terminal(t.State) {
+		a.conn.send(killMsg(t.ID, grace))
 	}
+	pt := taskToProto(t)
+	m.mu.Unlock()
 	return &masterv1.KillTaskResponse{Task: pt}, nil
 }
 

@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gearboxd/gearbox/containerizer"
+)
+
+// Status updates are checkpointed in order, survive a restart of the
+// agent in that order, and go once acknowledged.
+func TestStatusUpdatesAreCheckpointed(t *testing.T) {
+	dir := t.TempDir()
+	cp, err := newCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
+	mc, err := newMasterClient(a, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := func(id string, st containerizer.TaskState) containerizer.Container {
+		return containerizer.Container{ID: containerizer.ContainerID(id), State: st, Labels: map[string]string{LabelTask: "true"}}
+	}
+	mc.observe(task("t1", containerizer.TaskStarting), false)
+	mc.observe(task("t1", containerizer.TaskStarting), false) // no change: no update
+	mc.observe(task("t1", containerizer.TaskRunning), false)
+	mc.observe(containerizer.Container{ID: "plain", State: containerizer.TaskRunning}, false) // not a task
+	mc.observe(task("t2", containerizer.TaskRunning), false)
+	mc.observe(task("t1", containerizer.TaskFinished), false)
+	if n := mc.pendingCount(); n != 4 {
+		t.Fatalf("%d updates pending, want 4", n)
+	}
+	mc.acked(mc.pending[0].UUID)
+
+	// A new agent on the same work dir: the same three, in order.
+	mc2, err := newMasterClient(a, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range mc2.pending {
+		got = append(got, u.TaskID+" "+u.State)
+	}
+	want := []string{"t1 TASK_RUNNING", "t2 TASK_RUNNING", "t1 TASK_FINISHED"}
+	if len(got) != len(want) {
+		t.Fatalf("after a restart: %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("after a restart: %v, want %v", got, want)
+		}
+	}
+	// Seq numbers go on from the highest kept; the same state is not
+	// queued twice across the restart.
+	mc2.observe(task("t1", containerizer.TaskFinished), false)
+	mc2.observe(task("t3", containerizer.TaskRunning), false)
+	if last := mc2.pending[len(mc2.pending)-1]; last.TaskID != "t3" || last.Seq <= mc2.pending[len(mc2.pending)-2].Seq {
+		t.Errorf("new update after a restart: %+v", last)
+	}
+	for _, u := range append([]*pendingUpdate(nil), mc2.pending...) {
+		mc2.acked(u.UUID)
+	}
+	left, _ := os.ReadDir(filepath.Join(dir, "meta", "updates"))
+	if len(left) != 0 {
+		t.Errorf("files left after every ack: %v", left)
+	}
+}
+
+func TestCorruptUpdateFileStopsTheAgent(t *testing.T) {
+	dir := t.TempDir()
+	cp, _ := newCheckpoint(dir)
+	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
+	os.MkdirAll(filepath.Join(dir, "meta", "updates"), 0o700)
+	os.WriteFile(filepath.Join(dir, "meta", "updates", "00000000000000000001.json"), []byte("{not json"), 0o600)
+	if _, err := newMasterClient(a, "127.0.0.1:1"); err == nil || !errors.Is(err, ErrCorruptCheckpoint) {
+		t.Fatalf("corrupt update file: %v", err)
+	}
+}
