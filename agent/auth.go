@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 
@@ -18,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -222,22 +220,9 @@ func tcpCreds(c TCP) (credentials.TransportCredentials, error) {
 	if c.Insecure {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	cfg, err := tlsutil.Server(c.Cert, c.Key, c.ClientCA)
 	if err != nil {
-		return nil, fmt.Errorf("config keys tcp.cert/tcp.key: %w", err)
+		return nil, fmt.Errorf("config keys tcp.cert, tcp.key, tcp.client_ca: %w", err)
 	}
-	pem, err := os.ReadFile(c.ClientCA)
-	if err != nil {
-		return nil, fmt.Errorf("config key tcp.client_ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("config key tcp.client_ca: %s holds no PEM certificate", c.ClientCA)
-	}
-	return credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS12,
-	}), nil
+	return credentials.NewTLS(cfg), nil
 }

@@ -35,6 +35,9 @@ type Config struct {
 	// Master is the master's address (host:port); empty: the agent runs
 	// alone, driven through its own API only.
 	Master string `toml:"master"`
+	// MasterTLS: mutual TLS to the master (the CA that signed its
+	// certificate, and this agent's certificate and key).
+	MasterTLS MasterTLS `toml:"master_tls"`
 	// MaxSessions caps debug sessions open at once (ResourceExhausted beyond).
 	MaxSessions int `toml:"max_sessions"`
 	// AuditLog records every session (JSON lines); work_dir/audit.log by
@@ -299,6 +302,9 @@ func (c Config) Validate() error {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
 		}
 	}
+	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {
+		bad("master_tls", "give ca, cert and key together, or none")
+	}
 	if c.MaxSessions < 1 {
 		bad("max_sessions", "%d: at least 1", c.MaxSessions)
 	}
@@ -362,4 +368,11 @@ func ParseListen(addr string) (string, error) {
 		return "", fmt.Errorf("%q: TCP listeners need mutual TLS, which this agent does not offer yet; use a unix socket", addr)
 	}
 	return "", fmt.Errorf("%q: use unix:///path/to/agent.sock", addr)
+}
+
+// MasterTLS is the agent's side of mutual TLS with its master.
+type MasterTLS struct {
+	CA   string `toml:"ca"`
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
 }

@@ -20,12 +20,14 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/isolators"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -57,6 +59,7 @@ type masterClient struct {
 	last    map[string]string // task → state of its last queued update
 	agentID string
 	wake    chan struct{}
+	creds   credentials.TransportCredentials
 	// sess is the live session, nil between them.
 	sess *masterSession
 	gone bool
@@ -91,7 +94,15 @@ func (s *masterSession) send(msg *masterv1.AgentMessage) error {
 }
 
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
-	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]string{}, wake: make(chan struct{}, 1)}
+	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]string{}, wake: make(chan struct{}, 1),
+		creds: insecure.NewCredentials()}
+	if mt := a.cfg.MasterTLS; mt.CA != "" {
+		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
+		if err != nil {
+			return nil, fmt.Errorf("config key master_tls: %w", err)
+		}
+		mc.creds = credentials.NewTLS(tc)
+	}
 	if err := os.MkdirAll(mc.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -200,7 +211,7 @@ func (mc *masterClient) flush(s *masterSession) error {
 // run keeps the agent registered until ctx ends or the master refuses it
 // for good.
 func (mc *masterClient) run(ctx context.Context) {
-	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(mc.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
 	if err != nil {
 		mc.a.log.Error("master address", "master", mc.addr, "err", err)

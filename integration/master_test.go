@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
@@ -32,6 +34,7 @@ import (
 type masterProc struct {
 	addr, dir, log, metrics string
 	args                    []string
+	tlsEnv                  []string // the CLI's, when the master serves mutual TLS
 	cmd                     *exec.Cmd
 	done                    chan error
 	conn                    *grpc.ClientConn
@@ -39,6 +42,13 @@ type masterProc struct {
 }
 
 func startMasterProc(t *testing.T, args ...string) *masterProc {
+	return startMasterWith(t, false, args...)
+}
+
+// startMasterWith starts a master; withTLS: mutual TLS with the harness's
+// certificates (the master has the "agent" server certificate, clients the
+// "deployer" one).
+func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
@@ -48,8 +58,19 @@ func startMasterProc(t *testing.T, args ...string) *masterProc {
 	dir := t.TempDir()
 	m := &masterProc{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), dir: dir, log: filepath.Join(dir, "master.log"),
 		args: append([]string{"--agent-ping-timeout", "500ms", "--max-agent-ping-timeouts", "3"}, args...)}
+	creds := insecure.NewCredentials()
+	if withTLS {
+		d := h.tlsDir
+		m.args = append(m.args, "--tls-cert", filepath.Join(d, "agent.crt"), "--tls-key", filepath.Join(d, "agent.key"), "--tls-client-ca", filepath.Join(d, "ca.crt"))
+		m.tlsEnv = []string{"GEARBOX_TLS_CA=" + filepath.Join(d, "ca.crt"), "GEARBOX_TLS_CERT=" + filepath.Join(d, "deployer.crt"), "GEARBOX_TLS_KEY=" + filepath.Join(d, "deployer.key")}
+		tc, err := tlsutil.Client(filepath.Join(d, "ca.crt"), filepath.Join(d, "deployer.crt"), filepath.Join(d, "deployer.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
 	m.start(t)
-	m.conn, _ = grpc.NewClient(m.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	m.conn, _ = grpc.NewClient(m.addr, grpc.WithTransportCredentials(creds))
 	m.c = masterv1.NewOperatorClient(m.conn)
 	t.Cleanup(func() {
 		m.conn.Close()
@@ -114,7 +135,7 @@ func (m *masterProc) stop(t *testing.T, sig syscall.Signal) {
 // cli runs the CLI against this master.
 func (m *masterProc) cli(args ...string) result {
 	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
-	cmd.Env = append(os.Environ(), "GEARBOX_MASTER="+m.addr)
+	cmd.Env = append(append(os.Environ(), "GEARBOX_MASTER="+m.addr), m.tlsEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -168,8 +189,8 @@ resources = "cpus:2;mem:1024"
 attributes = %q
 logger_binary = %q
 master = %q
-`, h.containerd.Address, h.namespace+"-"+name, filepath.Join(dir, "work"), filepath.Join(dir, "run"), a.sock, attrs,
-		filepath.Join(h.bin, "gearbox-logger"), m.addr)
+%s`, h.containerd.Address, h.namespace+"-"+name, filepath.Join(dir, "work"), filepath.Join(dir, "run"), a.sock, attrs,
+		filepath.Join(h.bin, "gearbox-logger"), m.addr, masterTLSConfig(m))
 	os.MkdirAll(dir, 0o755)
 	if err := os.WriteFile(filepath.Join(dir, "agent.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -204,6 +225,14 @@ master = %q
 		}
 	}
 	return a
+}
+
+func masterTLSConfig(m *masterProc) string {
+	if m.tlsEnv == nil {
+		return ""
+	}
+	d := h.tlsDir
+	return fmt.Sprintf("[master_tls]\nca = %q\ncert = %q\nkey = %q\n", filepath.Join(d, "ca.crt"), filepath.Join(d, "deployer.crt"), filepath.Join(d, "deployer.key"))
 }
 
 func (a *clusterAgent) start(t *testing.T) {
@@ -694,5 +723,35 @@ func TestMasterMarkAgentGone(t *testing.T) {
 	}
 	if r := m.cli("agent", "mark-gone", id); r.code != 0 {
 		t.Errorf("marking it gone again: %s", r)
+	}
+}
+
+func TestMasterMutualTLS(t *testing.T) {
+	m := startMasterWith(t, true)
+	a := startClusterAgent(t, m, "tls1", "", false)
+	id := a.agentID(t)
+	if r := m.cli("agents", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, id) {
+		t.Fatalf("agents over mutual TLS: %s", r)
+	}
+	// Without a client certificate: refused, and told why.
+	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), "agents")
+	cmd.Env = append(os.Environ(), "GEARBOX_MASTER="+m.addr)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--tls-ca, --tls-cert, --tls-key") {
+		t.Errorf("agents without TLS: %v\n%s", err, out)
+	}
+	// A certificate of another CA: refused.
+	d := h.tlsDir
+	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "agents")
+	cmd.Env = append(os.Environ(), "GEARBOX_MASTER="+m.addr, "GEARBOX_TLS_CA="+filepath.Join(d, "ca.crt"),
+		"GEARBOX_TLS_CERT="+filepath.Join(d, "intruder.crt"), "GEARBOX_TLS_KEY="+filepath.Join(d, "intruder.key"))
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("agents with a certificate of another CA: %s", out)
+	}
+	// Plaintext on an address other hosts reach is refused at start.
+	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "master", "--listen", "0.0.0.0:0", "--work-dir", t.TempDir())
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 125 || !strings.Contains(string(out), "reachable from other hosts") {
+		t.Errorf("plaintext master on 0.0.0.0: %v\n%s", err, out)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -35,6 +36,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/internal/promserve"
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -63,6 +65,12 @@ type Config struct {
 	// for this long.
 	SubscriberHeartbeat time.Duration
 	MetricsListen       string
+	// TLS: the master's certificate and key, and the CA that signs its
+	// clients' (agents and operators): mutual TLS. Without them the master
+	// serves plaintext, which it refuses on an address other hosts reach
+	// unless Insecure says so.
+	TLSCert, TLSKey, TLSClientCA string
+	Insecure                     bool
 }
 
 // DefaultConfig is Mesos's defaults where Mesos has one.
@@ -102,7 +110,33 @@ func (c Config) Validate() error {
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
 	}
+	n := 0
+	for _, f := range []string{c.TLSCert, c.TLSKey, c.TLSClientCA} {
+		if f != "" {
+			n++
+		}
+	}
+	switch {
+	case n != 0 && n != 3:
+		return errors.New("--tls-cert, --tls-key and --tls-client-ca go together: give all three for mutual TLS, or none")
+	case n == 0 && !c.Insecure && !loopback(c.Listen):
+		return fmt.Errorf("--listen %s is reachable from other hosts: give --tls-cert, --tls-key and --tls-client-ca, "+
+			"or --insecure to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", c.Listen)
+	}
 	return nil
+}
+
+// loopback says whether a listen address is reachable from this host only.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Master is the compact master.
@@ -188,10 +222,19 @@ func (m *Master) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(eventCodec{}),
-	)
+	}
+	if m.cfg.TLSCert != "" {
+		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(opts...)
 	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
 	masterv1.RegisterOperatorServer(gs, &operator{m: m})
 	hs := health.NewServer()
@@ -216,7 +259,7 @@ func (m *Master) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
-	m.log.Info("master serving", "listen", m.Addr(), "work_dir", m.cfg.WorkDir,
+	m.log.Info("master serving", "listen", m.Addr(), "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
 		"agents", len(m.agents), "tasks", len(m.tasks),
 		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
 	close(m.ready)

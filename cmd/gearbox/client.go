@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gearboxd/gearbox/agent"
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -56,19 +55,11 @@ func transport(cmd *cobra.Command, addr string) (credentials.TransportCredential
 		if ca == "" || cert == "" || key == "" {
 			return nil, "", &exitError{code: 125, err: fmt.Errorf("agent address %q is TCP: give --tls-ca, --tls-cert and --tls-key (or GEARBOX_TLS_CA/CERT/KEY)", addr)}
 		}
-		pair, err := tls.LoadX509KeyPair(cert, key)
+		cfg, err := tlsutil.Client(ca, cert, key)
 		if err != nil {
-			return nil, "", &exitError{code: 125, err: fmt.Errorf("client certificate: %w", err)}
+			return nil, "", &exitError{code: 125, err: fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)}
 		}
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, "", &exitError{code: 125, err: fmt.Errorf("--tls-ca: %w", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "", &exitError{code: 125, err: fmt.Errorf("--tls-ca %s holds no PEM certificate", ca)}
-		}
-		return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}), "dns:///" + host, nil
+		return credentials.NewTLS(cfg), "dns:///" + host, nil
 	}
 	return nil, "", &exitError{code: 125, err: fmt.Errorf("agent address %q: use unix:///path or tcp://host:port", addr)}
 }
@@ -106,7 +97,7 @@ func describe(err error) string {
 		// grpc reports a failed dial only as text in an Unavailable status.
 		if strings.Contains(st.Message(), "Error while dialing") || strings.HasPrefix(st.Message(), "connection error") {
 			if currentMaster != "" {
-				return fmt.Sprintf("cannot reach the master at %s: is it running? (gearbox master, or make dev) — %s", currentMaster, st.Message())
+				return fmt.Sprintf("cannot reach the master at %s: is it running? (gearbox master, or make dev; a master with TLS needs --tls-ca, --tls-cert, --tls-key) — %s", currentMaster, st.Message())
 			}
 			return fmt.Sprintf("cannot reach the agent at %s: is it running? (gearbox agent, or make dev) — %s", currentAgent, st.Message())
 		}

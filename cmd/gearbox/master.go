@@ -13,11 +13,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/master"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -65,6 +67,10 @@ without a heartbeat (15 s by default).`,
 	f.IntVar(&cfg.SubscriberLag, "subscriber-lag", cfg.SubscriberLag, "events a subscriber may fall behind before it is cut off")
 	f.DurationVar(&cfg.SubscriberHeartbeat, "subscriber-heartbeat", cfg.SubscriberHeartbeat, "a HEARTBEAT event after this long without one")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "the master's key")
+	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA that signs agents' and operators' certificates")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "serve without TLS on an address other hosts reach")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }
@@ -83,7 +89,16 @@ func masterAddress(cmd *cobra.Command) string {
 
 func dialMaster(cmd *cobra.Command) (masterv1.OperatorClient, func(), error) {
 	addr := masterAddress(cmd)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	ca, cert, key := tlsFlag(cmd, "tls-ca", "GEARBOX_TLS_CA"), tlsFlag(cmd, "tls-cert", "GEARBOX_TLS_CERT"), tlsFlag(cmd, "tls-key", "GEARBOX_TLS_KEY")
+	if ca != "" || cert != "" || key != "" {
+		tc, err := tlsutil.Client(ca, cert, key)
+		if err != nil {
+			return nil, nil, &exitError{code: 125, err: fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)}
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
 		return nil, nil, &exitError{code: 125, err: fmt.Errorf("master address %q: %w", addr, err)}
