@@ -220,6 +220,15 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 		}
 		select {
 		case <-more:
+			// Let a batch gather: with a thousand subscribers, one send per
+			// event each is what costs, not the bytes.
+			if w := m.cfg.SubscriberBatchWindow; w > 0 {
+				select {
+				case <-time.After(w):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
 		case <-hb.C:
 			hb.Reset(m.cfg.SubscriberHeartbeat)
 			if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{{Type: masterv1.Event_HEARTBEAT, Seq: cursor, Time: timestamppb.Now()}}}); err != nil {

@@ -64,7 +64,10 @@ type Config struct {
 	// SubscriberHeartbeat: a HEARTBEAT event when nothing else was sent
 	// for this long.
 	SubscriberHeartbeat time.Duration
-	MetricsListen       string
+	// SubscriberBatchWindow: once an event is there, wait this long for
+	// more before sending, so that sends carry batches (0: send at once).
+	SubscriberBatchWindow time.Duration
+	MetricsListen         string
 	// TLS: the master's certificate and key, and the CA that signs its
 	// clients' (agents and operators): mutual TLS. Without them the master
 	// serves plaintext, which it refuses on an address other hosts reach
@@ -76,14 +79,15 @@ type Config struct {
 // DefaultConfig is Mesos's defaults where Mesos has one.
 func DefaultConfig() Config {
 	return Config{
-		Listen:               "127.0.0.1:5050",
-		WorkDir:              "/var/lib/gearbox-master",
-		AgentPingTimeout:     5 * time.Second,
-		MaxAgentPingTimeouts: 3,
-		RegistryMaxAgentAge:  14 * 24 * time.Hour,
-		EventBuffer:          10000,
-		SubscriberLag:        5000,
-		SubscriberHeartbeat:  15 * time.Second,
+		Listen:                "127.0.0.1:5050",
+		WorkDir:               "/var/lib/gearbox-master",
+		AgentPingTimeout:      5 * time.Second,
+		MaxAgentPingTimeouts:  3,
+		RegistryMaxAgentAge:   14 * 24 * time.Hour,
+		EventBuffer:           10000,
+		SubscriberLag:         5000,
+		SubscriberHeartbeat:   15 * time.Second,
+		SubscriberBatchWindow: 10 * time.Millisecond,
 	}
 }
 
@@ -106,6 +110,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--subscriber-lag must be between 1 and --event-buffer (%d)", c.EventBuffer)
 	case c.SubscriberHeartbeat <= 0:
 		return errors.New("--subscriber-heartbeat must be positive")
+	case c.SubscriberBatchWindow < 0 || c.SubscriberBatchWindow > time.Second:
+		return errors.New("--subscriber-batch-window must be between 0 and 1s")
 	}
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)

@@ -66,6 +66,7 @@ without a heartbeat (15 s by default).`,
 	f.IntVar(&cfg.EventBuffer, "event-buffer", cfg.EventBuffer, "events kept for subscribers to resume from")
 	f.IntVar(&cfg.SubscriberLag, "subscriber-lag", cfg.SubscriberLag, "events a subscriber may fall behind before it is cut off")
 	f.DurationVar(&cfg.SubscriberHeartbeat, "subscriber-heartbeat", cfg.SubscriberHeartbeat, "a HEARTBEAT event after this long without one")
+	f.DurationVar(&cfg.SubscriberBatchWindow, "subscriber-batch-window", cfg.SubscriberBatchWindow, "wait this long for more events before sending to a subscriber (0: at once)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the master's key")
