@@ -402,6 +402,11 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 	a2 := startClusterAgent(t, m, "a2", "rack:r2", true)
 	id1, id2 := a1.agentID(t), a2.agentID(t)
 
+	// The agent goes by the master's ID.
+	st, err := a1.c.GetState(ctxT(t), &agentv1.GetStateRequest{})
+	if err != nil || st.AgentId != id1 {
+		t.Errorf("agent a1's own state names it %q (%v), the master %q", st.GetAgentId(), err, id1)
+	}
 	r := m.cli("agents", "-o", "json")
 	if r.code != 0 || strings.Count(r.stdout, `"AGENT_ACTIVE"`) != 2 || !strings.Contains(r.stdout, id1) || !strings.Contains(r.stdout, `"rack": "r2"`) {
 		t.Fatalf("gearbox agents: %s", r)
@@ -482,6 +487,23 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 		}
 	}
 
+	// gearbox events: the snapshot, then events, as text and as JSON lines.
+	for _, args := range [][]string{{"events"}, {"events", "-o", "json"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		cmd := exec.CommandContext(ctx, filepath.Join(h.bin, "gearbox"), args...)
+		cmd.Env = append(os.Environ(), "GEARBOX_MASTER="+m.addr)
+		out, _ := cmd.Output()
+		cancel()
+		want := []string{"SUBSCRIBED\t2 agents, 3 tasks", "task web on " + id2 + " TASK_KILLED"}
+		if len(args) > 1 {
+			want = []string{`"type":"SUBSCRIBED"`, `"id":"web"`}
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("gearbox %v lacks %q:\n%s", args, w, out)
+			}
+		}
+	}
 	// The subscriber saw the snapshot, then every event in order.
 	evs := events.snapshot()
 	if len(evs) == 0 || evs[0].Type != masterv1.Event_SUBSCRIBED {
