@@ -30,6 +30,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/isolators"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -62,7 +63,8 @@ type masterClient struct {
 	creds   credentials.TransportCredentials
 	// sess is the live session, nil between them.
 	sess *masterSession
-	gone bool
+	// refused says why the master refused this agent for good.
+	refused string
 }
 
 type pendingUpdate struct {
@@ -231,7 +233,7 @@ func (mc *masterClient) run(ctx context.Context) {
 			mc.a.log.Error("the master refused this agent: it was marked gone; killing its tasks and not registering again", "err", status.Convert(err).Message())
 			mc.killTasks(ctx)
 			mc.mu.Lock()
-			mc.gone = true
+			mc.refused = status.Convert(err).Message()
 			mc.mu.Unlock()
 			return
 		}
@@ -477,9 +479,16 @@ func (mc *masterClient) killTasks(ctx context.Context) {
 	}
 }
 
-// pendingCount is for tests and GetState: updates not yet acknowledged.
+// pendingCount is the number of updates not yet acknowledged.
 func (mc *masterClient) pendingCount() int {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
 	return len(mc.pending)
+}
+
+// state fills the master's part of GetState.
+func (mc *masterClient) state(r *agentv1.GetStateResponse) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	r.Master, r.MasterConnected, r.MasterRefused, r.PendingStatusUpdates = mc.addr, mc.sess != nil, mc.refused, int32(len(mc.pending))
 }

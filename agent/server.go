@@ -65,6 +65,9 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 		StartedAt: timestamppb.New(s.a.startedAt), DefaultRuntime: s.cz().DefaultRuntime(),
 		AgentId: s.a.id(),
 	}
+	if s.a.mc != nil {
+		s.a.mc.state(r)
+	}
 	for _, rt := range s.cz().Runtimes() {
 		r.Runtimes = append(r.Runtimes, &agentv1.Runtime{Name: rt.Name, Type: rt.Type, Binary: rt.Binary, Available: rt.Available, UnavailableReason: rt.UnavailableReason})
 	}

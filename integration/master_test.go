@@ -609,6 +609,9 @@ func TestMasterPartitionAndRestart(t *testing.T) {
 	if len(pending) == 0 {
 		t.Error("the agent checkpointed no status update while the master was down")
 	}
+	if st, err := a1.c.GetState(ctxT(t), &agentv1.GetStateRequest{}); err != nil || st.MasterConnected || st.PendingStatusUpdates == 0 || st.Master != m.addr {
+		t.Errorf("agent state while the master is down: %v %v", st, err)
+	}
 	m.start(t)
 	m.waitHealthy(t)
 	waitTaskState(t, m, "npa", typesv1.TaskState_TASK_KILLED, 15*time.Second)
@@ -620,7 +623,8 @@ func TestMasterPartitionAndRestart(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		pending, _ = filepath.Glob(filepath.Join(a1.dir, "work", "meta", "updates", "*.json"))
-		if len(pending) == 0 {
+		st, _ := a1.c.GetState(ctxT(t), &agentv1.GetStateRequest{})
+		if len(pending) == 0 && st.GetMasterConnected() && st.GetPendingStatusUpdates() == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -738,6 +742,11 @@ func TestMasterMarkAgentGone(t *testing.T) {
 			t.Fatalf("restarted agent's log does not say it was refused:\n%s", tail(a.log, 10))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	info := exec.Command(filepath.Join(h.bin, "gearbox"), "info")
+	info.Env = append(os.Environ(), "GEARBOX_AGENT=unix://"+a.sock)
+	if out, err := info.CombinedOutput(); err != nil || !strings.Contains(string(out), "REFUSED: agent "+id+" was marked gone by an operator") {
+		t.Errorf("gearbox info on the refused agent: %v\n%s", err, out)
 	}
 	r := m.cli("agents")
 	if !strings.Contains(r.stdout, "GONE (by operator)") || strings.Contains(r.stdout, "ACTIVE") {

@@ -208,6 +208,18 @@ func newInfoCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Agent ID:     %s\nHostname:     %s\nContainers:   %d running, %d in all\n", st.AgentId, st.Hostname, st.ContainersRunning, st.ContainersTotal)
+			switch {
+			case st.Master == "":
+				fmt.Fprintln(w, "Master:       none (the agent runs alone)")
+			case st.MasterRefused != "":
+				fmt.Fprintf(w, "Master:       %s, REFUSED: %s\n", st.Master, st.MasterRefused)
+			default:
+				conn := "connected"
+				if !st.MasterConnected {
+					conn = "NOT connected (retrying; see the agent's log)"
+				}
+				fmt.Fprintf(w, "Master:       %s, %s, %d status updates unacknowledged\n", st.Master, conn, st.PendingStatusUpdates)
+			}
 			for _, row := range []struct {
 				name string
 				r    *agentv1.ResourceSet

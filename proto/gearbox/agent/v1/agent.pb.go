@@ -325,8 +325,15 @@ type GetStateResponse struct {
 	// (cpu_model).
 	Attributes     map[string]string `protobuf:"bytes,13,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ResourceLabels map[string]string `protobuf:"bytes,14,rep,name=resource_labels,json=resourceLabels,proto3" json:"resource_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The master this agent registers with ("" when it runs alone), whether
+	// its stream is up, why the master refused it for good (an operator
+	// marked it gone), and status updates not yet acknowledged.
+	Master               string `protobuf:"bytes,15,opt,name=master,proto3" json:"master,omitempty"`
+	MasterConnected      bool   `protobuf:"varint,16,opt,name=master_connected,json=masterConnected,proto3" json:"master_connected,omitempty"`
+	MasterRefused        string `protobuf:"bytes,17,opt,name=master_refused,json=masterRefused,proto3" json:"master_refused,omitempty"`
+	PendingStatusUpdates int32  `protobuf:"varint,18,opt,name=pending_status_updates,json=pendingStatusUpdates,proto3" json:"pending_status_updates,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
@@ -455,6 +462,34 @@ func (x *GetStateResponse) GetResourceLabels() map[string]string {
 		return x.ResourceLabels
 	}
 	return nil
+}
+
+func (x *GetStateResponse) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
+}
+
+func (x *GetStateResponse) GetMasterConnected() bool {
+	if x != nil {
+		return x.MasterConnected
+	}
+	return false
+}
+
+func (x *GetStateResponse) GetMasterRefused() string {
+	if x != nil {
+		return x.MasterRefused
+	}
+	return ""
+}
+
+func (x *GetStateResponse) GetPendingStatusUpdates() int32 {
+	if x != nil {
+		return x.PendingStatusUpdates
+	}
+	return 0
 }
 
 type ResourceSet struct {
@@ -4387,7 +4422,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"go_version\x18\x03 \x01(\tR\tgoVersion\x12-\n" +
 	"\x12containerd_version\x18\x04 \x01(\tR\x11containerdVersion\"\x11\n" +
-	"\x0fGetStateRequest\"\xd3\x06\n" +
+	"\x0fGetStateRequest\"\xf3\a\n" +
 	"\x10GetStateResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x19\n" +
@@ -4406,7 +4441,11 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\r \x03(\v22.gearbox.agent.v1.GetStateResponse.AttributesEntryR\n" +
 	"attributes\x12_\n" +
-	"\x0fresource_labels\x18\x0e \x03(\v26.gearbox.agent.v1.GetStateResponse.ResourceLabelsEntryR\x0eresourceLabels\x1a=\n" +
+	"\x0fresource_labels\x18\x0e \x03(\v26.gearbox.agent.v1.GetStateResponse.ResourceLabelsEntryR\x0eresourceLabels\x12\x16\n" +
+	"\x06master\x18\x0f \x01(\tR\x06master\x12)\n" +
+	"\x10master_connected\x18\x10 \x01(\bR\x0fmasterConnected\x12%\n" +
+	"\x0emaster_refused\x18\x11 \x01(\tR\rmasterRefused\x124\n" +
+	"\x16pending_status_updates\x18\x12 \x01(\x05R\x14pendingStatusUpdates\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
