@@ -438,15 +438,20 @@ func (t *harness) stopAgent(sig syscall.Signal) error {
 	}
 }
 
+// removeAll force-removes every container of an agent.
+func removeAll(c agentv1.AgentClient, within time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if resp, err := c.GetContainers(ctx, &agentv1.GetContainersRequest{All: true}); err == nil {
+		for _, ct := range resp.Containers {
+			c.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: ct.Id, Force: true})
+		}
+	}
+}
+
 func (t *harness) teardown() {
 	if t.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		if resp, err := t.client.GetContainers(ctx, &agentv1.GetContainersRequest{All: true}); err == nil {
-			for _, c := range resp.Containers {
-				t.client.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: c.Id, Force: true})
-			}
-		}
-		cancel()
+		removeAll(t.client, 60*time.Second)
 		t.conn.Close()
 	}
 	t.stopAgent(syscall.SIGTERM)

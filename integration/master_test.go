@@ -202,13 +202,7 @@ master = %q
 	t.Cleanup(func() {
 		if a.cmd != nil {
 			a.cmd.Process.Signal(syscall.SIGCONT)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if r, err := a.c.GetContainers(ctx, &agentv1.GetContainersRequest{All: true}); err == nil {
-				for _, ct := range r.Containers {
-					a.c.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: ct.Id, Force: true})
-				}
-			}
-			cancel()
+			removeAll(a.c, 30*time.Second)
 		}
 		a.conn.Close()
 		a.stop(syscall.SIGTERM)
