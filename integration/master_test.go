@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -752,7 +754,7 @@ func TestMasterMarkAgentGone(t *testing.T) {
 }
 
 func TestMasterMutualTLS(t *testing.T) {
-	m := startMasterWith(t, true)
+	m := startMasterWith(t, true, "--agent-cn", "deployer", "--operator-cn", "deployer", "--readonly-cn", "viewer")
 	a := startClusterAgent(t, m, "tls1", "", false)
 	id := a.agentID(t)
 	if r := m.cli("agents", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, id) {
@@ -772,6 +774,31 @@ func TestMasterMutualTLS(t *testing.T) {
 		"GEARBOX_TLS_CERT="+filepath.Join(d, "intruder.crt"), "GEARBOX_TLS_KEY="+filepath.Join(d, "intruder.key"))
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Errorf("agents with a certificate of another CA: %s", out)
+	}
+	// Roles by certificate: the viewer reads, and may neither launch nor
+	// register as an agent.
+	viewer := append(os.Environ(), "GEARBOX_MASTER="+m.addr, "GEARBOX_TLS_CA="+filepath.Join(d, "ca.crt"),
+		"GEARBOX_TLS_CERT="+filepath.Join(d, "viewer.crt"), "GEARBOX_TLS_KEY="+filepath.Join(d, "viewer.key"))
+	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "tasks")
+	cmd.Env = viewer
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("tasks as viewer: %v\n%s", err, out)
+	}
+	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "task", "launch", testImage)
+	cmd.Env = viewer
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), `LaunchTask needs the operator role; certificate "viewer" has readonly role`) {
+		t.Errorf("task launch as viewer: %v\n%s", err, out)
+	}
+	tc, _ := tlsutil.Client(filepath.Join(d, "ca.crt"), filepath.Join(d, "viewer.crt"), filepath.Join(d, "viewer.key"))
+	vc, _ := grpc.NewClient(m.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	defer vc.Close()
+	st, err := masterv1.NewAgentGatewayClient(vc).Connect(ctxT(t))
+	if err == nil {
+		st.Send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: &masterv1.Register{Hostname: "rogue"}}})
+		_, err = st.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--agent-cn") {
+		t.Errorf("registering with the viewer's certificate: %v", err)
 	}
 	// Plaintext on an address other hosts reach is refused at start.
 	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "master", "--listen", "0.0.0.0:0", "--work-dir", t.TempDir())

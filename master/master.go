@@ -74,6 +74,9 @@ type Config struct {
 	// unless Insecure says so.
 	TLSCert, TLSKey, TLSClientCA string
 	Insecure                     bool
+	// Who may do what, by certificate common name (master/auth.go); none
+	// given: every certificate the CA signed may do everything.
+	AgentCNs, ReadOnlyCNs, OperatorCNs []string
 }
 
 // DefaultConfig is Mesos's defaults where Mesos has one.
@@ -115,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
+	}
+	if _, err := newAuthorizer(c); err != nil {
+		return err
 	}
 	n := 0
 	for _, f := range []string{c.TLSCert, c.TLSKey, c.TLSClientCA} {
@@ -228,9 +234,14 @@ func (m *Master) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
+	authz, _ := newAuthorizer(m.cfg) // checked by Validate
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(eventCodec{}),
+		grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream),
+	}
+	if m.cfg.TLSCert != "" && !authz.enforce {
+		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
 	}
 	if m.cfg.TLSCert != "" {
 		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)

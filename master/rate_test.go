@@ -39,3 +39,37 @@ func FuzzParseRate(f *testing.F) {
 		ParseRate(s) // never panics
 	})
 }
+
+func TestValidateTLSAndRoles(t *testing.T) {
+	base := DefaultConfig()
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Listen = "0.0.0.0:5050" }, "reachable from other hosts"},
+		{func(c *Config) { c.Listen = "10.0.0.1:5050" }, "--insecure"},
+		{func(c *Config) { c.TLSCert = "/x.crt" }, "go together"},
+		{func(c *Config) { c.AgentCNs = []string{"a1"} }, "give --tls-cert"},
+		{func(c *Config) { c.TLSCert, c.TLSKey, c.TLSClientCA, c.OperatorCNs = "a", "b", "c", []string{" "} }, "empty common name"},
+		{func(c *Config) { c.SubscriberLag = c.EventBuffer + 1 }, "--subscriber-lag"},
+	} {
+		c := base
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", c, err, tc.want)
+		}
+	}
+	for _, ok := range []func(*Config){
+		func(c *Config) {},
+		func(c *Config) { c.Listen = "localhost:5050" },
+		func(c *Config) { c.Listen = "[::1]:5050" },
+		func(c *Config) { c.Listen, c.Insecure = "0.0.0.0:5050", true },
+		func(c *Config) { c.Listen, c.TLSCert, c.TLSKey, c.TLSClientCA = "0.0.0.0:5050", "a", "b", "c" },
+	} {
+		c := base
+		ok(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+}

@@ -41,7 +41,13 @@ WORK_DIR/registry.db, marks agents that miss their pings unreachable, places
 tasks and serves operators (gearbox agents, tasks, task launch, events).
 
 An agent is missed after --agent-ping-timeout × --max-agent-ping-timeouts
-without a heartbeat (15 s by default).`,
+without a heartbeat (15 s by default).
+
+With --tls-cert, --tls-key and --tls-client-ca the master speaks mutual TLS.
+--agent-cn, --readonly-cn and --operator-cn then say who may do what by the
+common name of the client's certificate; once any of them is given, only
+those named may (none given: every certificate the CA signed may do
+everything). Without TLS the master serves loopback only, unless --insecure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGTERM, syscall.SIGINT)
@@ -72,6 +78,9 @@ without a heartbeat (15 s by default).`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the master's key")
 	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA that signs agents' and operators' certificates")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve without TLS on an address other hosts reach")
+	f.StringSliceVar(&cfg.AgentCNs, "agent-cn", nil, "certificate common names that may register as agents (repeatable)")
+	f.StringSliceVar(&cfg.ReadOnlyCNs, "readonly-cn", nil, "certificate common names that may read state and events")
+	f.StringSliceVar(&cfg.OperatorCNs, "operator-cn", nil, "certificate common names that may also launch and kill tasks and mark agents gone")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }
