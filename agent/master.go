@@ -240,9 +240,12 @@ func (mc *masterClient) run(ctx context.Context) {
 		if registered {
 			backoff = 100 * time.Millisecond
 		}
-		if everRegistered {
+		switch {
+		case masterReason(err) == "MASTER_STOPPING":
+			mc.a.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
+		case everRegistered:
 			mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
-		} else {
+		default:
 			mc.a.log.Info("the master does not answer yet; retrying", "master", mc.addr, "err", err, "in", backoff)
 		}
 		select {
@@ -254,17 +257,23 @@ func (mc *masterClient) run(ctx context.Context) {
 	}
 }
 
-func isGone(err error) bool {
+// masterReason is the ErrorInfo reason of the master's status, if any:
+// AGENT_MARKED_GONE (refused for good) or MASTER_STOPPING.
+func masterReason(err error) string {
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition {
-		return false
+	if !ok {
+		return ""
 	}
 	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Reason == "AGENT_MARKED_GONE" {
-			return true
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == "gearbox.dev" {
+			return ei.Reason
 		}
 	}
-	return false
+	return ""
+}
+
+func isGone(err error) bool {
+	return status.Code(err) == codes.FailedPrecondition && masterReason(err) == "AGENT_MARKED_GONE"
 }
 
 // session registers and serves one stream; registered says whether the

@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -136,6 +137,16 @@ func (c Config) Validate() error {
 			"or --insecure to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", c.Listen)
 	}
 	return nil
+}
+
+// stoppingErr tells an agent the master stops (ErrorInfo
+// MASTER_STOPPING): a planned absence, not a fault.
+func stoppingErr() error {
+	st := status.New(codes.Unavailable, "the master is stopping: register again")
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "MASTER_STOPPING", Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // loopback says whether a listen address is reachable from this host only.
@@ -294,7 +305,7 @@ func (m *Master) Run(ctx context.Context) error {
 	m.mu.Lock()
 	for _, a := range m.agents {
 		if a.conn != nil {
-			a.conn.close(status.Error(codes.Unavailable, "the master is stopping: register again"))
+			a.conn.close(stoppingErr())
 			a.conn = nil
 		}
 	}
