@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -246,9 +248,9 @@ func newTaskCmd() *cobra.Command {
 				req.TaskId = newTaskID()
 			}
 			if cpus != "" {
-				var v float64
-				if _, err := fmt.Sscanf(cpus, "%g", &v); err != nil || fmt.Sprint(v) == "" {
-					return &exitError{code: 125, err: fmt.Errorf("--cpus %q: give a number, e.g. 0.5", cpus)}
+				v, err := strconv.ParseFloat(cpus, 64)
+				if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+					return &exitError{code: 125, err: fmt.Errorf("--cpus %q: give a non-negative number, e.g. 0.5", cpus)}
 				}
 				req.Resources.Cpus = v
 			}
