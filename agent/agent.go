@@ -233,7 +233,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	all, _ := cz.Containers(ctx)
 	recoverySeconds := time.Since(recoverStart).Seconds()
-	a.log.Info("recovery done", "agent_id", a.agentID, "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
+	a.log.Info("recovery done", "agent_id", a.id(), "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
 
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale socket %s: %w", sock, err)

@@ -31,8 +31,9 @@ const CheckpointVersion = 1
 // the crash left unreadable is dropped then. Skipping those fsyncs keeps
 // about 20 ms (four writes) off every launch on these disks. Otherwise a
 // file that cannot be read stops the agent with a message naming it;
-// nothing is killed. Status updates not yet acknowledged by a
-// master will live here too (the master issue).
+// nothing is killed. With a master, meta/master.json (the agent ID it
+// assigned) and meta/updates/ (status updates it has not acknowledged)
+// live here too; agent/master.go keeps them.
 type checkpoint struct {
 	dir string
 	mu  sync.Mutex
