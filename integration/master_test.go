@@ -801,6 +801,32 @@ func TestMasterMutualTLS(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--agent-cn") {
 		t.Errorf("registering with the viewer's certificate: %v", err)
 	}
+	// An agent ID stays with the certificate that registered it.
+	m2 := startMasterWith(t, true, "--agent-cn", "deployer", "--agent-cn", "viewer", "--readonly-cn", "deployer")
+	register := func(cert, agentID string) (string, error) {
+		tc, _ := tlsutil.Client(filepath.Join(d, "ca.crt"), filepath.Join(d, cert+".crt"), filepath.Join(d, cert+".key"))
+		cc, _ := grpc.NewClient(m2.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		defer cc.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st, err := masterv1.NewAgentGatewayClient(cc).Connect(ctx)
+		if err != nil {
+			return "", err
+		}
+		st.Send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: &masterv1.Register{AgentId: agentID, Hostname: cert}}})
+		r, err := st.Recv()
+		return r.GetRegistered().GetAgentId(), err
+	}
+	first, err := register("deployer", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := register("viewer", first); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `registered with certificate "deployer"`) {
+		t.Errorf("another certificate under agent ID %s: %v", first, err)
+	}
+	if again, err := register("deployer", first); err != nil || again != first {
+		t.Errorf("the same certificate again: %s %v", again, err)
+	}
 	// Plaintext on an address other hosts reach is refused at start.
 	cmd = exec.Command(filepath.Join(h.bin, "gearbox"), "master", "--listen", "0.0.0.0:0", "--work-dir", t.TempDir())
 	out, err = cmd.CombinedOutput()

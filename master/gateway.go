@@ -149,7 +149,8 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	c := newAgentConn(len(reg.GetTasks()))
-	a, err := m.register(reg, c)
+	cn, _ := identity(stream.Context())
+	a, err := m.register(reg, cn, c)
 	if err != nil {
 		return err
 	}
@@ -247,7 +248,7 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 // reconciles its tasks: the agent's report is the truth for tasks both
 // know; tasks the master ended without it (dropped, gone, killed) are
 // killed there; tasks it no longer has are lost.
-func (m *Master) register(reg *masterv1.Register, c *agentConn) (*agentEntry, error) {
+func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*agentEntry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -259,6 +260,9 @@ func (m *Master) register(reg *masterv1.Register, c *agentConn) (*agentEntry, er
 	case a != nil && a.GoneByOperator:
 		m.log.Warn("refused an agent marked gone", "agent_id", id, "hostname", reg.GetHostname())
 		return nil, errGone(a)
+	case a != nil && a.Identity != "" && a.Identity != cn:
+		m.log.Warn("refused an agent ID presented by another certificate", "agent_id", id, "registered_by", a.Identity, "presented_by", cn)
+		return nil, status.Errorf(codes.PermissionDenied, "agent ID %s registered with certificate %q; this one is %q: an agent keeps its certificate's name", id, a.Identity, cn)
 	}
 	added := a == nil || a.State != store.AgentActive
 	if a == nil {
@@ -269,6 +273,9 @@ func (m *Master) register(reg *masterv1.Register, c *agentConn) (*agentEntry, er
 		a.conn.close(status.Error(codes.Aborted, "replaced by a newer connection of the same agent"))
 	}
 	a.conn = c
+	if a.Identity == "" {
+		a.Identity = cn
+	}
 	a.lastBeat.Store(now.UnixNano())
 	a.Hostname, a.Address, a.Version = reg.GetHostname(), reg.GetAddress(), reg.GetVersion()
 	a.Resources, a.Attributes = resFromProto(reg.GetResources()), reg.GetAttributes()

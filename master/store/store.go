@@ -48,7 +48,10 @@ type Agent struct {
 	Attributes     map[string]string `json:"attributes,omitempty"`
 	State          AgentState        `json:"state"`
 	GoneByOperator bool              `json:"gone_by_operator,omitempty"`
-	RegisteredAt   time.Time         `json:"registered_at"`
+	// Identity is the certificate common name the agent registered with
+	// (mutual TLS); another certificate may not register under its ID.
+	Identity     string    `json:"identity,omitempty"`
+	RegisteredAt time.Time `json:"registered_at"`
 	// UnreachableAt is when the agent was marked unreachable (zero if it
 	// is not): the clock of registry_max_agent_age.
 	UnreachableAt time.Time `json:"unreachable_at,omitempty"`
