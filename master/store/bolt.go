@@ -63,37 +63,6 @@ func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 
 func (b *Bolt) Close() error { return b.db.Close() }
 
-func put(db *bolt.DB, bucket []byte, id string, v any) error {
-	if id == "" {
-		return errors.New("an empty ID cannot be stored")
-	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(id), data) })
-}
-
-func get(db *bolt.DB, bucket []byte, id string, v any) error {
-	return db.View(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucket).Get([]byte(id))
-		if data == nil {
-			return fmt.Errorf("%q: %w", id, ErrNotFound)
-		}
-		return json.Unmarshal(data, v)
-	})
-}
-
-func del(db *bolt.DB, bucket []byte, id string) error {
-	return db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucket)
-		if bk.Get([]byte(id)) == nil {
-			return fmt.Errorf("%q: %w", id, ErrNotFound)
-		}
-		return bk.Delete([]byte(id))
-	})
-}
-
 // all decodes every value of a bucket, in key order.
 func all[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 	var out []T
@@ -110,27 +79,7 @@ func all[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 	return out, err
 }
 
-func (b *Bolt) PutAgent(_ context.Context, a Agent) error { return put(b.db, bucketAgents, a.ID, a) }
-
-func (b *Bolt) GetAgent(_ context.Context, id string) (Agent, error) {
-	var a Agent
-	err := get(b.db, bucketAgents, id, &a)
-	return a, err
-}
-
-func (b *Bolt) DeleteAgent(_ context.Context, id string) error { return del(b.db, bucketAgents, id) }
-
 func (b *Bolt) Agents(context.Context) ([]Agent, error) { return all[Agent](b.db, bucketAgents) }
-
-func (b *Bolt) PutTask(_ context.Context, t Task) error { return put(b.db, bucketTasks, t.ID, t) }
-
-func (b *Bolt) GetTask(_ context.Context, id string) (Task, error) {
-	var t Task
-	err := get(b.db, bucketTasks, id, &t)
-	return t, err
-}
-
-func (b *Bolt) DeleteTask(_ context.Context, id string) error { return del(b.db, bucketTasks, id) }
 
 func (b *Bolt) Tasks(context.Context) ([]Task, error) { return all[Task](b.db, bucketTasks) }
 

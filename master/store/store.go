@@ -13,12 +13,8 @@ package store
 
 import (
 	"context"
-	"errors"
 	"time"
 )
-
-// ErrNotFound is returned for an agent or task the store does not hold.
-var ErrNotFound = errors.New("not found")
 
 // AgentState is an agent's standing with the master.
 type AgentState string
@@ -89,24 +85,14 @@ type Batch struct {
 	DeleteTasks  []string
 }
 
-// Store keeps the registry. Writes are durable when they return.
+// Store keeps the registry: the master reads it whole at start and
+// writes it in batches afterwards, so that is all a Store does.
 type Store interface {
-	// PutAgent adds or replaces an agent.
-	PutAgent(ctx context.Context, a Agent) error
-	GetAgent(ctx context.Context, id string) (Agent, error)
-	DeleteAgent(ctx context.Context, id string) error
 	// Agents returns every agent, ordered by ID.
 	Agents(ctx context.Context) ([]Agent, error)
-
-	// PutTask adds or replaces a task.
-	PutTask(ctx context.Context, t Task) error
-	GetTask(ctx context.Context, id string) (Task, error)
-	DeleteTask(ctx context.Context, id string) error
 	// Tasks returns every task, ordered by ID.
 	Tasks(ctx context.Context) ([]Task, error)
-
-	// Apply writes a batch atomically and durably.
+	// Apply writes a batch atomically and durably: all of it or none.
 	Apply(ctx context.Context, b Batch) error
-
 	Close() error
 }

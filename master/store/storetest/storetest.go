@@ -4,7 +4,6 @@ package storetest
 
 import (
 	"context"
-	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -31,105 +30,52 @@ func Run(t *testing.T, open Opener) {
 		State: "TASK_RUNNING", CreatedAt: now, UpdatedAt: now.Add(time.Second),
 	}
 
-	t.Run("round trip and order", func(t *testing.T) {
-		s := open(t)
-		defer s.Close()
-		first := agent
-		first.ID, first.Hostname = "a-1", "node1"
-		for _, a := range []store.Agent{agent, first} {
-			if err := s.PutAgent(ctx, a); err != nil {
-				t.Fatal(err)
-			}
-		}
-		got, err := s.GetAgent(ctx, agent.ID)
-		if err != nil || !reflect.DeepEqual(got, agent) {
-			t.Fatalf("agent: %+v %v", got, err)
-		}
+	first := agent
+	first.ID, first.Hostname = "a-1", "node1"
+	code := int32(3)
+	done := task
+	done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", "TASK_FAILED", &code, true
+	check := func(s store.Store, step string, wantAgents []store.Agent, wantTasks []store.Task) {
+		t.Helper()
 		as, err := s.Agents(ctx)
-		if err != nil || len(as) != 2 || as[0].ID != "a-1" || as[1].ID != "a-2" {
-			t.Fatalf("agents: %+v %v", as, err)
+		if err != nil || !reflect.DeepEqual(as, wantAgents) {
+			t.Fatalf("%s: agents %+v (%v), want %+v", step, as, err, wantAgents)
 		}
-		if err := s.PutTask(ctx, task); err != nil {
-			t.Fatal(err)
-		}
-		gt, err := s.GetTask(ctx, task.ID)
-		if err != nil || !reflect.DeepEqual(gt, task) {
-			t.Fatalf("task: %+v %v", gt, err)
-		}
-		// Replace.
-		gone := agent
-		gone.State, gone.GoneByOperator = store.AgentGone, true
-		if err := s.PutAgent(ctx, gone); err != nil {
-			t.Fatal(err)
-		}
-		if got, _ := s.GetAgent(ctx, agent.ID); got.State != store.AgentGone || !got.GoneByOperator {
-			t.Errorf("replaced agent: %+v", got)
-		}
-	})
-
-	t.Run("not found", func(t *testing.T) {
-		s := open(t)
-		defer s.Close()
-		if _, err := s.GetAgent(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("get agent: %v", err)
-		}
-		if _, err := s.GetTask(ctx, "nothing"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("get task: %v", err)
-		}
-		if err := s.DeleteTask(ctx, "nothing"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("delete task: %v", err)
-		}
-		if err := s.PutTask(ctx, store.Task{}); err == nil {
-			t.Error("a task without an ID was stored")
-		}
-	})
-
-	t.Run("survives a restart", func(t *testing.T) {
-		s := open(t)
-		if err := s.PutTask(ctx, task); err != nil {
-			t.Fatal(err)
-		}
-		other := task
-		other.ID = "t-2"
-		s.PutTask(ctx, other)
-		if err := s.DeleteTask(ctx, "t-2"); err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-		s = open(t)
-		defer s.Close()
 		ts, err := s.Tasks(ctx)
-		if err != nil || len(ts) != 1 || !reflect.DeepEqual(ts[0], task) {
-			t.Fatalf("tasks after reopening: %+v %v", ts, err)
+		if err != nil || !reflect.DeepEqual(ts, wantTasks) {
+			t.Fatalf("%s: tasks %+v (%v), want %+v", step, ts, err, wantTasks)
 		}
-		if a, err := s.GetAgent(ctx, agent.ID); err != nil || a.Hostname != "node2" {
-			t.Errorf("agent after reopening: %+v %v", a, err)
-		}
-	})
+	}
 
-	t.Run("batch", func(t *testing.T) {
-		s := open(t)
-		defer s.Close()
-		code := int32(3)
-		done := task
-		done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", "TASK_FAILED", &code, true
-		if err := s.Apply(ctx, store.Batch{Agents: []store.Agent{agent}, Tasks: []store.Task{task, done}}); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := s.GetTask(ctx, "t-9"); err != nil || !reflect.DeepEqual(got, done) {
-			t.Fatalf("task of a batch: %+v %v", got, err)
-		}
-		if err := s.Apply(ctx, store.Batch{DeleteTasks: []string{"t-9", "never-stored"}, DeleteAgents: []string{agent.ID}}); err != nil {
-			t.Fatalf("deleting in a batch (one ID absent): %v", err)
-		}
-		if _, err := s.GetTask(ctx, "t-9"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("deleted task: %v", err)
-		}
-		if _, err := s.GetAgent(ctx, agent.ID); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("deleted agent: %v", err)
-		}
-		if err := s.Apply(ctx, store.Batch{Tasks: []store.Task{task, {}}}); err == nil {
-			t.Error("a batch with an empty task ID was applied")
-		}
-	})
+	s := open(t)
+	check(s, "a new store", nil, nil)
+	if err := s.Apply(ctx, store.Batch{Agents: []store.Agent{agent, first}, Tasks: []store.Task{done, task}}); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "one batch, listed by ID", []store.Agent{first, agent}, []store.Task{task, done})
+
+	gone := agent
+	gone.State, gone.GoneByOperator, gone.Identity = store.AgentGone, true, "node2-cert"
+	if err := s.Apply(ctx, store.Batch{Agents: []store.Agent{gone}}); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "an agent replaced", []store.Agent{first, gone}, []store.Task{task, done})
+
+	if err := s.Apply(ctx, store.Batch{DeleteTasks: []string{"t-9", "never-stored"}, DeleteAgents: []string{first.ID}}); err != nil {
+		t.Fatalf("deleting, one ID absent: %v", err)
+	}
+	check(s, "deleted", []store.Agent{gone}, []store.Task{task})
+
+	other := task
+	other.ID = "t-5"
+	if err := s.Apply(ctx, store.Batch{Tasks: []store.Task{other, {}}}); err == nil {
+		t.Error("a batch with an empty task ID was applied")
+	}
+	check(s, "a refused batch writes nothing", []store.Agent{gone}, []store.Task{task})
+
+	// What a restarted master reads.
+	s.Close()
+	s = open(t)
+	defer s.Close()
+	check(s, "after reopening", []store.Agent{gone}, []store.Task{task})
 }
