@@ -447,8 +447,8 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 		want []string
 	}{
 		{[]string{"task", "launch", "--agent-id", "agent-nosuch", testImage}, []string{`no agent "agent-nosuch"`}},
-		{[]string{"task", "launch", "--cpus", "64", testImage}, []string{"no agent has 64 cpus free", id1 + " (", id2 + " (", "free of 2 cpus, 1GiB memory, "}},
-		{[]string{"task", "launch", "--memory", "3g", "--constraint", "rack:r1", testImage}, []string{"no agent has 3GiB memory free", id1, "has 2 cpus, 1GiB memory, ", "GiB disk free"}},
+		{[]string{"task", "launch", "--cpus", "64", testImage}, []string{"no agent has 64 cpus free", id1 + " (", id2 + " (", "free of 2 cpus, 1.0 GiB memory, "}},
+		{[]string{"task", "launch", "--memory", "3g", "--constraint", "rack:r1", testImage}, []string{"no agent has 3.0 GiB memory free", id1, "has 2 cpus, 1.0 GiB memory, ", " GiB disk free"}},
 		{[]string{"task", "launch", "--constraint", "rack", testImage}, []string{`constraint "rack": write ATTRIBUTE:VALUE`}},
 		{[]string{"task", "launch", "--cpus", "1.5abc", testImage}, []string{`--cpus "1.5abc": give a non-negative number`}},
 		{[]string{"task", "launch", "--constraint", "rack:r9", testImage}, []string{"no active agent has attributes rack:r9"}},

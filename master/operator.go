@@ -227,9 +227,9 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 }
 
 func fmtRes(r store.Resources) string {
-	s := fmt.Sprintf("%g cpus, %s memory", math.Max(r.CPUs, 0), units.FormatApprox(max(r.Memory, 0)))
+	s := fmt.Sprintf("%g cpus, %s memory", math.Max(r.CPUs, 0), units.Human(max(r.Memory, 0)))
 	if r.Disk > 0 {
-		s += ", " + units.FormatApprox(r.Disk) + " disk"
+		s += ", " + units.Human(r.Disk) + " disk"
 	}
 	return s
 }
@@ -241,10 +241,10 @@ func fmtWant(r store.Resources) string {
 		parts = append(parts, fmt.Sprintf("%g cpus", r.CPUs))
 	}
 	if r.Memory > 0 {
-		parts = append(parts, units.FormatApprox(r.Memory)+" memory")
+		parts = append(parts, units.Human(r.Memory)+" memory")
 	}
 	if r.Disk > 0 {
-		parts = append(parts, units.FormatApprox(r.Disk)+" disk")
+		parts = append(parts, units.Human(r.Disk)+" disk")
 	}
 	return strings.Join(parts, ", ")
 }

@@ -541,10 +541,10 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 			row("CPUs", strconv.FormatFloat(r.Cpus, 'f', -1, 64))
 		}
 		if r.Memory > 0 {
-			row("Memory", humanSize(r.Memory))
+			row("Memory", units.Human(r.Memory))
 		}
 		if r.MemorySoft > 0 {
-			row("Memory reservation", humanSize(r.MemorySoft))
+			row("Memory reservation", units.Human(r.MemorySoft))
 		}
 		if r.Pids > 0 {
 			row("Pids limit", strconv.FormatInt(r.Pids, 10))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -90,7 +91,7 @@ func newPullCmd() *cobra.Command {
 					pr.update(ev.Progress)
 				case *agentv1.PullImageResponse_Done:
 					pr.finish()
-					fmt.Fprintf(out, "%s: pulled %s (%s)\n", ev.Done.Name, shortDigest(ev.Done.Digest), humanSize(ev.Done.Size))
+					fmt.Fprintf(out, "%s: pulled %s (%s)\n", ev.Done.Name, shortDigest(ev.Done.Digest), units.Human(ev.Done.Size))
 				}
 			}
 		},
@@ -113,7 +114,7 @@ func (p *linePrinter) update(l *agentv1.LayerProgress) {
 		return
 	}
 	p.last[l.Digest] = l.Status
-	fmt.Fprintf(p.w, "%s: %s %s\n", shortDigest(l.Digest), l.Status, humanSize(l.Total))
+	fmt.Fprintf(p.w, "%s: %s %s\n", shortDigest(l.Digest), l.Status, units.Human(l.Total))
 }
 
 func (p *linePrinter) finish() {}
@@ -150,7 +151,7 @@ func (p *barPrinter) draw() {
 		}
 		filled = min(max(filled, 0), width)
 		fmt.Fprintf(p.w, "\x1b[2K%s: %-11s [%s%s] %s/%s\n", shortDigest(d), l.Status,
-			strings.Repeat("=", filled), strings.Repeat(" ", width-filled), humanSize(l.Offset), humanSize(l.Total))
+			strings.Repeat("=", filled), strings.Repeat(" ", width-filled), units.Human(l.Offset), units.Human(l.Total))
 	}
 	p.drawn = len(p.order)
 }
@@ -163,19 +164,6 @@ func shortDigest(d string) string {
 		d = d[:12]
 	}
 	return d
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func newImportCmd() *cobra.Command {
@@ -226,7 +214,7 @@ func newImportCmd() *cobra.Command {
 				return err
 			}
 			for _, im := range resp.Images {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: imported %s (%s)\n", im.Name, shortDigest(im.Digest), humanSize(im.Size))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: imported %s (%s)\n", im.Name, shortDigest(im.Digest), units.Human(im.Size))
 			}
 			return nil
 		},
@@ -265,7 +253,7 @@ func newImagesCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED")
 			for _, im := range resp.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, shortDigest(im.Digest), humanSize(im.Size), ago(im.CreatedAt.AsTime()))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, shortDigest(im.Digest), units.Human(im.Size), ago(im.CreatedAt.AsTime()))
 			}
 			return tw.Flush()
 		},

@@ -120,7 +120,7 @@ func dialMaster(cmd *cobra.Command) (masterv1.OperatorClient, func(), error) {
 }
 
 func fmtResources(r *masterv1.Resources) string {
-	return fmt.Sprintf("%g/%s", r.GetCpus(), units.FormatApprox(r.GetMemoryBytes()))
+	return fmt.Sprintf("%g/%s", r.GetCpus(), units.Human(r.GetMemoryBytes()))
 }
 
 func age(t interface{ AsTime() time.Time }) string {

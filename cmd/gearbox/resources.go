@@ -172,14 +172,14 @@ func printStats(w io.Writer, prev, cur *agentv1.GetContainerUsageResponse) {
 		}
 		limit := "-"
 		if u.MemoryLimit > 0 && u.MemoryLimit < 1<<60 {
-			limit = humanSize(int64(u.MemoryLimit))
+			limit = units.Human(int64(u.MemoryLimit))
 		}
 		pidsLimit := "-"
 		if u.PidsLimit > 0 {
 			pidsLimit = strconv.FormatUint(u.PidsLimit, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%s\t%d / %s\t%.2fs\t%s / %s\n", u.ContainerId, cpu, humanSize(int64(u.MemoryUsage)), limit,
-			humanSize(int64(u.MemoryPeak)), u.Pids, pidsLimit, u.CpuThrottledSeconds, humanSize(int64(u.IoReadBytes)), humanSize(int64(u.IoWriteBytes)))
+		fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%s\t%d / %s\t%.2fs\t%s / %s\n", u.ContainerId, cpu, units.Human(int64(u.MemoryUsage)), limit,
+			units.Human(int64(u.MemoryPeak)), u.Pids, pidsLimit, u.CpuThrottledSeconds, units.Human(int64(u.IoReadBytes)), units.Human(int64(u.IoWriteBytes)))
 	}
 	tw.Flush()
 }
@@ -224,7 +224,7 @@ func newInfoCmd() *cobra.Command {
 				name string
 				r    *agentv1.ResourceSet
 			}{{"Total", st.Total}, {"Allocated", st.Allocated}, {"Free", st.Free}} {
-				fmt.Fprintf(w, "%-13s cpus %g, mem %s, disk %s\n", row.name+":", row.r.GetCpus(), humanSize(row.r.GetMemory()), humanSize(row.r.GetDisk()))
+				fmt.Fprintf(w, "%-13s cpus %g, mem %s, disk %s\n", row.name+":", row.r.GetCpus(), units.Human(row.r.GetMemory()), units.Human(row.r.GetDisk()))
 			}
 			for k, v := range st.Attributes {
 				fmt.Fprintf(w, "Attribute:    %s:%s\n", k, v)
@@ -250,11 +250,11 @@ func newInfoCmd() *cobra.Command {
 func printUsage(w io.Writer, u *agentv1.ContainerUsage) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "CPU time:\t%.2fs user, %.2fs system, throttled %d periods (%.2fs)\n", u.CpuUserSeconds, u.CpuSystemSeconds, u.CpuThrottledPeriods, u.CpuThrottledSeconds)
-	fmt.Fprintf(tw, "Memory used:\t%s (rss %s, cache %s, peak %s)\n", humanSize(int64(u.MemoryUsage)), humanSize(int64(u.MemoryRss)), humanSize(int64(u.MemoryCache)), humanSize(int64(u.MemoryPeak)))
+	fmt.Fprintf(tw, "Memory used:\t%s (rss %s, cache %s, peak %s)\n", units.Human(int64(u.MemoryUsage)), units.Human(int64(u.MemoryRss)), units.Human(int64(u.MemoryCache)), units.Human(int64(u.MemoryPeak)))
 	fmt.Fprintf(tw, "Pids:\t%d\n", u.Pids)
-	fmt.Fprintf(tw, "IO:\t%s read, %s written\n", humanSize(int64(u.IoReadBytes)), humanSize(int64(u.IoWriteBytes)))
+	fmt.Fprintf(tw, "IO:\t%s read, %s written\n", units.Human(int64(u.IoReadBytes)), units.Human(int64(u.IoWriteBytes)))
 	if u.DiskBytes > 0 {
-		fmt.Fprintf(tw, "Sandbox disk:\t%s\n", humanSize(int64(u.DiskBytes)))
+		fmt.Fprintf(tw, "Sandbox disk:\t%s\n", units.Human(int64(u.DiskBytes)))
 	}
 	tw.Flush()
 }

@@ -54,19 +54,17 @@ func FormatSize(n int64) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// FormatApprox writes a size for reading, not for parsing back: exact when
-// FormatSize is short, else to one decimal of the largest unit ("247.3GiB").
-func FormatApprox(n int64) string {
-	if s := FormatSize(n); len(s) <= 7 {
-		return s
+// Human writes a size for reading, not for parsing back: one decimal of
+// the largest binary unit ("22.5 GiB", "512 B").
+func Human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
 	}
-	for _, u := range []struct {
-		s string
-		m int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.m {
-			return fmt.Sprintf("%.1f%s", float64(n)/float64(u.m), u.s)
-		}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
 	}
-	return fmt.Sprintf("%dB", n)
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

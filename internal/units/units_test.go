@@ -32,12 +32,12 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
-func TestFormatApprox(t *testing.T) {
+func TestHuman(t *testing.T) {
 	for in, want := range map[int64]string{
-		1 << 30: "1GiB", 64 << 20: "64MiB", 258969204 << 10: "247.0GiB", 1536: "1536B", 3<<40 + 1: "3.0TiB", 100: "100B",
+		1 << 30: "1.0 GiB", 64 << 20: "64.0 MiB", 258969204 << 10: "247.0 GiB", 1536: "1.5 KiB", 3<<40 + 1: "3.0 TiB", 100: "100 B", -5: "-5 B",
 	} {
-		if got := FormatApprox(in); got != want {
-			t.Errorf("FormatApprox(%d) = %q, want %q", in, got, want)
+		if got := Human(in); got != want {
+			t.Errorf("Human(%d) = %q, want %q", in, got, want)
 		}
 	}
 }
