@@ -183,8 +183,6 @@ type Master struct {
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
 
-	stopForTest func()
-
 	queueGauge   prometheus.Gauge
 	cutCounter   prometheus.Counter
 	writeSeconds prometheus.Histogram
