@@ -181,7 +181,7 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 		}
 		candidates = []*agentEntry{a}
 	} else {
-		for _, a := range m.sortedAgents() {
+		for _, a := range m.agents { // order does not matter: ties go to the lowest ID below
 			if a.State != store.AgentActive || a.conn == nil {
 				continue
 			}
@@ -213,11 +213,12 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 			why = append(why, fmt.Sprintf("%s (%s) has %s free of %s", a.ID, a.Hostname, fmtRes(free), fmtRes(a.Resources)))
 			continue
 		}
-		if best == nil || free.CPUs > bestFree.CPUs+1e-9 {
+		if best == nil || free.CPUs > bestFree.CPUs+1e-9 || (free.CPUs >= bestFree.CPUs-1e-9 && a.ID < best.ID) {
 			best, bestFree = a, free
 		}
 	}
 	if best == nil {
+		sort.Strings(why)
 		if len(why) > 5 {
 			why = append(why[:5], fmt.Sprintf("and %d more", len(why)-5))
 		}
