@@ -402,7 +402,7 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 	}
 	host, _ := os.Hostname()
 	total := mc.a.ledger.total
-	reg := &masterv1.Register{Hostname: host, Version: version.Version, Attributes: mc.a.attrs,
+	reg := &masterv1.Register{Hostname: host, Address: mc.a.cfg.TCP.Listen, Version: version.Version, Attributes: mc.a.attrs,
 		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk}}
 	mc.mu.Lock()
 	reg.AgentId = mc.agentID

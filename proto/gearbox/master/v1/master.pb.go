@@ -590,8 +590,9 @@ func (*AgentMessage_Update) isAgentMessage_Msg() {}
 type Register struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty on an agent's first registration: the master assigns one.
-	AgentId    string            `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Hostname   string            `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	AgentId  string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname string `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Where the agent's own API listens on TCP (mutual TLS), if it does.
 	Address    string            `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	Version    string            `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	Resources  *Resources        `protobuf:"bytes,5,opt,name=resources,proto3" json:"resources,omitempty"`
