@@ -148,11 +148,15 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 // It is the containerizer's OnChange hook: it must not call back into the
 // containerizer.
 func (mc *masterClient) observe(c containerizer.Container, removed bool) {
-	if c.Labels[LabelTask] == "" || removed {
+	if c.Labels[LabelTask] == "" {
 		return
 	}
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
+	if removed {
+		delete(mc.last, string(c.ID))
+		return
+	}
 	if mc.last[string(c.ID)] == string(c.State) {
 		return
 	}
@@ -166,7 +170,7 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	var b [16]byte
 	crand.Read(b[:])
 	u.UUID = hex.EncodeToString(b[:])
-	if err := mc.a.cp.write(filepath.Join(mc.dir, fmt.Sprintf("%020d.json", u.Seq)), u, false); err != nil {
+	if err := mc.a.cp.write(mc.updatePath(u), u, false); err != nil {
 		mc.a.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
 	}
 	mc.last[u.TaskID] = u.State
@@ -177,12 +181,18 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	}
 }
 
+// updatePath is an update's file: named by its sequence number, so that
+// a directory listing is the order to send them in.
+func (mc *masterClient) updatePath(u *pendingUpdate) string {
+	return filepath.Join(mc.dir, fmt.Sprintf("%020d.json", u.Seq))
+}
+
 func (mc *masterClient) acked(uuid string) {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
 	for i, u := range mc.pending {
 		if u.UUID == uuid {
-			os.Remove(filepath.Join(mc.dir, fmt.Sprintf("%020d.json", u.Seq)))
+			os.Remove(mc.updatePath(u))
 			mc.pending = append(mc.pending[:i], mc.pending[i+1:]...)
 			return
 		}
