@@ -48,11 +48,11 @@ bench: build ## benchmarks against the direct containerd client (as root)
 	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 30m -v ./integration/
 
 .PHONY: proto
-proto: ## regenerate the Go code of the .proto files
+proto: ## regenerate the Go code of the .proto files (buf, pinned in go.mod)
 	hack/proto.sh
 
 .PHONY: proto-check
-proto-check: ## fail when the generated protobuf code is stale
+proto-check: ## fail when the generated code is stale, buf lint objects or an API change breaks the wire
 	hack/proto.sh --check
 
 .PHONY: lint
