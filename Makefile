@@ -43,6 +43,10 @@ dev: deps build ## install what is missing, then run a single-node gearbox with 
 test: proto-check lint ## unit and integration tests (as root: they run real containers)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+.PHONY: ci-fresh
+ci-fresh: ## run .ci/run in a fresh minimal Debian 12 root (as root): proves it installs everything
+	hack/ci-fresh.sh
+
 .PHONY: bench
 bench: build ## benchmarks against the direct containerd client (as root)
 	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 30m -v ./integration/

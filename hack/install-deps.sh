@@ -7,6 +7,10 @@ set -euo pipefail
 what=${1:-dev}
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
+# A machine with only Go may lack even these: make runs the targets, and Go
+# reaches its module proxy over TLS.
+have make || need+=(make)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 have containerd || need+=(containerd)
 have runc || need+=(runc)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
