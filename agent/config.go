@@ -249,23 +249,7 @@ func (c Config) Validate() error {
 	if c.LoggerBinary != "" && !filepath.IsAbs(c.LoggerBinary) {
 		bad("logger_binary", "%q must be an absolute path", c.LoggerBinary)
 	}
-	if len(c.Runtimes) == 0 {
-		bad("runtimes", "no runtime is configured")
-	}
-	for name, rt := range c.Runtimes {
-		if rt.Type == "" {
-			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
-		}
-	}
-	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
-		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
-	}
-	if c.Recover != "reconnect" && c.Recover != "cleanup" {
-		bad("recover", "%q: use reconnect or cleanup", c.Recover)
-	}
-	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
-		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
-	}
+	c.validateContainers(bad)
 	lg := c.Logging
 	if _, ok := c.Loggers[lg.Driver]; !ok && lg.Driver != LoggerSandbox && lg.Driver != LoggerLogrotate {
 		bad("logging.driver", "%q is neither sandbox, logrotate nor a [loggers.NAME]", lg.Driver)
@@ -294,17 +278,7 @@ func (c Config) Validate() error {
 			bad("loggers."+name+".path", "%q must be an absolute path", l.Path)
 		}
 	}
-	if t := c.TCP; t.Listen != "" {
-		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
-			bad("tcp.listen", "%q is not host:port", t.Listen)
-		}
-		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
-			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
-		}
-	}
-	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {
-		bad("master_tls", "give ca, cert and key together, or none")
-	}
+	c.validateNetwork(bad)
 	if c.MaxSessions < 1 {
 		bad("max_sessions", "%d: at least 1", c.MaxSessions)
 	}
@@ -345,6 +319,42 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateContainers checks the runtimes and what recovery does.
+func (c Config) validateContainers(bad func(key, format string, a ...any)) {
+	if len(c.Runtimes) == 0 {
+		bad("runtimes", "no runtime is configured")
+	}
+	for name, rt := range c.Runtimes {
+		if rt.Type == "" {
+			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
+		}
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
+	}
+	if c.Recover != "reconnect" && c.Recover != "cleanup" {
+		bad("recover", "%q: use reconnect or cleanup", c.Recover)
+	}
+	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
+		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
+	}
+}
+
+// validateNetwork checks the TCP listener and the connection to the master.
+func (c Config) validateNetwork(bad func(key, format string, a ...any)) {
+	if t := c.TCP; t.Listen != "" {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			bad("tcp.listen", "%q is not host:port", t.Listen)
+		}
+		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
+			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
+		}
+	}
+	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {
+		bad("master_tls", "give ca, cert and key together, or none")
+	}
 }
 
 // ParseListen returns the unix socket path of a listen address. TCP waits

@@ -65,6 +65,9 @@ type masterClient struct {
 	sess *masterSession
 	// refused says why the master refused this agent for good.
 	refused string
+	// tasks are the launches and kills the master asked for; run waits
+	// for them, so that none outlives the containerizer.
+	tasks sync.WaitGroup
 }
 
 type pendingUpdate struct {
@@ -223,6 +226,7 @@ func (mc *masterClient) flush(s *masterSession) error {
 // run keeps the agent registered until ctx ends or the master refuses it
 // for good.
 func (mc *masterClient) run(ctx context.Context) {
+	defer mc.tasks.Wait()
 	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(mc.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
 	if err != nil {
@@ -329,7 +333,10 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 	}()
 
 	heard := make(chan struct{}, 1)
+	senderDone := make(chan struct{})
+	defer func() { cancel(nil); <-senderDone }()
 	go func() { // heartbeats and updates
+		defer close(senderDone)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		var seq uint64
@@ -376,9 +383,9 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 		case *masterv1.MasterMessage_Ack:
 			mc.acked(x.Ack.GetUuid())
 		case *masterv1.MasterMessage_Launch:
-			go mc.launchTask(x.Launch.GetTask())
+			mc.tasks.Go(func() { mc.launchTask(x.Launch.GetTask()) })
 		case *masterv1.MasterMessage_Kill:
-			go mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration())
+			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration()) })
 		}
 	}
 }

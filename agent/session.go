@@ -248,26 +248,35 @@ func badFrame(format string, a ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, a...)
 }
 
+// sessionLaunch reads and checks a session's first frame: its launch.
+func sessionLaunch(stream agentv1.Agent_LaunchNestedContainerSessionServer) (*agentv1.SessionLaunch, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	launch := first.GetLaunch()
+	if launch == nil {
+		return nil, badFrame("the first message of a session must be its launch (SessionLaunch), not %T", first.GetFrame())
+	}
+	if err := checkID(launch.GetContainerId()); err != nil {
+		return nil, err
+	}
+	if len(launch.GetCommand()) == 0 && launch.GetImage() == "" {
+		return nil, badFrame("the launch names no command")
+	}
+	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
+		return nil, badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
+	}
+	return launch, nil
+}
+
 func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedContainerSessionServer) (err error) {
 	if err := s.a.admit(); err != nil {
 		return err
 	}
-	first, err := stream.Recv()
+	launch, err := sessionLaunch(stream)
 	if err != nil {
 		return err
-	}
-	launch := first.GetLaunch()
-	if launch == nil {
-		return badFrame("the first message of a session must be its launch (SessionLaunch), not %T", first.GetFrame())
-	}
-	if err := checkID(launch.GetContainerId()); err != nil {
-		return err
-	}
-	if len(launch.GetCommand()) == 0 && launch.GetImage() == "" {
-		return badFrame("the launch names no command")
-	}
-	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
-		return badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
 	}
 	if n := s.a.sessions.open.Add(1); n > s.a.sessions.max {
 		s.a.sessions.open.Add(-1)

@@ -155,68 +155,14 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	ctx := stream.Context()
+	as := &agentStream{m: m, a: a, c: c, stream: stream, acks: make(chan pendingAck, 64)}
 	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case msg := <-c.out:
-				if err := stream.Send(msg); err != nil {
-					sendErr <- err
-					return
-				}
-			case <-c.done:
-				sendErr <- nil
-				return
-			case <-ctx.Done():
-				sendErr <- nil
-				return
-			}
-		}
-	}()
-	acks := make(chan pendingAck, 64)
-	go func() {
-		for {
-			select {
-			case p := <-acks:
-				if p.gen > 0 && m.p.wait(ctx, p.gen) != nil {
-					continue // not durable: not acknowledged; the agent resends it
-				}
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
-			case <-c.done:
-				return
-			}
-		}
-	}()
+	go func() { sendErr <- as.sendLoop(ctx) }()
+	go as.ackLoop(ctx)
 	recvErr := make(chan error, 1)
 	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			switch x := msg.Msg.(type) {
-			case *masterv1.AgentMessage_Heartbeat:
-				a.lastBeat.Store(time.Now().UnixNano())
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
-			case *masterv1.AgentMessage_Update:
-				a.lastBeat.Store(time.Now().UnixNano())
-				ack, g, err := m.statusUpdate(a, c, x.Update)
-				if err != nil {
-					recvErr <- err
-					return
-				}
-				// Applied in order here; acknowledged in order once durable,
-				// without holding up the next update.
-				select {
-				case acks <- pendingAck{ack, g}:
-				case <-c.done:
-					return
-				}
-			default:
-				recvErr <- status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
-				return
-			}
+		if err := as.recvLoop(); err != nil {
+			recvErr <- err
 		}
 	}()
 	var result error
@@ -242,6 +188,80 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		m.log.Info("agent stream ended", "agent_id", a.ID, "why", result)
 	}
 	return result
+}
+
+// agentStream is one agent's Connect stream after it registered: sendLoop
+// writes what the master sends the agent, recvLoop applies what the agent
+// sends, ackLoop acknowledges status updates once they are durable.
+type agentStream struct {
+	m      *Master
+	a      *agentEntry
+	c      *agentConn
+	stream grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]
+	acks   chan pendingAck
+}
+
+// sendLoop returns the error of a failed send, or nil once the connection
+// or the stream ends.
+func (as *agentStream) sendLoop(ctx context.Context) error {
+	for {
+		select {
+		case msg := <-as.c.out:
+			if err := as.stream.Send(msg); err != nil {
+				return err
+			}
+		case <-as.c.done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (as *agentStream) ackLoop(ctx context.Context) {
+	for {
+		select {
+		case p := <-as.acks:
+			if p.gen > 0 && as.m.p.wait(ctx, p.gen) != nil {
+				continue // not durable: not acknowledged; the agent resends it
+			}
+			as.c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
+		case <-as.c.done:
+			return
+		}
+	}
+}
+
+// recvLoop returns why the agent's side ended, or nil once the connection
+// ends.
+func (as *agentStream) recvLoop() error {
+	m, a, c := as.m, as.a, as.c
+	for {
+		msg, err := as.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch x := msg.Msg.(type) {
+		case *masterv1.AgentMessage_Heartbeat:
+			a.lastBeat.Store(time.Now().UnixNano())
+			c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
+		case *masterv1.AgentMessage_Update:
+			a.lastBeat.Store(time.Now().UnixNano())
+			ack, g, err := m.statusUpdate(a, c, x.Update)
+			if err != nil {
+				return err
+			}
+			// Applied in order here; acknowledged in order once durable,
+			// without holding up the next update.
+			select {
+			case as.acks <- pendingAck{ack, g}:
+			case <-c.done:
+				return nil
+			}
+		default:
+			return status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
+		}
+	}
 }
 
 // register admits an agent (new, returning, or reconnecting) and

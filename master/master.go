@@ -30,12 +30,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/grpcserver"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
@@ -238,37 +236,15 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer close(persisterDone); m.p.run(pctx) }()
 	defer func() { stopPersister(); <-persisterDone }()
 
+	srv, opts, err := m.newServer()
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", m.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
-	authz, _ := newAuthorizer(m.cfg) // checked by Validate
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ForceServerCodecV2(eventCodec{}),
-		grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream),
-	}
-	if m.cfg.TLSCert != "" && !authz.enforce {
-		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
-	}
-	if m.cfg.TLSCert != "" {
-		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
-		if err != nil {
-			lis.Close()
-			return fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
-		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
-	}
-	gs := grpc.NewServer(opts...)
-	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
-	masterv1.RegisterOperatorServer(gs, &operator{m: m})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(masterv1.Operator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-
 	stopMetrics, err := m.serveMetrics()
 	if err != nil {
 		lis.Close()
@@ -283,40 +259,68 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
 
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	srv.Serve(lis, opts...)
 	m.log.Info("master serving", "listen", m.Addr(), "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
 		"agents", len(m.agents), "tasks", len(m.tasks),
 		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
 	close(m.ready)
 	select {
-	case err = <-errc:
+	case err = <-srv.Err():
 		err = fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 		err = nil
 	}
 	stopBg()
 	wg.Wait()
-	hs.Shutdown()
-	// Agents' streams do not end by themselves: tell them, so that they
-	// register again with the next master at once.
+	srv.Stop()
+	return err
+}
+
+// newServer sets up the master's gRPC server and the options of its
+// listener (mutual TLS when configured).
+func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
+	authz, _ := newAuthorizer(m.cfg) // checked by Validate
+	if m.cfg.TLSCert != "" && !authz.enforce {
+		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+	}
+	var opts []grpc.ServerOption
+	if m.cfg.TLSCert != "" {
+		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	srv := grpcserver.New(grpcserver.Config{
+		Services: []string{masterv1.Operator_ServiceDesc.ServiceName},
+		Register: func(gs *grpc.Server) {
+			masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
+			masterv1.RegisterOperatorServer(gs, &operator{m: m})
+		},
+		Authorize: authz.check,
+		Options: []grpc.ServerOption{
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.ForceServerCodecV2(eventCodec{}),
+		},
+		// Agents' streams do not end by themselves: tell them, so that
+		// they register again with the next master at once. Subscribers'
+		// streams are cut after Grace.
+		EndStreams: m.endAgentStreams,
+		Grace:      2 * time.Second,
+	})
+	return srv, opts, nil
+}
+
+// endAgentStreams ends every agent's stream with MASTER_STOPPING.
+func (m *Master) endAgentStreams() {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, a := range m.agents {
 		if a.conn != nil {
 			a.conn.close(stoppingErr())
 			a.conn = nil
 		}
 	}
-	m.mu.Unlock()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		gs.Stop() // subscribers' streams do not end by themselves
-		<-done
-	}
-	return err
 }
 
 func (m *Master) missedAfter() time.Duration {
