@@ -170,7 +170,9 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	var b [16]byte
 	crand.Read(b[:])
 	u.UUID = hex.EncodeToString(b[:])
-	if err := mc.a.cp.write(mc.updatePath(u), u, false); err != nil {
+	// Durable before it is queued to be sent: an update the master may
+	// have seen survives any crash, and is sent again until acknowledged.
+	if err := mc.a.cp.write(mc.updatePath(u), u); err != nil {
 		mc.a.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
 	}
 	mc.last[u.TaskID] = u.State
@@ -396,7 +398,7 @@ func (mc *masterClient) saveID(id string) error {
 	if id == mc.agentID {
 		return nil
 	}
-	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}, true); err != nil {
+	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}); err != nil {
 		return fmt.Errorf("keeping the agent ID the master assigned: %w", err)
 	}
 	mc.agentID = id
