@@ -130,6 +130,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	lgc := a.cfg.Logging
 	maxSize, _ := units.ParseSize(lgc.MaxSize)
 	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
+	importMax, _ := units.ParseSize(a.cfg.ImportMaxSize)
 	cp, err := newCheckpoint(a.cfg.WorkDir)
 	if err != nil {
 		return err
@@ -201,6 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
+		ImportMaxSize: importMax, MaxImports: a.cfg.MaxImports,
 		Loggers:         loggers,
 		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
 		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
