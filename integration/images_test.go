@@ -148,11 +148,16 @@ func spoolFiles() []string {
 	return append(a, b...)
 }
 
-// waitSpool waits until the agent holds n spool files.
+// waitSpool waits until the agent holds n spool files, all on the work
+// dir's disk (run_dir is a tmpfs).
 func waitSpool(t *testing.T, n int, what string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for len(spoolFiles()) != n {
+	for {
+		inWork, _ := filepath.Glob(filepath.Join(h.workDir(), "tmp", "import-*"))
+		if len(inWork) == n && len(spoolFiles()) == n {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: spool files %v, want %d", what, spoolFiles(), n)
 		}
