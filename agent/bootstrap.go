@@ -192,6 +192,7 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 	lgc := a.cfg.Logging
 	maxSize, _ := units.ParseSize(lgc.MaxSize)
 	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
+	importMax, _ := units.ParseSize(a.cfg.ImportMaxSize)
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
@@ -202,6 +203,7 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
+		ImportMaxSize: importMax, MaxImports: a.cfg.MaxImports,
 		Loggers:         loggers,
 		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
 		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},

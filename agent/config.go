@@ -84,6 +84,12 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`
+	// ImportMaxSize bounds an imported archive (gearbox image import), as
+	// received and once decompressed; its spool lives in work_dir/tmp.
+	ImportMaxSize string `toml:"import_max_size"`
+	// MaxImports caps the imports under way at once; one more is refused
+	// (ResourceExhausted), so at most MaxImports × ImportMaxSize is spooled.
+	MaxImports int `toml:"max_imports"`
 }
 
 // IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
@@ -185,6 +191,8 @@ func DefaultConfig() Config {
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",
 		MaxSessions:       64,
+		ImportMaxSize:     "4GiB",
+		MaxImports:        2,
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
@@ -281,6 +289,14 @@ func (c Config) Validate() error {
 	c.validateNetwork(bad)
 	if c.MaxSessions < 1 {
 		bad("max_sessions", "%d: at least 1", c.MaxSessions)
+	}
+	if n, err := units.ParseSize(c.ImportMaxSize); err != nil {
+		bad("import_max_size", "%v", err)
+	} else if n < 1<<20 {
+		bad("import_max_size", "%s: at least 1MiB", c.ImportMaxSize)
+	}
+	if c.MaxImports < 1 {
+		bad("max_imports", "%d: at least 1", c.MaxImports)
 	}
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		bad("audit_log", "%q must be an absolute path", c.AuditLog)

@@ -18,7 +18,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" ||
 		cfg.Logging.Driver != "logrotate" || cfg.Logging.MaxFiles != 5 || cfg.Loggers["syslog"].Args["socket"] != "/dev/log" ||
-		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" {
+		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" ||
+		cfg.ImportMaxSize != "4GiB" || cfg.MaxImports != 2 {
 		t.Errorf("example config read wrongly: %+v", cfg)
 	}
 }
@@ -46,6 +47,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"[loggers.sandbox]\npath = \"/x\"", "loggers.sandbox"},
 		{"[loggers.x]\npath = \"rel\"", "loggers.x.path"},
 		{`metrics_listen = "nocolon"`, "metrics_listen"},
+		{`import_max_size = "big"`, "import_max_size"},
+		{`import_max_size = "1k"`, "import_max_size"},
+		{"max_imports = 0", "max_imports"},
 	} {
 		p := filepath.Join(t.TempDir(), "agent.toml")
 		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)

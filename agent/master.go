@@ -173,7 +173,9 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	var b [16]byte
 	crand.Read(b[:])
 	u.UUID = hex.EncodeToString(b[:])
-	if err := mc.a.cp.write(mc.updatePath(u), u, false); err != nil {
+	// Durable before it is queued to be sent: an update the master may
+	// have seen survives any crash, and is sent again until acknowledged.
+	if err := mc.a.cp.write(mc.updatePath(u), u); err != nil {
 		mc.a.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
 	}
 	mc.last[u.TaskID] = u.State
@@ -403,7 +405,7 @@ func (mc *masterClient) saveID(id string) error {
 	if id == mc.agentID {
 		return nil
 	}
-	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}, true); err != nil {
+	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}); err != nil {
 		return fmt.Errorf("keeping the agent ID the master assigned: %w", err)
 	}
 	mc.agentID = id
@@ -435,9 +437,16 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 	return reg, nil
 }
 
+// isTask says whether a container is the master's task of that ID: the
+// agent acts, for the master, only on containers so labelled. A container
+// someone launched through the Agent API under the same name is not the
+// task's, whatever its ID.
+func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
+
 // launchTask runs a task from the master as a container with the task's
-// ID. A launch that fails before a container exists is reported as
-// TASK_FAILED here; otherwise the container's own states are the updates.
+// ID. A launch that fails before the task's container exists is reported
+// as TASK_FAILED here; otherwise the container's own states are the
+// updates.
 func (mc *masterClient) launchTask(t *masterv1.Task) {
 	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, 10*time.Minute)
 	defer cancel()
@@ -454,27 +463,66 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		mc.a.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
 		return
 	}
-	if _, gerr := mc.a.cz.Get(ctx, cfg.ID); gerr == nil {
-		// The container exists (a launch sent twice, or one that failed
-		// after creating it): its state is the truth and is reported.
-		mc.a.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "err", err)
-		return
+	c, gerr := mc.a.cz.Get(ctx, cfg.ID)
+	u := afterFailedLaunch(t.GetId(), err, c, gerr)
+	if gerr == nil && isTask(c) {
+		mc.a.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "state", c.State, "err", err)
+	} else {
+		mc.a.log.Warn("task launch failed", "task_id", t.GetId(), "err", u.Message)
 	}
-	mc.a.log.Warn("task launch failed", "task_id", t.GetId(), "err", err)
-	mc.mu.Lock()
-	mc.queueLocked(&pendingUpdate{TaskID: t.GetId(), State: string(containerizer.TaskFailed),
-		Reason: string(containerizer.ReasonContainerLaunchFailed), Message: err.Error()})
-	mc.mu.Unlock()
+	if u != nil {
+		mc.mu.Lock()
+		mc.queueLocked(u)
+		mc.mu.Unlock()
+	}
 }
 
+// afterFailedLaunch is the update a failed launch of task id owes the
+// master, given what Get then found under that ID (c, or gerr); nil when
+// the task's container reports for itself.
+func afterFailedLaunch(id string, err error, c containerizer.Container, gerr error) *pendingUpdate {
+	switch {
+	case gerr == nil && isTask(c):
+		// The task's container exists (a launch sent twice, or one that
+		// failed after creating it): its state is the truth, and its
+		// changes are reported. One that has ended changes no more: say
+		// its end again, or a master that launched the ID again waits on
+		// an update that was sent once, before.
+		if !c.State.Terminal() {
+			return nil
+		}
+		return &pendingUpdate{TaskID: id, State: string(c.State), Reason: string(c.Reason), Message: c.Message, ExitCode: c.ExitCode}
+	case gerr == nil:
+		err = fmt.Errorf("a container named %s already exists on this agent and is not this task's (it was started through the Agent API, e.g. gearbox run --name %s); "+
+			"it was left alone: launch the task under another ID, or remove that container (gearbox rm -f %s) and launch again", id, id, id)
+	}
+	return &pendingUpdate{TaskID: id, State: string(containerizer.TaskFailed), Reason: string(containerizer.ReasonContainerLaunchFailed), Message: err.Error()}
+}
+
+// killTask kills the task's container, and only a task's: a container of
+// the same ID that is not labelled as a task is left alone.
 func (mc *masterClient) killTask(id string, grace time.Duration) {
 	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, time.Minute+grace)
 	defer cancel()
+	c, err := mc.a.cz.Get(ctx, containerizer.ContainerID(id))
+	if err == nil && !isTask(c) {
+		mc.a.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		if st := containerizer.TaskState(mc.last[id]); st != "" && st.Terminal() {
+			return // its end (the failed launch) was reported already
+		}
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: string(containerizer.TaskKilled), Reason: string(containerizer.ReasonTaskKilled),
+			Message: fmt.Sprintf("the task had no container on this agent; container %s there is not the task's and was left alone", id)})
+		return
+	}
 	req := containerizer.KillRequest{Signal: syscall.SIGKILL}
 	if grace > 0 {
 		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
 	}
-	err := mc.a.cz.Kill(ctx, containerizer.ContainerID(id), req)
+	if err == nil {
+		err = mc.a.cz.Kill(ctx, containerizer.ContainerID(id), req)
+	}
 	switch {
 	case err == nil:
 		mc.a.log.Info("task killed at the master's request", "task_id", id)
@@ -497,7 +545,7 @@ func (mc *masterClient) killTasks(ctx context.Context) {
 		return
 	}
 	for _, c := range cs {
-		if c.Labels[LabelTask] != "" && !c.State.Terminal() {
+		if isTask(c) && !c.State.Terminal() {
 			if err := mc.a.cz.Kill(ctx, c.ID, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil {
 				mc.a.log.Warn("killing a task of an agent marked gone", "task_id", c.ID, "err", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gearboxd/gearbox/containerizer"
@@ -79,5 +80,35 @@ func TestCorruptUpdateFileStopsTheAgent(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "meta", "updates", "00000000000000000001.json"), []byte("{not json"), 0o600)
 	if _, err := newMasterClient(a, "127.0.0.1:1"); err == nil || !errors.Is(err, ErrCorruptCheckpoint) {
 		t.Fatalf("corrupt update file: %v", err)
+	}
+}
+
+// A launch that fails on an ID some non-task container holds ends
+// TASK_FAILED naming that container; the task's own container reports for
+// itself, and again once it has ended.
+func TestAfterFailedLaunch(t *testing.T) {
+	exists := errors.New(`container "db" already exists`)
+	local := containerizer.Container{ID: "db", State: containerizer.TaskRunning}
+	task := func(st containerizer.TaskState) containerizer.Container {
+		return containerizer.Container{ID: "db", State: st, Labels: map[string]string{LabelTask: "true"}}
+	}
+	u := afterFailedLaunch("db", exists, local, nil)
+	if u == nil || u.State != string(containerizer.TaskFailed) || u.Reason != string(containerizer.ReasonContainerLaunchFailed) ||
+		!strings.Contains(u.Message, "container named db") || !strings.Contains(u.Message, "not this task's") {
+		t.Errorf("collision with a local container: %+v", u)
+	}
+	if u := afterFailedLaunch("db", exists, task(containerizer.TaskRunning), nil); u != nil {
+		t.Errorf("the task's running container reports for itself, got %+v", u)
+	}
+	code := int32(0)
+	fin := task(containerizer.TaskFinished)
+	fin.ExitCode = &code
+	if u := afterFailedLaunch("db", exists, fin, nil); u == nil || u.State != string(containerizer.TaskFinished) || u.ExitCode == nil {
+		t.Errorf("the task's ended container: %+v, want its end said again", u)
+	}
+	noImage := errors.New(`image "x" is not present on this agent`)
+	if u := afterFailedLaunch("db", noImage, containerizer.Container{}, errors.New("not found")); u == nil ||
+		u.State != string(containerizer.TaskFailed) || u.Message != noImage.Error() {
+		t.Errorf("a launch that created nothing: %+v", u)
 	}
 }

@@ -17,6 +17,7 @@
 package containerd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,11 @@ type Config struct {
 	// RegistryConfig is a Docker config.json whose credentials are used
 	// when a pull brings none.
 	RegistryConfig string
+	// ImportMaxSize bounds an imported archive, as received and once
+	// decompressed (bytes; 0: DefaultImportMaxSize); MaxImports bounds the
+	// imports under way at once (0: DefaultMaxImports). images.go says why.
+	ImportMaxSize int64
+	MaxImports    int
 	// Loggers by name (sandbox, logrotate, custom ones); LogDefaults.Driver
 	// names the default and fills what a launch leaves out.
 	Loggers     map[string]logger.ContainerLogger
@@ -113,6 +119,8 @@ type Containerizer struct {
 	metrics *metrics
 	// execSlots bounds exec setups under way at once (execSlot).
 	execSlots chan struct{}
+	// importSlots bounds the imports under way at once (Import).
+	importSlots chan struct{}
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr
@@ -206,6 +214,11 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		tombstones: map[containerizer.ContainerID]containerizer.Container{},
 		metrics:    newMetrics(),
 		execSlots:  make(chan struct{}, max(2, runtime.NumCPU())),
+	}
+	z.importSlots = make(chan struct{}, cmp.Or(cfg.MaxImports, DefaultMaxImports))
+	if err := sweepImportSpool(cfg); err != nil {
+		cl.Close()
+		return nil, err
 	}
 	z.runtimes = checkRuntimes(cfg.Runtimes)
 	for name, rt := range z.runtimes {
