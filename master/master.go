@@ -26,7 +26,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -41,6 +40,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Config is the master's configuration. Names follow Mesos's master flags.
@@ -143,10 +143,7 @@ func (c Config) Validate() error {
 // MASTER_STOPPING): a planned absence, not a fault.
 func stoppingErr() error {
 	st := status.New(codes.Unavailable, "the master is stopping: register again")
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "MASTER_STOPPING", Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonMasterStopping).Err()
 }
 
 // loopback says whether a listen address is reachable from this host only.

@@ -289,7 +289,7 @@ func newTaskCmd() *cobra.Command {
 	lf.StringArrayVar(&constraints, "constraint", nil, "launch on an agent with this attribute (ATTRIBUTE:VALUE; repeatable)")
 	lf.StringVar(&cpus, "cpus", "", "CPUs for the task (e.g. 0.5)")
 	lf.StringVar(&memory, "memory", "", "memory limit (e.g. 64m, 1g)")
-	lf.BoolVar(&partitionAware, "partition-aware", true, "TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
+	lf.BoolVar(&partitionAware, "partition-aware", true, "the task becomes TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
 	addOutputFlag(launch, &output)
 
 	kill := &cobra.Command{

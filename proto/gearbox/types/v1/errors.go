@@ -1,0 +1,58 @@
+package typesv1
+
+// Hand-written, next to the generated code: the google.rpc.ErrorInfo
+// details gearbox's agents and masters attach to their errors, in the one
+// package both sides (and the CLI) import, as etcd's api/v3rpc/rpctypes
+// does. The reasons are part of the wire API: never rename one.
+
+import (
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorDomain is the domain of every ErrorInfo gearbox attaches.
+const ErrorDomain = "gearbox.dev"
+
+// ErrorInfo reasons.
+const (
+	// ErrorReasonAgentMarkedGone: the master refuses an agent an operator
+	// marked gone (FailedPrecondition). The agent must kill its tasks and
+	// may not register again under its ID.
+	ErrorReasonAgentMarkedGone = "AGENT_MARKED_GONE"
+	// ErrorReasonMasterStopping: the master is stopping (Unavailable), a
+	// planned absence rather than a fault; register again.
+	ErrorReasonMasterStopping = "MASTER_STOPPING"
+	// ErrorReasonCommandNotFound: the agent created a container but its
+	// command does not exist (Docker's exit status 127).
+	ErrorReasonCommandNotFound = "COMMAND_NOT_FOUND"
+	// ErrorReasonCommandNotExecutable: the container's command exists but
+	// cannot be executed (Docker's exit status 126).
+	ErrorReasonCommandNotExecutable = "COMMAND_NOT_EXECUTABLE"
+)
+
+// WithErrorReason returns st with an ErrorInfo of reason in ErrorDomain; st
+// itself if the detail cannot be attached (the code and message still say
+// what happened).
+func WithErrorReason(st *status.Status, reason string) *status.Status {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+		return d
+	}
+	return st
+}
+
+// ErrorReason is the reason of the ErrorInfo in ErrorDomain that err's
+// gRPC status carries, or "" if it carries none.
+func ErrorReason(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if err == nil || !errors.As(err, &se) {
+		return ""
+	}
+	for _, d := range se.GRPCStatus().Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == ErrorDomain {
+			return ei.Reason
+		}
+	}
+	return ""
+}
