@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -47,6 +48,9 @@ func toStatus(err error) error {
 		code = codes.Unimplemented
 	}
 	st := status.New(code, err.Error())
+	if info, ok := errs.InfoOf(err); ok {
+		st = typesv1.WithErrorInfo(st, info.Reason, info.Metadata)
+	}
 	var le *containerizer.LaunchError
 	if errors.As(err, &le) {
 		st = typesv1.WithErrorReason(st, string(le.Failure))

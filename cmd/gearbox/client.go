@@ -179,7 +179,7 @@ func eachArg(cmd *cobra.Command, args []string, fn func(agentv1.AgentClient, str
 		out, err := fn(c, a)
 		if err != nil {
 			failed = true
-			fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
+			fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", explain(cmd, err))
 			continue
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), out)

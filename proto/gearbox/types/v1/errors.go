@@ -30,29 +30,63 @@ const (
 	// ErrorReasonCommandNotExecutable: the container's command exists but
 	// cannot be executed (Docker's exit status 126).
 	ErrorReasonCommandNotExecutable = "COMMAND_NOT_EXECUTABLE"
+
+	// The agent's refusals a client may answer with a next step. Metadata
+	// "image" names the image as the caller gave it, "container_id" the
+	// container.
+
+	// ErrorReasonImageNotFound: the image is not in the agent's store (NotFound).
+	ErrorReasonImageNotFound = "IMAGE_NOT_FOUND"
+	// ErrorReasonImageInUse: containers use the image (FailedPrecondition).
+	ErrorReasonImageInUse = "IMAGE_IN_USE"
+	// ErrorReasonImageUnnamed: an archive to import names no image (InvalidArgument).
+	ErrorReasonImageUnnamed = "IMAGE_UNNAMED"
+	// ErrorReasonNoCommand: the image has neither entrypoint nor cmd and
+	// the request gave none (InvalidArgument).
+	ErrorReasonNoCommand = "NO_COMMAND"
+	// ErrorReasonContainerNotFound: no such container (NotFound).
+	ErrorReasonContainerNotFound = "CONTAINER_NOT_FOUND"
+	// ErrorReasonContainerExists: the container ID is taken (AlreadyExists).
+	ErrorReasonContainerExists = "CONTAINER_EXISTS"
+	// ErrorReasonContainerRunning: a removal without force of a running
+	// container (FailedPrecondition).
+	ErrorReasonContainerRunning = "CONTAINER_RUNNING"
+	// ErrorReasonStdinNeedsTTY: stdin for a container's main process
+	// without a terminal (InvalidArgument).
+	ErrorReasonStdinNeedsTTY = "STDIN_NEEDS_TTY"
 )
 
 // WithErrorReason returns st with an ErrorInfo of reason in ErrorDomain; st
 // itself if the detail cannot be attached (the code and message still say
 // what happened).
 func WithErrorReason(st *status.Status, reason string) *status.Status {
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+	return WithErrorInfo(st, reason, nil)
+}
+
+// WithErrorInfo is WithErrorReason with metadata.
+func WithErrorInfo(st *status.Status, reason string, metadata map[string]string) *status.Status {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: metadata}); err == nil {
 		return d
 	}
 	return st
 }
 
-// ErrorReason is the reason of the ErrorInfo in ErrorDomain that err's
-// gRPC status carries, or "" if it carries none.
-func ErrorReason(err error) string {
+// ErrorInfo is the ErrorInfo in ErrorDomain that err's gRPC status
+// carries, or nil.
+func ErrorInfo(err error) *errdetails.ErrorInfo {
 	var se interface{ GRPCStatus() *status.Status }
 	if err == nil || !errors.As(err, &se) {
-		return ""
+		return nil
 	}
 	for _, d := range se.GRPCStatus().Details() {
 		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == ErrorDomain {
-			return ei.Reason
+			return ei
 		}
 	}
-	return ""
+	return nil
+}
+
+// ErrorReason is the reason of ErrorInfo(err), or "".
+func ErrorReason(err error) string {
+	return ErrorInfo(err).GetReason()
 }
