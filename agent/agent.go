@@ -34,7 +34,6 @@ import (
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/promserve"
-	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
 	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
 	"github.com/gearboxd/gearbox/logger"
@@ -128,8 +127,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	lgc := a.cfg.Logging
-	maxSize, _ := units.ParseSize(lgc.MaxSize)
-	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
 	cp, err := newCheckpoint(a.cfg.WorkDir)
 	if err != nil {
 		return err
@@ -181,8 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("config key isolation: %w", err)
 	}
 	for _, pc := range a.cfg.IsolatorPlugins {
-		timeout, _ := time.ParseDuration(pc.Timeout)
-		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: timeout}, a.log)
+		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: pc.Timeout}, a.log)
 		if err != nil {
 			return err
 		}
@@ -202,8 +198,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
 		Loggers:         loggers,
-		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
-		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
+		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: int64(lgc.MaxSize), MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
+		LogLimits:       containerizer.LogConfig{MaxSize: int64(lgc.MaxSizeLimit), MaxFiles: lgc.MaxFilesLimit},
 		AllowPrivileged: a.cfg.AllowPrivileged,
 		Isolators:       isos,
 		SystemdCgroup:   a.cfg.CgroupDriver == "systemd",
