@@ -27,6 +27,7 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 		"image not present":    typesv1.ErrorReasonImageNotFound,
 		"no command":           typesv1.ErrorReasonNoCommand,
 		"kill unknown":         typesv1.ErrorReasonContainerNotFound,
+		"remove unknown":       typesv1.ErrorReasonContainerNotFound,
 		"remove running":       typesv1.ErrorReasonContainerRunning,
 		"remove image unknown": typesv1.ErrorReasonImageNotFound,
 		"remove image in use":  typesv1.ErrorReasonImageInUse,
