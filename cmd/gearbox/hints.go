@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
@@ -18,8 +19,15 @@ func explain(cmd *cobra.Command, err error) string {
 
 // hint is the next step for an error of the agent, "" if there is none to give.
 func hint(cmd *cobra.Command, err error) string {
+	if cmd == nil {
+		return ""
+	}
+	if cmd.Name() == "agent" && errdefs.IsUnavailable(err) {
+		// The agent could not reach containerd at start.
+		return "; to try gearbox without a containerd of the host's, gearbox dev starts a private one"
+	}
 	info := typesv1.ErrorInfo(err)
-	if info == nil || cmd == nil {
+	if info == nil {
 		return ""
 	}
 	image, id := info.GetMetadata()["image"], info.GetMetadata()["container_id"]

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/errs"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -34,6 +37,8 @@ func TestExplainAddsHints(t *testing.T) {
 		{[]string{"inspect"}, agentErr(codes.NotFound, `container "ghost" not found`, typesv1.ErrorReasonContainerNotFound, map[string]string{"container_id": "ghost"}),
 			`container "ghost" not found (gearbox ps -a lists them)`},
 		{[]string{"run"}, status.Error(codes.InvalidArgument, `unknown runtime "nope"`), `unknown runtime "nope"`},
+		{[]string{"agent"}, fmt.Errorf("agent: %w", errs.New(errdefs.ErrUnavailable, "cannot reach containerd at /x.sock: refused (is it running? systemctl start containerd)")),
+			"agent: cannot reach containerd at /x.sock: refused (is it running? systemctl start containerd); to try gearbox without a containerd of the host's, gearbox dev starts a private one"},
 	} {
 		cmd, _, err := root.Find(c.cmd)
 		if err != nil {
