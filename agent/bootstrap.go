@@ -14,7 +14,6 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/containerizer/containerd"
-	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
 	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
@@ -173,8 +172,7 @@ func (a *Agent) isolators(b *bootstrapped) ([]isolators.Isolator, error) {
 		return nil, fmt.Errorf("config key isolation: %w", err)
 	}
 	for _, pc := range a.cfg.IsolatorPlugins {
-		timeout, _ := time.ParseDuration(pc.Timeout)
-		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: timeout}, a.log)
+		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: pc.Timeout}, a.log)
 		if err != nil {
 			return nil, err
 		}
@@ -190,9 +188,6 @@ func (a *Agent) isolators(b *bootstrapped) ([]isolators.Isolator, error) {
 // openContainerizer connects to containerd and recovers the containers.
 func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec recovered, loggers map[string]logger.ContainerLogger, isos []isolators.Isolator) error {
 	lgc := a.cfg.Logging
-	maxSize, _ := units.ParseSize(lgc.MaxSize)
-	sizeLimit, _ := units.ParseSize(lgc.MaxSizeLimit)
-	importMax, _ := units.ParseSize(a.cfg.ImportMaxSize)
 	runtimes := map[string]containerd.RuntimeProfile{}
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
@@ -203,10 +198,10 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
 		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
 		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
-		ImportMaxSize: importMax, MaxImports: a.cfg.MaxImports,
+		ImportMaxSize: int64(a.cfg.ImportMaxSize), MaxImports: a.cfg.MaxImports,
 		Loggers:         loggers,
-		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: maxSize, MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
-		LogLimits:       containerizer.LogConfig{MaxSize: sizeLimit, MaxFiles: lgc.MaxFilesLimit},
+		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: int64(lgc.MaxSize), MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
+		LogLimits:       containerizer.LogConfig{MaxSize: int64(lgc.MaxSizeLimit), MaxFiles: lgc.MaxFilesLimit},
 		AllowPrivileged: a.cfg.AllowPrivileged,
 		Isolators:       isos,
 		SystemdCgroup:   a.cfg.CgroupDriver == "systemd",

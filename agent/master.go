@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -57,7 +56,7 @@ type masterClient struct {
 	mu      sync.Mutex
 	pending []*pendingUpdate // by seq
 	nextSeq uint64
-	last    map[string]string // task → state of its last queued update
+	last    map[string]typesv1.TaskState // task → state of its last queued update
 	agentID string
 	wake    chan struct{}
 	creds   credentials.TransportCredentials
@@ -71,14 +70,14 @@ type masterClient struct {
 }
 
 type pendingUpdate struct {
-	Seq      uint64    `json:"seq"`
-	UUID     string    `json:"uuid"`
-	TaskID   string    `json:"task_id"`
-	State    string    `json:"state"`
-	Reason   string    `json:"reason,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	ExitCode *int32    `json:"exit_code,omitempty"`
-	Time     time.Time `json:"time"`
+	Seq      uint64            `json:"seq"`
+	UUID     string            `json:"uuid"`
+	TaskID   string            `json:"task_id"`
+	State    typesv1.TaskState `json:"state"`            // by name, as when it was a string
+	Reason   typesv1.Reason    `json:"reason,omitempty"` // by name
+	Message  string            `json:"message,omitempty"`
+	ExitCode *int32            `json:"exit_code,omitempty"`
+	Time     time.Time         `json:"time"`
 	sent     *masterSession
 }
 
@@ -99,7 +98,7 @@ func (s *masterSession) send(msg *masterv1.AgentMessage) error {
 }
 
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
-	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]string{}, wake: make(chan struct{}, 1),
+	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -160,10 +159,10 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 		delete(mc.last, string(c.ID))
 		return
 	}
-	if mc.last[string(c.ID)] == string(c.State) {
+	if mc.last[string(c.ID)] == c.State {
 		return
 	}
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: string(c.State), Reason: string(c.Reason), Message: c.Message, ExitCode: c.ExitCode})
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode})
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -216,8 +215,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	}
 	mc.mu.Unlock()
 	for _, u := range todo {
-		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: typesv1.TaskState(typesv1.TaskState_value[u.State]),
-			Reason: typesv1.Reason(typesv1.Reason_value[u.Reason]), Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
+			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -257,7 +256,7 @@ func (mc *masterClient) run(ctx context.Context) {
 			backoff = 100 * time.Millisecond
 		}
 		switch {
-		case masterReason(err) == "MASTER_STOPPING":
+		case typesv1.ErrorReason(err) == typesv1.ErrorReasonMasterStopping:
 			mc.a.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
 		case everRegistered:
 			mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
@@ -273,23 +272,8 @@ func (mc *masterClient) run(ctx context.Context) {
 	}
 }
 
-// masterReason is the ErrorInfo reason of the master's status, if any:
-// AGENT_MARKED_GONE (refused for good) or MASTER_STOPPING.
-func masterReason(err error) string {
-	st, ok := status.FromError(err)
-	if !ok {
-		return ""
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == "gearbox.dev" {
-			return ei.Reason
-		}
-	}
-	return ""
-}
-
 func isGone(err error) bool {
-	return status.Code(err) == codes.FailedPrecondition && masterReason(err) == "AGENT_MARKED_GONE"
+	return status.Code(err) == codes.FailedPrecondition && typesv1.ErrorReason(err) == typesv1.ErrorReasonAgentMarkedGone
 }
 
 // session registers and serves one stream; registered says whether the
@@ -431,7 +415,7 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 			continue
 		}
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
-			State: typesv1.TaskState(typesv1.TaskState_value[string(c.State)]), Reason: typesv1.Reason(typesv1.Reason_value[string(c.Reason)]),
+			State: c.State, Reason: c.Reason,
 			Message: c.Message, ExitCode: c.ExitCode})
 	}
 	return reg, nil
@@ -491,12 +475,12 @@ func afterFailedLaunch(id string, err error, c containerizer.Container, gerr err
 		if !c.State.Terminal() {
 			return nil
 		}
-		return &pendingUpdate{TaskID: id, State: string(c.State), Reason: string(c.Reason), Message: c.Message, ExitCode: c.ExitCode}
+		return &pendingUpdate{TaskID: id, State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode}
 	case gerr == nil:
 		err = fmt.Errorf("a container named %s already exists on this agent and is not this task's (it was started through the Agent API, e.g. gearbox run --name %s); "+
 			"it was left alone: launch the task under another ID, or remove that container (gearbox rm -f %s) and launch again", id, id, id)
 	}
-	return &pendingUpdate{TaskID: id, State: string(containerizer.TaskFailed), Reason: string(containerizer.ReasonContainerLaunchFailed), Message: err.Error()}
+	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: containerizer.ReasonContainerLaunchFailed, Message: err.Error()}
 }
 
 // killTask kills the task's container, and only a task's: a container of
@@ -509,10 +493,10 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 		mc.a.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
 		mc.mu.Lock()
 		defer mc.mu.Unlock()
-		if st := containerizer.TaskState(mc.last[id]); st != "" && st.Terminal() {
+		if st, ok := mc.last[id]; ok && st.Terminal() {
 			return // its end (the failed launch) was reported already
 		}
-		mc.queueLocked(&pendingUpdate{TaskID: id, State: string(containerizer.TaskKilled), Reason: string(containerizer.ReasonTaskKilled),
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: containerizer.TaskKilled, Reason: containerizer.ReasonTaskKilled,
 			Message: fmt.Sprintf("the task had no container on this agent; container %s there is not the task's and was left alone", id)})
 		return
 	}
@@ -529,7 +513,7 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 	case errdefs.IsNotFound(err):
 		// Never launched here (or removed): say so, or the master waits.
 		mc.mu.Lock()
-		mc.queueLocked(&pendingUpdate{TaskID: id, State: string(containerizer.TaskKilled), Reason: string(containerizer.ReasonTaskKilled),
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: containerizer.TaskKilled, Reason: containerizer.ReasonTaskKilled,
 			Message: "killed before its container existed on agent"})
 		mc.mu.Unlock()
 	default:

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Status updates are checkpointed in order, survive a restart of the
@@ -45,7 +47,7 @@ func TestStatusUpdatesAreCheckpointed(t *testing.T) {
 	}
 	var got []string
 	for _, u := range mc2.pending {
-		got = append(got, u.TaskID+" "+u.State)
+		got = append(got, u.TaskID+" "+u.State.String())
 	}
 	want := []string{"t1 TASK_RUNNING", "t2 TASK_RUNNING", "t1 TASK_FINISHED"}
 	if len(got) != len(want) {
@@ -72,6 +74,47 @@ func TestStatusUpdatesAreCheckpointed(t *testing.T) {
 	}
 }
 
+// An update an older agent checkpointed, when states were strings in Go,
+// loads as the same state and reason; a new one is written by name, so
+// that an older agent reads it too.
+func TestCheckpointedUpdateKeepsItsFormat(t *testing.T) {
+	dir := t.TempDir()
+	cp, err := newCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
+	os.MkdirAll(filepath.Join(dir, "meta", "updates"), 0o700)
+	old := `{"seq":7,"uuid":"0f","task_id":"web","state":"TASK_FAILED","reason":"REASON_CONTAINER_LAUNCH_FAILED","message":"no such image","time":"2026-01-02T03:04:05Z"}`
+	os.WriteFile(filepath.Join(dir, "meta", "updates", "00000000000000000007.json"), []byte(old), 0o600)
+	mc, err := newMasterClient(a, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mc.pending) != 1 {
+		t.Fatalf("%d updates loaded, want 1", len(mc.pending))
+	}
+	if u := mc.pending[0]; u.State != typesv1.TaskState_TASK_FAILED || u.Reason != typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED || u.Message != "no such image" {
+		t.Errorf("old update loaded as %+v", u)
+	}
+
+	mc.observe(containerizer.Container{ID: "db", State: containerizer.TaskRunning, Labels: map[string]string{LabelTask: "true"}}, false)
+	data, err := os.ReadFile(mc.updatePath(mc.pending[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["state"] != "TASK_RUNNING" {
+		t.Errorf("state written as %#v, want \"TASK_RUNNING\"", rec["state"])
+	}
+	if r, ok := rec["reason"]; ok {
+		t.Errorf("no reason written as %#v, want it left out as before", r)
+	}
+}
+
 func TestCorruptUpdateFileStopsTheAgent(t *testing.T) {
 	dir := t.TempDir()
 	cp, _ := newCheckpoint(dir)
@@ -93,7 +136,7 @@ func TestAfterFailedLaunch(t *testing.T) {
 		return containerizer.Container{ID: "db", State: st, Labels: map[string]string{LabelTask: "true"}}
 	}
 	u := afterFailedLaunch("db", exists, local, nil)
-	if u == nil || u.State != string(containerizer.TaskFailed) || u.Reason != string(containerizer.ReasonContainerLaunchFailed) ||
+	if u == nil || u.State != containerizer.TaskFailed || u.Reason != containerizer.ReasonContainerLaunchFailed ||
 		!strings.Contains(u.Message, "container named db") || !strings.Contains(u.Message, "not this task's") {
 		t.Errorf("collision with a local container: %+v", u)
 	}
@@ -103,12 +146,12 @@ func TestAfterFailedLaunch(t *testing.T) {
 	code := int32(0)
 	fin := task(containerizer.TaskFinished)
 	fin.ExitCode = &code
-	if u := afterFailedLaunch("db", exists, fin, nil); u == nil || u.State != string(containerizer.TaskFinished) || u.ExitCode == nil {
+	if u := afterFailedLaunch("db", exists, fin, nil); u == nil || u.State != containerizer.TaskFinished || u.ExitCode == nil {
 		t.Errorf("the task's ended container: %+v, want its end said again", u)
 	}
 	noImage := errors.New(`image "x" is not present on this agent`)
 	if u := afterFailedLaunch("db", noImage, containerizer.Container{}, errors.New("not found")); u == nil ||
-		u.State != string(containerizer.TaskFailed) || u.Message != noImage.Error() {
+		u.State != containerizer.TaskFailed || u.Message != noImage.Error() {
 		t.Errorf("a launch that created nothing: %+v", u)
 	}
 }

@@ -26,7 +26,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -39,43 +38,50 @@ import (
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
-// Config is the master's configuration. Names follow Mesos's master flags.
+// Config is the master's configuration. Names follow Mesos's master flags;
+// in the TOML file (LoadConfig) each key is its flag's name with
+// underscores, and flags override the file.
 type Config struct {
-	Listen  string // host:port for agents and operators
-	WorkDir string // holds registry.db
+	Listen  string `toml:"listen"`   // host:port for agents and operators
+	WorkDir string `toml:"work_dir"` // holds registry.db
 	// An agent is missed after AgentPingTimeout × MaxAgentPingTimeouts
 	// without a heartbeat; agents heartbeat every AgentPingTimeout.
-	AgentPingTimeout     time.Duration
-	MaxAgentPingTimeouts int
+	AgentPingTimeout     time.Duration `toml:"agent_ping_timeout"`
+	MaxAgentPingTimeouts int           `toml:"max_agent_ping_timeouts"`
 	// AgentRemovalRateLimit ("1/10mins"; "" for none) bounds how fast
 	// missed agents are marked unreachable.
-	AgentRemovalRateLimit string
+	AgentRemovalRateLimit string `toml:"agent_removal_rate_limit"`
 	// RegistryMaxAgentAge: an agent unreachable longer than this is gone
 	// and its tasks TASK_GONE.
-	RegistryMaxAgentAge time.Duration
+	RegistryMaxAgentAge time.Duration `toml:"registry_max_agent_age"`
 	// EventBuffer is how many events are kept for subscribers to resume
 	// from; SubscriberLag is how far behind a subscriber may fall before it
 	// is cut off (at most EventBuffer).
-	EventBuffer   int
-	SubscriberLag int
+	EventBuffer   int `toml:"event_buffer"`
+	SubscriberLag int `toml:"subscriber_lag"`
 	// SubscriberHeartbeat: a HEARTBEAT event when nothing else was sent
 	// for this long.
-	SubscriberHeartbeat time.Duration
+	SubscriberHeartbeat time.Duration `toml:"subscriber_heartbeat"`
 	// SubscriberBatchWindow: once an event is there, wait this long for
 	// more before sending, so that sends carry batches (0: send at once).
-	SubscriberBatchWindow time.Duration
-	MetricsListen         string
+	SubscriberBatchWindow time.Duration `toml:"subscriber_batch_window"`
+	MetricsListen         string        `toml:"metrics_listen"`
 	// TLS: the master's certificate and key, and the CA that signs its
 	// clients' (agents and operators): mutual TLS. Without them the master
 	// serves plaintext, which it refuses on an address other hosts reach
 	// unless Insecure says so.
-	TLSCert, TLSKey, TLSClientCA string
-	Insecure                     bool
+	TLSCert     string `toml:"tls_cert"`
+	TLSKey      string `toml:"tls_key"`
+	TLSClientCA string `toml:"tls_client_ca"`
+	Insecure    bool   `toml:"insecure"`
 	// Who may do what, by certificate common name (master/auth.go); none
 	// given: every certificate the CA signed may do everything.
-	AgentCNs, ReadOnlyCNs, OperatorCNs []string
+	AgentCNs    []string `toml:"agent_cn"`
+	ReadOnlyCNs []string `toml:"readonly_cn"`
+	OperatorCNs []string `toml:"operator_cn"`
 }
 
 // DefaultConfig is Mesos's defaults where Mesos has one.
@@ -141,10 +147,7 @@ func (c Config) Validate() error {
 // MASTER_STOPPING): a planned absence, not a fault.
 func stoppingErr() error {
 	st := status.New(codes.Unavailable, "the master is stopping: register again")
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "MASTER_STOPPING", Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonMasterStopping).Err()
 }
 
 // loopback says whether a listen address is reachable from this host only.

@@ -36,6 +36,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/logger"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // RuntimeProfile is a runtime from the agent's config.
@@ -199,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	}
 	cl, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace), client.WithTimeout(10*time.Second))
 	if err != nil {
-		return nil, errs.New(errdefs.ErrUnavailable, "cannot reach containerd at %s: %v (is it running? systemctl start containerd, or gearbox dev starts a private one)", cfg.Address, err)
+		return nil, errs.New(errdefs.ErrUnavailable, "cannot reach containerd at %s: %v (is it running? systemctl start containerd)", cfg.Address, err)
 	}
 	nctx := namespaces.WithNamespace(ctx, cfg.Namespace)
 	if _, err := cl.Version(nctx); err != nil {
@@ -267,7 +268,8 @@ func (z *Containerizer) lookup(id containerizer.ContainerID) (*ctr, error) {
 	defer z.mu.Unlock()
 	c, ok := z.containers[id]
 	if !ok {
-		return nil, errs.New(errdefs.ErrNotFound, "container %q not found (gearbox ps -a lists them)", id)
+		return nil, errs.WithInfo(errs.New(errdefs.ErrNotFound, "container %q not found", id),
+			typesv1.ErrorReasonContainerNotFound, "container_id", string(id))
 	}
 	return c, nil
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/units"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // plainHTTP says whether a registry host is spoken to without TLS: loopback
@@ -454,7 +455,7 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 		return nil, errs.New(errdefs.ErrInvalidArgument, "importing the archive: %v", err)
 	}
 	if len(imgs) == 0 {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "the archive names no image: give it a name (gearbox image import --name REF FILE)")
+		return nil, errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "the archive names no image, and the import gives no name"), typesv1.ErrorReasonImageUnnamed)
 	}
 	var out []containerizer.Image
 	for _, im := range imgs {
@@ -509,12 +510,13 @@ func (z *Containerizer) RemoveImage(ctx context.Context, ref string, force bool)
 		z.mu.Unlock()
 		if len(users) > 0 {
 			sort.Strings(users)
-			return errs.New(errdefs.ErrFailedPrecondition, "image %q is used by container(s) %s: remove them first or force it (gearbox image rm -f)", full, strings.Join(users, ", "))
+			return errs.WithInfo(errs.New(errdefs.ErrFailedPrecondition, "image %q is used by container(s) %s", full, strings.Join(users, ", ")),
+				typesv1.ErrorReasonImageInUse, "image", ref)
 		}
 	}
 	err = z.client.ImageService().Delete(ctx, full, images.SynchronousDelete())
 	if errdefs.IsNotFound(err) {
-		return errs.New(errdefs.ErrNotFound, "image %q is not present on this agent (gearbox image ls lists them)", full)
+		return errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", full), typesv1.ErrorReasonImageNotFound, "image", ref)
 	}
 	if err != nil {
 		return fmt.Errorf("removing image %q: %w", full, err)
