@@ -33,6 +33,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
@@ -270,7 +271,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		reflection.Register(s)
 		return s
 	}
-	gs := newServer(peerCreds{})
+	gs := newServer(peercred.Creds{})
 	var tcpServer *grpc.Server
 	if a.cfg.TCP.Listen != "" {
 		creds, err := tcpCreds(a.cfg.TCP)

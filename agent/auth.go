@@ -2,19 +2,17 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -63,48 +61,6 @@ var needs = map[string]Role{
 	"LaunchContainer": RoleOperator, "KillContainer": RoleOperator, "RemoveContainer": RoleOperator,
 	"PullImage": RoleOperator, "ImportImage": RoleOperator, "RemoveImage": RoleOperator,
 }
-
-// unixPeer is the identity of a unix socket client, from SO_PEERCRED.
-type unixPeer struct {
-	credentials.CommonAuthInfo
-	uid, gid uint32
-}
-
-func (unixPeer) AuthType() string { return "unix-peercred" }
-
-// peerCreds are transport credentials for the unix socket: no encryption,
-// but the peer's uid and gid, read from the kernel, become its identity.
-type peerCreds struct{}
-
-func (peerCreds) ClientHandshake(ctx context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c, unixPeer{}, nil
-}
-
-func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return nil, nil, errors.New("peer credentials need a unix socket")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return nil, nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return nil, nil, err
-	}
-	if cerr != nil {
-		return nil, nil, fmt.Errorf("reading the peer's credentials: %w", cerr)
-	}
-	return c, unixPeer{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, uid: cred.Uid, gid: cred.Gid}, nil
-}
-
-func (peerCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "unix-peercred"}
-}
-func (p peerCreds) Clone() credentials.TransportCredentials { return p }
-func (peerCreds) OverrideServerName(string) error           { return nil }
 
 // authorizer decides a client's role from the [roles] config.
 type authorizer struct {
@@ -157,11 +113,16 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 		return "unknown", RoleNone
 	}
 	switch info := p.AuthInfo.(type) {
-	case unixPeer:
-		ids := []string{fmt.Sprintf("uid:%d", info.uid), fmt.Sprintf("gid:%d", info.gid)}
-		best := RoleNone
-		matched := false
-		for _, id := range ids {
+	case peercred.Info:
+		// Root on the host already owns the agent (its config, its keys,
+		// containerd's socket): no rule takes anything from it.
+		if info.UID == 0 {
+			return info.String(), RoleDebug
+		}
+		// Supplementary groups count as the primary one does: a user put
+		// into the ops group is in it whatever its login group.
+		best, matched := RoleNone, false
+		for _, id := range info.IDs() {
 			if r, ok := a.rules[id]; ok {
 				matched = true
 				best = max(best, r)
@@ -170,7 +131,7 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 		if !matched {
 			best = a.unixDefault
 		}
-		return ids[0] + "," + ids[1], best
+		return info.String(), best
 	case credentials.TLSInfo:
 		if len(info.State.PeerCertificates) == 0 {
 			return "tls without certificate", RoleNone

@@ -12,10 +12,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/gearboxd/gearbox/internal/peercred"
 )
 
-func unixCtx(uid, gid uint32) context.Context {
-	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.UnixAddr{}, AuthInfo: unixPeer{uid: uid, gid: gid}})
+func unixCtx(uid, gid uint32, groups ...uint32) context.Context {
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.UnixAddr{}, AuthInfo: peercred.Info{UID: uid, GID: gid, Groups: groups}})
 }
 
 func tlsCtx(cn string) context.Context {
@@ -25,7 +27,7 @@ func tlsCtx(cn string) context.Context {
 
 func TestRoles(t *testing.T) {
 	a, err := newAuthorizer(Roles{
-		ReadOnly: []string{"gid:1001", "cn:monitor"}, Operator: []string{"cn:deployer", "uid:1000"}, Debug: []string{"uid:0"},
+		ReadOnly: []string{"gid:1001", "cn:monitor"}, Operator: []string{"cn:deployer", "uid:1000", "gid:1500"}, Debug: []string{"uid:4000"},
 		UnixDefault: "readonly", TCPDefault: "",
 	})
 	if err != nil {
@@ -39,6 +41,12 @@ func TestRoles(t *testing.T) {
 		ok     bool
 	}{
 		{"root launches", unixCtx(0, 0), launch, true},
+		{"root has debug without a rule", unixCtx(0, 0), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", true},
+		{"a supplementary group's role counts", unixCtx(2000, 2000, 2000, 1500), launch, true},
+		{"the highest of primary and supplementary groups", unixCtx(2000, 1001, 1001, 1500), launch, true},
+		{"a supplementary readonly group reads", unixCtx(2000, 2000, 1001), get, true},
+		{"a supplementary readonly group cannot launch", unixCtx(2000, 2000, 1001), launch, false},
+		{"a uid rule gives debug", unixCtx(4000, 4000), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", true},
 		{"uid 1000 launches even in a readonly group", unixCtx(1000, 1001), launch, true},
 		{"group 1001 reads", unixCtx(2000, 1001), get, true},
 		{"group 1001 cannot launch", unixCtx(2000, 1001), launch, false},
@@ -58,6 +66,21 @@ func TestRoles(t *testing.T) {
 		if err != nil && status.Code(err) != codes.PermissionDenied {
 			t.Errorf("%s: code %v", tc.name, status.Code(err))
 		}
+	}
+}
+
+// With the default config, a member of socket_group whom no rule names
+// may look (readonly) but not launch, exec or debug; root may do all.
+func TestDefaultRolesGiveUnnamedUnixPeersTheLeastRole(t *testing.T) {
+	a, err := newAuthorizer(DefaultConfig().Roles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, r := a.roleOf(unixCtx(1000, 1000, 1000, 27)); r != RoleReadOnly {
+		t.Errorf("an unnamed unix peer has %s, want readonly", r)
+	}
+	if _, r := a.roleOf(unixCtx(0, 0)); r != RoleDebug {
+		t.Errorf("root has %s, want debug", r)
 	}
 }
 
