@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
@@ -145,10 +147,12 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 	return "insecure tcp client", a.tcpDefault
 }
 
-func (a *authorizer) check(ctx context.Context, fullMethod string) error {
+// check returns the caller's role, or PermissionDenied when the call needs
+// more.
+func (a *authorizer) check(ctx context.Context, fullMethod string) (Role, error) {
 	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
 	if svc != agentv1.Agent_ServiceDesc.ServiceName {
-		return nil // health and reflection are open
+		return RoleNone, nil // health and reflection are open
 	}
 	need, ok := needs[method]
 	if !ok {
@@ -156,23 +160,91 @@ func (a *authorizer) check(ctx context.Context, fullMethod string) error {
 	}
 	id, role := a.roleOf(ctx)
 	if role < need {
-		return status.Errorf(codes.PermissionDenied, "%s needs the %s role; this client (%s) has %s: an operator of the agent grants roles in its config ([roles])", method, need, id, role)
+		return role, status.Errorf(codes.PermissionDenied, "%s needs the %s role; this client (%s) has %s: an operator of the agent grants roles in its config ([roles])", method, need, id, role)
 	}
-	return nil
+	return role, nil
 }
 
 func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
+	role, err := a.check(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	if m, ok := resp.(proto.Message); ok && err == nil && role < RoleOperator {
+		redactEnv(m.ProtoReflect())
+	}
+	return resp, err
 }
 
 func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+	role, err := a.check(ss.Context(), info.FullMethod)
+	if err != nil {
 		return err
 	}
+	if role < RoleOperator {
+		ss = redactingStream{ss}
+	}
 	return handler(srv, ss)
+}
+
+// Environments are operator-only: they are where secrets live (passwords,
+// tokens), and a readonly client — a dashboard, a monitoring group — has
+// no use for their values. For a caller below operator every container in
+// a response (GetContainers, WaitContainer, …) keeps its variables' names,
+// so that inspect still shows what is set, and each value becomes
+// RedactedValue. Responses are walked whole, so a container in a response
+// added later is redacted too.
+
+// RedactedValue replaces an environment variable's value for callers
+// below the operator role.
+const RedactedValue = "<redacted: operator only>"
+
+var containerName = (&agentv1.Container{}).ProtoReflect().Descriptor().FullName()
+
+func redactEnv(m protoreflect.Message) {
+	if m.Descriptor().FullName() == containerName {
+		if c, ok := m.Interface().(*agentv1.Container); ok {
+			// A new slice: the response may share the old one with the
+			// containerizer's own records.
+			env := make([]string, len(c.Env))
+			for i, e := range c.Env {
+				k, _, _ := strings.Cut(e, "=")
+				env[i] = k + "=" + RedactedValue
+			}
+			c.Env = env
+		}
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			for i, l := 0, v.List(); i < l.Len(); i++ {
+				redactEnv(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					redactEnv(mv.Message())
+					return true
+				})
+			}
+		default:
+			redactEnv(v.Message())
+		}
+		return true
+	})
+}
+
+type redactingStream struct{ grpc.ServerStream }
+
+func (s redactingStream) SendMsg(m any) error {
+	if pm, ok := m.(proto.Message); ok {
+		redactEnv(pm.ProtoReflect())
+	}
+	return s.ServerStream.SendMsg(m)
 }
 
 // tcpCreds are the TCP listener's credentials: TLS with required client

@@ -6,14 +6,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
+	"slices"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/internal/peercred"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
 func unixCtx(uid, gid uint32, groups ...uint32) context.Context {
@@ -59,7 +62,7 @@ func TestRoles(t *testing.T) {
 		{"an unlisted call needs debug", tlsCtx("deployer"), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", false},
 		{"health is open", tlsCtx("stranger"), "/grpc.health.v1.Health/Check", true},
 	} {
-		err := a.check(tc.ctx, tc.method)
+		_, err := a.check(tc.ctx, tc.method)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
@@ -105,3 +108,53 @@ func TestRolesConfigErrors(t *testing.T) {
 		t.Errorf("explicitly insecure TCP refused: %v", err)
 	}
 }
+
+// A readonly caller sees every container's variable names but not their
+// values; an operator sees them whole; the handler's own slice (shared
+// with the containerizer's records) is left as it was.
+func TestEnvIsOperatorOnly(t *testing.T) {
+	a, err := newAuthorizer(Roles{ReadOnly: []string{"uid:1000"}, Operator: []string{"uid:2000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DB_PASSWORD=hunter2", "EMPTY=", "NOVALUE"}
+	handler := func(context.Context, any) (any, error) {
+		return &agentv1.GetContainersResponse{Containers: []*agentv1.Container{{Id: "a", Env: env}, {Id: "b"}}}, nil
+	}
+	info := &grpc.UnaryServerInfo{FullMethod: "/gearbox.agent.v1.Agent/GetContainers"}
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want []string
+	}{
+		{"readonly", unixCtx(1000, 1000), []string{"DB_PASSWORD=" + RedactedValue, "EMPTY=" + RedactedValue, "NOVALUE=" + RedactedValue}},
+		{"operator", unixCtx(2000, 2000), env},
+		{"root", unixCtx(0, 0), env},
+	} {
+		resp, err := a.unary(tc.ctx, nil, info, handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := resp.(*agentv1.GetContainersResponse).Containers[0].Env
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s sees %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if env[0] != "DB_PASSWORD=hunter2" {
+		t.Errorf("redaction changed the handler's slice: %q", env)
+	}
+	// Streams too (WaitContainer's response shape, sent on a stream).
+	var sent any
+	ss := redactingStream{fakeStream{send: func(m any) { sent = m }}}
+	ss.SendMsg(&agentv1.WaitContainerResponse{Container: &agentv1.Container{Env: []string{"TOKEN=x"}}})
+	if got := sent.(*agentv1.WaitContainerResponse).Container.Env; !slices.Equal(got, []string{"TOKEN=" + RedactedValue}) {
+		t.Errorf("stream sent %q", got)
+	}
+}
+
+type fakeStream struct {
+	grpc.ServerStream
+	send func(any)
+}
+
+func (f fakeStream) SendMsg(m any) error { f.send(m); return nil }
