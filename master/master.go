@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
@@ -74,16 +75,28 @@ type Config struct {
 	// serves plaintext, which it refuses on an address other hosts reach
 	// unless Insecure says so.
 	TLSCert, TLSKey, TLSClientCA string
-	Insecure                     bool
+	// Insecure lets plaintext TCP clients do everything: anyone who
+	// reaches Listen, every container on this host included (they share
+	// its network). Without it plaintext TCP serves health only, and
+	// local clients use Socket.
+	Insecure bool
+	// Socket is a unix socket (mode 0600) on which root and the master's
+	// own user may do everything, by the kernel's word (master/auth.go);
+	// "" for none.
+	Socket string
 	// Who may do what, by certificate common name (master/auth.go); none
 	// given: every certificate the CA signed may do everything.
 	AgentCNs, ReadOnlyCNs, OperatorCNs []string
 }
 
+// DefaultSocket is the master's unix socket, where the CLI looks first.
+const DefaultSocket = "/run/gearbox-master.sock"
+
 // DefaultConfig is Mesos's defaults where Mesos has one.
 func DefaultConfig() Config {
 	return Config{
 		Listen:                "127.0.0.1:5050",
+		Socket:                DefaultSocket,
 		WorkDir:               "/var/lib/gearbox-master",
 		AgentPingTimeout:      5 * time.Second,
 		MaxAgentPingTimeouts:  3,
@@ -102,6 +115,8 @@ func (c Config) Validate() error {
 		return errors.New("--listen: give host:port")
 	case c.WorkDir == "":
 		return errors.New("--work-dir: give a directory")
+	case c.Socket != "" && !filepath.IsAbs(c.Socket):
+		return fmt.Errorf("--socket %q: give an absolute path", c.Socket)
 	case c.AgentPingTimeout <= 0:
 		return errors.New("--agent-ping-timeout must be positive")
 	case c.MaxAgentPingTimeouts < 1:
@@ -132,6 +147,9 @@ func (c Config) Validate() error {
 	switch {
 	case n != 0 && n != 3:
 		return errors.New("--tls-cert, --tls-key and --tls-client-ca go together: give all three for mutual TLS, or none")
+	case n == 0 && !c.Insecure && c.Socket == "":
+		return errors.New("without TLS and without --socket nothing could use the master: give --socket (local clients), " +
+			"--tls-cert, --tls-key and --tls-client-ca, or --insecure")
 	case n == 0 && !c.Insecure && !loopback(c.Listen):
 		return fmt.Errorf("--listen %s is reachable from other hosts: give --tls-cert, --tls-key and --tls-client-ca, "+
 			"or --insecure to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", c.Listen)
@@ -243,6 +261,19 @@ func (m *Master) Run(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
+	var ulis net.Listener
+	if m.cfg.Socket != "" {
+		if ulis, err = listenUnix(m.cfg.Socket); err != nil {
+			lis.Close()
+			return err
+		}
+	}
+	closeListeners := func() {
+		lis.Close()
+		if ulis != nil {
+			ulis.Close()
+		}
+	}
 	authz, _ := newAuthorizer(m.cfg) // checked by Validate
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -252,13 +283,20 @@ func (m *Master) Run(ctx context.Context) error {
 	if m.cfg.TLSCert != "" && !authz.enforce {
 		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
 	}
+	// Unix socket peers are known by the kernel; TCP clients by TLS, or
+	// not at all.
+	creds := peercred.Creds{}
 	if m.cfg.TLSCert != "" {
 		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
 		if err != nil {
-			lis.Close()
+			closeListeners()
 			return fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		creds.Other = credentials.NewTLS(tc)
+	}
+	opts = append(opts, grpc.Creds(creds))
+	if m.cfg.TLSCert == "" && m.cfg.Insecure {
+		m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
 	}
 	gs := grpc.NewServer(opts...)
 	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
@@ -271,7 +309,7 @@ func (m *Master) Run(ctx context.Context) error {
 
 	stopMetrics, err := m.serveMetrics()
 	if err != nil {
-		lis.Close()
+		closeListeners()
 		return err
 	}
 	defer stopMetrics()
@@ -283,9 +321,12 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(lis) }()
-	m.log.Info("master serving", "listen", m.Addr(), "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
+	if ulis != nil {
+		go func() { errc <- gs.Serve(ulis) }()
+	}
+	m.log.Info("master serving", "listen", m.Addr(), "socket", m.cfg.Socket, "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
 		"agents", len(m.agents), "tasks", len(m.tasks),
 		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
 	close(m.ready)
@@ -317,6 +358,43 @@ func (m *Master) Run(ctx context.Context) error {
 		<-done
 	}
 	return err
+}
+
+// listenUnix serves the master's unix socket, mode 0600: only its owner
+// (the master's user) and root may connect. A stale socket of an earlier
+// run is replaced; anything else at the path is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("--socket %s: something other than a socket is there: remove it or choose another path", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the socket's directory: %w", err)
+	}
+	// chmod follows listen (a umask is process-wide); a peer that connects
+	// in between is still only served by auth.go's uid check.
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("setting the mode of %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// SocketAddr is the master's unix socket as a gRPC target
+// (unix:///path), or "" without one.
+func (m *Master) SocketAddr() string {
+	if m.cfg.Socket == "" {
+		return ""
+	}
+	return "unix://" + m.cfg.Socket
 }
 
 func (m *Master) missedAfter() time.Duration {

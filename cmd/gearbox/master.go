@@ -27,7 +27,9 @@ import (
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
-const defaultMaster = "127.0.0.1:5050"
+// defaultMaster is the master's unix socket on this host: plaintext TCP
+// is refused (master/auth.go), and a local client needs no TLS there.
+const defaultMaster = "unix://" + master.DefaultSocket
 
 func newMasterCmd() *cobra.Command {
 	var (
@@ -49,7 +51,17 @@ With --tls-cert, --tls-key and --tls-client-ca the master speaks mutual TLS.
 --agent-cn, --readonly-cn and --operator-cn then say who may do what by the
 common name of the client's certificate; once any of them is given, only
 those named may (none given: every certificate the CA signed may do
-everything). Without TLS the master serves loopback only, unless --insecure.`,
+everything).
+
+On --socket (default ` + master.DefaultSocket + `, mode 0600) root and the
+master's own user may do everything: the kernel says who connects, and no
+container can reach the path. That is how the CLI and agents on this host
+talk to a master without TLS (gearbox agent --master unix://PATH).
+Plaintext TCP carries no identity and every container on the host shares
+its network, so without TLS it serves health only, unless --insecure:
+then anyone who reaches --listen, every container on this host included,
+may register agents, launch and kill tasks and mark agents gone. Without
+TLS the master listens on loopback only, unless --insecure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGTERM, syscall.SIGINT)
@@ -79,7 +91,8 @@ everything). Without TLS the master serves loopback only, unless --insecure.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the master's key")
 	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA that signs agents' and operators' certificates")
-	f.BoolVar(&cfg.Insecure, "insecure", false, "serve without TLS on an address other hosts reach")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "let plaintext TCP clients do everything (anyone who reaches --listen, every container on this host included); needed to listen without TLS on an address other hosts reach")
+	f.StringVar(&cfg.Socket, "socket", cfg.Socket, `unix socket on which root and the master's user may do everything ("" for none)`)
 	f.StringSliceVar(&cfg.AgentCNs, "agent-cn", nil, "certificate common names that may register as agents (repeatable)")
 	f.StringSliceVar(&cfg.ReadOnlyCNs, "readonly-cn", nil, "certificate common names that may read state and events")
 	f.StringSliceVar(&cfg.OperatorCNs, "operator-cn", nil, "certificate common names that may also launch and kill tasks and mark agents gone")
