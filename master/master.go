@@ -17,9 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
@@ -87,6 +90,22 @@ type Config struct {
 	// Who may do what, by certificate common name (master/auth.go); none
 	// given: every certificate the CA signed may do everything.
 	AgentCNs, ReadOnlyCNs, OperatorCNs []string
+	// AgentIdentities pin agent IDs to certificate names, "ID=CN": only CN
+	// may register as ID, CN may register only as its pinned IDs, and a
+	// registration of CN without an ID gets one of them.
+	AgentIdentities []string
+	// MaxAgentsPerIdentity bounds the agents (active or unreachable) one
+	// certificate name may hold in the registry; a registration that would
+	// add one more is refused. Names with pinned IDs hold those instead.
+	MaxAgentsPerIdentity int
+	// Bounds on what an agent may report (InvalidArgument beyond, naming
+	// the flag): tasks at registration and adopted in the registry, and
+	// resources. A fake agent reporting huge resources would otherwise win
+	// every placement.
+	MaxAgentTasks  int
+	MaxAgentCPUs   float64
+	MaxAgentMemory int64
+	MaxAgentDisk   int64
 }
 
 // DefaultSocket is the master's unix socket, where the CLI looks first.
@@ -105,6 +124,11 @@ func DefaultConfig() Config {
 		SubscriberLag:         5000,
 		SubscriberHeartbeat:   15 * time.Second,
 		SubscriberBatchWindow: 10 * time.Millisecond,
+		MaxAgentsPerIdentity:  1,
+		MaxAgentTasks:         10000,
+		MaxAgentCPUs:          4096,
+		MaxAgentMemory:        256 << 40, // 256 TiB
+		MaxAgentDisk:          1 << 60,   // 1 EiB
 	}
 }
 
@@ -131,6 +155,20 @@ func (c Config) Validate() error {
 		return errors.New("--subscriber-heartbeat must be positive")
 	case c.SubscriberBatchWindow < 0 || c.SubscriberBatchWindow > time.Second:
 		return errors.New("--subscriber-batch-window must be between 0 and 1s")
+	case c.MaxAgentsPerIdentity < 1:
+		return errors.New("--max-agents-per-identity must be at least 1")
+	case c.MaxAgentTasks < 1:
+		return errors.New("--max-agent-tasks must be at least 1")
+	case !(c.MaxAgentCPUs > 0) || math.IsInf(c.MaxAgentCPUs, 0):
+		return errors.New("--max-agent-cpus must be a positive number")
+	case c.MaxAgentMemory <= 0 || c.MaxAgentDisk <= 0:
+		return errors.New("--max-agent-memory and --max-agent-disk must be positive")
+	}
+	if _, err := parsePins(c.AgentIdentities); err != nil {
+		return err
+	}
+	if len(c.AgentIdentities) > 0 && c.TLSCert == "" {
+		return errors.New("--agent-identity pins agent IDs to certificate names: give --tls-cert, --tls-key and --tls-client-ca too")
 	}
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
@@ -197,6 +235,10 @@ type Master struct {
 	ev      *eventLog
 	p       *persister
 
+	// pins: agent ID → certificate name, and name → its IDs in order.
+	pins     map[string]string
+	pinnedTo map[string][]string
+
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
@@ -215,7 +257,9 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	lim, _ := ParseRate(cfg.AgentRemovalRateLimit)
+	pins, _ := parsePins(cfg.AgentIdentities) // checked by Validate
 	m := &Master{
+		pins: pins, pinnedTo: map[string][]string{},
 		cfg: cfg, log: log, ready: make(chan struct{}),
 		agents: map[string]*agentEntry{}, tasks: map[string]*store.Task{}, byAgent: map[string]map[string]struct{}{},
 		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
@@ -226,7 +270,32 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
 	}
+	for _, p := range cfg.AgentIdentities { // in the order given
+		id, _, _ := strings.Cut(p, "=")
+		id = strings.TrimSpace(id)
+		m.pinnedTo[pins[id]] = append(m.pinnedTo[pins[id]], id)
+	}
 	return m, nil
+}
+
+// parsePins reads --agent-identity ID=CN values.
+func parsePins(vals []string) (map[string]string, error) {
+	pins := map[string]string{}
+	for _, v := range vals {
+		id, cn, ok := strings.Cut(v, "=")
+		id, cn = strings.TrimSpace(id), strings.TrimSpace(cn)
+		if !ok || id == "" || cn == "" {
+			return nil, fmt.Errorf("--agent-identity %q: write AGENT_ID=CERTIFICATE_NAME", v)
+		}
+		if err := ids.Validate(id); err != nil {
+			return nil, fmt.Errorf("--agent-identity %q: agent ID: %w", v, err)
+		}
+		if prev, dup := pins[id]; dup {
+			return nil, fmt.Errorf("--agent-identity: agent ID %s is pinned twice (to %q and %q)", id, prev, cn)
+		}
+		pins[id] = cn
+	}
+	return pins, nil
 }
 
 // Ready is closed once the master serves.

@@ -33,8 +33,9 @@ const defaultMaster = "unix://" + master.DefaultSocket
 
 func newMasterCmd() *cobra.Command {
 	var (
-		cfg   = master.DefaultConfig()
-		debug bool
+		cfg             = master.DefaultConfig()
+		debug           bool
+		maxMem, maxDisk string
 	)
 	cmd := &cobra.Command{
 		Use:   "master",
@@ -64,6 +65,19 @@ may register agents, launch and kill tasks and mark agents gone. Without
 TLS the master listens on loopback only, unless --insecure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range []struct {
+				name, val string
+				dst       *int64
+			}{{"--max-agent-memory", maxMem, &cfg.MaxAgentMemory}, {"--max-agent-disk", maxDisk, &cfg.MaxAgentDisk}} {
+				if f.val == "" {
+					continue
+				}
+				v, err := units.ParseSize(f.val)
+				if err != nil {
+					return &exitError{code: 125, err: fmt.Errorf("%s: %w", f.name, err)}
+				}
+				*f.dst = v
+			}
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			m, err := master.New(cfg, newLogger(debug))
@@ -96,6 +110,12 @@ TLS the master listens on loopback only, unless --insecure.`,
 	f.StringSliceVar(&cfg.AgentCNs, "agent-cn", nil, "certificate common names that may register as agents (repeatable)")
 	f.StringSliceVar(&cfg.ReadOnlyCNs, "readonly-cn", nil, "certificate common names that may read state and events")
 	f.StringSliceVar(&cfg.OperatorCNs, "operator-cn", nil, "certificate common names that may also launch and kill tasks and mark agents gone")
+	f.StringArrayVar(&cfg.AgentIdentities, "agent-identity", nil, "pin an agent ID to a certificate name, ID=CN: only CN registers as ID, and CN only as its pinned IDs (repeatable)")
+	f.IntVar(&cfg.MaxAgentsPerIdentity, "max-agents-per-identity", cfg.MaxAgentsPerIdentity, "agents (active or unreachable) one certificate name may hold; more registrations are refused")
+	f.IntVar(&cfg.MaxAgentTasks, "max-agent-tasks", cfg.MaxAgentTasks, "tasks an agent may report at registration, and adopted tasks it may hold")
+	f.Float64Var(&cfg.MaxAgentCPUs, "max-agent-cpus", cfg.MaxAgentCPUs, "CPUs an agent may offer")
+	f.StringVar(&maxMem, "max-agent-memory", "", "memory an agent may offer (default 256TiB)")
+	f.StringVar(&maxDisk, "max-agent-disk", "", "disk an agent may offer (default 1048576TiB)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }
