@@ -32,7 +32,8 @@ type Config struct {
 	TCP TCP `toml:"tcp"`
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
-	// Master is the master's address (host:port); empty: the agent runs
+	// Master is the master's address: host:port, or unix:///path for a
+	// master on this host without TLS (its --socket); empty: the agent runs
 	// alone, driven through its own API only.
 	Master string `toml:"master"`
 	// MasterTLS: mutual TLS to the master (the CA that signed its
