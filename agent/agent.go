@@ -28,6 +28,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/grpcserver"
+	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/logger"
 	"github.com/gearboxd/gearbox/logger/filelog"
@@ -115,7 +116,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Register:  func(s *grpc.Server) { agentv1.RegisterAgentServer(s, &server{a: a}) },
 		Authorize: a.authz.check,
 		// Session output and log streams are bulk: fewer, larger writes.
-		Options: []grpc.ServerOption{grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10)},
+		// Environments are operator-only (auth.go redacts them).
+		Options: []grpc.ServerOption{grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10),
+			grpc.ChainUnaryInterceptor(a.authz.redactUnary), grpc.ChainStreamInterceptor(a.authz.redactStream)},
 		// Stop in stages: refuse new work, cut streams (follows and
 		// waits) that would otherwise hold the stop forever, let calls
 		// drain.
@@ -126,7 +129,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		},
 		EndStreams: a.endStreams,
 	})
-	srv.Serve(b.ep.unix, grpc.Creds(peerCreds{}))
+	srv.Serve(b.ep.unix, grpc.Creds(peercred.Creds{}))
 	if b.ep.tcp != nil {
 		var opts []grpc.ServerOption
 		if b.ep.tcpCreds != nil {

@@ -32,7 +32,8 @@ type Config struct {
 	TCP TCP `toml:"tcp"`
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
-	// Master is the master's address (host:port); empty: the agent runs
+	// Master is the master's address: host:port, or unix:///path for a
+	// master on this host without TLS (its --socket); empty: the agent runs
 	// alone, driven through its own API only.
 	Master string `toml:"master"`
 	// MasterTLS: mutual TLS to the master (the CA that signed its
@@ -116,14 +117,20 @@ type TCP struct {
 }
 
 // Roles grant roles (readonly < operator < debug) to identities: uid:N and
-// gid:N for unix socket peers (from the kernel), cn:NAME for TLS clients.
+// gid:N for unix socket peers (from the kernel; gid:N matches the primary
+// group and every supplementary group), cn:NAME for TLS clients. A peer
+// named by several rules has the highest of their roles. Root (uid 0) on
+// the unix socket always has debug: it owns the agent anyway.
 type Roles struct {
 	ReadOnly []string `toml:"readonly"`
 	Operator []string `toml:"operator"`
 	Debug    []string `toml:"debug"`
-	// The role of a peer no rule names. On the unix socket, whose 0660 mode
-	// already limits who may connect, it is debug by default; on TCP,
-	// readonly.
+	// The role of a peer no rule names: readonly by default on the unix
+	// socket (its 0660 mode and socket_group say who may connect; a member
+	// of that group sees state and logs, as a member of a monitoring group
+	// would, and does more only when a rule says so) and on TCP. Set
+	// "none" to refuse unnamed peers, or a higher role to trust every
+	// member of socket_group (Docker's docker-group model).
 	UnixDefault string `toml:"unix_default"`
 	TCPDefault  string `toml:"tcp_default"`
 }
@@ -186,7 +193,7 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
-		Roles:             Roles{UnixDefault: "debug", TCPDefault: "readonly"},
+		Roles:             Roles{UnixDefault: "readonly", TCPDefault: "readonly"},
 		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",

@@ -34,13 +34,16 @@ import (
 // work dir.
 
 type masterProc struct {
-	addr, dir, log, metrics string
-	args                    []string
-	tlsEnv                  []string // the CLI's, when the master serves mutual TLS
-	cmd                     *exec.Cmd
-	done                    chan error
-	conn                    *grpc.ClientConn
-	c                       masterv1.OperatorClient
+	// addr is what clients dial: the unix socket of a plaintext master
+	// (plaintext TCP is refused), listen for one with mutual TLS.
+	addr, listen, sock string
+	dir, log, metrics  string
+	args               []string
+	tlsEnv             []string // the CLI's, when the master serves mutual TLS
+	cmd                *exec.Cmd
+	done               chan error
+	conn               *grpc.ClientConn
+	c                  masterv1.OperatorClient
 }
 
 func startMasterProc(t *testing.T, args ...string) *masterProc {
@@ -58,8 +61,10 @@ func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 	}
 	mport, _ := freePort()
 	dir := t.TempDir()
-	m := &masterProc{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), dir: dir, log: filepath.Join(dir, "master.log"),
-		args: append([]string{"--agent-ping-timeout", "500ms", "--max-agent-ping-timeouts", "3"}, args...)}
+	m := &masterProc{listen: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), dir: dir, log: filepath.Join(dir, "master.log"),
+		sock: filepath.Join(dir, "master.sock")}
+	m.args = append([]string{"--socket", m.sock, "--agent-ping-timeout", "500ms", "--max-agent-ping-timeouts", "3"}, args...)
+	m.addr = "unix://" + m.sock
 	creds := insecure.NewCredentials()
 	if withTLS {
 		d := h.tlsDir
@@ -70,6 +75,7 @@ func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 			t.Fatal(err)
 		}
 		creds = credentials.NewTLS(tc)
+		m.addr = m.listen
 	}
 	m.start(t)
 	m.conn, _ = grpc.NewClient(m.addr, grpc.WithTransportCredentials(creds))
@@ -92,7 +98,7 @@ func (m *masterProc) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	m.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"master", "--listen", m.addr, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
+	m.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"master", "--listen", m.listen, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {

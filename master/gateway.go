@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
@@ -96,7 +99,7 @@ func newAgentID() string {
 	return "agent-" + hex.EncodeToString(b[:])
 }
 
-func checkRegister(r *masterv1.Register) error {
+func (m *Master) checkRegister(r *masterv1.Register) error {
 	if r == nil {
 		return status.Error(codes.InvalidArgument, "the first message on Connect must be register")
 	}
@@ -110,6 +113,18 @@ func checkRegister(r *masterv1.Register) error {
 	}
 	if err := checkResources(r.GetResources()); err != nil {
 		return err
+	}
+	c := m.cfg
+	res := r.GetResources()
+	switch {
+	case res.GetCpus() > c.MaxAgentCPUs:
+		return status.Errorf(codes.InvalidArgument, "register: %g cpus is more than an agent may offer (--max-agent-cpus %g)", res.GetCpus(), c.MaxAgentCPUs)
+	case res.GetMemoryBytes() > int64(c.MaxAgentMemory):
+		return status.Errorf(codes.InvalidArgument, "register: %s of memory is more than an agent may offer (--max-agent-memory %s)", units.FormatSize(res.GetMemoryBytes()), c.MaxAgentMemory)
+	case res.GetDiskBytes() > int64(c.MaxAgentDisk):
+		return status.Errorf(codes.InvalidArgument, "register: %s of disk is more than an agent may offer (--max-agent-disk %s)", units.FormatSize(res.GetDiskBytes()), c.MaxAgentDisk)
+	case len(r.GetTasks()) > c.MaxAgentTasks:
+		return status.Errorf(codes.InvalidArgument, "register: %d tasks reported; an agent may have at most %d (--max-agent-tasks)", len(r.GetTasks()), c.MaxAgentTasks)
 	}
 	for _, t := range r.GetTasks() {
 		if err := checkTaskID(t.GetTaskId()); err != nil {
@@ -134,7 +149,7 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	reg := first.GetRegister()
-	if err := checkRegister(reg); err != nil {
+	if err := m.checkRegister(reg); err != nil {
 		return err
 	}
 	c := newAgentConn(len(reg.GetTasks()))
@@ -261,11 +276,17 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	id := reg.GetAgentId()
+	id, err := m.agentIDFor(reg.GetAgentId(), cn)
+	if err != nil {
+		return nil, err
+	}
 	a := m.agents[id]
+	if a == nil || a.State == store.AgentGone {
+		if err := m.checkIdentityBound(id, cn); err != nil {
+			return nil, err
+		}
+	}
 	switch {
-	case id == "":
-		id = newAgentID()
 	case a != nil && a.GoneByOperator:
 		m.log.Warn("refused an agent marked gone", "agent_id", id, "hostname", reg.GetHostname())
 		return nil, errGone(a)
@@ -311,6 +332,13 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			if t.KillRequested && !terminal(t.State) {
 				c.send(killMsg(t.ID, 0))
 			}
+		case t.Adopted:
+			// Never the master's: forgotten once its agent no longer has
+			// it, so that reports cannot grow the registry without bound.
+			if !terminal(t.State) {
+				m.setTask(t, typesv1.TaskState_TASK_GONE, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this adopted task; the registry forgets it", id), nil)
+			}
+			m.forgetTask(t)
 		case terminal(t.State):
 		case t.State == typesv1.TaskState_TASK_STAGING:
 			m.setTask(t, typesv1.TaskState_TASK_DROPPED, typesv1.Reason_REASON_AGENT_RESTARTED, fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
@@ -320,7 +348,14 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			m.setTask(t, typesv1.TaskState_TASK_LOST, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		}
 	}
-	for tid, rep := range reported {
+	adopted := 0
+	for _, t := range m.agentTasks(id) {
+		if t.Adopted {
+			adopted++
+		}
+	}
+	for _, tid := range sortedKeys(reported) {
+		rep := reported[tid]
 		if terminal(rep.GetState()) {
 			continue // ended, and never the master's: nothing to manage
 		}
@@ -330,7 +365,12 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			c.send(killMsg(tid, 0))
 			continue
 		}
-		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(),
+		if adopted >= m.cfg.MaxAgentTasks {
+			m.log.Warn("not adopting a task: the agent has as many adopted tasks as --max-agent-tasks allows", "task_id", tid, "agent_id", id)
+			continue
+		}
+		adopted++
+		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(), Adopted: true,
 			State: rep.GetState(), Reason: rep.GetReason(), ExitCode: rep.ExitCode,
 			Message: rep.GetMessage()}
 		m.tasks[tid] = t
@@ -344,6 +384,73 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 	}
 	m.log.Info("agent registered", "agent_id", id, "hostname", a.Hostname, "tasks", len(reg.GetTasks()), "returning", reg.GetAgentId() != "")
 	return a, nil
+}
+
+// agentIDFor is the ID a registration gets: the one it presents, or for a
+// new agent a pinned one of its certificate name (--agent-identity), else
+// a new one. Pinned IDs belong to their name alone. Callers hold m.mu.
+func (m *Master) agentIDFor(presented, cn string) (string, error) {
+	mine := m.pinnedTo[cn]
+	if presented != "" {
+		if owner, ok := m.pins[presented]; ok && owner != cn {
+			return "", status.Errorf(codes.PermissionDenied, "agent ID %s is pinned to certificate %q (--agent-identity); this one is %q", presented, owner, cn)
+		}
+		if len(mine) > 0 && m.pins[presented] != cn {
+			return "", status.Errorf(codes.PermissionDenied, "certificate %q may register only as its pinned agent IDs %v (--agent-identity), not %s", cn, mine, presented)
+		}
+		return presented, nil
+	}
+	if len(mine) == 0 {
+		return newAgentID(), nil
+	}
+	for _, id := range mine {
+		if a := m.agents[id]; a == nil || (a.conn == nil && !a.GoneByOperator) {
+			return id, nil
+		}
+	}
+	return "", status.Errorf(codes.ResourceExhausted, "every agent ID pinned to certificate %q (%v) is connected: register with one of them, or pin another (--agent-identity ID=%s)", cn, mine, cn)
+}
+
+// checkIdentityBound refuses a registration that would give a certificate
+// name more live (not gone) agents than --max-agents-per-identity. Names
+// with pinned IDs are bounded by their pins; clients without a
+// certificate (the unix socket's root, --insecure) are not bounded here.
+// Callers hold m.mu.
+func (m *Master) checkIdentityBound(id, cn string) error {
+	if cn == "" || len(m.pinnedTo[cn]) > 0 {
+		return nil
+	}
+	var live []string
+	for _, a := range m.agents {
+		if a.ID != id && a.Identity == cn && a.State != store.AgentGone {
+			live = append(live, a.ID)
+		}
+	}
+	if len(live) >= m.cfg.MaxAgentsPerIdentity {
+		sort.Strings(live)
+		return status.Errorf(codes.ResourceExhausted, "certificate %q already holds %d agent(s) (%s), as many as --max-agents-per-identity %d allows: "+
+			"register with that agent's ID (its work_dir/meta/master.json keeps it), mark the old one gone (gearbox agent mark-gone ID), or raise the limit",
+			cn, len(live), strings.Join(live, ", "), m.cfg.MaxAgentsPerIdentity)
+	}
+	return nil
+}
+
+// forgetTask removes a task from the registry. Callers hold m.mu.
+func (m *Master) forgetTask(t *store.Task) {
+	delete(m.tasks, t.ID)
+	if set := m.byAgent[t.AgentID]; set != nil {
+		delete(set, t.ID)
+	}
+	m.p.markTask(t.ID)
+}
+
+func sortedKeys[V any](mp map[string]V) []string {
+	out := make([]string, 0, len(mp))
+	for k := range mp {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // rank orders a task's states as an agent reports them; states the

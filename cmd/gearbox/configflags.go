@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"strings"
@@ -29,6 +30,10 @@ func defineFlags[C any](f *pflag.FlagSet, flagged *C, table []configFlag[C]) {
 			f.IntVar(p, e.name, *p, e.usage)
 		case *bool:
 			f.BoolVar(p, e.name, *p, e.usage)
+		case *float64:
+			f.Float64Var(p, e.name, *p, e.usage)
+		case encoding.TextUnmarshaler: // units.Size and the like
+			f.TextVar(p, e.name, p.(encoding.TextMarshaler), e.usage)
 		case *time.Duration:
 			f.DurationVar(p, e.name, *p, e.usage)
 		case *[]string:

@@ -28,7 +28,9 @@ import (
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
-const defaultMaster = "127.0.0.1:5050"
+// defaultMaster is the master's unix socket on this host: plaintext TCP
+// is refused (master/auth.go), and a local client needs no TLS there.
+const defaultMaster = "unix://" + master.DefaultSocket
 
 func newMasterCmd() *cobra.Command {
 	var (
@@ -52,7 +54,17 @@ With --tls-cert, --tls-key and --tls-client-ca the master speaks mutual TLS.
 --agent-cn, --readonly-cn and --operator-cn then say who may do what by the
 common name of the client's certificate; once any of them is given, only
 those named may (none given: every certificate the CA signed may do
-everything). Without TLS the master serves loopback only, unless --insecure.
+everything).
+
+On --socket (default ` + master.DefaultSocket + `, mode 0600) root and the
+master's own user may do everything: the kernel says who connects, and no
+container can reach the path. That is how the CLI and agents on this host
+talk to a master without TLS (gearbox agent --master unix://PATH).
+Plaintext TCP carries no identity and every container on the host shares
+its network, so without TLS it serves health only, unless --insecure:
+then anyone who reaches --listen, every container on this host included,
+may register agents, launch and kill tasks and mark agents gone. Without
+TLS the master listens on loopback only, unless --insecure.
 
 --config FILE reads these settings from a TOML file (examples/master.toml):
 each key is a flag's name with underscores; flags override the file.`,
@@ -105,10 +117,17 @@ var masterFlags = []configFlag[master.Config]{
 	{"tls-cert", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)", func(c *master.Config) any { return &c.TLSCert }},
 	{"tls-key", "the master's key", func(c *master.Config) any { return &c.TLSKey }},
 	{"tls-client-ca", "CA that signs agents' and operators' certificates", func(c *master.Config) any { return &c.TLSClientCA }},
-	{"insecure", "serve without TLS on an address other hosts reach", func(c *master.Config) any { return &c.Insecure }},
+	{"insecure", "let plaintext TCP clients do everything (anyone who reaches --listen, every container on this host included); needed to listen without TLS on an address other hosts reach", func(c *master.Config) any { return &c.Insecure }},
+	{"socket", `unix socket on which root and the master's user may do everything ("" for none)`, func(c *master.Config) any { return &c.Socket }},
 	{"agent-cn", "certificate common names that may register as agents (comma-separated or repeated)", func(c *master.Config) any { return &c.AgentCNs }},
 	{"readonly-cn", "certificate common names that may read state and events", func(c *master.Config) any { return &c.ReadOnlyCNs }},
 	{"operator-cn", "certificate common names that may also launch and kill tasks and mark agents gone", func(c *master.Config) any { return &c.OperatorCNs }},
+	{"agent-identity", "pin an agent ID to a certificate name, ID=CN: only CN registers as ID, and CN only as its pinned IDs (repeatable)", func(c *master.Config) any { return &c.AgentIdentities }},
+	{"max-agents-per-identity", "agents (active or unreachable) one certificate name may hold; more registrations are refused", func(c *master.Config) any { return &c.MaxAgentsPerIdentity }},
+	{"max-agent-tasks", "tasks an agent may report at registration, and adopted tasks it may hold", func(c *master.Config) any { return &c.MaxAgentTasks }},
+	{"max-agent-cpus", "CPUs an agent may offer", func(c *master.Config) any { return &c.MaxAgentCPUs }},
+	{"max-agent-memory", "memory an agent may offer", func(c *master.Config) any { return &c.MaxAgentMemory }},
+	{"max-agent-disk", "disk an agent may offer", func(c *master.Config) any { return &c.MaxAgentDisk }},
 }
 
 var currentMaster string

@@ -73,9 +73,12 @@ type Task struct {
 	ExitCode *int32            `json:"exit_code,omitempty"`
 	// KillRequested: an operator asked to kill it; it is killed as soon as
 	// its agent can be told.
-	KillRequested bool      `json:"kill_requested,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	KillRequested bool `json:"kill_requested,omitempty"`
+	// Adopted: an agent reported it and the master had not placed it; it
+	// is forgotten once its agent no longer reports it.
+	Adopted   bool      `json:"adopted,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
