@@ -66,6 +66,12 @@ mmdebstrap --quiet --variant=minbase --mode=root bookworm "$root" \
 # The machine's apt settings (a mirror's date checks), but none of its packages.
 cp /etc/apt/apt.conf.d/99artifact-registry "$root/etc/apt/apt.conf.d/" 2>/dev/null || true
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# And the machine's local CAs (a TLS-inspecting proxy's, say): the
+# ca-certificates package that .ci/run installs adds them to the bundle.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
 
 echo "== cloning HEAD ($(git rev-parse --short HEAD)) into the root"
 git clone -q --no-local "$repo" "$root/src/gearbox"
