@@ -670,7 +670,11 @@ func (w *rotator) rotate() error {
 		w.plan = make([]uint64, max(w.files-1, 1))
 		w.plan[0] = w.ino
 		for k := 1; k < len(w.plan); k++ {
-			w.plan[k] = w.inoAt(w.chainName(k))
+			// Only regular files are kept; what else the container put at a
+			// kept file's name stays, to be replaced.
+			if fi, err := w.dir.Lstat(w.chainName(k)); err == nil && fi.Mode().IsRegular() {
+				w.plan[k] = inodeOf(fi)
+			}
 		}
 	}
 	if w.files <= 1 {
@@ -686,9 +690,9 @@ func (w *rotator) rotate() error {
 				continue // nothing to move, moved already, or gone
 			}
 			err := w.rename(from, to)
-			if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
-				// The container put a directory at a kept file's name.
-				if err = w.dir.RemoveAll(to); err == nil {
+			if err != nil && w.inoAt(to) != 0 {
+				// The container may have put a directory at the name.
+				if rerr := w.dir.RemoveAll(to); rerr == nil {
 					err = w.rename(from, to)
 				}
 			}
