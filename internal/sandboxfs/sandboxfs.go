@@ -69,7 +69,8 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS |
 // Dir is a handle to a directory; names given to its methods are resolved
 // beneath it. A Dir is safe for concurrent use; Close it when done.
 type Dir struct {
-	f    *os.File // O_RDONLY|O_DIRECTORY
+	f    *os.File // O_RDONLY|O_DIRECTORY; owns fd
+	fd   int      // f's descriptor, read without os.File.Fd's side effects
 	path string   // for messages only; never opened by name after OpenDir
 }
 
@@ -79,7 +80,7 @@ func OpenDir(p string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open directory %s: %w", p, err)
 	}
-	return &Dir{f: os.NewFile(uintptr(fd), p), path: p}, nil
+	return &Dir{f: os.NewFile(uintptr(fd), p), fd: fd, path: p}, nil
 }
 
 // Close releases the handle.
@@ -89,7 +90,7 @@ func (d *Dir) Close() error { return d.f.Close() }
 func (d *Dir) Path() string { return d.path }
 
 // Fd is the handle's descriptor (O_RDONLY|O_DIRECTORY), valid until Close.
-func (d *Dir) Fd() int { return int(d.f.Fd()) }
+func (d *Dir) Fd() int { return d.fd }
 
 func (d *Dir) join(name string) string { return filepath.Join(d.path, name) }
 
@@ -164,7 +165,7 @@ func (d *Dir) Sub(name string) (*Dir, error) {
 		}
 		return nil, kernelErr("open directory", d.join(name), err)
 	}
-	return &Dir{f: os.NewFile(uintptr(fd), d.join(name)), path: d.join(name)}, nil
+	return &Dir{f: os.NewFile(uintptr(fd), d.join(name)), fd: fd, path: d.join(name)}, nil
 }
 
 // parent returns the handle of name's parent directory and name's last
