@@ -114,7 +114,13 @@ func LoggerBinary(configured string) (string, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.startedAt = time.Now()
 	sock, _ := ParseListen(a.cfg.Listen)
-	for _, d := range []string{a.cfg.WorkDir, a.cfg.RunDir, filepath.Dir(sock)} {
+	// The work dir is root's alone (the containerizer also tightens one an
+	// older agent made 0711); the run dir and the socket's stay traversable
+	// for the socket's group.
+	if err := os.MkdirAll(a.cfg.WorkDir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", a.cfg.WorkDir, err)
+	}
+	for _, d := range []string{a.cfg.RunDir, filepath.Dir(sock)} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
