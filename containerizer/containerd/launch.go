@@ -149,7 +149,9 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		z.mu.Lock()
 		delete(z.containers, cfg.ID)
 		z.mu.Unlock()
-		os.RemoveAll(c.info.Sandbox)
+		if err := z.removeSandbox(cfg.ID); err != nil {
+			z.log.Warn("removing the sandbox of a launch that failed", "container_id", cfg.ID, "err", err)
+		}
 		z.changed(c.snapshot(), true)
 	}
 	return info, err

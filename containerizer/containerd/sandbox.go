@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/sandboxfs"
 )
 
 // Sandboxes on the host.
@@ -23,7 +29,11 @@ import (
 //
 // WORK_DIR/sandboxes/ID is gearbox's too (it makes it before the container
 // exists, and no container can write the sandboxes directory), so its path
-// is trusted. Its contents are not: a container writes them.
+// is trusted. Its contents are not: a container writes them. So whatever
+// the agent does inside a sandbox (a nested container's directory under
+// containers/CHILD/, removing a sandbox or a child's directory) goes through
+// internal/sandboxfs, beneath a handle on the sandbox: no symlink, no mount
+// point the container planted is ever followed.
 
 // privateDir makes dir, or tightens one an older agent left traversable,
 // to root-only 0700. A symlink or a non-directory in its place is an error:
@@ -82,3 +92,56 @@ func chownSandbox(dir string, uid, gid uint32) error {
 
 // sandboxesDir is WORK_DIR/sandboxes.
 func (z *Containerizer) sandboxesDir() string { return filepath.Join(z.cfg.WorkDir, "sandboxes") }
+
+// removeSandbox removes a container's sandbox and everything in it,
+// crossing no symlink or mount point the container left there.
+func (z *Containerizer) removeSandbox(id containerizer.ContainerID) error {
+	root, err := sandboxfs.OpenDir(z.sandboxesDir())
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return root.RemoveAll(string(id))
+}
+
+// nestedDir is a nested container's directory beneath its parent's sandbox.
+func nestedDir(child string) string { return path.Join("containers", child) }
+
+// makeNestedDir creates containers/CHILD beneath the parent's sandbox, one
+// component at a time beneath a handle: a link the parent put at
+// containers or containers/CHILD is refused, never followed. The
+// directories are root's 0755, as any directory of the parent's sandbox
+// could be: the parent may read its children's output.
+func makeNestedDir(parentSandbox, child string) error {
+	root, err := sandboxfs.OpenDir(parentSandbox)
+	if err != nil {
+		return fmt.Errorf("opening the parent's sandbox: %w", err)
+	}
+	defer root.Close()
+	d, err := root.MkdirAll(nestedDir(child), 0o755)
+	if errors.Is(err, sandboxfs.ErrUnsafePath) || errors.Is(err, sandboxfs.ErrNotDir) {
+		return errs.New(errdefs.ErrFailedPrecondition, "its directory %s in the parent's sandbox is not a plain directory (the parent container put a link or a file there; remove it): %w", nestedDir(child), err)
+	}
+	if err != nil {
+		return fmt.Errorf("creating %s in the parent's sandbox: %w", nestedDir(child), err)
+	}
+	return d.Close()
+}
+
+// removeNestedDir removes containers/CHILD beneath the parent's sandbox; a
+// link the parent put at either name is removed, never followed. A parent
+// whose sandbox is gone has nothing left to remove.
+func removeNestedDir(parentSandbox, child string) error {
+	root, err := sandboxfs.OpenDir(parentSandbox)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the parent's sandbox: %w", err)
+	}
+	defer root.Close()
+	if err := root.RemoveAll(nestedDir(child)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s from the parent's sandbox: %w", nestedDir(child), err)
+	}
+	return nil
+}

@@ -86,3 +86,83 @@ func TestChownSandboxRefusesASymlink(t *testing.T) {
 		t.Errorf("the symlink's target was changed to %v", fi.Mode().Perm())
 	}
 }
+
+// canaryDir is a host directory outside the sandbox, with a file in it.
+func canaryDir(t *testing.T) string {
+	t.Helper()
+	d := filepath.Join(t.TempDir(), "host")
+	if err := os.MkdirAll(filepath.Join(d, "child"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "child", "keep"), []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func checkCanary(t *testing.T, d string) {
+	t.Helper()
+	if b, err := os.ReadFile(filepath.Join(d, "child", "keep")); err != nil || string(b) != "keep" {
+		t.Errorf("the host directory's file is gone or changed: %q %v", b, err)
+	}
+	if es, _ := os.ReadDir(d); len(es) != 1 {
+		t.Errorf("the host directory has %d entries, want 1", len(es))
+	}
+}
+
+func TestNestedDirNeverFollowsTheParentsLinks(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plant func(sandbox, host string) error
+	}{
+		{"containers is a link", func(sb, host string) error { return os.Symlink(host, filepath.Join(sb, "containers")) }},
+		{"containers/child is a link", func(sb, host string) error {
+			os.Mkdir(filepath.Join(sb, "containers"), 0o755)
+			return os.Symlink(filepath.Join(host, "child"), filepath.Join(sb, "containers", "child"))
+		}},
+		{"containers is a file", func(sb, host string) error {
+			return os.WriteFile(filepath.Join(sb, "containers"), nil, 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb, host := t.TempDir(), canaryDir(t)
+			if err := tc.plant(sb, host); err != nil {
+				t.Fatal(err)
+			}
+			err := makeNestedDir(sb, "child")
+			if err == nil {
+				t.Fatal("a nested container's directory was made through what the parent planted")
+			}
+			t.Log(err)
+			checkCanary(t, host)
+			// Removing the child's directory removes the link, not its target.
+			if err := removeNestedDir(sb, "child"); err != nil {
+				t.Log(err)
+			}
+			checkCanary(t, host)
+		})
+	}
+}
+
+func TestNestedDirMadeAndRemoved(t *testing.T) {
+	sb := t.TempDir()
+	if err := makeNestedDir(sb, "child"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(filepath.Join(sb, "containers", "child")); err != nil || !fi.IsDir() {
+		t.Fatalf("containers/child: %v %v", fi, err)
+	}
+	// A child's output links to a host dir: removal unlinks, never follows.
+	host := canaryDir(t)
+	os.Symlink(host, filepath.Join(sb, "containers", "child", "stdout"))
+	if err := removeNestedDir(sb, "child"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(sb, "containers", "child")); !os.IsNotExist(err) {
+		t.Errorf("containers/child survived its removal: %v", err)
+	}
+	checkCanary(t, host)
+	if err := removeNestedDir(filepath.Join(sb, "gone"), "child"); err != nil {
+		t.Errorf("removing from a sandbox that is gone: %v", err)
+	}
+}
