@@ -416,11 +416,14 @@ func (a *Agent) watchdog() func() {
 // ones the config names.
 func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger, error) {
 	state := filepath.Join(a.cfg.RunDir, "loggers")
-	sb, err := filelog.New(loggerBinary, state, false)
+	// The containerizer keeps sandboxes in WorkDir/sandboxes: the loggers
+	// open every sandbox beneath that directory (internal/sandboxfs).
+	sandboxes := filepath.Join(a.cfg.WorkDir, "sandboxes")
+	sb, err := filelog.New(loggerBinary, state, sandboxes, false)
 	if err != nil {
 		return nil, err
 	}
-	lr, err := filelog.New(loggerBinary, state, true)
+	lr, err := filelog.New(loggerBinary, state, sandboxes, true)
 	if err != nil {
 		return nil, err
 	}

@@ -15,15 +15,35 @@ import (
 	"github.com/gearboxd/gearbox/logger/shimlog"
 )
 
-// writer runs the real gearbox-logger code in-process on a pipe.
-func startWriter(t *testing.T, dir string, max int64, files int) (out *os.File, wait func()) {
+// setup makes a sandboxes directory with container c's sandbox in it and a
+// host-only state directory, as the agent does.
+func setup(t *testing.T, rotate bool, opts logger.Options) (*Logger, logger.Container) {
+	t.Helper()
+	base := t.TempDir()
+	l := &Logger{Rotate: rotate, StateDir: filepath.Join(base, "state"), Sandboxes: filepath.Join(base, "sandboxes"), PollInterval: time.Millisecond}
+	c := logger.Container{ID: "c", Namespace: "ns", Sandbox: filepath.Join(base, "sandboxes", "c"), Options: opts}
+	for _, d := range []string{l.StateDir, c.Sandbox} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l, c
+}
+
+// startWriter runs the real gearbox-logger code in-process on a pipe, with
+// the arguments Prepare gives it.
+func startWriter(t *testing.T, l *Logger, c logger.Container) (out *os.File, wait func()) {
 	t.Helper()
 	or, ow, _ := os.Pipe()
 	er, ew, _ := os.Pipe()
-	for _, n := range []string{"stdout", "stderr"} { // Prepare makes them before the task starts
-		os.WriteFile(filepath.Join(dir, n), nil, 0o640)
+	if _, err := l.Prepare(context.Background(), c); err != nil { // makes the files before the task starts
+		t.Fatal(err)
 	}
-	a := shimlog.Args{Stdout: filepath.Join(dir, "stdout"), Stderr: filepath.Join(dir, "stderr"), MaxSize: max, MaxFiles: files, Mode: shimlog.ModeBlock}
+	root, rel, err := l.rootRel(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := shimlog.Args{Root: root, Sandbox: rel, State: l.stateDir(c), MaxSize: c.Options.MaxSize, MaxFiles: max(c.Options.MaxFiles, 1), Mode: shimlog.ModeBlock}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); shimlog.Run(a, or, er, nil) }()
@@ -50,10 +70,8 @@ func collect(t *testing.T, l *Logger, req logger.ReadRequest) (string, string) {
 // A follow across many rotations (about 100 here) sees every line exactly
 // once, as long as retention is not outrun.
 func TestFollowAcrossRotations(t *testing.T) {
-	dir := t.TempDir()
-	l := &Logger{Rotate: true, PollInterval: time.Millisecond}
-	c := logger.Container{ID: "c", Sandbox: dir, Options: logger.Options{MaxSize: 2048, MaxFiles: 500}}
-	out, wait := startWriter(t, dir, 2048, 500)
+	l, c := setup(t, true, logger.Options{MaxSize: 2048, MaxFiles: 500})
+	out, wait := startWriter(t, l, c)
 	done := make(chan struct{})
 	const n = 20000
 	go func() {
@@ -76,10 +94,8 @@ func TestFollowAcrossRotations(t *testing.T) {
 }
 
 func TestTailAndCursor(t *testing.T) {
-	dir := t.TempDir()
-	l := &Logger{Rotate: true}
-	c := logger.Container{ID: "c", Sandbox: dir, Options: logger.Options{MaxSize: 100, MaxFiles: 4}}
-	out, wait := startWriter(t, dir, 100, 4)
+	l, c := setup(t, true, logger.Options{MaxSize: 100, MaxFiles: 4})
+	out, wait := startWriter(t, l, c)
 	for i := range 40 {
 		fmt.Fprintf(out, "l%02d\n", i)
 	}
@@ -121,11 +137,9 @@ func TestTailAndCursor(t *testing.T) {
 }
 
 func TestTailWithoutTrailingNewline(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "stdout"), []byte("a\nb\nc"), 0o644)
-	os.WriteFile(filepath.Join(dir, "stderr"), nil, 0o644)
-	l := &Logger{}
-	c := logger.Container{ID: "c", Sandbox: dir}
+	l, c := setup(t, false, logger.Options{})
+	os.WriteFile(filepath.Join(c.Sandbox, "stdout"), []byte("a\nb\nc"), 0o644)
+	os.WriteFile(filepath.Join(c.Sandbox, "stderr"), nil, 0o644)
 	if got, _ := collect(t, l, logger.ReadRequest{Container: c, Tail: 2}); got != "b\nc" {
 		t.Errorf("tail 2 = %q", got)
 	}
@@ -159,13 +173,12 @@ func FuzzParseCursor(f *testing.F) {
 }
 
 func TestCheckNoticesADeadLogger(t *testing.T) {
-	dir := t.TempDir()
-	l := &Logger{StateDir: dir}
-	c := logger.Container{ID: "c", Namespace: "ns", Sandbox: dir}
+	l, c := setup(t, false, logger.Options{})
 	if err := l.Check(context.Background(), c); err == nil {
 		t.Error("no lock file, yet healthy")
 	}
-	lock, _ := os.OpenFile(l.lockPath(c), os.O_CREATE|os.O_RDWR, 0o600)
+	os.MkdirAll(l.stateDir(c), 0o700)
+	lock, _ := os.OpenFile(filepath.Join(l.stateDir(c), shimlog.LockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err := l.Check(context.Background(), c); err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Errorf("unheld lock: %v", err)
 	}
@@ -173,25 +186,23 @@ func TestCheckNoticesADeadLogger(t *testing.T) {
 	if err := l.Check(context.Background(), c); err != nil {
 		t.Errorf("held lock: %v", err)
 	}
-	os.WriteFile(l.statusPath(c), []byte("writing stdout: no space left on device"), 0o600)
+	os.WriteFile(filepath.Join(l.stateDir(c), shimlog.StatusFile), []byte("writing stdout: no space left on device"), 0o600)
 	if err := l.Check(context.Background(), c); err == nil || !strings.Contains(err.Error(), "no space") {
 		t.Errorf("status: %v", err)
 	}
 	if err := l.Cleanup(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(l.statusPath(c)); !os.IsNotExist(err) {
-		t.Error("cleanup left the status file")
+	if _, err := os.Stat(l.stateDir(c)); !os.IsNotExist(err) {
+		t.Error("cleanup left the state directory")
 	}
 }
 
 // When the writer outruns retention, a follower loses what was rotated away
 // (as tail -F does) but never sees a line twice or out of order.
 func TestFollowOutrunByRetentionStaysOrdered(t *testing.T) {
-	dir := t.TempDir()
-	l := &Logger{Rotate: true, PollInterval: time.Millisecond}
-	c := logger.Container{ID: "c", Sandbox: dir, Options: logger.Options{MaxSize: 1024, MaxFiles: 2}}
-	out, wait := startWriter(t, dir, 1024, 2)
+	l, c := setup(t, true, logger.Options{MaxSize: 1024, MaxFiles: 2})
+	out, wait := startWriter(t, l, c)
 	done := make(chan struct{})
 	go func() {
 		for i := range 50000 {
@@ -218,10 +229,8 @@ func TestFollowOutrunByRetentionStaysOrdered(t *testing.T) {
 }
 
 func TestSince(t *testing.T) {
-	dir := t.TempDir()
-	l := &Logger{Rotate: true}
-	c := logger.Container{ID: "c", Sandbox: dir, Options: logger.Options{MaxSize: 64, MaxFiles: 50}}
-	out, wait := startWriter(t, dir, 64, 50)
+	l, c := setup(t, true, logger.Options{MaxSize: 64, MaxFiles: 50})
+	out, wait := startWriter(t, l, c)
 	fmt.Fprintf(out, "old 1\nold 2\n")
 	time.Sleep(1100 * time.Millisecond)
 	mark := time.Now()

@@ -1,6 +1,7 @@
 package filelog
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/sandboxfs"
 	"github.com/gearboxd/gearbox/logger"
 	"github.com/gearboxd/gearbox/logger/shimlog"
 )
@@ -67,10 +69,13 @@ func ParseCursor(c string) (map[logger.Stream]position, error) {
 	return out, nil
 }
 
-// streamReader reads one stream across its rotation chain.
+// streamReader reads one stream across its rotation chain. Files are
+// opened beneath dir, the sandbox's handle; name is "stdout" or "stderr".
 type streamReader struct {
 	s     logger.Stream
-	path  string
+	dir   *sandboxfs.Dir
+	name  string
+	state string // the host-only state directory
 	files int
 	f     *os.File
 	pos   position
@@ -81,6 +86,8 @@ func (r *streamReader) close() {
 		r.f.Close()
 	}
 }
+
+func (r *streamReader) lockPath() string { return shimlog.ChainLockPath(r.state, r.name) }
 
 func (r *streamReader) setFile(f *os.File, off int64) error {
 	fi, err := f.Stat()
@@ -101,25 +108,33 @@ func (r *streamReader) setFile(f *os.File, off int64) error {
 
 // start opens the file to begin with: at the cursor, at the output since a
 // time, at the last tail lines, or at the oldest file kept.
-func (r *streamReader) start(cur *position, tail int, since time.Time) error {
-	return withChainLock(r.path, func() error {
-		paths := chain(r.path, r.files)
+func (r *streamReader) start(ctx context.Context, cur *position, tail int, since time.Time) error {
+	return withChainLock(ctx, r.lockPath(), func() error {
+		names := chain(r.name, r.files)
 		if cur == nil && !since.IsZero() {
-			if p, ok := sincePosition(r.path, since); ok {
+			p, ok, err := sincePosition(ctx, shimlog.TimesPath(r.state, r.name), since)
+			if err != nil {
+				return err
+			}
+			if ok {
 				cur = &p
 			} else {
 				// Nothing was written since: start at the end.
-				f, err := os.Open(r.path)
+				f, err := r.dir.OpenRead(r.name)
 				if err != nil {
 					return err
 				}
-				fi, _ := f.Stat()
+				fi, err := f.Stat()
+				if err != nil {
+					f.Close()
+					return err
+				}
 				return r.setFile(f, fi.Size())
 			}
 		}
 		if cur != nil {
-			for _, p := range paths {
-				if f, err := os.Open(p); err == nil {
+			for _, n := range names {
+				if f, err := r.dir.OpenRead(n); err == nil {
 					if fi, err := f.Stat(); err == nil && inode(fi) == cur.ino {
 						return r.setFile(f, min(cur.off, fi.Size()))
 					}
@@ -129,62 +144,92 @@ func (r *streamReader) start(cur *position, tail int, since time.Time) error {
 			// The cursor's file was rotated away: the oldest kept follows.
 		}
 		if tail >= 0 && cur == nil { // (with since, since wins)
-			idx, off := tailStart(paths, tail)
-			f, err := os.Open(paths[idx])
+			idx, off, err := tailStart(ctx, r.dir, names, tail)
+			if err != nil {
+				return err
+			}
+			f, err := r.dir.OpenRead(names[idx])
 			if err != nil {
 				return err
 			}
 			return r.setFile(f, off)
 		}
-		for _, p := range paths {
-			if f, err := os.Open(p); err == nil {
+		var firstErr error
+		for _, n := range names {
+			f, err := r.dir.OpenRead(n)
+			if err == nil {
 				return r.setFile(f, 0)
 			}
+			if !errors.Is(err, os.ErrNotExist) && firstErr == nil {
+				firstErr = err
+			}
+		}
+		if firstErr != nil {
+			return firstErr
 		}
 		return fmt.Errorf("no %s file for this container", r.s)
 	})
 }
 
+// timesLine bounds a line of the time index ("UNIXNANO INODE OFFSET").
+const timesLine = 128
+
 // sincePosition reads the time index: the first entry of the second of
-// since or later. ok is false when nothing was written since.
-func sincePosition(path string, since time.Time) (position, bool) {
-	data, err := os.ReadFile(shimlog.TimesPath(path))
+// since or later. ok is false when nothing was written since. The index is
+// host-only, but it grows for the container's life: it is scanned line by
+// line with bounded lines, and the scan stops when ctx ends.
+func sincePosition(ctx context.Context, timesPath string, since time.Time) (position, bool, error) {
+	f, err := os.Open(timesPath)
 	if err != nil {
 		// No index (a logger from before it kept one): all that is kept.
-		return position{}, true
+		return position{}, true, nil
 	}
+	defer f.Close()
 	want := since.Unix()
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 {
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, timesLine), timesLine)
+	for i := 0; sc.Scan(); i++ {
+		if i%4096 == 0 && ctx.Err() != nil {
+			return position{}, false, ctx.Err()
+		}
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 {
 			continue
 		}
-		ns, err1 := strconv.ParseInt(f[0], 10, 64)
-		ino, err2 := strconv.ParseUint(f[1], 10, 64)
-		off, err3 := strconv.ParseInt(f[2], 10, 64)
+		ns, err1 := strconv.ParseInt(fs[0], 10, 64)
+		ino, err2 := strconv.ParseUint(fs[1], 10, 64)
+		off, err3 := strconv.ParseInt(fs[2], 10, 64)
 		if err1 != nil || err2 != nil || err3 != nil {
 			continue
 		}
 		if time.Unix(0, ns).Unix() >= want {
-			return position{ino: ino, off: off}, true
+			return position{ino: ino, off: off}, true, nil
 		}
 	}
-	return position{}, false
+	if err := sc.Err(); err != nil {
+		return position{}, false, fmt.Errorf("reading the time index: %w", err)
+	}
+	return position{}, false, nil
 }
 
-// tailStart finds where the last n lines of the chain (paths, oldest first)
-// begin: the index of the file and the offset in it.
-func tailStart(paths []string, n int) (int, int64) {
-	last := len(paths) - 1
+// tailStart finds where the last n lines of the chain (names, oldest first)
+// begin: the index of the file and the offset in it. The files are the
+// container's to grow: the backward scan stops when ctx ends.
+func tailStart(ctx context.Context, dir *sandboxfs.Dir, names []string, n int) (int, int64, error) {
+	last := len(names) - 1
 	if n == 0 {
-		return last, fileSize(paths[last])
+		fi, err := dir.Lstat(names[last])
+		if err != nil {
+			return last, 0, nil
+		}
+		return last, fi.Size(), nil
 	}
 	seen := 0
 	trailing := true // the newline that ends the very last line is no separator
 	oldest := last
 	buf := make([]byte, 64*1024)
 	for i := last; i >= 0; i-- {
-		f, err := os.Open(paths[i])
+		f, err := dir.OpenRead(names[i])
 		if err != nil {
 			break // older files were rotated away
 		}
@@ -195,6 +240,10 @@ func tailStart(paths []string, n int) (int, int64) {
 			break
 		}
 		for end := fi.Size(); end > 0; {
+			if err := ctx.Err(); err != nil {
+				f.Close()
+				return 0, 0, err
+			}
 			start := max(0, end-int64(len(buf)))
 			chunk := buf[:end-start]
 			if _, err := f.ReadAt(chunk, start); err != nil && err != io.EOF {
@@ -211,39 +260,31 @@ func tailStart(paths []string, n int) (int, int64) {
 				}
 				if seen++; seen == n {
 					f.Close()
-					return i, start + int64(j) + 1
+					return i, start + int64(j) + 1, nil
 				}
 			}
 			end = start
 		}
 		f.Close()
 	}
-	return oldest, 0
-}
-
-func fileSize(p string) int64 {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
+	return oldest, 0, nil
 }
 
 // advance moves to the next file of the chain when the writer has rotated
 // away from the current one. The old file is complete by then (the writer
 // never writes to a rotated file), so it is drained first: nothing is
 // skipped and nothing read twice.
-func (r *streamReader) advance(emit func([]byte) error) (bool, error) {
+func (r *streamReader) advance(ctx context.Context, emit func([]byte) error) (bool, error) {
 	var next *os.File
-	err := withChainLock(r.path, func() error {
-		fi, err := os.Stat(r.path)
+	err := withChainLock(ctx, r.lockPath(), func() error {
+		fi, err := r.dir.Lstat(r.name)
 		if err == nil && inode(fi) == r.pos.ino {
 			return nil // still the live file
 		}
-		paths := chain(r.path, r.files)
+		names := chain(r.name, r.files)
 		found := -1
-		for i, p := range paths {
-			if fi, err := os.Stat(p); err == nil && inode(fi) == r.pos.ino {
+		for i, n := range names {
+			if fi, err := r.dir.Lstat(n); err == nil && inode(fi) == r.pos.ino {
 				found = i
 			}
 		}
@@ -251,8 +292,8 @@ func (r *streamReader) advance(emit func([]byte) error) (bool, error) {
 		if found >= 0 {
 			from = found + 1
 		}
-		for _, p := range paths[min(from, len(paths)-1):] {
-			if f, err := os.Open(p); err == nil {
+		for _, n := range names[min(from, len(names)-1):] {
+			if f, err := r.dir.OpenRead(n); err == nil {
 				next = f
 				return nil
 			}
@@ -262,7 +303,7 @@ func (r *streamReader) advance(emit func([]byte) error) (bool, error) {
 	if err != nil || next == nil {
 		return false, err
 	}
-	if err := r.drain(emit); err != nil {
+	if err := r.drain(ctx, emit); err != nil {
 		next.Close()
 		return false, err
 	}
@@ -270,8 +311,11 @@ func (r *streamReader) advance(emit func([]byte) error) (bool, error) {
 }
 
 // drain reads the current file to its end.
-func (r *streamReader) drain(emit func([]byte) error) error {
+func (r *streamReader) drain(ctx context.Context, emit func([]byte) error) error {
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		n, err := r.readSome(emit)
 		if err != nil {
 			return err
@@ -326,14 +370,22 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 			r.close()
 		}
 	}()
+	dir, err := l.openSandbox(req.Container)
+	if err != nil {
+		return errs.New(errdefs.ErrNotFound, "reading the output of container %s: %w", req.Container.ID, err)
+	}
+	defer dir.Close()
 	for _, s := range streams {
-		r := &streamReader{s: s, path: Path(req.Container.Sandbox, s), files: l.files(req.Container)}
+		r := &streamReader{s: s, dir: dir, name: s.String(), state: l.stateDir(req.Container), files: l.files(req.Container)}
 		var cur *position
 		if p, ok := cursors[s]; ok {
 			cur = &p
 		}
-		if err := r.start(cur, req.Tail, req.Since); err != nil {
-			return errs.New(errdefs.ErrNotFound, "reading %s of container %s: %v", s, req.Container.ID, err)
+		if err := r.start(ctx, cur, req.Tail, req.Since); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			return errs.New(errdefs.ErrNotFound, "reading %s of container %s: %w", s, req.Container.ID, err)
 		}
 		readers = append(readers, r)
 		pos[s] = r.pos
@@ -351,6 +403,9 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 		for _, r := range readers {
 			emit := emitFor(r)
 			for {
+				if err := ctx.Err(); err != nil {
+					return progress, err
+				}
 				n, err := r.readSome(emit)
 				if err != nil {
 					return progress, err
@@ -359,7 +414,7 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 					progress = true
 					continue
 				}
-				moved, err := r.advance(emit)
+				moved, err := r.advance(ctx, emit)
 				if err != nil {
 					return progress, err
 				}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gearboxd/gearbox/internal/sandboxfs"
 )
 
 // keptLines reads the chain oldest first and returns its lines.
@@ -26,6 +28,23 @@ func keptFiles(t *testing.T, path string, files int) [][]byte {
 	return append(out, b)
 }
 
+// testRotator opens a rotator for "stdout" in a fresh sandbox, with a
+// host-only state directory beside it.
+func testRotator(t *testing.T, max int64, files int) (w *rotator, dir string) {
+	t.Helper()
+	dir, state := t.TempDir(), t.TempDir()
+	d, err := sandboxfs.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	w, err = newRotator(d, "stdout", state, max, files, &statusFile{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, dir
+}
+
 // writeChunked feeds data to w in random pieces, as a pipe would.
 func writeChunked(t *testing.T, w *rotator, data []byte, rng *rand.Rand) {
 	for len(data) > 0 {
@@ -38,13 +57,9 @@ func writeChunked(t *testing.T, w *rotator, data []byte, rng *rand.Rand) {
 func TestRotationKeepsContiguousWholeLines(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
-		dir := t.TempDir()
-		path := filepath.Join(dir, "stdout")
 		const max, files = 256, 3
-		w, err := newRotator(path, max, files, &statusFile{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		w, dir := testRotator(t, max, files)
+		path := filepath.Join(dir, "stdout")
 		var input bytes.Buffer
 		n := 500 + rng.IntN(500)
 		for i := range n {
@@ -79,9 +94,8 @@ func TestRotationKeepsContiguousWholeLines(t *testing.T) {
 }
 
 func TestLongLinesAreSplitAndMarked(t *testing.T) {
-	dir := t.TempDir()
+	w, dir := testRotator(t, 100, 10)
 	path := filepath.Join(dir, "stdout")
-	w, _ := newRotator(path, 100, 10, &statusFile{})
 	long := strings.Repeat("a", 250) + "\n"
 	w.writeRetrying([]byte("short\n" + long + "after\n"))
 	w.close()
@@ -98,9 +112,8 @@ func TestLongLinesAreSplitAndMarked(t *testing.T) {
 // A partial line at the end of a pipe read is written at once (so that a
 // follower sees it) and finished by the next read, in the same file.
 func TestPartialLinesStayTogether(t *testing.T) {
-	dir := t.TempDir()
+	w, dir := testRotator(t, 20, 5)
 	path := filepath.Join(dir, "stdout")
-	w, _ := newRotator(path, 20, 5, &statusFile{})
 	w.writeRetrying([]byte("0123456789012345\nhel"))
 	if b, _ := os.ReadFile(path); !strings.HasSuffix(string(b), "\nhel") {
 		t.Fatalf("partial line not written at once: %q", b)
@@ -118,9 +131,8 @@ func TestPartialLinesStayTogether(t *testing.T) {
 }
 
 func TestMaxFilesOneKeepsOnlyTheLiveFile(t *testing.T) {
-	dir := t.TempDir()
+	w, dir := testRotator(t, 10, 1)
 	path := filepath.Join(dir, "stdout")
-	w, _ := newRotator(path, 10, 1, &statusFile{})
 	w.writeRetrying([]byte("aaaa\nbbbb\ncccc\n"))
 	w.close()
 	entries, _ := os.ReadDir(dir)
@@ -135,8 +147,8 @@ func TestMaxFilesOneKeepsOnlyTheLiveFile(t *testing.T) {
 }
 
 func TestDropModeCountsWhatItDrops(t *testing.T) {
-	dir := t.TempDir()
-	a := Args{Stdout: filepath.Join(dir, "stdout"), Stderr: filepath.Join(dir, "stderr"), Mode: ModeDrop, MaxFiles: 1}
+	a := testArgs(t)
+	a.Mode = ModeDrop
 	// 8 MiB arrive at once; the writer cannot keep 8 MiB queued, so some
 	// may be dropped: whatever is missing must be accounted for by markers.
 	total := 8 << 20
@@ -145,7 +157,7 @@ func TestDropModeCountsWhatItDrops(t *testing.T) {
 	if st := Run(a, in, strings.NewReader(""), nil); st != 0 {
 		t.Fatalf("status %d", st)
 	}
-	out, _ := os.ReadFile(a.Stdout)
+	out, _ := os.ReadFile(filepath.Join(a.Root, a.Sandbox, "stdout"))
 	var dropped int
 	kept := 0
 	for _, l := range strings.SplitAfter(string(out), "\n") {

@@ -13,22 +13,28 @@
 // the moment the limit would be passed, on a line boundary: stdout → stdout.1
 // → … → stdout.(max-files-1), so `tail -F stdout` works. A single line
 // longer than max-size is split and each piece but the last ends with
-// SplitMarker. Rotation happens under an exclusive flock on .NAME.lock beside
-// the file; readers take it shared to resolve the chain.
+// SplitMarker. Rotation happens under an exclusive flock on NAME.lock in the
+// host-only state directory; readers take it shared to resolve the chain.
+//
+// The sandbox is hostile ground (internal/sandboxfs): the logger opens,
+// renames and removes files in it only beneath a handle to it, never follows
+// what the container puts at a name, and keeps its own bookkeeping (time
+// index, locks, status, temp files) in the host-only state directory.
 //
 // Policies: mode "block" (default) never loses a line: when a write fails
 // (a full disk) it retries every second, and the container blocks once the
 // pipe is full. Mode "drop" never blocks the container: what does not fit in
 // a 1 MiB buffer is dropped and a line says how many bytes were.
 //
-// The logger holds an exclusive flock on the "lock" file for its whole life
-// (the agent probes it to notice a dead logger) and writes write failures
-// into the "status" file (empty when all is well).
+// The logger holds an exclusive flock on the state directory's "lock" file
+// for its whole life (the agent probes it to notice a dead logger) and
+// writes write failures into its "status" file (empty when all is well).
 //
 // It imports nothing heavy: one runs per container.
 package shimlog
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -36,10 +42,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gearboxd/gearbox/internal/sandboxfs"
 )
 
 // SplitMarker ends each piece of a line that was longer than max-size.
@@ -55,15 +65,34 @@ const (
 const dropBuffer = 1 << 20
 
 // Args are the logger's arguments.
+//
+// The logger is root and outside every cgroup, and the sandbox is hostile
+// ground (internal/sandboxfs), so it gets no path inside the sandbox to open
+// by name: it gets the agent's sandboxes directory (Root, trusted: gearbox's
+// own), opens it once, and resolves the container's sandbox (Sandbox, a
+// relative name such as "ID" or "ID/containers/CHILD") and every file in it
+// beneath that handle. Its own bookkeeping (liveness lock, status, the time
+// index and the rotation lock of each stream) lives in State, a host-only
+// directory the container cannot see.
+//
+// The old arguments (stdout PATH, stderr PATH, lock PATH, status PATH) are
+// not accepted: the shim starts the logger once per task with the arguments
+// of the agent that launched it, and a running logger is never restarted by
+// a newer agent (a new agent version only launches new tasks).
 type Args struct {
-	Stdout   string // file for the container's stdout
-	Stderr   string // file for the container's stderr
+	Root     string // the agent's sandboxes directory (absolute, trusted)
+	Sandbox  string // the container's sandbox, relative to Root
+	State    string // the container's host-only state directory (absolute)
 	MaxSize  int64  // rotate at this size; 0: never
 	MaxFiles int    // files kept per stream, the live one included
 	Mode     string // block or drop
-	Lock     string // held for the logger's life; optional
-	Status   string // write failures are reported here; optional
 }
+
+// Files in the state directory.
+const (
+	LockFile   = "lock"   // held exclusively for the logger's life
+	StatusFile = "status" // write failures, empty when all is well
+)
 
 // ParseArgs reads "key value" pairs.
 func ParseArgs(args []string) (Args, error) {
@@ -75,10 +104,21 @@ func ParseArgs(args []string) (Args, error) {
 		k, v := args[i], args[i+1]
 		var err error
 		switch k {
-		case "stdout":
-			a.Stdout = v
-		case "stderr":
-			a.Stderr = v
+		case "root":
+			a.Root = v
+			if !filepath.IsAbs(v) {
+				err = errors.New("not an absolute path")
+			}
+		case "sandbox":
+			a.Sandbox = v
+			if v == "" || filepath.IsAbs(v) || slices.Contains(strings.Split(v, "/"), "..") {
+				err = errors.New("must be a path relative to root, without \"..\"")
+			}
+		case "state":
+			a.State = v
+			if !filepath.IsAbs(v) {
+				err = errors.New("not an absolute path")
+			}
 		case "max-size":
 			a.MaxSize, err = strconv.ParseInt(v, 10, 64)
 			if err == nil && a.MaxSize < 0 {
@@ -94,10 +134,6 @@ func ParseArgs(args []string) (Args, error) {
 			if v != ModeBlock && v != ModeDrop {
 				err = errors.New("not block or drop")
 			}
-		case "lock":
-			a.Lock = v
-		case "status":
-			a.Status = v
 		default:
 			return a, fmt.Errorf("unknown argument %q", k)
 		}
@@ -105,8 +141,8 @@ func ParseArgs(args []string) (Args, error) {
 			return a, fmt.Errorf("argument %s %q: %v", k, v, err)
 		}
 	}
-	if a.Stdout == "" || a.Stderr == "" {
-		return a, errors.New("both stdout and stderr paths are required")
+	if a.Root == "" || a.Sandbox == "" || a.State == "" {
+		return a, errors.New("root, sandbox and state are required")
 	}
 	return a, nil
 }
@@ -135,16 +171,24 @@ func Main(args []string) int {
 // Run copies the two streams into their files. ready, when not nil, is
 // closed once the files are open and the lock is held.
 func Run(a Args, stdout, stderr io.Reader, ready io.Closer) int {
-	if a.Lock != "" {
-		if f, err := os.OpenFile(a.Lock, os.O_CREATE|os.O_RDWR, 0o600); err == nil {
-			syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-			defer f.Close() // the lock goes with the process
-		}
+	st := &statusFile{path: filepath.Join(a.State, StatusFile)}
+	if err := os.MkdirAll(a.State, 0o700); err != nil {
+		fmt.Fprintf(os.Stderr, "gearbox-logger: state directory: %v\n", err)
 	}
-	st := &statusFile{path: a.Status}
+	if f, err := os.OpenFile(filepath.Join(a.State, LockFile), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600); err == nil {
+		// Host-only: nobody but another logger of this container holds it.
+		syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		defer f.Close() // the lock goes with the process
+	}
 	st.set("")
-	outW, err1 := newRotator(a.Stdout, a.MaxSize, a.MaxFiles, st)
-	errW, err2 := newRotator(a.Stderr, a.MaxSize, a.MaxFiles, st)
+	var outW, errW *rotator
+	dir, err1 := openSandbox(a.Root, a.Sandbox)
+	err2 := err1
+	if err1 == nil {
+		defer dir.Close()
+		outW, err1 = newRotator(dir, "stdout", a.State, a.MaxSize, a.MaxFiles, st)
+		errW, err2 = newRotator(dir, "stderr", a.State, a.MaxSize, a.MaxFiles, st)
+	}
 	if ready != nil {
 		ready.Close()
 	}
@@ -177,6 +221,16 @@ func Run(a Args, stdout, stderr io.Reader, ready io.Closer) int {
 	go copyTo(errW, err2, stderr)
 	wg.Wait()
 	return status
+}
+
+// openSandbox opens the trusted root once and the sandbox beneath it.
+func openSandbox(root, sandbox string) (*sandboxfs.Dir, error) {
+	r, err := sandboxfs.OpenDir(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Sub(sandbox)
 }
 
 func copyBlocking(w *rotator, r io.Reader) {
@@ -285,41 +339,71 @@ func (s *statusFile) set(msg string) {
 	}
 }
 
-// rotator writes one stream into its live file and rotates it.
+// rotator writes one stream into its live file and rotates it. Every name
+// in the sandbox is resolved beneath dir; the time index and the rotation
+// lock are in the host-only state directory.
 type rotator struct {
-	path     string
-	max      int64
-	files    int
-	status   *statusFile
-	lockPath string
+	dir    *sandboxfs.Dir
+	name   string // "stdout" or "stderr"
+	state  string
+	max    int64
+	files  int
+	status *statusFile
+	retry  time.Duration // between attempts of a failing write
+	// rename is dir.Rename; tests make it fail.
+	rename func(oldName, newName string) error
 
-	f       *os.File
-	ino     uint64
-	size    int64
-	lineLen int64 // bytes of the current, unfinished line in f
-	failing bool
+	f         *os.File
+	ino       uint64
+	size      int64
+	lineLen   int64 // bytes of the current, unfinished line in f
+	failing   bool
+	lastCheck int64    // the second the live file's name was last checked
+	plan      []uint64 // a rotation under way: plan[k] is to end at name k+1
 
+	lock      *os.File // the rotation lock, when it could be opened
 	times     *os.File // the time index, when it could be opened
 	lastTimed int64    // the second of the last index entry
 }
 
-// RotateLockPath is the flock that guards a stream's rotation.
-func RotateLockPath(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock")
+// ChainLockPath is the flock that guards a stream's rotation: the writer
+// takes it exclusive to shift the chain, readers shared to resolve it. It is
+// in the host-only state directory, so a container can neither hold it nor
+// point it at another container's lock.
+func ChainLockPath(state, name string) string {
+	return filepath.Join(state, name+".lock")
 }
 
-// TimesPath is a stream's time index: lines "UNIXNANO INODE OFFSET", one at
-// the first line boundary written in each new second, so that every byte
-// from OFFSET of file INODE up to the next entry was written within that
-// second. Readers use it for --since. It is compacted to the files kept at
-// each rotation.
-func TimesPath(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".times")
+// TimesPath is a stream's time index, in the host-only state directory:
+// lines "UNIXNANO INODE OFFSET", one at the first line boundary written in
+// each new second, so that every byte from OFFSET of file INODE up to the
+// next entry was written within that second. Readers use it for --since. It
+// is compacted to the files kept at each rotation.
+func TimesPath(state, name string) string {
+	return filepath.Join(state, name+".times")
 }
 
-func newRotator(path string, max int64, files int, st *statusFile) (*rotator, error) {
-	w := &rotator{path: path, max: max, files: max1(files), status: st, lockPath: RotateLockPath(path)}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+// OpenLive opens a stream's live file beneath dir for appending, creating
+// it. If the container has put something else at the name (a symlink, a
+// FIFO, a directory, a hard link), that is removed beneath the handle and a
+// new file of gearbox's own is created: the logger never follows it.
+func OpenLive(dir *sandboxfs.Dir, name string) (*os.File, error) {
+	f, err := dir.OpenAppend(name, 0o640)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, sandboxfs.ErrUnsafePath) && !errors.Is(err, sandboxfs.ErrNotRegular) && !errors.Is(err, sandboxfs.ErrHardLinked) {
+		return nil, err
+	}
+	if rerr := dir.RemoveAll(name); rerr != nil {
+		return nil, fmt.Errorf("%w; removing what is there: %w", err, rerr)
+	}
+	return dir.Open(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o640)
+}
+
+func newRotator(dir *sandboxfs.Dir, name, state string, max int64, files int, st *statusFile) (*rotator, error) {
+	w := &rotator{dir: dir, name: name, state: state, max: max, files: max1(files), status: st, retry: time.Second, rename: dir.Rename}
+	f, err := OpenLive(dir, name)
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +413,9 @@ func newRotator(path string, max int64, files int, st *statusFile) (*rotator, er
 		return nil, err
 	}
 	w.f, w.size, w.ino = f, fi.Size(), inodeOf(fi)
-	w.times, _ = os.OpenFile(TimesPath(path), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	w.lastCheck = time.Now().Unix()
+	w.times, _ = os.OpenFile(TimesPath(state, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o600)
+	w.lock, _ = os.OpenFile(ChainLockPath(state, name), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
 	return w, nil
 }
 
@@ -338,6 +424,48 @@ func inodeOf(fi os.FileInfo) uint64 {
 		return st.Ino
 	}
 	return 0
+}
+
+// chainName is the name of file k of the chain: stdout, stdout.1, …
+func (w *rotator) chainName(k int) string {
+	if k == 0 {
+		return w.name
+	}
+	return w.name + "." + strconv.Itoa(k)
+}
+
+// inoAt is the inode at name beneath the handle (a link's own), or 0.
+func (w *rotator) inoAt(name string) uint64 {
+	fi, err := w.dir.Lstat(name)
+	if err != nil {
+		return 0
+	}
+	return inodeOf(fi)
+}
+
+// checkLive, once a second, makes sure the live file is still at its name:
+// if the container removed it or put something else there, the logger
+// makes a new file of its own, so that output is kept and readable.
+func (w *rotator) checkLive(now time.Time) {
+	if now.Unix() == w.lastCheck || w.plan != nil {
+		return
+	}
+	w.lastCheck = now.Unix()
+	if w.inoAt(w.name) == w.ino {
+		return
+	}
+	f, err := OpenLive(w.dir, w.name)
+	if err != nil {
+		w.status.set(fmt.Sprintf("reopening %s: %v", w.name, err))
+		return
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return
+	}
+	w.f.Close()
+	w.f, w.size, w.ino, w.lineLen, w.lastTimed = f, fi.Size(), inodeOf(fi), 0, 0
 }
 
 // stamp records, at a line boundary, the first write of a new second.
@@ -352,37 +480,44 @@ func (w *rotator) stamp() {
 	}
 }
 
-// compactTimes keeps the index entries of the files still in the chain.
+// compactTimes keeps the index entries of the files still in the chain. The
+// index is host-only; it is still read line by line with a bounded line.
 func (w *rotator) compactTimes() {
 	if w.times == nil {
 		return
 	}
 	keep := map[string]bool{}
 	for k := 0; k < w.files; k++ {
-		p := w.path
-		if k > 0 {
-			p = fmt.Sprintf("%s.%d", w.path, k)
-		}
-		if fi, err := os.Stat(p); err == nil {
-			keep[strconv.FormatUint(inodeOf(fi), 10)] = true
+		if ino := w.inoAt(w.chainName(k)); ino != 0 {
+			keep[strconv.FormatUint(ino, 10)] = true
 		}
 	}
-	data, err := os.ReadFile(TimesPath(w.path))
+	path := TimesPath(w.state, w.name)
+	in, err := os.Open(path)
 	if err != nil {
 		return
 	}
-	var out bytes.Buffer
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		if f := bytes.Fields(line); len(f) == 3 && keep[string(f[1])] {
-			out.Write(line)
-			out.WriteByte('\n')
+	defer in.Close()
+	tmp := path + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return
+	}
+	bw := bufio.NewWriter(out)
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 256), 256)
+	for sc.Scan() {
+		if f := bytes.Fields(sc.Bytes()); len(f) == 3 && keep[string(f[1])] {
+			bw.Write(sc.Bytes())
+			bw.WriteByte('\n')
 		}
 	}
-	tmp := TimesPath(w.path) + ".tmp"
-	if os.WriteFile(tmp, out.Bytes(), 0o640) == nil && os.Rename(tmp, TimesPath(w.path)) == nil {
-		w.times.Close()
-		w.times, _ = os.OpenFile(TimesPath(w.path), os.O_WRONLY|os.O_APPEND, 0o640)
+	if bw.Flush() != nil || out.Close() != nil || os.Rename(tmp, path) != nil {
+		os.Remove(tmp)
+		return
 	}
+	w.times.Close()
+	w.times, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_CLOEXEC, 0o600)
 }
 
 func max1(n int) int {
@@ -396,6 +531,9 @@ func (w *rotator) close() {
 	w.f.Close()
 	if w.times != nil {
 		w.times.Close()
+	}
+	if w.lock != nil {
+		w.lock.Close()
 	}
 }
 
@@ -425,14 +563,15 @@ func (w *rotator) writeRetrying(d []byte) {
 			w.failing = true
 			fmt.Fprintf(os.Stderr, "gearbox-logger: %v (retrying every second)\n", err)
 		}
-		w.status.set(fmt.Sprintf("writing %s: %v (the container blocks until the write succeeds)", w.path, err))
-		time.Sleep(time.Second)
+		w.status.set(fmt.Sprintf("writing %s: %v (the container blocks until the write succeeds)", w.name, err))
+		time.Sleep(w.retry)
 	}
 }
 
 // write puts d into the files, rotating as needed, and returns how much of
 // d it consumed.
 func (w *rotator) write(d []byte) (int, error) {
+	w.checkLive(time.Now())
 	if w.max <= 0 {
 		w.stamp()
 		n, err := w.f.Write(d)
@@ -514,30 +653,65 @@ func (w *rotator) write(d []byte) (int, error) {
 
 // rotate shifts stdout → stdout.1 → … and opens a new live file, under the
 // rotation lock so that readers see the chain whole.
+//
+// It is resumable: the first attempt records which file is to move where
+// (plan), and each attempt moves only what has not moved yet. A rotation
+// that fails halfway (a rename refused) and is retried every second thus
+// finishes the same shift instead of shifting the kept files again each
+// time, which would drop one more kept file per retry.
 func (w *rotator) rotate() error {
-	lock, err := os.OpenFile(w.lockPath, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if w.files <= 1 {
-		os.Remove(w.path)
-	} else {
-		for k := w.files - 1; k >= 2; k-- {
-			os.Rename(fmt.Sprintf("%s.%d", w.path, k-1), fmt.Sprintf("%s.%d", w.path, k))
-		}
-		if err := os.Rename(w.path, w.path+".1"); err != nil {
+	if w.lock != nil {
+		if err := syscall.Flock(int(w.lock.Fd()), syscall.LOCK_EX); err != nil {
 			return err
 		}
+		defer syscall.Flock(int(w.lock.Fd()), syscall.LOCK_UN)
 	}
-	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+	if w.plan == nil {
+		w.plan = make([]uint64, max(w.files-1, 1))
+		w.plan[0] = w.ino
+		for k := 1; k < len(w.plan); k++ {
+			// Only regular files are kept; what else the container put at a
+			// kept file's name stays, to be replaced.
+			if fi, err := w.dir.Lstat(w.chainName(k)); err == nil && fi.Mode().IsRegular() {
+				w.plan[k] = inodeOf(fi)
+			}
+		}
+	}
+	if w.files <= 1 {
+		if w.inoAt(w.name) == w.plan[0] {
+			if err := w.dir.Remove(w.name); err != nil {
+				return err
+			}
+		}
+	} else {
+		for k := len(w.plan) - 1; k >= 0; k-- {
+			want, from, to := w.plan[k], w.chainName(k), w.chainName(k+1)
+			if want == 0 || w.inoAt(to) == want || w.inoAt(from) != want {
+				continue // nothing to move, moved already, or gone
+			}
+			err := w.rename(from, to)
+			if err != nil && w.inoAt(to) != 0 {
+				// The container may have put a directory at the name.
+				if rerr := w.dir.RemoveAll(to); rerr == nil {
+					err = w.rename(from, to)
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	f, err := w.dir.Open(w.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	if errors.Is(err, os.ErrExist) {
+		// Not ours (ours has moved): the container's; take the name back.
+		if err = w.dir.RemoveAll(w.name); err == nil {
+			f, err = w.dir.Open(w.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+		}
+	}
 	if err != nil {
 		return err
 	}
+	w.plan = nil
 	w.f.Close()
 	w.f, w.size, w.lineLen = f, 0, 0
 	if fi, err := f.Stat(); err == nil {
