@@ -58,7 +58,10 @@ func (d *diskQuota) Watch(_ context.Context, c isolators.Container) (*isolators.
 	if err != nil {
 		return nil, err
 	}
-	used := du(c.Sandbox)
+	used, err := du(c.Sandbox)
+	if err != nil {
+		return nil, err
+	}
 	if used <= q {
 		return nil, nil
 	}
@@ -69,7 +72,11 @@ func (d *diskQuota) Watch(_ context.Context, c isolators.Container) (*isolators.
 }
 
 func (d *diskQuota) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	u.DiskBytes = uint64(du(c.Sandbox))
+	used, err := du(c.Sandbox)
+	if err != nil {
+		return err
+	}
+	u.DiskBytes = uint64(used)
 	return nil
 }
 
@@ -78,13 +85,15 @@ func (d *diskQuota) Usage(_ context.Context, c isolators.Container, u *isolators
 // (internal/sandboxfs): a directory swapped for a link to a host directory
 // mid-walk is never followed out of the sandbox, nor is a mount point
 // crossed. The walk is bounded in depth.
-func du(dir string) int64 {
+// The sandboxes are root's alone (0700): the plugin must run as root, and
+// says so rather than report an empty sandbox.
+func du(dir string) (int64, error) {
 	d, err := sandboxfs.OpenDir(dir)
 	if err != nil {
-		return 0
+		return 0, fmt.Errorf("measuring the sandbox: %w (the plugin must run as root to read sandboxes)", err)
 	}
 	defer d.Close()
-	return duDir(d, 0)
+	return duDir(d, 0), nil
 }
 
 const maxDuDepth = 64

@@ -61,7 +61,10 @@ func TestDuStaysInTheSandbox(t *testing.T) {
 	os.WriteFile(filepath.Join(sandbox, "g"), make([]byte, 24), 0o644)
 	os.Symlink(host, filepath.Join(sandbox, "hostdir"))
 	os.Symlink(filepath.Join(host, "huge"), filepath.Join(sandbox, "a", "hostfile"))
-	if got := du(sandbox); got != 1024 {
-		t.Errorf("du = %d, want 1024 (the links' targets are not the sandbox's)", got)
+	if got, err := du(sandbox); err != nil || got != 1024 {
+		t.Errorf("du = %d %v, want 1024 (the links' targets are not the sandbox's)", got, err)
+	}
+	if _, err := du(filepath.Join(sandbox, "hostdir")); err == nil {
+		t.Error("du measured a sandbox given as a symlink")
 	}
 }
