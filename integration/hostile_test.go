@@ -143,7 +143,7 @@ func clipS(s string, n int) string {
 // planted /dev/zero or a sparse file of many GiB never ends by itself.
 const maxLogRead = 32 << 20
 
-var errUnbounded = errors.New("ReadLogs returned more than 32 MiB: an unbounded read")
+var errUnbounded = errors.New("ReadLogs returned more than 32 MiB from a container whose logger keeps at most max-size × max-files (3 MiB here): an unbounded read of what the container planted")
 
 // readLogs reads a container's logs back as a client does, within a
 // deadline and a bound; it returns what came per stream.
