@@ -553,7 +553,7 @@ done`); err != nil {
 // is nosuid,nodev inside, and no unprivileged host user can reach them
 // through the host path.
 func TestHostileSetuidAndDeviceNodeAreInert(t *testing.T) {
-	c := launchHostile(t, "h-suid", nil, `cp /bin/busybox "$S/suid" && chmod 4755 "$S/suid" && mknod "$S/null" c 1 3 && chmod 666 "$S/null" || echo PLANT-FAILED
+	c := launchHostile(t, "h-suid", nil, `cp /bin/busybox "$S/id" && chmod 4755 "$S/id" && mknod "$S/null" c 1 3 && chmod 666 "$S/null" || echo PLANT-FAILED
 grep " /mnt/sandbox " /proc/self/mountinfo
 if echo x > "$S/null"; then echo dev-usable; else echo dev-inert; fi
 sleep 300`)
@@ -582,7 +582,7 @@ sleep 300`)
 	}
 	// From the host, as an unprivileged user.
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	cmd := exec.Command(filepath.Join(c.Sandbox, "suid"), "id", "-u")
+	cmd := exec.Command(filepath.Join(c.Sandbox, "id"), "-u")
 	cmd.SysProcAttr = nobody
 	if b, err := cmd.CombinedOutput(); err == nil || !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("an unprivileged host user ran the container's setuid binary %s: %v %q", cmd.Path, err, b)
