@@ -163,7 +163,14 @@ const statusLimit = 4096
 // whole life) and reads its status file (write failures). Both are in the
 // host-only state directory; the probe does not block.
 func (l *Logger) Check(ctx context.Context, c logger.Container) error {
-	f, err := os.Open(filepath.Join(l.stateDir(c), shimlog.LockFile))
+	state := l.stateDir(c)
+	f, err := os.Open(filepath.Join(state, shimlog.LockFile))
+	if errors.Is(err, os.ErrNotExist) {
+		// A logger started by an agent before the per-container state
+		// directory kept its lock and status beside it (also host-only).
+		state = l.StateDir
+		f, err = os.Open(filepath.Join(state, c.Namespace+"."+c.ID+".lock"))
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return errors.New("gearbox-logger never started for this container: its output is not kept")
 	}
@@ -175,7 +182,11 @@ func (l *Logger) Check(ctx context.Context, c logger.Container) error {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		return errors.New("gearbox-logger has exited while the container runs: new output is lost")
 	}
-	sf, err := os.Open(filepath.Join(l.stateDir(c), shimlog.StatusFile))
+	status := filepath.Join(state, shimlog.StatusFile)
+	if state == l.StateDir {
+		status = filepath.Join(state, c.Namespace+"."+c.ID+".status")
+	}
+	sf, err := os.Open(status)
 	if err != nil {
 		return nil
 	}
@@ -190,6 +201,11 @@ func (l *Logger) Check(ctx context.Context, c logger.Container) error {
 // Cleanup removes the logger's state directory; the output goes with the
 // sandbox.
 func (l *Logger) Cleanup(ctx context.Context, c logger.Container) error {
+	for _, p := range []string{".lock", ".status", ".status.tmp"} { // an older agent's
+		if err := os.Remove(filepath.Join(l.StateDir, c.Namespace+"."+c.ID+p)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	return os.RemoveAll(l.stateDir(c))
 }
 
