@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -198,20 +197,6 @@ func (a *authorizer) check(ctx context.Context, fullMethod string) error {
 		return status.Errorf(codes.PermissionDenied, "%s needs the %s role; this client (%s) has %s: an operator of the agent grants roles in its config ([roles])", method, need, id, role)
 	}
 	return nil
-}
-
-func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
 }
 
 // tcpCreds are the TCP listener's credentials: TLS with required client

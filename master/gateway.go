@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,13 +20,6 @@ import (
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
-
-// ErrorDomain is the domain of the ErrorInfo details the master attaches.
-const ErrorDomain = "gearbox.dev"
-
-// ReasonAgentGone is the ErrorInfo reason with which the master refuses an
-// agent an operator marked gone: the agent must kill its tasks.
-const ReasonAgentGone = "AGENT_MARKED_GONE"
 
 type gateway struct {
 	masterv1.UnimplementedAgentGatewayServer
@@ -95,10 +87,7 @@ func errGone(a *agentEntry) error {
 	st := status.New(codes.FailedPrecondition, fmt.Sprintf(
 		"agent %s was marked gone by an operator: it may not register again and must kill its tasks; "+
 			"to bring this host back as a new agent, stop the agent and remove its work dir's meta/master.json", a.ID))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonAgentGone, Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonAgentMarkedGone).Err()
 }
 
 func newAgentID() string {
@@ -155,68 +144,14 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	ctx := stream.Context()
+	as := &agentStream{m: m, a: a, c: c, stream: stream, acks: make(chan pendingAck, 64)}
 	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case msg := <-c.out:
-				if err := stream.Send(msg); err != nil {
-					sendErr <- err
-					return
-				}
-			case <-c.done:
-				sendErr <- nil
-				return
-			case <-ctx.Done():
-				sendErr <- nil
-				return
-			}
-		}
-	}()
-	acks := make(chan pendingAck, 64)
-	go func() {
-		for {
-			select {
-			case p := <-acks:
-				if p.gen > 0 && m.p.wait(ctx, p.gen) != nil {
-					continue // not durable: not acknowledged; the agent resends it
-				}
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
-			case <-c.done:
-				return
-			}
-		}
-	}()
+	go func() { sendErr <- as.sendLoop(ctx) }()
+	go as.ackLoop(ctx)
 	recvErr := make(chan error, 1)
 	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			switch x := msg.Msg.(type) {
-			case *masterv1.AgentMessage_Heartbeat:
-				a.lastBeat.Store(time.Now().UnixNano())
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
-			case *masterv1.AgentMessage_Update:
-				a.lastBeat.Store(time.Now().UnixNano())
-				ack, g, err := m.statusUpdate(a, c, x.Update)
-				if err != nil {
-					recvErr <- err
-					return
-				}
-				// Applied in order here; acknowledged in order once durable,
-				// without holding up the next update.
-				select {
-				case acks <- pendingAck{ack, g}:
-				case <-c.done:
-					return
-				}
-			default:
-				recvErr <- status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
-				return
-			}
+		if err := as.recvLoop(); err != nil {
+			recvErr <- err
 		}
 	}()
 	var result error
@@ -242,6 +177,80 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		m.log.Info("agent stream ended", "agent_id", a.ID, "why", result)
 	}
 	return result
+}
+
+// agentStream is one agent's Connect stream after it registered: sendLoop
+// writes what the master sends the agent, recvLoop applies what the agent
+// sends, ackLoop acknowledges status updates once they are durable.
+type agentStream struct {
+	m      *Master
+	a      *agentEntry
+	c      *agentConn
+	stream grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]
+	acks   chan pendingAck
+}
+
+// sendLoop returns the error of a failed send, or nil once the connection
+// or the stream ends.
+func (as *agentStream) sendLoop(ctx context.Context) error {
+	for {
+		select {
+		case msg := <-as.c.out:
+			if err := as.stream.Send(msg); err != nil {
+				return err
+			}
+		case <-as.c.done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (as *agentStream) ackLoop(ctx context.Context) {
+	for {
+		select {
+		case p := <-as.acks:
+			if p.gen > 0 && as.m.p.wait(ctx, p.gen) != nil {
+				continue // not durable: not acknowledged; the agent resends it
+			}
+			as.c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
+		case <-as.c.done:
+			return
+		}
+	}
+}
+
+// recvLoop returns why the agent's side ended, or nil once the connection
+// ends.
+func (as *agentStream) recvLoop() error {
+	m, a, c := as.m, as.a, as.c
+	for {
+		msg, err := as.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch x := msg.Msg.(type) {
+		case *masterv1.AgentMessage_Heartbeat:
+			a.lastBeat.Store(time.Now().UnixNano())
+			c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
+		case *masterv1.AgentMessage_Update:
+			a.lastBeat.Store(time.Now().UnixNano())
+			ack, g, err := m.statusUpdate(a, c, x.Update)
+			if err != nil {
+				return err
+			}
+			// Applied in order here; acknowledged in order once durable,
+			// without holding up the next update.
+			select {
+			case as.acks <- pendingAck{ack, g}:
+			case <-c.done:
+				return nil
+			}
+		default:
+			return status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
+		}
+	}
 }
 
 // register admits an agent (new, returning, or reconnecting) and
@@ -292,27 +301,27 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 		rep, ok := reported[t.ID]
 		delete(reported, t.ID)
 		switch {
-		case ok && terminal(t.State) && !terminal(rep.GetState().String()):
+		case ok && terminal(t.State) && !terminal(rep.GetState()):
 			// Ended here while the agent was away (dropped, gone): it must
 			// not run on.
 			m.log.Info("killing a task the master had ended", "task_id", t.ID, "agent_id", id, "state", t.State)
 			c.send(killMsg(t.ID, 0))
 		case ok:
-			m.setTask(t, rep.GetState().String(), rep.GetReason().String(), rep.GetMessage(), rep.ExitCode)
+			m.setTask(t, rep.GetState(), rep.GetReason(), rep.GetMessage(), rep.ExitCode)
 			if t.KillRequested && !terminal(t.State) {
 				c.send(killMsg(t.ID, 0))
 			}
 		case terminal(t.State):
-		case t.State == "TASK_STAGING":
-			m.setTask(t, "TASK_DROPPED", "REASON_AGENT_RESTARTED", fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
+		case t.State == typesv1.TaskState_TASK_STAGING:
+			m.setTask(t, typesv1.TaskState_TASK_DROPPED, typesv1.Reason_REASON_AGENT_RESTARTED, fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
 		case t.PartitionAware:
-			m.setTask(t, "TASK_GONE", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+			m.setTask(t, typesv1.TaskState_TASK_GONE, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		default:
-			m.setTask(t, "TASK_LOST", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+			m.setTask(t, typesv1.TaskState_TASK_LOST, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		}
 	}
 	for tid, rep := range reported {
-		if terminal(rep.GetState().String()) {
+		if terminal(rep.GetState()) {
 			continue // ended, and never the master's: nothing to manage
 		}
 		if other, ok := m.tasks[tid]; ok {
@@ -322,7 +331,7 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			continue
 		}
 		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(),
-			State: rep.GetState().String(), Reason: rep.GetReason().String(), ExitCode: rep.ExitCode,
+			State: rep.GetState(), Reason: rep.GetReason(), ExitCode: rep.ExitCode,
 			Message: rep.GetMessage()}
 		m.tasks[tid] = t
 		m.index(t)
@@ -340,15 +349,15 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 // rank orders a task's states as an agent reports them; states the
 // master sets while it cannot hear the agent rank lowest, so that any
 // report replaces them.
-func rank(state string) int {
+func rank(state typesv1.TaskState) int {
 	switch state {
-	case "TASK_UNREACHABLE", "TASK_LOST":
+	case typesv1.TaskState_TASK_UNREACHABLE, typesv1.TaskState_TASK_LOST:
 		return -1
-	case "TASK_STAGING":
+	case typesv1.TaskState_TASK_STAGING:
 		return 0
-	case "TASK_STARTING":
+	case typesv1.TaskState_TASK_STARTING:
 		return 1
-	case "TASK_RUNNING":
+	case typesv1.TaskState_TASK_RUNNING:
 		return 2
 	}
 	return 3
@@ -389,14 +398,14 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 	case !ok || t.AgentID != a.ID:
 		m.log.Warn("status update for a task the master did not place on this agent; acknowledged and ignored", "task_id", st.GetTaskId(), "agent_id", a.ID)
 	case terminal(t.State):
-		if !terminal(st.GetState().String()) {
+		if !terminal(st.GetState()) {
 			c.send(killMsg(t.ID, 0))
 		}
-	case rank(st.GetState().String()) < rank(t.State):
+	case rank(st.GetState()) < rank(t.State):
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
-		g = m.setTask(t, st.GetState().String(), st.GetReason().String(), st.GetMessage(), st.ExitCode)
+		g = m.setTask(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode)
 	}
 	m.mu.Unlock()
 	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, g, nil

@@ -26,58 +26,62 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/grpcserver"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
-// Config is the master's configuration. Names follow Mesos's master flags.
+// Config is the master's configuration. Names follow Mesos's master flags;
+// in the TOML file (LoadConfig) each key is its flag's name with
+// underscores, and flags override the file.
 type Config struct {
-	Listen  string // host:port for agents and operators
-	WorkDir string // holds registry.db
+	Listen  string `toml:"listen"`   // host:port for agents and operators
+	WorkDir string `toml:"work_dir"` // holds registry.db
 	// An agent is missed after AgentPingTimeout × MaxAgentPingTimeouts
 	// without a heartbeat; agents heartbeat every AgentPingTimeout.
-	AgentPingTimeout     time.Duration
-	MaxAgentPingTimeouts int
+	AgentPingTimeout     time.Duration `toml:"agent_ping_timeout"`
+	MaxAgentPingTimeouts int           `toml:"max_agent_ping_timeouts"`
 	// AgentRemovalRateLimit ("1/10mins"; "" for none) bounds how fast
 	// missed agents are marked unreachable.
-	AgentRemovalRateLimit string
+	AgentRemovalRateLimit string `toml:"agent_removal_rate_limit"`
 	// RegistryMaxAgentAge: an agent unreachable longer than this is gone
 	// and its tasks TASK_GONE.
-	RegistryMaxAgentAge time.Duration
+	RegistryMaxAgentAge time.Duration `toml:"registry_max_agent_age"`
 	// EventBuffer is how many events are kept for subscribers to resume
 	// from; SubscriberLag is how far behind a subscriber may fall before it
 	// is cut off (at most EventBuffer).
-	EventBuffer   int
-	SubscriberLag int
+	EventBuffer   int `toml:"event_buffer"`
+	SubscriberLag int `toml:"subscriber_lag"`
 	// SubscriberHeartbeat: a HEARTBEAT event when nothing else was sent
 	// for this long.
-	SubscriberHeartbeat time.Duration
+	SubscriberHeartbeat time.Duration `toml:"subscriber_heartbeat"`
 	// SubscriberBatchWindow: once an event is there, wait this long for
 	// more before sending, so that sends carry batches (0: send at once).
-	SubscriberBatchWindow time.Duration
-	MetricsListen         string
+	SubscriberBatchWindow time.Duration `toml:"subscriber_batch_window"`
+	MetricsListen         string        `toml:"metrics_listen"`
 	// TLS: the master's certificate and key, and the CA that signs its
 	// clients' (agents and operators): mutual TLS. Without them the master
 	// serves plaintext, which it refuses on an address other hosts reach
 	// unless Insecure says so.
-	TLSCert, TLSKey, TLSClientCA string
-	Insecure                     bool
+	TLSCert     string `toml:"tls_cert"`
+	TLSKey      string `toml:"tls_key"`
+	TLSClientCA string `toml:"tls_client_ca"`
+	Insecure    bool   `toml:"insecure"`
 	// Who may do what, by certificate common name (master/auth.go); none
 	// given: every certificate the CA signed may do everything.
-	AgentCNs, ReadOnlyCNs, OperatorCNs []string
+	AgentCNs    []string `toml:"agent_cn"`
+	ReadOnlyCNs []string `toml:"readonly_cn"`
+	OperatorCNs []string `toml:"operator_cn"`
 }
 
 // DefaultConfig is Mesos's defaults where Mesos has one.
@@ -143,10 +147,7 @@ func (c Config) Validate() error {
 // MASTER_STOPPING): a planned absence, not a fault.
 func stoppingErr() error {
 	st := status.New(codes.Unavailable, "the master is stopping: register again")
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "MASTER_STOPPING", Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonMasterStopping).Err()
 }
 
 // loopback says whether a listen address is reachable from this host only.
@@ -238,37 +239,15 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer close(persisterDone); m.p.run(pctx) }()
 	defer func() { stopPersister(); <-persisterDone }()
 
+	srv, opts, err := m.newServer()
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", m.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
-	authz, _ := newAuthorizer(m.cfg) // checked by Validate
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ForceServerCodecV2(eventCodec{}),
-		grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream),
-	}
-	if m.cfg.TLSCert != "" && !authz.enforce {
-		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
-	}
-	if m.cfg.TLSCert != "" {
-		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
-		if err != nil {
-			lis.Close()
-			return fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
-		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
-	}
-	gs := grpc.NewServer(opts...)
-	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
-	masterv1.RegisterOperatorServer(gs, &operator{m: m})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(masterv1.Operator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-
 	stopMetrics, err := m.serveMetrics()
 	if err != nil {
 		lis.Close()
@@ -283,40 +262,68 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
 
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	srv.Serve(lis, opts...)
 	m.log.Info("master serving", "listen", m.Addr(), "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
 		"agents", len(m.agents), "tasks", len(m.tasks),
 		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
 	close(m.ready)
 	select {
-	case err = <-errc:
+	case err = <-srv.Err():
 		err = fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 		err = nil
 	}
 	stopBg()
 	wg.Wait()
-	hs.Shutdown()
-	// Agents' streams do not end by themselves: tell them, so that they
-	// register again with the next master at once.
+	srv.Stop()
+	return err
+}
+
+// newServer sets up the master's gRPC server and the options of its
+// listener (mutual TLS when configured).
+func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
+	authz, _ := newAuthorizer(m.cfg) // checked by Validate
+	if m.cfg.TLSCert != "" && !authz.enforce {
+		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+	}
+	var opts []grpc.ServerOption
+	if m.cfg.TLSCert != "" {
+		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	srv := grpcserver.New(grpcserver.Config{
+		Services: []string{masterv1.Operator_ServiceDesc.ServiceName},
+		Register: func(gs *grpc.Server) {
+			masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
+			masterv1.RegisterOperatorServer(gs, &operator{m: m})
+		},
+		Authorize: authz.check,
+		Options: []grpc.ServerOption{
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.ForceServerCodecV2(eventCodec{}),
+		},
+		// Agents' streams do not end by themselves: tell them, so that
+		// they register again with the next master at once. Subscribers'
+		// streams are cut after Grace.
+		EndStreams: m.endAgentStreams,
+		Grace:      2 * time.Second,
+	})
+	return srv, opts, nil
+}
+
+// endAgentStreams ends every agent's stream with MASTER_STOPPING.
+func (m *Master) endAgentStreams() {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, a := range m.agents {
 		if a.conn != nil {
 			a.conn.close(stoppingErr())
 			a.conn = nil
 		}
 	}
-	m.mu.Unlock()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		gs.Stop() // subscribers' streams do not end by themselves
-		<-done
-	}
-	return err
 }
 
 func (m *Master) missedAfter() time.Duration {
