@@ -194,10 +194,11 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		return nil, fmt.Errorf("default runtime %q is not among the configured runtimes", cfg.DefaultRuntime)
 	}
 	// The work dir and its sandboxes are root's alone (sandbox.go says why).
-	for _, d := range []string{cfg.WorkDir, filepath.Join(cfg.WorkDir, "sandboxes")} {
-		if err := privateDir(d, cfg.Log); err != nil {
-			return nil, err
-		}
+	if err := privateDir(cfg.WorkDir, true, cfg.Log); err != nil {
+		return nil, err
+	}
+	if err := privateDir(filepath.Join(cfg.WorkDir, "sandboxes"), false, cfg.Log); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.RunDir, "tmp"), 0o711); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", filepath.Join(cfg.RunDir, "tmp"), err)

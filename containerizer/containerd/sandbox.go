@@ -36,13 +36,19 @@ import (
 // point the container planted is ever followed.
 
 // privateDir makes dir, or tightens one an older agent left traversable,
-// to root-only 0700. A symlink or a non-directory in its place is an error:
-// these paths are the agent's own and nothing else should be there.
-func privateDir(dir string, log *slog.Logger) error {
+// to root-only 0700. With followLink (the work dir: the operator may have
+// made it a link to another disk) a final symlink is followed; without (the
+// sandboxes directory, which every sandbox handle is opened beneath with
+// O_NOFOLLOW) a symlink in its place is an error.
+func privateDir(dir string, followLink bool, log *slog.Logger) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
+	if !followLink {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(dir, flags, 0)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w (it must be a directory, not a symlink)", dir, err)
 	}

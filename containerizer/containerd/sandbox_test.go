@@ -16,7 +16,7 @@ func TestPrivateDirTightensAnOlderAgentsDirs(t *testing.T) {
 	}
 	os.Chmod(old, 0o711) // as agents before this one made it
 	for _, d := range []string{old, filepath.Join(old, "sandboxes")} {
-		if err := privateDir(d, slog.New(slog.DiscardHandler)); err != nil {
+		if err := privateDir(d, false, slog.New(slog.DiscardHandler)); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Lstat(d)
@@ -37,11 +37,18 @@ func TestPrivateDirRefusesASymlink(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := privateDir(link, slog.New(slog.DiscardHandler)); err == nil {
+	if err := privateDir(link, false, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("privateDir accepted a symlink in place of the sandboxes directory")
 	}
 	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o755 {
 		t.Errorf("the symlink's target was changed to %v", fi.Mode().Perm())
+	}
+	// A work dir the operator made a link to another disk is followed.
+	if err := privateDir(link, true, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("a linked work dir: %v", err)
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o700 {
+		t.Errorf("a linked work dir's target is %v, want 0700", fi.Mode().Perm())
 	}
 }
 
