@@ -30,7 +30,7 @@ func keptFiles(t *testing.T, path string, files int) [][]byte {
 
 // testRotator opens a rotator for "stdout" in a fresh sandbox, with a
 // host-only state directory beside it.
-func testRotator(t *testing.T, max int64, files int) (w *rotator, dir string) {
+func testRotator(t testing.TB, max int64, files int) (w *rotator, dir string) {
 	t.Helper()
 	dir, state := t.TempDir(), t.TempDir()
 	d, err := sandboxfs.OpenDir(dir)
@@ -43,6 +43,10 @@ func testRotator(t *testing.T, max int64, files int) (w *rotator, dir string) {
 		t.Fatal(err)
 	}
 	return w, dir
+}
+
+func benchRotator(b *testing.B, max int64, files int) (*rotator, string) {
+	return testRotator(b, max, files)
 }
 
 // writeChunked feeds data to w in random pieces, as a pipe would.
