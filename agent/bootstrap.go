@@ -63,7 +63,13 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 		}
 	}()
 	sock, _ := ParseListen(a.cfg.Listen)
-	for _, d := range []string{a.cfg.WorkDir, a.cfg.RunDir, filepath.Dir(sock)} {
+	// The work dir is root's alone (the containerizer also tightens one an
+	// older agent made 0711); the run dir and the socket's stay traversable
+	// for the socket's group.
+	if err := os.MkdirAll(a.cfg.WorkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", a.cfg.WorkDir, err)
+	}
+	for _, d := range []string{a.cfg.RunDir, filepath.Dir(sock)} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", d, err)
 		}

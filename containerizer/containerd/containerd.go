@@ -193,10 +193,15 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	if _, ok := cfg.Runtimes[cfg.DefaultRuntime]; !ok {
 		return nil, fmt.Errorf("default runtime %q is not among the configured runtimes", cfg.DefaultRuntime)
 	}
-	for _, d := range []string{filepath.Join(cfg.WorkDir, "sandboxes"), filepath.Join(cfg.RunDir, "tmp")} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", d, err)
-		}
+	// The work dir and its sandboxes are root's alone (sandbox.go says why).
+	if err := privateDir(cfg.WorkDir, true, cfg.Log); err != nil {
+		return nil, err
+	}
+	if err := privateDir(filepath.Join(cfg.WorkDir, "sandboxes"), false, cfg.Log); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.RunDir, "tmp"), 0o711); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", filepath.Join(cfg.RunDir, "tmp"), err)
 	}
 	cl, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace), client.WithTimeout(10*time.Second))
 	if err != nil {
@@ -260,7 +265,7 @@ func (z *Containerizer) Runtimes() []containerizer.Runtime {
 func (z *Containerizer) DefaultRuntime() string { return z.cfg.DefaultRuntime }
 
 func (z *Containerizer) sandboxDir(id containerizer.ContainerID) string {
-	return filepath.Join(z.cfg.WorkDir, "sandboxes", string(id))
+	return filepath.Join(z.sandboxesDir(), string(id))
 }
 
 func (z *Containerizer) lookup(id containerizer.ContainerID) (*ctr, error) {

@@ -154,14 +154,16 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		z.mu.Lock()
 		delete(z.containers, cfg.ID)
 		z.mu.Unlock()
-		os.RemoveAll(c.info.Sandbox)
+		if err := z.removeSandbox(cfg.ID); err != nil {
+			z.log.Warn("removing the sandbox of a launch that failed", "container_id", cfg.ID, "err", err)
+		}
 		z.changed(c.snapshot(), true)
 	}
 	return info, err
 }
 
 func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.LaunchConfig, img client.Image, args []string) (containerizer.Container, error) {
-	if err := os.MkdirAll(c.info.Sandbox, 0o755); err != nil {
+	if err := makeSandbox(c.info.Sandbox); err != nil {
 		return containerizer.Container{}, fmt.Errorf("creating sandbox of container %s: %w", cfg.ID, err)
 	}
 	if ok, err := img.IsUnpacked(ctx, z.cfg.Snapshotter); err != nil || !ok {
@@ -209,12 +211,19 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	c.mu.Lock()
 	c.cont = cont
 	c.mu.Unlock()
-	if spec, err := cont.Spec(ctx); err == nil && spec.Process != nil {
-		c.mu.Lock()
-		c.info.Env = spec.Process.Env
-		c.info.WorkingDir = spec.Process.Cwd
-		c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
-		c.mu.Unlock()
+	spec, err := cont.Spec(ctx)
+	if err != nil || spec.Process == nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("reading the container's spec back: %w", err))
+	}
+	c.mu.Lock()
+	c.info.Env = spec.Process.Env
+	c.info.WorkingDir = spec.Process.Cwd
+	c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
+	c.mu.Unlock()
+	// The sandbox is the container user's, so that a non-root container
+	// writes /mnt/sandbox; its parents keep every other host user out.
+	if err := chownSandbox(c.info.Sandbox, spec.Process.User.UID, spec.Process.User.GID); err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
 	}
 
 	lg, err := z.loggerOf(c.info)
@@ -360,8 +369,11 @@ func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Imag
 		oci.WithHostHostsFile,
 		oci.WithHostResolvconf,
 		oci.WithMounts([]specs.Mount{{
+			// nosuid,nodev: a setuid binary or a device node a container
+			// makes in its sandbox is inert, in it and in any other
+			// container that is given it.
 			Destination: SandboxMount, Type: "bind", Source: sandbox,
-			Options: []string{"rbind", "rw"},
+			Options: []string{"rbind", "rw", "nosuid", "nodev"},
 		}}),
 		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
 		oci.WithCgroup(z.cgroupPath(cfg.ID)),

@@ -280,7 +280,7 @@ func (z *Containerizer) destroy(ctx context.Context, c *ctr) error {
 			z.log.Warn("logger cleanup", "container_id", info.ID, "err", err)
 		}
 	}
-	if err := os.RemoveAll(info.Sandbox); err != nil {
+	if err := z.removeSandbox(info.ID); err != nil {
 		z.log.Warn("removing sandbox", "container_id", info.ID, "err", err)
 	}
 	os.Remove(z.stdinPath(info.ID))
@@ -413,7 +413,9 @@ func (z *Containerizer) destroyUnknown(ctx context.Context, cont client.Containe
 		z.log.Warn("removing an unknown container", "container_id", cont.ID(), "err", err)
 	}
 	if ids.Validate(cont.ID()) == nil {
-		os.RemoveAll(z.sandboxDir(containerizer.ContainerID(cont.ID())))
+		if err := z.removeSandbox(containerizer.ContainerID(cont.ID())); err != nil {
+			z.log.Warn("removing the sandbox of an unknown container", "container_id", cont.ID(), "err", err)
+		}
 	}
 }
 

@@ -108,7 +108,9 @@ func (z *Containerizer) LaunchNested(ctx context.Context, cfg containerizer.Nest
 			lg.Cleanup(cctx, lc)
 			cancel()
 		}
-		os.RemoveAll(n.info.Sandbox)
+		if rerr := removeNestedDir(parent.Sandbox, child); rerr != nil {
+			z.log.Warn("removing a nested container's directory", "container_id", cfg.ID, "err", rerr)
+		}
 	}
 	return info, err
 }
@@ -118,8 +120,8 @@ func (z *Containerizer) launchNested(ctx context.Context, c *ctr, cont client.Co
 	if err != nil {
 		return containerizer.NestedContainer{}, err
 	}
-	if err := os.MkdirAll(n.info.Sandbox, 0o755); err != nil {
-		return containerizer.NestedContainer{}, fmt.Errorf("creating the sandbox of %s: %w", cfg.ID, err)
+	if err := makeNestedDir(c.snapshot().Sandbox, child); err != nil {
+		return containerizer.NestedContainer{}, fmt.Errorf("nested container %s: %w", cfg.ID, err)
 	}
 	lg, lc, err := z.nestedLogger(c.snapshot(), n.info)
 	if err != nil {
@@ -299,7 +301,13 @@ func (z *Containerizer) RemoveNested(ctx context.Context, id containerizer.Conta
 	if lg, lc, err := z.nestedLogger(parent, n.info); err == nil {
 		lg.Cleanup(cctx, lc)
 	}
-	return os.RemoveAll(n.info.Sandbox)
+	// The record is gone; what is left in the parent's sandbox goes with
+	// it. A removal refused (the parent put a link or a mount where the
+	// child's directory was) is the parent's doing: logged, not retried.
+	if err := removeNestedDir(parent.Sandbox, child); err != nil {
+		z.log.Warn("removing a nested container's directory", "container_id", id, "err", err)
+	}
+	return nil
 }
 
 // recoverNested finds the nested containers of a recovered parent from its

@@ -19,13 +19,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/gearboxd/gearbox/internal/sandboxfs"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/isolators/plugin"
@@ -57,7 +59,10 @@ func (d *diskQuota) Watch(_ context.Context, c isolators.Container) (*isolators.
 	if err != nil {
 		return nil, err
 	}
-	used := du(c.Sandbox)
+	used, err := du(c.Sandbox)
+	if err != nil {
+		return nil, err
+	}
 	if used <= q {
 		return nil, nil
 	}
@@ -68,21 +73,54 @@ func (d *diskQuota) Watch(_ context.Context, c isolators.Container) (*isolators.
 }
 
 func (d *diskQuota) Usage(_ context.Context, c isolators.Container, u *isolators.Usage) error {
-	u.DiskBytes = uint64(du(c.Sandbox))
+	used, err := du(c.Sandbox)
+	if err != nil {
+		return err
+	}
+	u.DiskBytes = uint64(used)
 	return nil
 }
 
-// du adds up the sizes of the files under dir.
-func du(dir string) int64 {
+// du adds up the sizes of the regular files under a sandbox. The sandbox
+// is the container's to write, so the walk goes beneath directory handles
+// (internal/sandboxfs): a directory swapped for a link to a host directory
+// mid-walk is never followed out of the sandbox, nor is a mount point
+// crossed. The walk is bounded in depth.
+// The sandboxes are root's alone (0700): the plugin must run as root, and
+// says so rather than report an empty sandbox.
+func du(dir string) (int64, error) {
+	d, err := sandboxfs.OpenDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("measuring the sandbox: %w (the plugin must run as root to read sandboxes)", err)
+	}
+	defer d.Close()
+	return duDir(d, 0), nil
+}
+
+const maxDuDepth = 64
+
+func duDir(d *sandboxfs.Dir, depth int) int64 {
+	fd, err := unix.Dup(d.Fd())
+	if err != nil {
+		return 0
+	}
+	f := os.NewFile(uintptr(fd), d.Path())
+	defer f.Close()
+	ents, _ := f.ReadDir(-1)
 	var total int64
-	filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
-		if err == nil && e.Type().IsRegular() {
-			if fi, err := e.Info(); err == nil {
+	for _, e := range ents {
+		switch {
+		case e.Type().IsRegular():
+			if fi, err := d.Lstat(e.Name()); err == nil && fi.Mode().IsRegular() {
 				total += fi.Size()
 			}
+		case e.IsDir() && depth < maxDuDepth:
+			if sub, err := d.Sub(e.Name()); err == nil {
+				total += duDir(sub, depth+1)
+				sub.Close()
+			}
 		}
-		return nil
-	})
+	}
 	return total
 }
 

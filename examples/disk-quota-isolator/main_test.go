@@ -51,3 +51,21 @@ func TestPlugin(t *testing.T) {
 		t.Fatalf("the label's quota was not used: %+v", l)
 	}
 }
+
+// du counts what is in the sandbox, not what its links point to.
+func TestDuStaysInTheSandbox(t *testing.T) {
+	host := t.TempDir()
+	os.WriteFile(filepath.Join(host, "huge"), make([]byte, 4<<20), 0o644)
+	sandbox := t.TempDir()
+	os.MkdirAll(filepath.Join(sandbox, "a", "b"), 0o755)
+	os.WriteFile(filepath.Join(sandbox, "a", "b", "f"), make([]byte, 1000), 0o644)
+	os.WriteFile(filepath.Join(sandbox, "g"), make([]byte, 24), 0o644)
+	os.Symlink(host, filepath.Join(sandbox, "hostdir"))
+	os.Symlink(filepath.Join(host, "huge"), filepath.Join(sandbox, "a", "hostfile"))
+	if got, err := du(sandbox); err != nil || got != 1024 {
+		t.Errorf("du = %d %v, want 1024 (the links' targets are not the sandbox's)", got, err)
+	}
+	if _, err := du(filepath.Join(sandbox, "hostdir")); err == nil {
+		t.Error("du measured a sandbox given as a symlink")
+	}
+}
