@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -56,12 +57,40 @@ func TestRunDrainsWhenFileCannotOpen(t *testing.T) {
 }
 
 func FuzzParseArgs(f *testing.F) {
+	// What the agent passes, whole and in parts.
 	f.Add("stdout /o stderr /e")
+	f.Add("stdout /sb/stdout stderr /sb/stderr max-size 10485760 max-files 5 mode drop lock /sb/.lock status /sb/.status")
+	f.Add("stderr /e stdout /o mode block max-files 1000 max-size 0")
+	f.Add("stdout /o stderr /e max-files 0 max-size -1 mode lossy")
 	f.Add("stdout")
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := ParseArgs(strings.Fields(s))
-		if err == nil && (a.Stdout == "" || a.Stderr == "") {
+		words := strings.Fields(s)
+		a, err := ParseArgs(words)
+		if err != nil {
+			return
+		}
+		if a.Stdout == "" || a.Stderr == "" {
 			t.Fatalf("accepted %q without both paths", s)
+		}
+		if a.MaxSize < 0 || a.MaxFiles < 1 || a.MaxFiles > 1000 || (a.Mode != ModeBlock && a.Mode != ModeDrop) {
+			t.Fatalf("accepted %q as %+v", s, a)
+		}
+		// Every value given is the one kept (the last, for a repeated key).
+		for i := 0; i+1 < len(words); i += 2 {
+			last := ""
+			for j := i; j+1 < len(words); j += 2 {
+				if words[j] == words[i] {
+					last = words[j+1]
+				}
+			}
+			got := map[string]string{"stdout": a.Stdout, "stderr": a.Stderr, "mode": a.Mode, "lock": a.Lock, "status": a.Status,
+				"max-size": strconv.FormatInt(a.MaxSize, 10), "max-files": strconv.Itoa(a.MaxFiles)}[words[i]]
+			if n, err := strconv.ParseInt(last, 10, 64); err == nil && (words[i] == "max-size" || words[i] == "max-files") {
+				last = strconv.FormatInt(n, 10) // "+5" and "05" are 5
+			}
+			if got != last {
+				t.Fatalf("accepted %q: %s is %q, want %q", s, words[i], got, last)
+			}
 		}
 	})
 }
