@@ -163,7 +163,7 @@ func setup() (*harness, error) {
 	if err := os.Mkdir(t.raceDir, 0o1777); err != nil {
 		return t, err
 	}
-	if err := os.Chmod(t.raceDir, 0o1777); err != nil {
+	if err := os.Chmod(t.raceDir, 0o777|os.ModeSticky); err != nil {
 		return t, err
 	}
 	env := strings.SplitN(raceEnv(t.raceDir), "=", 2)
