@@ -439,7 +439,7 @@ func TestSessionsNeedTheDebugRole(t *testing.T) {
 	// A session is written when it is cleaned up, just after its exit
 	// status is sent.
 	var recs []map[string]any
-	for deadline := time.Now().Add(5 * time.Second); len(recs) < 2 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); len(recs) < 2 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		after, _ := os.ReadFile(auditPath)
 		recs = nil
 		for _, l := range strings.Split(strings.TrimSpace(strings.TrimPrefix(string(after), string(before))), "\n") {

@@ -535,7 +535,7 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 	}
 	waitTaskState(t, m, "late", typesv1.TaskState_TASK_FINISHED, 20*time.Second)
 	resumed := subscribeEvents(t, m, last)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for len(resumed.taskStates("late")) < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -616,7 +616,7 @@ func TestMasterPartitionAndRestart(t *testing.T) {
 	if !strings.Contains(r.stdout, id1) || !strings.Contains(r.stdout, "AGENT_ACTIVE") {
 		t.Errorf("agents after the master's restart: %s", r)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		pending, _ = filepath.Glob(filepath.Join(a1.dir, "work", "meta", "updates", "*.json"))
 		st, _ := a1.c.GetState(ctxT(t), &agentv1.GetStateRequest{})
