@@ -560,7 +560,7 @@ func (t *harness) cli(args ...string) result { return t.cliIn("", args...) }
 // makes read-only on the unix socket.
 func cliAsNobody(args ...string) result {
 	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
-	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent"}
+	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent", raceEnv(h.raceDir)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
