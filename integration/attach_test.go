@@ -217,11 +217,20 @@ func TestAttachRefusals(t *testing.T) {
 	// One writer at a time.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	first, err := attach(ctx, &agentv1.AttachInputStart{ContainerId: "held"}, &agentv1.AttachInputRequest{Frame: &agentv1.AttachInputRequest_Stdin{Stdin: []byte("echo x\n")}})
+	first, err := attach(ctx, &agentv1.AttachInputStart{ContainerId: "held"}, &agentv1.AttachInputRequest{Frame: &agentv1.AttachInputRequest_Stdin{Stdin: []byte("echo held-$((6*7))\n")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The first writer is attached once what it typed ran.
+	stdout := filepath.Join(inspect(t, "held").Sandbox, "stdout")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if b, _ := os.ReadFile(stdout); strings.Contains(string(b), "held-42") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("what the first writer typed did not run within 30s")
+		}
+	}
 	wantCode(t, refused(&agentv1.AttachInputStart{ContainerId: "held"}), codes.FailedPrecondition, "one writer at a time")
 	// A detach through the API: the server says so and the container runs on.
 	first.Send(&agentv1.AttachInputRequest{Frame: &agentv1.AttachInputRequest_Stdin{Stdin: []byte{16, 17}}})
