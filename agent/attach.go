@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -117,7 +118,9 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 	if err != nil {
 		return toStatus(err)
 	}
-	defer at.Close()
+	var closeOnce sync.Once
+	release := func() { closeOnce.Do(func() { at.Close() }) }
+	defer release()
 	identity, _ := s.a.authz.roleOf(stream.Context())
 	rec, err := s.a.beginAudit(auditRecord{Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true})
 	if err != nil {
@@ -148,6 +151,9 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 			}
 			if detached {
 				s.a.log.Info("input detached", "container_id", id, "identity", identity)
+				// Free the writer's place before the client hears it is
+				// detached: it may attach again at once.
+				release()
 				return stream.Send(&agentv1.AttachInputResponse{Frame: &agentv1.AttachInputResponse_Detached{Detached: &agentv1.Detached{}}})
 			}
 		case *agentv1.AttachInputRequest_CloseStdin:

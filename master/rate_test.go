@@ -1,6 +1,7 @@
 package master
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestParseRate(t *testing.T) {
 	if l, err := ParseRate(""); l != nil || err != nil {
 		t.Errorf("empty: %v %v", l, err)
 	}
-	for _, bad := range []string{"1", "0/1secs", "-1/1secs", "x/1secs", "1/", "1/10lightyears", "1/0secs", "1/-5s"} {
+	for _, bad := range []string{"1", "0/1secs", "-1/1secs", "x/1secs", "1/", "1/10lightyears", "1/0secs", "1/-5s", "5/1ns", "2/1ns", "1001/1us", "1/99999999999999999999weeks"} {
 		if _, err := ParseRate(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("%q: %v", bad, err)
 		}
@@ -32,11 +33,39 @@ func TestParseRate(t *testing.T) {
 }
 
 func FuzzParseRate(f *testing.F) {
-	for _, s := range []string{"1/10mins", "5/1secs", "1/2s", "", "1/"} {
+	for _, s := range []string{"1/10mins", "5/1secs", "1/2s", "", "1/", "5/1ns", "1/1ns", "3/10ns", "1/1.5weeks", "1/99999999999999999999weeks"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		ParseRate(s) // never panics
+		l, err := ParseRate(s)
+		if err != nil {
+			return
+		}
+		if l == nil {
+			if strings.TrimSpace(s) != "" {
+				t.Fatalf("%q: no limiter and no error", s)
+			}
+			return
+		}
+		// An accepted rate is a finite, positive one: never rate.Inf (no
+		// limit at all) nor zero, with one removal at a time.
+		if l.Limit() == rate.Inf || !(l.Limit() > 0) || l.Burst() != 1 {
+			t.Fatalf("%q: limit %v burst %d", s, l.Limit(), l.Burst())
+		}
+		// And it is N per DURATION, to the nanosecond the interval is cut to.
+		ns, ds, _ := strings.Cut(strings.TrimSpace(s), "/")
+		n, _ := strconv.Atoi(strings.TrimSpace(ns))
+		d, err := parseMesosDuration(strings.TrimSpace(ds))
+		if err != nil {
+			t.Fatalf("%q accepted, but its duration does not parse: %v", s, err)
+		}
+		// The interval is d/n cut to whole nanoseconds, read back through a
+		// float64 rate: allow the cut (< 1 ns per removal) and float error.
+		every := float64(time.Second) / float64(l.Limit())
+		slack := float64(d) * 1e-9
+		if diff := float64(d) - every*float64(n); every < 0.5 || diff < -slack || diff >= float64(n)+slack {
+			t.Fatalf("%q: one every %.0f ns, want %d every %s", s, every, n, d)
+		}
 	})
 }
 

@@ -261,7 +261,12 @@ func ParseRate(s string) (*rate.Limiter, error) {
 	if err != nil || d <= 0 {
 		return nil, fmt.Errorf("%q: the duration after / must be positive, e.g. 10mins, 30secs, 2s", s)
 	}
-	return rate.NewLimiter(rate.Every(d/time.Duration(n)), 1), nil
+	every := d / time.Duration(n)
+	if every <= 0 {
+		// rate.Every(0) is rate.Inf: no limit at all, the opposite of asked.
+		return nil, fmt.Errorf("%q: more than one per nanosecond cannot be represented; give a longer duration or a smaller N", s)
+	}
+	return rate.NewLimiter(rate.Every(every), 1), nil
 }
 
 // parseMesosDuration reads Mesos's units (ns, us, ms, secs, mins, hrs,
@@ -285,7 +290,11 @@ func parseMesosDuration(s string) (time.Duration, error) {
 	if !ok {
 		return 0, fmt.Errorf("unit %q", s[i:])
 	}
-	return time.Duration(v * float64(u)), nil
+	f := v * float64(u)
+	if f >= math.MaxInt64 {
+		return 0, fmt.Errorf("duration %q is too long", s)
+	}
+	return time.Duration(f), nil
 }
 
 // ---- conversions ----

@@ -9,12 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/demoimage"
@@ -219,11 +221,81 @@ func TestSweepImportSpool(t *testing.T) {
 }
 
 func FuzzCheckArchive(f *testing.F) {
+	// Real archives of a small image (one layer of 64 bytes), so the fuzzer
+	// starts from what the agent is given and mutates tar headers, the
+	// gzip stream and the docker and OCI markers.
+	img, err := random.Image(64, 1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var docker, oci bytes.Buffer
+	if err := demoimage.WriteDockerArchive(&docker, img, "localhost/fuzz:1"); err != nil {
+		f.Fatal(err)
+	}
+	if err := demoimage.WriteOCILayout(&oci, img, "latest"); err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range [][]byte{docker.Bytes(), oci.Bytes(), gzipped(docker.Bytes()), gzipped(oci.Bytes())} {
+		if err := checkArchive(context.Background(), bytes.NewReader(seed), 1<<30); err != nil {
+			f.Fatalf("a real archive is refused: %v", err)
+		}
+		f.Add(seed)
+		f.Add(seed[:len(seed)/2])
+	}
 	f.Add([]byte("x"))
 	f.Add(make([]byte, 1024))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_ = checkArchive(context.Background(), bytes.NewReader(data), 1<<30) // must not panic
+		err := checkArchive(context.Background(), bytes.NewReader(data), 1<<30)
+		if err != nil {
+			// What the user sent is wrong, and they are told so.
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("refused with %v, want InvalidArgument", err)
+			}
+			return
+		}
+		// Accepted: a whole tar (plain or gzip) naming manifest.json,
+		// index.json or oci-layout, read here without the agent's code.
+		var r io.Reader = bytes.NewReader(data)
+		switch {
+		case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				t.Fatalf("accepted, but not gzip: %v", err)
+			}
+			r = zr
+		case bytes.HasPrefix(data, []byte{0x28, 0xb5, 0x2f, 0xfd}), bytes.HasPrefix(data, []byte("BZh")), bytes.HasPrefix(data, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+			return // zstd, bzip2, xz: no reader of ours to compare with
+		}
+		tr := tar.NewReader(r)
+		marked := false
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("accepted, but the tar is corrupt: %v", err)
+			}
+			switch path.Clean(h.Name) {
+			case "manifest.json", "index.json", "oci-layout":
+				marked = true
+			}
+			if _, err := io.Copy(io.Discard, tr); err != nil {
+				t.Fatalf("accepted, but %s is truncated: %v", h.Name, err)
+			}
+		}
+		if !marked {
+			t.Fatal("accepted an archive that is neither a docker-archive nor an OCI layout")
+		}
 	})
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
 }
 
 // The agent's own Docker config.json supplies credentials when a pull

@@ -21,7 +21,12 @@ import (
 //   - Watch reports no limitation for a container that never ran;
 //   - Usage, Status, Update and Recover do not panic;
 //   - Cleanup is idempotent.
-func Run(t *testing.T, iso isolators.Isolator, res isolators.Resources) {
+//
+// Each wantSpec is given the spec that Prepare(res)'s changes made of a
+// default one, to assert what the isolator promises to put there (a suite
+// that never looks at the spec passes an isolator that limits nothing). For
+// no resources, an isolator must leave the spec's resources without limits.
+func Run(t *testing.T, iso isolators.Isolator, res isolators.Resources, wantSpec ...func(t *testing.T, s *oci.Spec)) {
 	t.Helper()
 	ctx := context.Background()
 	c := isolators.Container{ID: "contract", CgroupPath: "/gearbox-contract/never-started", Resources: res, Sandbox: t.TempDir()}
@@ -31,19 +36,13 @@ func Run(t *testing.T, iso isolators.Isolator, res isolators.Resources) {
 		}
 	})
 	t.Run("Prepare", func(t *testing.T) {
-		for _, r := range []isolators.Resources{{}, res} {
-			cc := c
-			cc.Resources = r
-			opts, err := iso.Prepare(ctx, cc)
-			if err != nil {
-				t.Fatalf("Prepare(%+v): %v", r, err)
-			}
-			spec := &oci.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
-			for _, o := range opts {
-				if err := o(ctx, nil, &containers.Container{ID: c.ID}, spec); err != nil {
-					t.Fatalf("a spec change from Prepare(%+v) fails: %v", r, err)
-				}
-			}
+		if r := PreparedSpec(t, iso, c, isolators.Resources{}).Linux.Resources; r != nil &&
+			(r.CPU != nil || r.Memory != nil || r.Pids != nil || r.BlockIO != nil) {
+			t.Errorf("Prepare with no resources asked limits: %+v", r)
+		}
+		s := PreparedSpec(t, iso, c, res)
+		for _, want := range wantSpec {
+			want(t, s)
 		}
 	})
 	t.Run("Watch", func(t *testing.T) {
@@ -67,4 +66,23 @@ func Run(t *testing.T, iso isolators.Isolator, res isolators.Resources) {
 			}
 		}
 	})
+}
+
+// PreparedSpec applies the spec changes of iso.Prepare for c with res to a
+// default spec, as the agent does, and returns the spec.
+func PreparedSpec(t *testing.T, iso isolators.Isolator, c isolators.Container, res isolators.Resources) *oci.Spec {
+	t.Helper()
+	ctx := context.Background()
+	c.Resources = res
+	opts, err := iso.Prepare(ctx, c)
+	if err != nil {
+		t.Fatalf("Prepare(%+v): %v", res, err)
+	}
+	spec := &oci.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+	for _, o := range opts {
+		if err := o(ctx, nil, &containers.Container{ID: c.ID}, spec); err != nil {
+			t.Fatalf("a spec change from Prepare(%+v) fails: %v", res, err)
+		}
+	}
+	return spec
 }
