@@ -19,20 +19,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/containerizer/containerd"
-	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
@@ -47,7 +43,8 @@ import (
 type Agent struct {
 	cfg      Config
 	log      *slog.Logger
-	cz       *containerd.Containerizer
+	cz       containerizer.Containerizer
+	adm      *admission
 	cp       *checkpoint
 	ledger   *ledger
 	authz    *authorizer
@@ -58,12 +55,8 @@ type Agent struct {
 	masterID  atomic.Value
 	mc        *masterClient
 	startedAt time.Time
-	stopping  atomic.Bool
 	ready     chan struct{}
-	// streamsCtx ends long-lived calls (waits, follows) when the agent stops,
-	// so that draining does not wait on them.
-	streamsCtx context.Context
-	endStreams context.CancelFunc
+	*gate
 }
 
 // New checks the config; it starts nothing.
@@ -74,9 +67,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, ready: make(chan struct{})}
-	a.streamsCtx, a.endStreams = context.WithCancel(context.Background())
-	return a, nil
+	return &Agent{cfg: cfg, log: log, ready: make(chan struct{}), gate: newGate(), adm: &admission{}}, nil
 }
 
 // id is the agent's ID: the master's once one assigned it.
@@ -153,6 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if rebooted {
 		a.log.Warn("the host rebooted since the agent last ran: no container survived", "agent_id", a.agentID)
 	}
+	a.attrs, _ = ParseAttributes(a.cfg.Attributes)
 	if a.cfg.Master != "" {
 		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
 			return err
@@ -175,7 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		total.Disk = over.Disk
 	}
 	a.ledger = &ledger{total: total}
-	a.attrs, _ = ParseAttributes(a.cfg.Attributes)
+	a.adm.ledger = a.ledger
 	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
 	if err != nil {
 		return fmt.Errorf("config key isolation: %w", err)
@@ -226,7 +218,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer cz.Close()
-	a.cz = cz
+	a.cz, a.adm.cz = cz, cz
 	meta.BootID = boot
 	if err := cp.saveMeta(meta); err != nil {
 		return fmt.Errorf("writing the checkpoint: %w", err)
@@ -265,7 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			opts = append(opts, grpc.Creds(creds))
 		}
 		s := grpc.NewServer(opts...)
-		agentv1.RegisterAgentServer(s, &server{a: a})
+		agentv1.RegisterAgentServer(s, a.apiServer())
 		healthpb.RegisterHealthServer(s, hs)
 		reflection.Register(s)
 		return s
@@ -432,37 +424,4 @@ func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger,
 // serveMetrics serves Prometheus metrics when the config asks for it.
 func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
 	return promserve.Serve(a.cfg.MetricsListen, a.log, cs...)
-}
-
-// admit refuses new work while the agent stops.
-func (a *Agent) admit() error {
-	if a.stopping.Load() {
-		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent")
-	}
-	return nil
-}
-
-// longCall derives the context of a call that can last: it ends with the
-// caller or when the agent stops, whichever comes first.
-func (a *Agent) longCall(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(a.streamsCtx, cancel)
-	return ctx, func() { stop(); cancel() }
-}
-
-// stoppingErr says so when a long call ended because the agent stops.
-func (a *Agent) stoppingErr(err error) error {
-	if err != nil && a.streamsCtx.Err() != nil {
-		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent (containers keep running)")
-	}
-	return toStatus(err)
-}
-
-func (a *Agent) containerdHealthy(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := a.cz.Client().Version(ctx); err != nil {
-		return errs.New(errdefs.ErrUnavailable, "containerd at %s does not answer: %v", a.cfg.ContainerdAddress, err)
-	}
-	return nil
 }

@@ -89,7 +89,7 @@ func (d *detacher) feed(p []byte) ([]byte, bool) {
 }
 
 func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputServer) (err error) {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -111,23 +111,23 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 		return badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
 	}
 	id := containerizer.ContainerID(start.GetContainerId())
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
-	at, err := s.cz().AttachInput(ctx, id)
+	at, err := s.execs.AttachInput(ctx, id)
 	if err != nil {
 		return toStatus(err)
 	}
 	defer at.Close()
-	identity, _ := s.a.authz.roleOf(stream.Context())
+	identity, _ := s.authz.roleOf(stream.Context())
 	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true}
 	defer func() {
 		rec.DurationMS = time.Since(rec.Time).Milliseconds()
 		if err != nil {
 			rec.Error = err.Error()
 		}
-		s.a.audit(rec)
+		s.audit(rec)
 	}()
-	s.a.log.Info("input attached", "container_id", id, "identity", identity)
+	s.log.Info("input attached", "container_id", id, "identity", identity)
 	if sz := start.GetSize(); sz != nil {
 		at.Resize(ctx, sz.Width, sz.Height)
 	}
@@ -138,7 +138,7 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 			return nil // the client let go; the container's stdin stays open
 		}
 		if err != nil {
-			return s.a.stoppingErr(err)
+			return s.gate.stoppingErr(err)
 		}
 		switch f := m.GetFrame().(type) {
 		case *agentv1.AttachInputRequest_Stdin:
@@ -150,7 +150,7 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 				rec.BytesIn += int64(len(out))
 			}
 			if detached {
-				s.a.log.Info("input detached", "container_id", id, "identity", identity)
+				s.log.Info("input detached", "container_id", id, "identity", identity)
 				return stream.Send(&agentv1.AttachInputResponse{Frame: &agentv1.AttachInputResponse_Detached{Detached: &agentv1.Detached{}}})
 			}
 		case *agentv1.AttachInputRequest_CloseStdin:
@@ -174,16 +174,16 @@ func (s *server) AttachContainerOutput(req *agentv1.AttachOutputRequest, stream 
 		return err
 	}
 	id := containerizer.ContainerID(req.GetContainerId())
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
-	if _, err := s.cz().Get(ctx, id); err != nil {
+	if _, err := s.containers.Get(ctx, id); err != nil {
 		return toStatus(err)
 	}
 	lr := containerizer.LogsRequest{Follow: true, Tail: 0}
 	if req.GetLogs() {
 		lr.Tail = -1
 	}
-	err := s.cz().Logs(ctx, id, lr, func(ch containerizer.LogChunk) error {
+	err := s.containers.Logs(ctx, id, lr, func(ch containerizer.LogChunk) error {
 		resp := &agentv1.AttachOutputResponse{Frame: &agentv1.AttachOutputResponse_Stdout{Stdout: ch.Data}}
 		if ch.Stream == containerizer.Stderr {
 			resp.Frame = &agentv1.AttachOutputResponse_Stderr{Stderr: ch.Data}
@@ -191,11 +191,11 @@ func (s *server) AttachContainerOutput(req *agentv1.AttachOutputRequest, stream 
 		return stream.Send(resp)
 	})
 	if err != nil {
-		return s.a.stoppingErr(err)
+		return s.gate.stoppingErr(err)
 	}
-	c, err := s.cz().Wait(ctx, id)
+	c, err := s.containers.Wait(ctx, id)
 	if err != nil {
-		return s.a.stoppingErr(err)
+		return s.gate.stoppingErr(err)
 	}
 	return stream.Send(&agentv1.AttachOutputResponse{Frame: &agentv1.AttachOutputResponse_Exit{Exit: containerToProto(c)}})
 }
@@ -204,26 +204,26 @@ func (s *server) LaunchNestedContainer(ctx context.Context, req *agentv1.LaunchN
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return nil, err
 	}
-	identity, _ := s.a.authz.roleOf(ctx)
+	identity, _ := s.authz.roleOf(ctx)
 	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: req.GetContainerId(), Command: req.GetCommand()}
 	defer func() {
 		if err != nil {
 			rec.Error = err.Error()
-			s.a.audit(rec)
+			s.audit(rec)
 		}
 	}()
-	n, err := s.cz().LaunchNested(ctx, containerizer.NestedConfig{
+	n, err := s.execs.LaunchNested(ctx, containerizer.NestedConfig{
 		ID: containerizer.ContainerID(req.GetContainerId()), Args: req.GetCommand(), Env: req.GetEnv(),
 		User: req.User, WorkingDir: req.WorkingDir,
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.audit(rec)
-	s.a.log.Info("nested container launched", "container_id", n.ID, "identity", identity)
+	s.audit(rec)
+	s.log.Info("nested container launched", "container_id", n.ID, "identity", identity)
 	return &agentv1.LaunchNestedContainerResponse{Container: nestedToProto(n)}, nil
 }
 
@@ -231,11 +231,11 @@ func (s *server) WaitNestedContainer(ctx context.Context, req *agentv1.WaitNeste
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	ctx, done := s.a.longCall(ctx)
+	ctx, done := s.gate.longCall(ctx)
 	defer done()
-	n, err := s.cz().WaitNested(ctx, containerizer.ContainerID(req.GetContainerId()))
+	n, err := s.execs.WaitNested(ctx, containerizer.ContainerID(req.GetContainerId()))
 	if err != nil {
-		return nil, s.a.stoppingErr(err)
+		return nil, s.gate.stoppingErr(err)
 	}
 	return &agentv1.WaitNestedContainerResponse{Container: nestedToProto(n)}, nil
 }
@@ -248,7 +248,7 @@ func (s *server) KillNestedContainer(ctx context.Context, req *agentv1.KillNeste
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.cz().KillNested(ctx, containerizer.ContainerID(req.GetContainerId()), sig); err != nil {
+	if err := s.execs.KillNested(ctx, containerizer.ContainerID(req.GetContainerId()), sig); err != nil {
 		return nil, toStatus(err)
 	}
 	return &agentv1.KillNestedContainerResponse{}, nil
@@ -258,7 +258,7 @@ func (s *server) RemoveNestedContainer(ctx context.Context, req *agentv1.RemoveN
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	if err := s.cz().RemoveNested(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
+	if err := s.execs.RemoveNested(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &agentv1.RemoveNestedContainerResponse{}, nil

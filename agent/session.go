@@ -249,7 +249,7 @@ func badFrame(format string, a ...any) error {
 }
 
 func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedContainerSessionServer) (err error) {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -269,13 +269,13 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
 		return badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
 	}
-	if n := s.a.sessions.open.Add(1); n > s.a.sessions.max {
-		s.a.sessions.open.Add(-1)
-		return status.Errorf(codes.ResourceExhausted, "this agent allows %d sessions at once (max_sessions): close one first", s.a.sessions.max)
+	if n := s.sessions.open.Add(1); n > s.sessions.max {
+		s.sessions.open.Add(-1)
+		return status.Errorf(codes.ResourceExhausted, "this agent allows %d sessions at once (max_sessions): close one first", s.sessions.max)
 	}
-	defer s.a.sessions.open.Add(-1)
+	defer s.sessions.open.Add(-1)
 
-	identity, _ := s.a.authz.roleOf(stream.Context())
+	identity, _ := s.authz.roleOf(stream.Context())
 	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()}
 	var bytesIn, bytesOut atomic.Int64
 	defer func() {
@@ -284,10 +284,10 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		if err != nil {
 			rec.Error = err.Error()
 		}
-		s.a.audit(rec)
+		s.audit(rec)
 	}()
 
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
@@ -298,7 +298,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	if sz := launch.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.Width, sz.Height
 	}
-	ex, err := s.cz().Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
+	ex, err := s.execs.Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
 		Stdin:  stdinR,
 		Stdout: queueWriter{q: out},
 		Stderr: queueWriter{q: out, stderr: true},
@@ -307,7 +307,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		return toStatus(err)
 	}
 	defer ex.Close() // the client vanished or the session ended: nothing stays
-	s.a.log.Info("session opened", "container_id", launch.ContainerId, "identity", identity, "tty", launch.Tty)
+	s.log.Info("session opened", "container_id", launch.ContainerId, "identity", identity, "tty", launch.Tty)
 
 	// A bad client frame ends the wait with its error as the cause.
 	waitCtx, endWait := context.WithCancelCause(ctx)
@@ -349,7 +349,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 			return cause
 		}
 		if errors.Is(werr, context.Canceled) {
-			return s.a.stoppingErr(werr)
+			return s.gate.stoppingErr(werr)
 		}
 		return toStatus(werr)
 	}
