@@ -70,7 +70,11 @@ func TestAdmissionCountsLaunchesInFlight(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the first launch never reached the containerizer")
 	}
-	_, err := ts.client.LaunchContainer(context.Background(), launchReq("second", 0.6, 0))
+	// Were it admitted, it would wait on hold: the deadline makes that a
+	// failure rather than a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := ts.client.LaunchContainer(ctx, launchReq("second", 0.6, 0))
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("a launch beside one in flight that holds 0.6 of 1 cpus: %v, want FailedPrecondition", err)
 	}

@@ -56,7 +56,11 @@ func (f *fakeContainerizer) Launch(ctx context.Context, cfg containerizer.Launch
 	launching, hold, lerr := f.launching, f.hold, f.launchErr
 	f.mu.Unlock()
 	if launching != nil {
-		launching <- cfg
+		select {
+		case launching <- cfg:
+		case <-ctx.Done():
+			return containerizer.Container{}, ctx.Err()
+		}
 	}
 	if hold != nil {
 		select {
