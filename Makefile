@@ -51,16 +51,20 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/integration$$')
 unit: ## the tests that need no root (every package but integration/), in about a minute
 	$(GO) test -race -short -count=1 -timeout 5m $(UNIT_PKGS)
 
+.PHONY: ci-fresh
+ci-fresh: ## run .ci/run in a fresh minimal Debian 12 root (as root): proves it installs everything
+	hack/ci-fresh.sh
+
 .PHONY: bench
 bench: build ## benchmarks against the direct containerd client (as root)
 	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 30m -v ./integration/
 
 .PHONY: proto
-proto: ## regenerate the Go code of the .proto files
+proto: ## regenerate the Go code of the .proto files (buf, pinned in go.mod)
 	hack/proto.sh
 
 .PHONY: proto-check
-proto-check: ## fail when the generated protobuf code is stale
+proto-check: ## fail when the generated code is stale, buf lint objects or an API change breaks the wire
 	hack/proto.sh --check
 
 .PHONY: lint

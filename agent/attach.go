@@ -119,15 +119,12 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 	}
 	defer at.Close()
 	identity, _ := s.authz.roleOf(stream.Context())
-	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true}
-	defer func() {
-		rec.DurationMS = time.Since(rec.Time).Milliseconds()
-		if err != nil {
-			rec.Error = err.Error()
-		}
-		s.audit(rec)
-	}()
-	s.log.Info("input attached", "container_id", id, "identity", identity)
+	rec, err := s.aud.beginAudit(auditRecord{Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true})
+	if err != nil {
+		return err
+	}
+	defer func() { s.aud.endAudit(rec, err) }()
+	s.log.Info("input attached", "container_id", id, "session_id", rec.SessionID, "identity", identity)
 	if sz := start.GetSize(); sz != nil {
 		at.Resize(ctx, sz.Width, sz.Height)
 	}
@@ -208,11 +205,17 @@ func (s *server) LaunchNestedContainer(ctx context.Context, req *agentv1.LaunchN
 		return nil, err
 	}
 	identity, _ := s.authz.roleOf(ctx)
-	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: req.GetContainerId(), Command: req.GetCommand()}
+	// The record is on disk before the container runs anything.
+	rec := auditRecord{Event: auditLaunch, Time: time.Now().UTC(), Identity: identity, ContainerID: req.GetContainerId(), Command: req.GetCommand()}
+	if err := s.aud.audit(rec); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v: nested launches are refused until the audit log can be written (check the disk and the config key audit_log)", err)
+	}
 	defer func() {
 		if err != nil {
-			rec.Error = err.Error()
-			s.audit(rec)
+			rec.Event, rec.Error, rec.Time = auditLaunchFailed, err.Error(), time.Now().UTC()
+			if aerr := s.aud.audit(rec); aerr != nil {
+				s.log.Error("writing a failed nested launch to the audit log", "container_id", rec.ContainerID, "err", aerr)
+			}
 		}
 	}()
 	n, err := s.execs.LaunchNested(ctx, containerizer.NestedConfig{
@@ -222,7 +225,6 @@ func (s *server) LaunchNestedContainer(ctx context.Context, req *agentv1.LaunchN
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.audit(rec)
 	s.log.Info("nested container launched", "container_id", n.ID, "identity", identity)
 	return &agentv1.LaunchNestedContainerResponse{Container: nestedToProto(n)}, nil
 }

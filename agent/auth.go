@@ -2,19 +2,19 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -63,48 +63,6 @@ var needs = map[string]Role{
 	"LaunchContainer": RoleOperator, "KillContainer": RoleOperator, "RemoveContainer": RoleOperator,
 	"PullImage": RoleOperator, "ImportImage": RoleOperator, "RemoveImage": RoleOperator,
 }
-
-// unixPeer is the identity of a unix socket client, from SO_PEERCRED.
-type unixPeer struct {
-	credentials.CommonAuthInfo
-	uid, gid uint32
-}
-
-func (unixPeer) AuthType() string { return "unix-peercred" }
-
-// peerCreds are transport credentials for the unix socket: no encryption,
-// but the peer's uid and gid, read from the kernel, become its identity.
-type peerCreds struct{}
-
-func (peerCreds) ClientHandshake(ctx context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c, unixPeer{}, nil
-}
-
-func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return nil, nil, errors.New("peer credentials need a unix socket")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return nil, nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return nil, nil, err
-	}
-	if cerr != nil {
-		return nil, nil, fmt.Errorf("reading the peer's credentials: %w", cerr)
-	}
-	return c, unixPeer{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, uid: cred.Uid, gid: cred.Gid}, nil
-}
-
-func (peerCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "unix-peercred"}
-}
-func (p peerCreds) Clone() credentials.TransportCredentials { return p }
-func (peerCreds) OverrideServerName(string) error           { return nil }
 
 // authorizer decides a client's role from the [roles] config.
 type authorizer struct {
@@ -157,11 +115,16 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 		return "unknown", RoleNone
 	}
 	switch info := p.AuthInfo.(type) {
-	case unixPeer:
-		ids := []string{fmt.Sprintf("uid:%d", info.uid), fmt.Sprintf("gid:%d", info.gid)}
-		best := RoleNone
-		matched := false
-		for _, id := range ids {
+	case peercred.Info:
+		// Root on the host already owns the agent (its config, its keys,
+		// containerd's socket): no rule takes anything from it.
+		if info.UID == 0 {
+			return info.String(), RoleDebug
+		}
+		// Supplementary groups count as the primary one does: a user put
+		// into the ops group is in it whatever its login group.
+		best, matched := RoleNone, false
+		for _, id := range info.IDs() {
 			if r, ok := a.rules[id]; ok {
 				matched = true
 				best = max(best, r)
@@ -170,7 +133,7 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 		if !matched {
 			best = a.unixDefault
 		}
-		return ids[0] + "," + ids[1], best
+		return info.String(), best
 	case credentials.TLSInfo:
 		if len(info.State.PeerCertificates) == 0 {
 			return "tls without certificate", RoleNone
@@ -184,10 +147,19 @@ func (a *authorizer) roleOf(ctx context.Context) (string, Role) {
 	return "insecure tcp client", a.tcpDefault
 }
 
+// check is PermissionDenied when the call needs more than the caller's role
+// (grpcserver runs it before every call).
 func (a *authorizer) check(ctx context.Context, fullMethod string) error {
+	_, err := a.checkRole(ctx, fullMethod)
+	return err
+}
+
+// checkRole returns the caller's role, or PermissionDenied when the call
+// needs more.
+func (a *authorizer) checkRole(ctx context.Context, fullMethod string) (Role, error) {
 	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
 	if svc != agentv1.Agent_ServiceDesc.ServiceName {
-		return nil // health and reflection are open
+		return RoleNone, nil // health and reflection are open
 	}
 	need, ok := needs[method]
 	if !ok {
@@ -195,23 +167,93 @@ func (a *authorizer) check(ctx context.Context, fullMethod string) error {
 	}
 	id, role := a.roleOf(ctx)
 	if role < need {
-		return status.Errorf(codes.PermissionDenied, "%s needs the %s role; this client (%s) has %s: an operator of the agent grants roles in its config ([roles])", method, need, id, role)
+		return role, status.Errorf(codes.PermissionDenied, "%s needs the %s role; this client (%s) has %s: an operator of the agent grants roles in its config ([roles])", method, need, id, role)
 	}
-	return nil
+	return role, nil
 }
 
-func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
+// redactUnary and redactStream run after check (grpcserver's Authorize) and
+// redact what a caller below operator may not see.
+func (a *authorizer) redactUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	role, err := a.checkRole(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	if m, ok := resp.(proto.Message); ok && err == nil && role < RoleOperator {
+		redactEnv(m.ProtoReflect())
+	}
+	return resp, err
 }
 
-func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+func (a *authorizer) redactStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	role, err := a.checkRole(ss.Context(), info.FullMethod)
+	if err != nil {
 		return err
 	}
+	if role < RoleOperator {
+		ss = redactingStream{ss}
+	}
 	return handler(srv, ss)
+}
+
+// Environments are operator-only: they are where secrets live (passwords,
+// tokens), and a readonly client — a dashboard, a monitoring group — has
+// no use for their values. For a caller below operator every container in
+// a response (GetContainers, WaitContainer, …) keeps its variables' names,
+// so that inspect still shows what is set, and each value becomes
+// RedactedValue. Responses are walked whole, so a container in a response
+// added later is redacted too.
+
+// RedactedValue replaces an environment variable's value for callers
+// below the operator role.
+const RedactedValue = "<redacted: operator only>"
+
+var containerName = (&agentv1.Container{}).ProtoReflect().Descriptor().FullName()
+
+func redactEnv(m protoreflect.Message) {
+	if m.Descriptor().FullName() == containerName {
+		if c, ok := m.Interface().(*agentv1.Container); ok {
+			// A new slice: the response may share the old one with the
+			// containerizer's own records.
+			env := make([]string, len(c.Env))
+			for i, e := range c.Env {
+				k, _, _ := strings.Cut(e, "=")
+				env[i] = k + "=" + RedactedValue
+			}
+			c.Env = env
+		}
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			for i, l := 0, v.List(); i < l.Len(); i++ {
+				redactEnv(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					redactEnv(mv.Message())
+					return true
+				})
+			}
+		default:
+			redactEnv(v.Message())
+		}
+		return true
+	})
+}
+
+type redactingStream struct{ grpc.ServerStream }
+
+func (s redactingStream) SendMsg(m any) error {
+	if pm, ok := m.(proto.Message); ok {
+		redactEnv(pm.ProtoReflect())
+	}
+	return s.ServerStream.SendMsg(m)
 }
 
 // tcpCreds are the TCP listener's credentials: TLS with required client

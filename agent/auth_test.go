@@ -6,16 +6,21 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
+	"slices"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/gearboxd/gearbox/internal/peercred"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
-func unixCtx(uid, gid uint32) context.Context {
-	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.UnixAddr{}, AuthInfo: unixPeer{uid: uid, gid: gid}})
+func unixCtx(uid, gid uint32, groups ...uint32) context.Context {
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.UnixAddr{}, AuthInfo: peercred.Info{UID: uid, GID: gid, Groups: groups}})
 }
 
 func tlsCtx(cn string) context.Context {
@@ -25,7 +30,7 @@ func tlsCtx(cn string) context.Context {
 
 func TestRoles(t *testing.T) {
 	a, err := newAuthorizer(Roles{
-		ReadOnly: []string{"gid:1001", "cn:monitor"}, Operator: []string{"cn:deployer", "uid:1000"}, Debug: []string{"uid:0"},
+		ReadOnly: []string{"gid:1001", "cn:monitor"}, Operator: []string{"cn:deployer", "uid:1000", "gid:1500"}, Debug: []string{"uid:4000"},
 		UnixDefault: "readonly", TCPDefault: "",
 	})
 	if err != nil {
@@ -39,6 +44,12 @@ func TestRoles(t *testing.T) {
 		ok     bool
 	}{
 		{"root launches", unixCtx(0, 0), launch, true},
+		{"root has debug without a rule", unixCtx(0, 0), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", true},
+		{"a supplementary group's role counts", unixCtx(2000, 2000, 2000, 1500), launch, true},
+		{"the highest of primary and supplementary groups", unixCtx(2000, 1001, 1001, 1500), launch, true},
+		{"a supplementary readonly group reads", unixCtx(2000, 2000, 1001), get, true},
+		{"a supplementary readonly group cannot launch", unixCtx(2000, 2000, 1001), launch, false},
+		{"a uid rule gives debug", unixCtx(4000, 4000), "/gearbox.agent.v1.Agent/LaunchNestedContainerSession", true},
 		{"uid 1000 launches even in a readonly group", unixCtx(1000, 1001), launch, true},
 		{"group 1001 reads", unixCtx(2000, 1001), get, true},
 		{"group 1001 cannot launch", unixCtx(2000, 1001), launch, false},
@@ -58,6 +69,21 @@ func TestRoles(t *testing.T) {
 		if err != nil && status.Code(err) != codes.PermissionDenied {
 			t.Errorf("%s: code %v", tc.name, status.Code(err))
 		}
+	}
+}
+
+// With the default config, a member of socket_group whom no rule names
+// may look (readonly) but not launch, exec or debug; root may do all.
+func TestDefaultRolesGiveUnnamedUnixPeersTheLeastRole(t *testing.T) {
+	a, err := newAuthorizer(DefaultConfig().Roles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, r := a.roleOf(unixCtx(1000, 1000, 1000, 27)); r != RoleReadOnly {
+		t.Errorf("an unnamed unix peer has %s, want readonly", r)
+	}
+	if _, r := a.roleOf(unixCtx(0, 0)); r != RoleDebug {
+		t.Errorf("root has %s, want debug", r)
 	}
 }
 
@@ -82,3 +108,53 @@ func TestRolesConfigErrors(t *testing.T) {
 		t.Errorf("explicitly insecure TCP refused: %v", err)
 	}
 }
+
+// A readonly caller sees every container's variable names but not their
+// values; an operator sees them whole; the handler's own slice (shared
+// with the containerizer's records) is left as it was.
+func TestEnvIsOperatorOnly(t *testing.T) {
+	a, err := newAuthorizer(Roles{ReadOnly: []string{"uid:1000"}, Operator: []string{"uid:2000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DB_PASSWORD=hunter2", "EMPTY=", "NOVALUE"}
+	handler := func(context.Context, any) (any, error) {
+		return &agentv1.GetContainersResponse{Containers: []*agentv1.Container{{Id: "a", Env: env}, {Id: "b"}}}, nil
+	}
+	info := &grpc.UnaryServerInfo{FullMethod: "/gearbox.agent.v1.Agent/GetContainers"}
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want []string
+	}{
+		{"readonly", unixCtx(1000, 1000), []string{"DB_PASSWORD=" + RedactedValue, "EMPTY=" + RedactedValue, "NOVALUE=" + RedactedValue}},
+		{"operator", unixCtx(2000, 2000), env},
+		{"root", unixCtx(0, 0), env},
+	} {
+		resp, err := a.redactUnary(tc.ctx, nil, info, handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := resp.(*agentv1.GetContainersResponse).Containers[0].Env
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s sees %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if env[0] != "DB_PASSWORD=hunter2" {
+		t.Errorf("redaction changed the handler's slice: %q", env)
+	}
+	// Streams too (WaitContainer's response shape, sent on a stream).
+	var sent any
+	ss := redactingStream{fakeStream{send: func(m any) { sent = m }}}
+	ss.SendMsg(&agentv1.WaitContainerResponse{Container: &agentv1.Container{Env: []string{"TOKEN=x"}}})
+	if got := sent.(*agentv1.WaitContainerResponse).Container.Env; !slices.Equal(got, []string{"TOKEN=" + RedactedValue}) {
+		t.Errorf("stream sent %q", got)
+	}
+}
+
+type fakeStream struct {
+	grpc.ServerStream
+	send func(any)
+}
+
+func (f fakeStream) SendMsg(m any) error { f.send(m); return nil }

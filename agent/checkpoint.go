@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/atomicfile"
 	"github.com/gearboxd/gearbox/internal/ids"
 )
 
@@ -24,14 +25,27 @@ const CheckpointVersion = 1
 //	meta/agent.json              schema version, agent ID, boot ID
 //	meta/containers/<id>.json    each container's launch and last known state
 //
-// Every file is written atomically (temporary file, rename). agent.json is
-// also fsynced (with its directory): it holds the boot ID. Container files
-// are not: an agent that crashes leaves the page cache whole, and after a
-// host crash the boot ID says every container is gone, so a container file
-// the crash left unreadable is dropped then. Skipping those fsyncs keeps
-// about 20 ms (four writes) off every launch on these disks. Otherwise a
-// file that cannot be read stops the agent with a message naming it;
-// nothing is killed. With a master, meta/master.json (the agent ID it
+// Every file is written with internal/atomicfile: when a write returns,
+// the new content is on disk under its name (file and directory fsynced),
+// and a crash at any point leaves the old content or the new one. What
+// that promises:
+//
+//   - a container's file is durable before containerd is asked to create
+//     it (the containerizer checkpoints it first), so after a crash or a
+//     power loss the agent never finds in containerd a container it does
+//     not know, and never takes it for an unknown one and deletes its
+//     sandbox. Until 2026-12 these files were not fsynced, which did just
+//     that after a power loss;
+//   - each later state (running, exited) is durable before the master is
+//     told of it (OnChange writes it, then queues the status update);
+//   - a removal is not fsynced: a file that a power loss brings back names
+//     a container containerd no longer has, which recovery shows as
+//     vanished (TASK_LOST, or TASK_GONE after a reboot) until removed again.
+//
+// The cost is an fsync of a small file and of its directory per write,
+// a few milliseconds on these disks, paid on each state change.
+// Otherwise a file that cannot be read stops the agent with a message
+// naming it; nothing is killed. With a master, meta/master.json (the agent ID it
 // assigned) and meta/updates/ (status updates it has not acknowledged)
 // live here too; agent/master.go keeps them.
 type checkpoint struct {
@@ -57,6 +71,16 @@ func newCheckpoint(workDir string) (*checkpoint, error) {
 	c := &checkpoint{dir: filepath.Join(workDir, "meta")}
 	if err := os.MkdirAll(filepath.Join(c.dir, "containers"), 0o700); err != nil {
 		return nil, err
+	}
+	// Writes of agent.json or master.json a crash interrupted.
+	entries, err := os.ReadDir(c.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if atomicfile.Leftover(e.Name()) {
+			os.Remove(filepath.Join(c.dir, e.Name()))
+		}
 	}
 	return c, nil
 }
@@ -92,7 +116,7 @@ func (c *checkpoint) loadMeta() (agentMeta, bool, error) {
 
 func (c *checkpoint) saveMeta(m agentMeta) error {
 	m.SchemaVersion = CheckpointVersion
-	return c.write(filepath.Join(c.dir, "agent.json"), m, true)
+	return c.write(filepath.Join(c.dir, "agent.json"), m)
 }
 
 // loadContainers reads every container file. After a reboot an unreadable
@@ -107,7 +131,7 @@ func (c *checkpoint) loadContainers(rebooted bool, log func(path string, err err
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".json") {
-			if strings.HasSuffix(name, ".tmp") {
+			if atomicfile.Leftover(name) {
 				os.Remove(filepath.Join(dir, name)) // a write the agent did not finish
 			}
 			continue
@@ -152,51 +176,18 @@ func (c *checkpoint) update(ct containerizer.Container, removed bool) error {
 		}
 		return nil
 	}
-	return c.write(path, containerRecord{SchemaVersion: CheckpointVersion, Container: ct}, false)
+	return c.write(path, containerRecord{SchemaVersion: CheckpointVersion, Container: ct})
 }
 
-// write stores v as JSON at path, atomically; durable also fsyncs.
-func (c *checkpoint) write(path string, v any, durable bool) error {
+// write stores v as JSON at path, durably (atomicfile.Write).
+func (c *checkpoint) write(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if durable {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if !durable {
-		return nil
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, append(data, '\n'), 0o600)
 }
 
 // bootID identifies this boot of the host.
@@ -236,5 +227,5 @@ func (c *checkpoint) loadMasterMeta() (masterMeta, error) {
 
 // saveMasterMeta keeps the agent ID a master assigned, durably.
 func (c *checkpoint) saveMasterMeta(m masterMeta) error {
-	return c.write(filepath.Join(c.dir, "master.json"), m, true)
+	return c.write(filepath.Join(c.dir, "master.json"), m)
 }

@@ -32,7 +32,8 @@ type Config struct {
 	TCP TCP `toml:"tcp"`
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
-	// Master is the master's address (host:port); empty: the agent runs
+	// Master is the master's address: host:port, or unix:///path for a
+	// master on this host without TLS (its --socket); empty: the agent runs
 	// alone, driven through its own API only.
 	Master string `toml:"master"`
 	// MasterTLS: mutual TLS to the master (the CA that signed its
@@ -84,6 +85,12 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`
+	// ImportMaxSize bounds an imported archive (gearbox image import), as
+	// received and once decompressed; its spool lives in work_dir/tmp.
+	ImportMaxSize units.Size `toml:"import_max_size"`
+	// MaxImports caps the imports under way at once; one more is refused
+	// (ResourceExhausted), so at most MaxImports × ImportMaxSize is spooled.
+	MaxImports int `toml:"max_imports"`
 }
 
 // IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
@@ -93,8 +100,8 @@ type IsolatorPlugin struct {
 	Socket string `toml:"socket"`
 	// Required: a failure or timeout fails the step (a launch ends
 	// REASON_CONTAINER_LAUNCH_FAILED); otherwise it is logged and skipped.
-	Required bool   `toml:"required"`
-	Timeout  string `toml:"timeout"` // default 5s
+	Required bool          `toml:"required"`
+	Timeout  time.Duration `toml:"timeout"` // "5s"; 0: the default, 5s
 }
 
 // TCP is the Agent API on TCP: only with TLS and required client
@@ -110,14 +117,20 @@ type TCP struct {
 }
 
 // Roles grant roles (readonly < operator < debug) to identities: uid:N and
-// gid:N for unix socket peers (from the kernel), cn:NAME for TLS clients.
+// gid:N for unix socket peers (from the kernel; gid:N matches the primary
+// group and every supplementary group), cn:NAME for TLS clients. A peer
+// named by several rules has the highest of their roles. Root (uid 0) on
+// the unix socket always has debug: it owns the agent anyway.
 type Roles struct {
 	ReadOnly []string `toml:"readonly"`
 	Operator []string `toml:"operator"`
 	Debug    []string `toml:"debug"`
-	// The role of a peer no rule names. On the unix socket, whose 0660 mode
-	// already limits who may connect, it is debug by default; on TCP,
-	// readonly.
+	// The role of a peer no rule names: readonly by default on the unix
+	// socket (its 0660 mode and socket_group say who may connect; a member
+	// of that group sees state and logs, as a member of a monitoring group
+	// would, and does more only when a rule says so) and on TCP. Set
+	// "none" to refuse unnamed peers, or a higher role to trust every
+	// member of socket_group (Docker's docker-group model).
 	UnixDefault string `toml:"unix_default"`
 	TCPDefault  string `toml:"tcp_default"`
 }
@@ -128,13 +141,13 @@ type Logging struct {
 	Driver string `toml:"driver"`
 	// MaxSize and MaxFiles are logrotate's defaults per stream (Mesos's
 	// max_stdout_size/max_stderr_size and a count).
-	MaxSize  string `toml:"max_size"`
-	MaxFiles int    `toml:"max_files"`
+	MaxSize  units.Size `toml:"max_size"`
+	MaxFiles int        `toml:"max_files"`
 	// Mode is the back-pressure policy: block (never lose a line) or drop.
 	Mode string `toml:"mode"`
 	// Bounds on a launch's own max-size and max-files.
-	MaxSizeLimit  string `toml:"max_size_limit"`
-	MaxFilesLimit int    `toml:"max_files_limit"`
+	MaxSizeLimit  units.Size `toml:"max_size_limit"`
+	MaxFilesLimit int        `toml:"max_files_limit"`
 }
 
 // CustomLogger is an executable speaking containerd's binary logging
@@ -180,18 +193,20 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
-		Roles:             Roles{UnixDefault: "debug", TCPDefault: "readonly"},
+		Roles:             Roles{UnixDefault: "readonly", TCPDefault: "readonly"},
 		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",
 		MaxSessions:       64,
+		ImportMaxSize:     4 << 30,
+		MaxImports:        2,
 		UnknownContainers: "destroy",
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
 		},
 		Logging: Logging{
-			Driver: LoggerLogrotate, MaxSize: "10MiB", MaxFiles: 5, Mode: "block",
-			MaxSizeLimit: "1GiB", MaxFilesLimit: 100,
+			Driver: LoggerLogrotate, MaxSize: 10 << 20, MaxFiles: 5, Mode: "block",
+			MaxSizeLimit: 1 << 30, MaxFilesLimit: 100,
 		},
 	}
 }
@@ -249,35 +264,12 @@ func (c Config) Validate() error {
 	if c.LoggerBinary != "" && !filepath.IsAbs(c.LoggerBinary) {
 		bad("logger_binary", "%q must be an absolute path", c.LoggerBinary)
 	}
-	if len(c.Runtimes) == 0 {
-		bad("runtimes", "no runtime is configured")
-	}
-	for name, rt := range c.Runtimes {
-		if rt.Type == "" {
-			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
-		}
-	}
-	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
-		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
-	}
-	if c.Recover != "reconnect" && c.Recover != "cleanup" {
-		bad("recover", "%q: use reconnect or cleanup", c.Recover)
-	}
-	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
-		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
-	}
+	c.validateContainers(bad)
 	lg := c.Logging
 	if _, ok := c.Loggers[lg.Driver]; !ok && lg.Driver != LoggerSandbox && lg.Driver != LoggerLogrotate {
 		bad("logging.driver", "%q is neither sandbox, logrotate nor a [loggers.NAME]", lg.Driver)
 	}
-	size, err1 := units.ParseSize(lg.MaxSize)
-	limit, err2 := units.ParseSize(lg.MaxSizeLimit)
-	switch {
-	case err1 != nil:
-		bad("logging.max_size", "%v", err1)
-	case err2 != nil:
-		bad("logging.max_size_limit", "%v", err2)
-	case size < 1024 || size > limit:
+	if lg.MaxSize < 1024 || lg.MaxSize > lg.MaxSizeLimit {
 		bad("logging.max_size", "%s must be at least 1KiB and at most logging.max_size_limit (%s)", lg.MaxSize, lg.MaxSizeLimit)
 	}
 	if lg.MaxFiles < 1 || lg.MaxFiles > lg.MaxFilesLimit {
@@ -294,19 +286,15 @@ func (c Config) Validate() error {
 			bad("loggers."+name+".path", "%q must be an absolute path", l.Path)
 		}
 	}
-	if t := c.TCP; t.Listen != "" {
-		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
-			bad("tcp.listen", "%q is not host:port", t.Listen)
-		}
-		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
-			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
-		}
-	}
-	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {
-		bad("master_tls", "give ca, cert and key together, or none")
-	}
+	c.validateNetwork(bad)
 	if c.MaxSessions < 1 {
 		bad("max_sessions", "%d: at least 1", c.MaxSessions)
+	}
+	if c.ImportMaxSize < 1<<20 {
+		bad("import_max_size", "%s: at least 1MiB", c.ImportMaxSize)
+	}
+	if c.MaxImports < 1 {
+		bad("max_imports", "%d: at least 1", c.MaxImports)
 	}
 	if c.AuditLog != "" && !filepath.IsAbs(c.AuditLog) {
 		bad("audit_log", "%q must be an absolute path", c.AuditLog)
@@ -324,10 +312,8 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(p.Socket) {
 			bad(key+".socket", "%q must be an absolute path", p.Socket)
 		}
-		if p.Timeout != "" {
-			if d, err := time.ParseDuration(p.Timeout); err != nil || d <= 0 {
-				bad(key+".timeout", "%q: write a duration such as 5s", p.Timeout)
-			}
+		if p.Timeout < 0 {
+			bad(key+".timeout", "%s: write a positive duration such as 5s", p.Timeout)
 		}
 	}
 	if _, _, err := ParseResources(c.Resources); err != nil {
@@ -347,8 +333,44 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ParseListen returns the unix socket path of a listen address. TCP waits
-// for mTLS and is refused until then.
+// validateContainers checks the runtimes and what recovery does.
+func (c Config) validateContainers(bad func(key, format string, a ...any)) {
+	if len(c.Runtimes) == 0 {
+		bad("runtimes", "no runtime is configured")
+	}
+	for name, rt := range c.Runtimes {
+		if rt.Type == "" {
+			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
+		}
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default_runtime", "%q is not among the configured runtimes", c.DefaultRuntime)
+	}
+	if c.Recover != "reconnect" && c.Recover != "cleanup" {
+		bad("recover", "%q: use reconnect or cleanup", c.Recover)
+	}
+	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
+		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
+	}
+}
+
+// validateNetwork checks the TCP listener and the connection to the master.
+func (c Config) validateNetwork(bad func(key, format string, a ...any)) {
+	if t := c.TCP; t.Listen != "" {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			bad("tcp.listen", "%q is not host:port", t.Listen)
+		}
+		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
+			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
+		}
+	}
+	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {
+		bad("master_tls", "give ca, cert and key together, or none")
+	}
+}
+
+// ParseListen returns the unix socket path of the listen address, the
+// Agent API's socket. TCP is a second listener, configured in [tcp].
 func ParseListen(addr string) (string, error) {
 	u, err := url.Parse(addr)
 	if err != nil {
@@ -365,7 +387,7 @@ func ParseListen(addr string) (string, error) {
 		}
 		return p, nil
 	case "tcp":
-		return "", fmt.Errorf("%q: TCP listeners need mutual TLS, which this agent does not offer yet; use a unix socket", addr)
+		return "", fmt.Errorf("%q: listen is the unix socket; serve the Agent API on TCP with [tcp] listen (mutual TLS: cert, key, client_ca)", addr)
 	}
 	return "", fmt.Errorf("%q: use unix:///path/to/agent.sock", addr)
 }

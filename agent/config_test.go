@@ -1,11 +1,16 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -18,7 +23,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" ||
 		cfg.Logging.Driver != "logrotate" || cfg.Logging.MaxFiles != 5 || cfg.Loggers["syslog"].Args["socket"] != "/dev/log" ||
-		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" {
+		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" ||
+		cfg.ImportMaxSize != 4<<30 || cfg.MaxImports != 2 {
 		t.Errorf("example config read wrongly: %+v", cfg)
 	}
 }
@@ -46,6 +52,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"[loggers.sandbox]\npath = \"/x\"", "loggers.sandbox"},
 		{"[loggers.x]\npath = \"rel\"", "loggers.x.path"},
 		{`metrics_listen = "nocolon"`, "metrics_listen"},
+		{`import_max_size = "big"`, "import_max_size"},
+		{`import_max_size = "1k"`, "import_max_size"},
+		{"max_imports = 0", "max_imports"},
 	} {
 		p := filepath.Join(t.TempDir(), "agent.toml")
 		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)
@@ -56,9 +65,43 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		if err == nil {
 			err = cfg.Validate()
 		}
-		if err == nil || !strings.Contains(err.Error(), "config key "+tc.key) {
+		// A value of the wrong form is refused by the TOML decoder, which
+		// names the key its own way.
+		if err == nil || !strings.Contains(err.Error(), "config key "+tc.key) && !strings.Contains(err.Error(), fmt.Sprintf("last key %q", tc.key)) {
 			t.Errorf("%q: error %v does not name key %s", tc.toml, err, tc.key)
 		}
+	}
+}
+
+// Sizes and durations are read once, into numbers; the effective config
+// (--print-config) writes them as a person would and reads back the same.
+func TestConfigTypedValuesRoundTrip(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.toml")
+	os.WriteFile(p, []byte("version = 1\n[logging]\nmax_size = \"64k\"\nmax_size_limit = \"2g\"\n"+
+		"[[isolator_plugins]]\nname = \"q\"\nsocket = \"/run/q.sock\"\ntimeout = \"1m30s\"\n"), 0o644)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Logging.MaxSize != 64<<10 || cfg.Logging.MaxSizeLimit != 2<<30 || cfg.IsolatorPlugins[0].Timeout != 90*time.Second {
+		t.Fatalf("read as max_size %d, max_size_limit %d, timeout %v", cfg.Logging.MaxSize, cfg.Logging.MaxSizeLimit, cfg.IsolatorPlugins[0].Timeout)
+	}
+	var out strings.Builder
+	if err := toml.NewEncoder(&out).Encode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`max_size = "64KiB"`, `max_size_limit = "2GiB"`, `timeout = "1m30s"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printed config lacks %s:\n%s", want, out.String())
+		}
+	}
+	os.WriteFile(p, []byte(out.String()), 0o644)
+	back, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, cfg) {
+		t.Errorf("printed config read back as\n%+v\nwant\n%+v", back, cfg)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
-	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // The one place where domain and proto types meet (round-trip tested).
@@ -63,28 +62,6 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 	return r
 }
 
-func stateToProto(s containerizer.TaskState) typesv1.TaskState {
-	return typesv1.TaskState(typesv1.TaskState_value[string(s)])
-}
-
-func stateFromProto(s typesv1.TaskState) containerizer.TaskState {
-	if s == typesv1.TaskState_TASK_STATE_UNSPECIFIED {
-		return ""
-	}
-	return containerizer.TaskState(s.String())
-}
-
-func reasonToProto(r containerizer.Reason) typesv1.Reason {
-	return typesv1.Reason(typesv1.Reason_value[string(r)])
-}
-
-func reasonFromProto(r typesv1.Reason) containerizer.Reason {
-	if r == typesv1.Reason_REASON_UNSPECIFIED {
-		return containerizer.ReasonNone
-	}
-	return containerizer.Reason(r.String())
-}
-
 func ts(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
@@ -105,8 +82,8 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		Image:           c.Image,
 		ImageDigest:     c.ImageDigest,
 		Runtime:         c.Runtime,
-		State:           stateToProto(c.State),
-		Reason:          reasonToProto(c.Reason),
+		State:           c.State,
+		Reason:          c.Reason,
 		Message:         c.Message,
 		ExitCode:        c.ExitCode,
 		Pid:             c.Pid,
@@ -135,8 +112,8 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		Image:           p.GetImage(),
 		ImageDigest:     p.GetImageDigest(),
 		Runtime:         p.GetRuntime(),
-		State:           stateFromProto(p.GetState()),
-		Reason:          reasonFromProto(p.GetReason()),
+		State:           p.GetState(),
+		Reason:          p.GetReason(),
 		Message:         p.GetMessage(),
 		ExitCode:        p.ExitCode,
 		Pid:             p.GetPid(),
@@ -222,7 +199,7 @@ func usageToProto(id containerizer.ContainerID, u isolators.Usage, r isolators.R
 
 func nestedToProto(n containerizer.NestedContainer) *agentv1.NestedContainer {
 	return &agentv1.NestedContainer{
-		Id: string(n.ID), Command: n.Args, State: stateToProto(n.State), Reason: reasonToProto(n.Reason),
+		Id: string(n.ID), Command: n.Args, State: n.State, Reason: n.Reason,
 		Message: n.Message, ExitCode: n.ExitCode, Pid: n.Pid, StartedAt: ts(n.StartedAt), FinishedAt: ts(n.FinishedAt),
 		Sandbox: n.Sandbox,
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/isolators"
-	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 func TestContainerRoundTrip(t *testing.T) {
@@ -41,21 +40,5 @@ func TestContainerRoundTrip(t *testing.T) {
 	}
 	if got := launchFromProto(launchToProto(containerizer.LaunchConfig{ID: "x"})); got.Entrypoint != nil || got.Cmd != nil {
 		t.Errorf("absent entrypoint/cmd came back as %#v / %#v", got.Entrypoint, got.Cmd)
-	}
-}
-
-// Every state and reason the containerizer can report has a proto value.
-func TestStatesAndReasonsMap(t *testing.T) {
-	for _, s := range []containerizer.TaskState{containerizer.TaskStarting, containerizer.TaskRunning, containerizer.TaskFinished,
-		containerizer.TaskFailed, containerizer.TaskKilled, containerizer.TaskLost} {
-		if p := stateToProto(s); p == typesv1.TaskState_TASK_STATE_UNSPECIFIED || stateFromProto(p) != s {
-			t.Errorf("state %s maps to %v", s, p)
-		}
-	}
-	for _, r := range []containerizer.Reason{containerizer.ReasonCommandExited, containerizer.ReasonCommandSignaled,
-		containerizer.ReasonTaskKilled, containerizer.ReasonContainerLaunchFailed, containerizer.ReasonContainerVanished} {
-		if p := reasonToProto(r); p == typesv1.Reason_REASON_UNSPECIFIED || reasonFromProto(p) != r {
-			t.Errorf("reason %s maps to %v", r, p)
-		}
 	}
 }

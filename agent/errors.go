@@ -5,15 +5,13 @@ import (
 	"errors"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/errs"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
-
-// ErrorDomain is the domain of the ErrorInfo details gearbox attaches.
-const ErrorDomain = "gearbox.dev"
 
 // toStatus is the one place where errors become gRPC statuses.
 func toStatus(err error) error {
@@ -50,11 +48,12 @@ func toStatus(err error) error {
 		code = codes.Unimplemented
 	}
 	st := status.New(code, err.Error())
+	if info, ok := errs.InfoOf(err); ok {
+		st = typesv1.WithErrorInfo(st, info.Reason, info.Metadata)
+	}
 	var le *containerizer.LaunchError
 	if errors.As(err, &le) {
-		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: string(le.Failure), Domain: ErrorDomain}); derr == nil {
-			st = d
-		}
+		st = typesv1.WithErrorReason(st, string(le.Failure))
 	}
 	return st.Err()
 }

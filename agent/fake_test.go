@@ -247,6 +247,24 @@ func (e *fakeExec) Close() error {
 	return nil
 }
 
+// testAuditor keeps a session's end records.
+type testAuditor struct{ ends chan auditRecord }
+
+func (a *testAuditor) audit(r auditRecord) error { return nil }
+
+func (a *testAuditor) beginAudit(r auditRecord) (auditRecord, error) {
+	r.Event = auditStart
+	return r, nil
+}
+
+func (a *testAuditor) endAudit(r auditRecord, cause error) {
+	r.Event = auditEnd
+	if cause != nil {
+		r.Error = cause.Error()
+	}
+	a.ends <- r
+}
+
 // testServer is the Agent API's server over a fake containerizer, with a
 // ledger of total, served in-process.
 type testServer struct {
@@ -269,9 +287,9 @@ func newTestServer(t *testing.T, total ResourceSet) *testServer {
 		adm:   &admission{cz: fake, ledger: &ledger{total: total}},
 		gate:  newGate(),
 		authz: authz, sessions: &sessions{max: 2},
-		audit: func(r auditRecord) { ts.audits <- r },
-		node:  func(r *agentv1.GetStateResponse) { r.AgentId = "test-agent" },
-		log:   slog.New(slog.DiscardHandler),
+		aud:  &testAuditor{ends: ts.audits},
+		node: func(r *agentv1.GetStateResponse) { r.AgentId = "test-agent" },
+		log:  slog.New(slog.DiscardHandler),
 	}
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -53,7 +52,7 @@ const LabelTask = "gearbox.task"
 type masterClient struct {
 	log  *slog.Logger
 	cp   *checkpoint
-	adm  *admission // its containerizer and ledger are set once built
+	adm  *admission // its containerizer is set once built
 	gate *gate
 	node nodeInfo
 	// onID hears the agent ID the master assigned.
@@ -64,7 +63,7 @@ type masterClient struct {
 	mu      sync.Mutex
 	pending []*pendingUpdate // by seq
 	nextSeq uint64
-	last    map[string]string // task → state of its last queued update
+	last    map[string]typesv1.TaskState // task → state of its last queued update
 	agentID string
 	wake    chan struct{}
 	creds   credentials.TransportCredentials
@@ -72,17 +71,20 @@ type masterClient struct {
 	sess *masterSession
 	// refused says why the master refused this agent for good.
 	refused string
+	// tasks are the launches and kills the master asked for; run waits
+	// for them, so that none outlives the containerizer.
+	tasks sync.WaitGroup
 }
 
 type pendingUpdate struct {
-	Seq      uint64    `json:"seq"`
-	UUID     string    `json:"uuid"`
-	TaskID   string    `json:"task_id"`
-	State    string    `json:"state"`
-	Reason   string    `json:"reason,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	ExitCode *int32    `json:"exit_code,omitempty"`
-	Time     time.Time `json:"time"`
+	Seq      uint64            `json:"seq"`
+	UUID     string            `json:"uuid"`
+	TaskID   string            `json:"task_id"`
+	State    typesv1.TaskState `json:"state"`            // by name, as when it was a string
+	Reason   typesv1.Reason    `json:"reason,omitempty"` // by name
+	Message  string            `json:"message,omitempty"`
+	ExitCode *int32            `json:"exit_code,omitempty"`
+	Time     time.Time         `json:"time"`
 	sent     *masterSession
 }
 
@@ -111,7 +113,7 @@ type nodeInfo struct {
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
 		onID: func(id string) { a.masterID.Store(id) },
-		addr: addr, dir: a.cp.updatesDir(), last: map[string]string{}, wake: make(chan struct{}, 1),
+		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -167,10 +169,10 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 		delete(mc.last, string(c.ID))
 		return
 	}
-	if mc.last[string(c.ID)] == string(c.State) {
+	if mc.last[string(c.ID)] == c.State {
 		return
 	}
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: string(c.State), Reason: string(c.Reason), Message: c.Message, ExitCode: c.ExitCode})
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode})
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -180,7 +182,9 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	var b [16]byte
 	crand.Read(b[:])
 	u.UUID = hex.EncodeToString(b[:])
-	if err := mc.cp.write(mc.updatePath(u), u, false); err != nil {
+	// Durable before it is queued to be sent: an update the master may
+	// have seen survives any crash, and is sent again until acknowledged.
+	if err := mc.cp.write(mc.updatePath(u), u); err != nil {
 		mc.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
 	}
 	mc.last[u.TaskID] = u.State
@@ -221,8 +225,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	}
 	mc.mu.Unlock()
 	for _, u := range todo {
-		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: typesv1.TaskState(typesv1.TaskState_value[u.State]),
-			Reason: typesv1.Reason(typesv1.Reason_value[u.Reason]), Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
+			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -233,6 +237,7 @@ func (mc *masterClient) flush(s *masterSession) error {
 // run keeps the agent registered until ctx ends or the master refuses it
 // for good.
 func (mc *masterClient) run(ctx context.Context) {
+	defer mc.tasks.Wait()
 	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(mc.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
 	if err != nil {
@@ -261,7 +266,7 @@ func (mc *masterClient) run(ctx context.Context) {
 			backoff = 100 * time.Millisecond
 		}
 		switch {
-		case masterReason(err) == "MASTER_STOPPING":
+		case typesv1.ErrorReason(err) == typesv1.ErrorReasonMasterStopping:
 			mc.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
 		case everRegistered:
 			mc.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
@@ -277,23 +282,8 @@ func (mc *masterClient) run(ctx context.Context) {
 	}
 }
 
-// masterReason is the ErrorInfo reason of the master's status, if any:
-// AGENT_MARKED_GONE (refused for good) or MASTER_STOPPING.
-func masterReason(err error) string {
-	st, ok := status.FromError(err)
-	if !ok {
-		return ""
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == "gearbox.dev" {
-			return ei.Reason
-		}
-	}
-	return ""
-}
-
 func isGone(err error) bool {
-	return status.Code(err) == codes.FailedPrecondition && masterReason(err) == "AGENT_MARKED_GONE"
+	return status.Code(err) == codes.FailedPrecondition && typesv1.ErrorReason(err) == typesv1.ErrorReasonAgentMarkedGone
 }
 
 // session registers and serves one stream; registered says whether the
@@ -339,7 +329,10 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 	}()
 
 	heard := make(chan struct{}, 1)
+	senderDone := make(chan struct{})
+	defer func() { cancel(nil); <-senderDone }()
 	go func() { // heartbeats and updates
+		defer close(senderDone)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		var seq uint64
@@ -386,9 +379,9 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 		case *masterv1.MasterMessage_Ack:
 			mc.acked(x.Ack.GetUuid())
 		case *masterv1.MasterMessage_Launch:
-			go mc.launchTask(x.Launch.GetTask())
+			mc.tasks.Go(func() { mc.launchTask(x.Launch.GetTask()) })
 		case *masterv1.MasterMessage_Kill:
-			go mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration())
+			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration()) })
 		}
 	}
 }
@@ -432,15 +425,22 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 			continue
 		}
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
-			State: typesv1.TaskState(typesv1.TaskState_value[string(c.State)]), Reason: typesv1.Reason(typesv1.Reason_value[string(c.Reason)]),
+			State: c.State, Reason: c.Reason,
 			Message: c.Message, ExitCode: c.ExitCode})
 	}
 	return reg, nil
 }
 
+// isTask says whether a container is the master's task of that ID: the
+// agent acts, for the master, only on containers so labelled. A container
+// someone launched through the Agent API under the same name is not the
+// task's, whatever its ID.
+func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
+
 // launchTask runs a task from the master as a container with the task's
-// ID. A launch that fails before a container exists is reported as
-// TASK_FAILED here; otherwise the container's own states are the updates.
+// ID. A launch that fails before the task's container exists is reported
+// as TASK_FAILED here; otherwise the container's own states are the
+// updates.
 func (mc *masterClient) launchTask(t *masterv1.Task) {
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, 10*time.Minute)
 	defer cancel()
@@ -457,34 +457,73 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		mc.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
 		return
 	}
-	if _, gerr := mc.adm.cz.Get(ctx, cfg.ID); gerr == nil {
-		// The container exists (a launch sent twice, or one that failed
-		// after creating it): its state is the truth and is reported.
-		mc.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "err", err)
-		return
+	c, gerr := mc.adm.cz.Get(ctx, cfg.ID)
+	u := afterFailedLaunch(t.GetId(), err, c, gerr)
+	if gerr == nil && isTask(c) {
+		mc.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "state", c.State, "err", err)
+	} else {
+		mc.log.Warn("task launch failed", "task_id", t.GetId(), "err", u.Message)
 	}
-	mc.log.Warn("task launch failed", "task_id", t.GetId(), "err", err)
-	mc.mu.Lock()
-	mc.queueLocked(&pendingUpdate{TaskID: t.GetId(), State: string(containerizer.TaskFailed),
-		Reason: string(containerizer.ReasonContainerLaunchFailed), Message: err.Error()})
-	mc.mu.Unlock()
+	if u != nil {
+		mc.mu.Lock()
+		mc.queueLocked(u)
+		mc.mu.Unlock()
+	}
 }
 
+// afterFailedLaunch is the update a failed launch of task id owes the
+// master, given what Get then found under that ID (c, or gerr); nil when
+// the task's container reports for itself.
+func afterFailedLaunch(id string, err error, c containerizer.Container, gerr error) *pendingUpdate {
+	switch {
+	case gerr == nil && isTask(c):
+		// The task's container exists (a launch sent twice, or one that
+		// failed after creating it): its state is the truth, and its
+		// changes are reported. One that has ended changes no more: say
+		// its end again, or a master that launched the ID again waits on
+		// an update that was sent once, before.
+		if !c.State.Terminal() {
+			return nil
+		}
+		return &pendingUpdate{TaskID: id, State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode}
+	case gerr == nil:
+		err = fmt.Errorf("a container named %s already exists on this agent and is not this task's (it was started through the Agent API, e.g. gearbox run --name %s); "+
+			"it was left alone: launch the task under another ID, or remove that container (gearbox rm -f %s) and launch again", id, id, id)
+	}
+	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: containerizer.ReasonContainerLaunchFailed, Message: err.Error()}
+}
+
+// killTask kills the task's container, and only a task's: a container of
+// the same ID that is not labelled as a task is left alone.
 func (mc *masterClient) killTask(id string, grace time.Duration) {
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, time.Minute+grace)
 	defer cancel()
+	c, err := mc.adm.cz.Get(ctx, containerizer.ContainerID(id))
+	if err == nil && !isTask(c) {
+		mc.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		if st, ok := mc.last[id]; ok && st.Terminal() {
+			return // its end (the failed launch) was reported already
+		}
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: containerizer.TaskKilled, Reason: containerizer.ReasonTaskKilled,
+			Message: fmt.Sprintf("the task had no container on this agent; container %s there is not the task's and was left alone", id)})
+		return
+	}
 	req := containerizer.KillRequest{Signal: syscall.SIGKILL}
 	if grace > 0 {
 		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
 	}
-	err := mc.adm.cz.Kill(ctx, containerizer.ContainerID(id), req)
+	if err == nil {
+		err = mc.adm.cz.Kill(ctx, containerizer.ContainerID(id), req)
+	}
 	switch {
 	case err == nil:
 		mc.log.Info("task killed at the master's request", "task_id", id)
 	case errdefs.IsNotFound(err):
 		// Never launched here (or removed): say so, or the master waits.
 		mc.mu.Lock()
-		mc.queueLocked(&pendingUpdate{TaskID: id, State: string(containerizer.TaskKilled), Reason: string(containerizer.ReasonTaskKilled),
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: containerizer.TaskKilled, Reason: containerizer.ReasonTaskKilled,
 			Message: "killed before its container existed on agent"})
 		mc.mu.Unlock()
 	default:
@@ -500,7 +539,7 @@ func (mc *masterClient) killTasks(ctx context.Context) {
 		return
 	}
 	for _, c := range cs {
-		if c.Labels[LabelTask] != "" && !c.State.Terminal() {
+		if isTask(c) && !c.State.Terminal() {
 			if err := mc.adm.cz.Kill(ctx, c.ID, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil {
 				mc.log.Warn("killing a task of an agent marked gone", "task_id", c.ID, "err", err)
 			}

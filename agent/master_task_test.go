@@ -47,7 +47,7 @@ func TestTaskUpdatesWithoutAContainer(t *testing.T) {
 	mc2 := newTestMasterClient(t, dir, fake, ResourceSet{})
 	var got []string
 	for _, u := range mc2.pending {
-		got = append(got, u.TaskID+" "+u.State+" "+u.Reason)
+		got = append(got, u.TaskID+" "+u.State.String()+" "+u.Reason.String())
 	}
 	want := []string{
 		"big TASK_FAILED REASON_CONTAINER_LAUNCH_FAILED",
@@ -65,12 +65,12 @@ func TestTaskUpdatesWithoutAContainer(t *testing.T) {
 	}
 }
 
-// A task whose launch fails after its container exists is reported by
-// that container's states, not by a second, invented update.
+// A task whose launch fails because its container runs already is
+// reported by that container's states, not by a second, invented update.
 func TestTaskLaunchFailureWithAContainer(t *testing.T) {
 	fake := newFake()
 	mc := newTestMasterClient(t, t.TempDir(), fake, ResourceSet{CPUs: 1, Memory: 1 << 30})
-	fake.put(containerizer.Container{ID: "t1", State: containerizer.TaskFailed, Reason: containerizer.ReasonContainerLaunchFailed, Labels: map[string]string{LabelTask: "true"}})
+	fake.put(containerizer.Container{ID: "t1", State: containerizer.TaskRunning, Labels: map[string]string{LabelTask: "true"}})
 	mc.launchTask(&masterv1.Task{Id: "t1", Image: "busybox"})
 	if n := mc.pendingCount(); n != 0 {
 		t.Errorf("%d updates queued; the container's own states are the updates", n)

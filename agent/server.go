@@ -38,17 +38,24 @@ type server struct {
 	gate       *gate
 	authz      *authorizer
 	sessions   *sessions
-	audit      func(auditRecord)
+	aud        auditor
 	// node fills the agent's own part of GetState: host, IDs, master.
 	node func(*agentv1.GetStateResponse)
 	log  *slog.Logger
+}
+
+// auditor keeps the audit log; the Agent does (session.go).
+type auditor interface {
+	audit(r auditRecord) error
+	beginAudit(r auditRecord) (auditRecord, error)
+	endAudit(r auditRecord, cause error)
 }
 
 // apiServer wires the Agent API's handlers to the agent's parts.
 func (a *Agent) apiServer() *server {
 	return &server{
 		containers: a.cz, images: a.cz, execs: a.cz, host: a.cz,
-		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, audit: a.audit,
+		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, aud: a,
 		node: a.nodeState, log: a.log,
 	}
 }

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/atomicfile"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -28,9 +32,17 @@ type sessions struct {
 	mu   sync.Mutex // serializes audit log writes
 }
 
-// auditRecord is one line of the audit log: every session, who opened it,
-// what it ran and how it ended.
+// auditRecord is one line of the audit log (JSON lines, work_dir/audit.log
+// or audit_log). A session (exec, debug, attach) writes two, linked by
+// session_id: "start" when it is admitted, before its command runs or its
+// input flows, and "end" when it closes, with how it ended. So a session
+// that is still running, or that an agent crash cut short, is in the log.
+// A nested container's launch writes "launch" before it is launched, and
+// "launch_failed" if it was not.
 type auditRecord struct {
+	Event     string `json:"event"`
+	SessionID string `json:"session_id,omitempty"`
+	// Time is when the event happened.
 	Time        time.Time `json:"time"`
 	Identity    string    `json:"identity"`
 	ContainerID string    `json:"container_id"`
@@ -45,7 +57,44 @@ type auditRecord struct {
 	DurationMS int64  `json:"duration_ms"`
 }
 
-func (a *Agent) audit(r auditRecord) {
+// Audit events.
+const (
+	auditStart        = "start"
+	auditEnd          = "end"
+	auditLaunch       = "launch"
+	auditLaunchFailed = "launch_failed"
+)
+
+// beginAudit writes a session's start record and returns it, to be
+// completed and handed to endAudit. The record is on disk (fsynced) before
+// beginAudit returns, so before the session runs anything. An audit log
+// that cannot be written refuses the session: nothing runs untraced.
+func (a *Agent) beginAudit(r auditRecord) (auditRecord, error) {
+	var b [8]byte
+	crand.Read(b[:])
+	r.Event, r.SessionID, r.Time = auditStart, hex.EncodeToString(b[:]), time.Now().UTC()
+	if err := a.audit(r); err != nil {
+		return r, status.Errorf(codes.Unavailable, "%v: sessions are refused until the audit log can be written (check the disk and the config key audit_log)", err)
+	}
+	return r, nil
+}
+
+// endAudit writes a session's end record (durable when it returns, like
+// every record); cause is how the session ended.
+func (a *Agent) endAudit(r auditRecord, cause error) {
+	r.DurationMS = time.Since(r.Time).Milliseconds()
+	r.Event, r.Time = auditEnd, time.Now().UTC()
+	if cause != nil {
+		r.Error = cause.Error()
+	}
+	if err := a.audit(r); err != nil {
+		a.log.Error("writing the end of a session to the audit log", "session_id", r.SessionID, "container_id", r.ContainerID, "err", err)
+	}
+}
+
+// audit appends one record and fsyncs it (and the directory, when the
+// write created the file): a record is durable when audit returns.
+func (a *Agent) audit(r auditRecord) error {
 	a.sessions.mu.Lock()
 	defer a.sessions.mu.Unlock()
 	path := a.cfg.AuditLog
@@ -54,12 +103,24 @@ func (a *Agent) audit(r auditRecord) {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		a.log.Error("writing the audit log", "err", err)
-		return
+		return fmt.Errorf("opening the audit log: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("writing the audit log %s: %w", path, err)
+	}
 	b, _ := json.Marshal(r)
-	f.Write(append(b, '\n'))
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing the audit log %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing the audit log %s: %w", path, err)
+	}
+	if st.Size() == 0 {
+		return atomicfile.SyncDir(filepath.Dir(path))
+	}
+	return nil
 }
 
 // outputQueue sends a session's output frames from one goroutine (gRPC
@@ -248,26 +309,35 @@ func badFrame(format string, a ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, a...)
 }
 
+// sessionLaunch reads and checks a session's first frame: its launch.
+func sessionLaunch(stream agentv1.Agent_LaunchNestedContainerSessionServer) (*agentv1.SessionLaunch, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	launch := first.GetLaunch()
+	if launch == nil {
+		return nil, badFrame("the first message of a session must be its launch (SessionLaunch), not %T", first.GetFrame())
+	}
+	if err := checkID(launch.GetContainerId()); err != nil {
+		return nil, err
+	}
+	if len(launch.GetCommand()) == 0 && launch.GetImage() == "" {
+		return nil, badFrame("the launch names no command")
+	}
+	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
+		return nil, badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
+	}
+	return launch, nil
+}
+
 func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedContainerSessionServer) (err error) {
 	if err := s.gate.admit(); err != nil {
 		return err
 	}
-	first, err := stream.Recv()
+	launch, err := sessionLaunch(stream)
 	if err != nil {
 		return err
-	}
-	launch := first.GetLaunch()
-	if launch == nil {
-		return badFrame("the first message of a session must be its launch (SessionLaunch), not %T", first.GetFrame())
-	}
-	if err := checkID(launch.GetContainerId()); err != nil {
-		return err
-	}
-	if len(launch.GetCommand()) == 0 && launch.GetImage() == "" {
-		return badFrame("the launch names no command")
-	}
-	if sz := launch.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
-		return badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
 	}
 	if n := s.sessions.open.Add(1); n > s.sessions.max {
 		s.sessions.open.Add(-1)
@@ -276,15 +346,14 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	defer s.sessions.open.Add(-1)
 
 	identity, _ := s.authz.roleOf(stream.Context())
-	rec := auditRecord{Time: time.Now().UTC(), Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()}
+	rec, err := s.aud.beginAudit(auditRecord{Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()})
+	if err != nil {
+		return err
+	}
 	var bytesIn, bytesOut atomic.Int64
 	defer func() {
 		rec.BytesIn, rec.BytesOut = bytesIn.Load(), bytesOut.Load()
-		rec.DurationMS = time.Since(rec.Time).Milliseconds()
-		if err != nil {
-			rec.Error = err.Error()
-		}
-		s.audit(rec)
+		s.aud.endAudit(rec, err)
 	}()
 
 	ctx, done := s.gate.longCall(stream.Context())
@@ -307,7 +376,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		return toStatus(err)
 	}
 	defer ex.Close() // the client vanished or the session ended: nothing stays
-	s.log.Info("session opened", "container_id", launch.ContainerId, "identity", identity, "tty", launch.Tty)
+	s.log.Info("session opened", "container_id", launch.ContainerId, "session_id", rec.SessionID, "identity", identity, "tty", launch.Tty)
 
 	// A bad client frame ends the wait with its error as the cause.
 	waitCtx, endWait := context.WithCancelCause(ctx)

@@ -14,44 +14,39 @@ import (
 	"time"
 
 	"github.com/gearboxd/gearbox/isolators"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // ContainerID names a container: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
 type ContainerID string
 
-// TaskState is the state of a container's task, in Mesos's words.
-type TaskState string
+// TaskState is the state of a container's task: the types.v1 enum, so that
+// the containerizer, the agent and the master share one vocabulary.
+type TaskState = typesv1.TaskState
 
+// The states the containerizer gives a container. TaskState.Terminal says
+// whether no further state can follow.
 const (
-	TaskStarting TaskState = "TASK_STARTING"
-	TaskRunning  TaskState = "TASK_RUNNING"
-	TaskFinished TaskState = "TASK_FINISHED"
-	TaskFailed   TaskState = "TASK_FAILED"
-	TaskKilled   TaskState = "TASK_KILLED"
-	TaskLost     TaskState = "TASK_LOST"
-	TaskGone     TaskState = "TASK_GONE"
+	TaskStarting = typesv1.TaskState_TASK_STARTING
+	TaskRunning  = typesv1.TaskState_TASK_RUNNING
+	TaskFinished = typesv1.TaskState_TASK_FINISHED
+	TaskFailed   = typesv1.TaskState_TASK_FAILED
+	TaskKilled   = typesv1.TaskState_TASK_KILLED
+	TaskLost     = typesv1.TaskState_TASK_LOST
+	TaskGone     = typesv1.TaskState_TASK_GONE
 )
 
-// Terminal says whether no further state can follow s.
-func (s TaskState) Terminal() bool {
-	switch s {
-	case TaskFinished, TaskFailed, TaskKilled, TaskLost, TaskGone:
-		return true
-	}
-	return false
-}
-
-// Reason says why a container reached its state, in Mesos's words.
-type Reason string
+// Reason says why a container reached its state: the types.v1 enum.
+type Reason = typesv1.Reason
 
 const (
-	ReasonNone                  Reason = ""
-	ReasonCommandExited         Reason = "REASON_COMMAND_EXITED"
-	ReasonCommandSignaled       Reason = "REASON_COMMAND_SIGNALED"
-	ReasonTaskKilled            Reason = "REASON_TASK_KILLED"
-	ReasonContainerLaunchFailed Reason = "REASON_CONTAINER_LAUNCH_FAILED"
-	ReasonContainerVanished     Reason = "REASON_CONTAINER_VANISHED"
-	ReasonAgentRestarted        Reason = "REASON_AGENT_RESTARTED"
+	ReasonNone                  = typesv1.Reason_REASON_UNSPECIFIED
+	ReasonCommandExited         = typesv1.Reason_REASON_COMMAND_EXITED
+	ReasonCommandSignaled       = typesv1.Reason_REASON_COMMAND_SIGNALED
+	ReasonTaskKilled            = typesv1.Reason_REASON_TASK_KILLED
+	ReasonContainerLaunchFailed = typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED
+	ReasonContainerVanished     = typesv1.Reason_REASON_CONTAINER_VANISHED
+	ReasonAgentRestarted        = typesv1.Reason_REASON_AGENT_RESTARTED
 )
 
 // LaunchFailure classifies why a container's command could not be started,
@@ -61,8 +56,8 @@ type LaunchFailure string
 
 const (
 	LaunchFailureNone          LaunchFailure = ""
-	LaunchFailureNotFound      LaunchFailure = "COMMAND_NOT_FOUND"
-	LaunchFailureNotExecutable LaunchFailure = "COMMAND_NOT_EXECUTABLE"
+	LaunchFailureNotFound      LaunchFailure = typesv1.ErrorReasonCommandNotFound
+	LaunchFailureNotExecutable LaunchFailure = typesv1.ErrorReasonCommandNotExecutable
 )
 
 // LaunchError is returned when a container was created but its command

@@ -415,19 +415,28 @@ func TestSessionsNeedTheDebugRole(t *testing.T) {
 	if r := h.cli("debug", "--image", testImage, "guarded", "true"); r.code != 0 {
 		t.Fatal(r)
 	}
-	// A session is written when it is cleaned up, just after its exit
-	// status is sent.
+	// A session's end record is written when it is cleaned up, just
+	// after its exit status is sent; its start record before it ran.
 	var recs []map[string]any
+	starts := 0
 	for deadline := time.Now().Add(5 * time.Second); len(recs) < 2 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		after, _ := os.ReadFile(auditPath)
-		recs = nil
+		recs, starts = nil, 0
 		for _, l := range strings.Split(strings.TrimSpace(strings.TrimPrefix(string(after), string(before))), "\n") {
 			var m map[string]any
 			if err := json.Unmarshal([]byte(l), &m); err != nil {
 				t.Fatalf("audit line %q: %v", l, err)
 			}
-			recs = append(recs, m)
+			switch m["event"] {
+			case "end":
+				recs = append(recs, m)
+			case "start":
+				starts++
+			}
 		}
+	}
+	if starts != 2 {
+		t.Errorf("%d start records, want 2", starts)
 	}
 	if len(recs) != 2 || recs[0]["container_id"] != "guarded" || recs[1]["image"] != testImage || recs[1]["exit_code"] != float64(0) {
 		t.Errorf("audit records of this test: %v", recs)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Bad input gets the right code and a message that says what to do; after
@@ -20,6 +21,18 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 	bystander := launch(t, "bystander", "sleep", "300")
 	launch(t, "taken", "sleep", "300")
 
+	// The ErrorInfo reasons a client reads instead of the message.
+	reasons := map[string]string{
+		"ID taken":             typesv1.ErrorReasonContainerExists,
+		"image not present":    typesv1.ErrorReasonImageNotFound,
+		"no command":           typesv1.ErrorReasonNoCommand,
+		"kill unknown":         typesv1.ErrorReasonContainerNotFound,
+		"remove unknown":       typesv1.ErrorReasonContainerNotFound,
+		"remove running":       typesv1.ErrorReasonContainerRunning,
+		"remove image unknown": typesv1.ErrorReasonImageNotFound,
+		"remove image in use":  typesv1.ErrorReasonImageInUse,
+		"logs unknown":         typesv1.ErrorReasonContainerNotFound,
+	}
 	launchReq := func(mod func(*agentv1.LaunchContainerRequest)) *agentv1.LaunchContainerRequest {
 		r := &agentv1.LaunchContainerRequest{Image: testImage, Cmd: &agentv1.StringList{Values: []string{"true"}}}
 		mod(r)
@@ -37,7 +50,7 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 		{"ID taken", launchReq(func(r *agentv1.LaunchContainerRequest) { r.ContainerId = "taken" }), codes.AlreadyExists, "already exists"},
 		{"malformed image", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "UPPER CASE::bad" }), codes.InvalidArgument, "malformed"},
 		{"no image", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "" }), codes.InvalidArgument, "no image"},
-		{"image not present", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "localhost/absent:1" }), codes.NotFound, "gearbox image pull"},
+		{"image not present", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "localhost/absent:1" }), codes.NotFound, "not present on this agent"},
 		{"unknown runtime", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Runtime = "nope" }), codes.InvalidArgument, "runc"},
 		{"malformed env", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"NOEQUALS"} }), codes.InvalidArgument, "KEY=VALUE"},
 		{"env with empty key", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"=v"} }), codes.InvalidArgument, "KEY=VALUE"},
@@ -48,7 +61,7 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 			t.Errorf("%s: accepted", tc.name)
 			continue
 		}
-		t.Run(tc.name, func(t *testing.T) { wantCode(t, err, tc.code, tc.msg) })
+		t.Run(tc.name, func(t *testing.T) { wantCode(t, err, tc.code, tc.msg); wantReason(t, err, reasons[tc.name]) })
 	}
 
 	ctx := ctxT(t)
@@ -77,7 +90,7 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 		{"remove running", func(ctx context.Context) error {
 			_, err := h.client.RemoveContainer(ctx, &agentv1.RemoveContainerRequest{ContainerId: "bystander"})
 			return err
-		}, codes.FailedPrecondition, "rm -f"},
+		}, codes.FailedPrecondition, "is running"},
 		{"remove image unknown", func(ctx context.Context) error {
 			_, err := h.client.RemoveImage(ctx, &agentv1.RemoveImageRequest{Image: "localhost/absent:1"})
 			return err
@@ -112,7 +125,26 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "only data"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(ctx), tc.code, tc.msg) })
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(ctx)
+			wantCode(t, err, tc.code, tc.msg)
+			wantReason(t, err, reasons[tc.name])
+		})
+	}
+
+	// The API says what happened; the CLI adds what to type next.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "localhost/absent:1"}, `is not present on this agent: pull it first (gearbox image pull localhost/absent:1)`},
+		{[]string{"rm", "bystander"}, `container "bystander" is running: kill it first (gearbox kill bystander) or force the removal (gearbox rm -f bystander)`},
+		{[]string{"run", "--name", "taken", testImage, "true"}, `container "taken" already exists: choose another name or remove it (gearbox rm taken)`},
+		{[]string{"image", "rm", "localhost/absent:1"}, `is not present on this agent (gearbox image ls lists them)`},
+	} {
+		if r := h.cli(c.args...); r.code != 125 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("gearbox %s: exit %d, stderr %q; want 125 and %q", strings.Join(c.args, " "), r.code, r.stderr, c.want)
+		}
 	}
 
 	if r, err := h.client.GetHealth(ctxT(t), &agentv1.GetHealthRequest{}); err != nil || !r.Healthy {
@@ -123,5 +155,13 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 	}
 	if c := inspect(t, "bystander"); c.State.String() != "TASK_RUNNING" {
 		t.Fatalf("bystander is %v", c.State)
+	}
+}
+
+// wantReason checks the ErrorInfo reason of an agent's error ("" for none).
+func wantReason(t *testing.T, err error, reason string) {
+	t.Helper()
+	if got := typesv1.ErrorReason(err); got != reason {
+		t.Errorf("ErrorInfo reason %q, want %q (%v)", got, reason, err)
 	}
 }

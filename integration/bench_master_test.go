@@ -176,9 +176,11 @@ func (a *simAgent) heartbeat(ctx context.Context, every time.Duration) {
 func TestBenchMasterHeartbeats(t *testing.T) {
 	raiseFDLimit(t)
 	nAgents, nConns := envInt("GEARBOX_BENCH_AGENTS", 10000), envInt("GEARBOX_BENCH_AGENT_CONNS", 1000)
-	m := startMasterProc(t, "--agent-ping-timeout", "5s", "--max-agent-ping-timeouts", "3")
+	// Over loopback TCP, as agents on other hosts would come (--insecure
+	// lets plaintext TCP clients in).
+	m := startMasterProc(t, "--insecure", "--agent-ping-timeout", "5s", "--max-agent-ping-timeouts", "3")
 	pid := m.cmd.Process.Pid
-	conns := dialMany(t, m.addr, nConns)
+	conns := dialMany(t, m.listen, nConns)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lat := make(chan time.Duration, 1<<20)
@@ -339,13 +341,13 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		writes, writeMean  float64
 	}
 	run := func(name string, stalled bool, d time.Duration) phase {
-		m := startMasterProc(t, "--event-buffer", "200000", "--subscriber-lag", "100000", "--agent-ping-timeout", "5s")
+		m := startMasterProc(t, "--insecure", "--event-buffer", "200000", "--subscriber-lag", "100000", "--agent-ping-timeout", "5s")
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		// Event sources: simulated agents with running tasks, sending status
 		// updates whose messages change (each one is a TASK_UPDATED event).
 		const nSources, tasksPer = 50, 20
-		conns := dialMany(t, m.addr, nSources)
+		conns := dialMany(t, m.listen, nSources)
 		var sources []*simAgent
 		for i := range nSources {
 			a, err := registerSim(ctx, conns[i], i, nil)
@@ -361,7 +363,7 @@ func TestBenchMasterEventFanout(t *testing.T) {
 				}
 			}
 		}
-		subConns := dialMany(t, m.addr, 50)
+		subConns := dialMany(t, m.listen, 50)
 		defer func() {
 			cancel()
 			for _, c := range append(conns, subConns...) {
@@ -412,7 +414,7 @@ func TestBenchMasterEventFanout(t *testing.T) {
 		if stalled {
 			// Its own connection with fixed windows: the master's sends
 			// to it block once 64 KiB are in flight.
-			sc, _ := grpc.NewClient(m.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			sc, _ := grpc.NewClient(m.listen, grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 			defer sc.Close()
 			st, err := masterv1.NewOperatorClient(sc).Subscribe(sctx, &masterv1.SubscribeRequest{})

@@ -305,6 +305,9 @@ run_dir = %q
 listen = "unix://%s"
 socket_group = "nogroup"
 max_sessions = 3
+# Small, so that TestImportBounds can go over it; the test images are ~2MB.
+import_max_size = "16MiB"
+max_imports = 2
 resources = "cpus:2;mem:2048"
 attributes = "rack:r1;zone:a"
 logger_binary = %q
@@ -338,9 +341,10 @@ cert = %q
 key = %q
 client_ca = %q
 
+# gid 64123: the ops group TestSupplementaryGroupRoles creates. nobody
+# (gid 65534, the socket's group) is named by no rule: the default role.
 [roles]
-operator = ["cn:deployer"]
-readonly = ["gid:65534"]
+operator = ["cn:deployer", "gid:64123"]
 
 # The example isolator plugin, required.
 [[isolator_plugins]]
@@ -510,8 +514,8 @@ func (t *harness) cliIn(stdin string, args ...string) result {
 
 func (t *harness) cli(args ...string) result { return t.cliIn("", args...) }
 
-// cliAsNobody runs the CLI as uid and gid 65534, whom the harness's config
-// makes read-only on the unix socket.
+// cliAsNobody runs the CLI as uid and gid 65534, whom no rule of the
+// harness's config names: read-only on the unix socket by default.
 func cliAsNobody(args ...string) result {
 	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
 	cmd.Env = []string{"GEARBOX_AGENT=unix://" + h.agentSock, "HOME=/nonexistent"}

@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -134,5 +137,105 @@ func TestImportRefusesBadArchives(t *testing.T) {
 	r = h.cli("image", "import", truncated)
 	if r.code != 125 || !strings.Contains(r.stderr, "truncated") {
 		t.Errorf("truncated: %s", r)
+	}
+}
+
+// spoolFiles lists the import spool files in the agent's work dir (and in
+// its run dir, where they used to go).
+func spoolFiles() []string {
+	a, _ := filepath.Glob(filepath.Join(h.workDir(), "tmp", "import-*"))
+	b, _ := filepath.Glob(filepath.Join(h.dir, "agent", "run", "tmp", "import-*"))
+	return append(a, b...)
+}
+
+// waitSpool waits until the agent holds n spool files, all on the work
+// dir's disk (run_dir is a tmpfs).
+func waitSpool(t *testing.T, n int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		inWork, _ := filepath.Glob(filepath.Join(h.workDir(), "tmp", "import-*"))
+		if len(inWork) == n && len(spoolFiles()) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: spool files %v, want %d", what, spoolFiles(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Issue 12, item 8: an import over import_max_size (16MiB in the harness)
+// is refused naming the limit and leaves no spool file; more than
+// max_imports (2) at once are refused; a client that hangs up leaves
+// nothing; the agent answers throughout and imports again afterwards.
+func TestImportBounds(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big.tar")
+	if err := os.WriteFile(big, make([]byte, 17<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := h.cli("image", "import", big)
+	if r.code != 125 || !strings.Contains(r.stderr, "import_max_size") || !strings.Contains(r.stderr, "16MiB") {
+		t.Errorf("import of 17MiB under a 16MiB limit: %s", r)
+	}
+	if left := spoolFiles(); len(left) != 0 {
+		t.Errorf("the refused import left %v", left)
+	}
+
+	// Two uploads under way, held open by their clients.
+	open := func(ctx context.Context) agentv1.Agent_ImportImageClient {
+		st, err := h.client.ImportImage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&agentv1.ImportImageRequest{Part: &agentv1.ImportImageRequest_Options{Options: &agentv1.ImportOptions{}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&agentv1.ImportImageRequest{Part: &agentv1.ImportImageRequest_Data{Data: make([]byte, 1<<20)}}); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	ctx1, cancel1 := context.WithCancel(ctxT(t))
+	defer cancel1()
+	ctx2, cancel2 := context.WithCancel(ctxT(t))
+	defer cancel2()
+	open(ctx1)
+	open(ctx2)
+	waitSpool(t, 2, "two uploads under way")
+	// A third is refused at once, saying which limit.
+	st, err := h.client.ImportImage(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(h.dockerTar)
+	st.Send(&agentv1.ImportImageRequest{Part: &agentv1.ImportImageRequest_Options{Options: &agentv1.ImportOptions{}}})
+	st.Send(&agentv1.ImportImageRequest{Part: &agentv1.ImportImageRequest_Data{Data: data}})
+	_, err = st.CloseAndRecv()
+	wantCode(t, err, codes.ResourceExhausted, "max_imports")
+	if r := h.cli("image", "import", h.dockerTar); r.code != 125 || !strings.Contains(r.stderr, "max_imports") {
+		t.Errorf("CLI import while two are under way: %s", r)
+	}
+	if hr, err := h.client.GetHealth(ctxT(t), &agentv1.GetHealthRequest{}); err != nil || !hr.Healthy {
+		t.Errorf("agent during the imports: %v %v", hr, err)
+	}
+
+	// The clients hang up: their spool files go and their slots free up.
+	cancel1()
+	cancel2()
+	waitSpool(t, 0, "after the clients hung up")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := h.cli("image", "import", h.dockerTar)
+		if r.code == 0 {
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(r.stderr, "max_imports") {
+			t.Fatalf("import after the cancelled ones: %s", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := spoolFiles(); len(left) != 0 {
+		t.Errorf("a finished import left %v", left)
 	}
 }

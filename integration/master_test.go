@@ -34,13 +34,16 @@ import (
 // work dir.
 
 type masterProc struct {
-	addr, dir, log, metrics string
-	args                    []string
-	tlsEnv                  []string // the CLI's, when the master serves mutual TLS
-	cmd                     *exec.Cmd
-	done                    chan error
-	conn                    *grpc.ClientConn
-	c                       masterv1.OperatorClient
+	// addr is what clients dial: the unix socket of a plaintext master
+	// (plaintext TCP is refused), listen for one with mutual TLS.
+	addr, listen, sock string
+	dir, log, metrics  string
+	args               []string
+	tlsEnv             []string // the CLI's, when the master serves mutual TLS
+	cmd                *exec.Cmd
+	done               chan error
+	conn               *grpc.ClientConn
+	c                  masterv1.OperatorClient
 }
 
 func startMasterProc(t *testing.T, args ...string) *masterProc {
@@ -58,8 +61,10 @@ func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 	}
 	mport, _ := freePort()
 	dir := t.TempDir()
-	m := &masterProc{addr: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), dir: dir, log: filepath.Join(dir, "master.log"),
-		args: append([]string{"--agent-ping-timeout", "500ms", "--max-agent-ping-timeouts", "3"}, args...)}
+	m := &masterProc{listen: fmt.Sprintf("127.0.0.1:%d", port), metrics: fmt.Sprintf("127.0.0.1:%d", mport), dir: dir, log: filepath.Join(dir, "master.log"),
+		sock: filepath.Join(dir, "master.sock")}
+	m.args = append([]string{"--socket", m.sock, "--agent-ping-timeout", "500ms", "--max-agent-ping-timeouts", "3"}, args...)
+	m.addr = "unix://" + m.sock
 	creds := insecure.NewCredentials()
 	if withTLS {
 		d := h.tlsDir
@@ -70,6 +75,7 @@ func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 			t.Fatal(err)
 		}
 		creds = credentials.NewTLS(tc)
+		m.addr = m.listen
 	}
 	m.start(t)
 	m.conn, _ = grpc.NewClient(m.addr, grpc.WithTransportCredentials(creds))
@@ -92,7 +98,7 @@ func (m *masterProc) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	m.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"master", "--listen", m.addr, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
+	m.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"master", "--listen", m.listen, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {
@@ -832,5 +838,58 @@ func TestMasterMutualTLS(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 125 || !strings.Contains(string(out), "reachable from other hosts") {
 		t.Errorf("plaintext master on 0.0.0.0: %v\n%s", err, out)
+	}
+}
+
+// Issue 12, item 9, as a new user tried it: a local container "db", then a
+// task "db" through the master, then a kill of the task. The task ends
+// TASK_FAILED saying why, and the local container is left alone.
+func TestMasterTaskCollidesWithLocalContainer(t *testing.T) {
+	m := startMasterProc(t)
+	a := startClusterAgent(t, m, "coll", "", true)
+	agentID := a.agentID(t)
+	local := func(args ...string) result {
+		cmd := exec.Command(filepath.Join(h.bin, "gearbox"), args...)
+		cmd.Env = append(os.Environ(), "GEARBOX_AGENT=unix://"+a.sock)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{stdout: out.String(), stderr: errb.String(), code: code}
+	}
+	if r := local("run", "-d", "--name", "db", testImage, "sleep", "600"); r.code != 0 {
+		t.Fatalf("gearbox run -d --name db: %s", r)
+	}
+	before, err := a.container(t, "db")
+	if err != nil || before.State != typesv1.TaskState_TASK_RUNNING {
+		t.Fatalf("local container db: %v %v", before, err)
+	}
+	if r := m.cli("task", "launch", "--id", "db", "--agent-id", agentID, testImage, "sleep", "600"); r.code != 0 {
+		t.Fatalf("task launch --id db: %s", r)
+	}
+	tk := waitTaskState(t, m, "db", typesv1.TaskState_TASK_FAILED, 20*time.Second)
+	if tk.Reason != typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED || !strings.Contains(tk.Message, "container named db") ||
+		!strings.Contains(tk.Message, "not this task's") {
+		t.Errorf("task db: %v, want TASK_FAILED REASON_CONTAINER_LAUNCH_FAILED naming the local container", tk)
+	}
+	// The master says the task has ended; whatever it answers, the local
+	// container must not be touched.
+	r := m.cli("task", "kill", "db")
+	if r.code != 0 && !strings.Contains(r.stderr, "already ended") {
+		t.Errorf("task kill db: %s", r)
+	}
+	time.Sleep(time.Second) // a kill, had one been sent, would have landed
+	after, err := a.container(t, "db")
+	if err != nil || after.State != typesv1.TaskState_TASK_RUNNING || after.Pid != before.Pid || after.Labels["gearbox.task"] != "" {
+		t.Errorf("local container db after the task's launch and kill: %v %v, want it running as before (pid %d)", after, err, before.Pid)
+	}
+	if syscall.Kill(int(before.Pid), 0) != nil {
+		t.Errorf("the local container's process %d is gone", before.Pid)
+	}
+	if tk := waitTaskState(t, m, "db", typesv1.TaskState_TASK_FAILED, 5*time.Second); tk.Reason != typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED {
+		t.Errorf("task db after the kill: %v", tk)
 	}
 }

@@ -32,11 +32,19 @@ func TestExecStdinAndExitStatus(t *testing.T) {
 	if r := h.cli("exec", "host", "no-such-command"); r.code != 127 {
 		t.Errorf("missing command: %s", r)
 	}
-	// Every session is in the audit log.
+	// Every session is in the audit log: its end record says how it ended.
 	data, _ := os.ReadFile(filepath.Join(h.workDir(), "audit.log"))
-	var last map[string]any
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	json.Unmarshal([]byte(lines[len(lines)-2]), &last)
+	var ends []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["event"] == "end" {
+			ends = append(ends, m)
+		}
+	}
+	if len(ends) < 2 {
+		t.Fatalf("audit log has %d end records: %s", len(ends), data)
+	}
+	last := ends[len(ends)-2]
 	if last["identity"] == nil || !strings.Contains(last["identity"].(string), "uid:0") || last["exit_code"].(float64) != 3 || last["bytes_out"].(float64) != 8 {
 		t.Errorf("audit record: %v", last)
 	}
@@ -85,6 +93,11 @@ func TestExecClientVanishes(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The running session is in the audit log already: its start record
+	// is written before its command runs, its end record not yet.
+	if starts, ends := auditOf(t, "orphan-host", "301"); starts != 1 || ends != 0 {
+		t.Errorf("while the session runs the audit log has %d start and %d end records for it, want 1 and 0", starts, ends)
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	killed := time.Now()
@@ -108,6 +121,40 @@ func TestExecClientVanishes(t *testing.T) {
 	if syscall.Kill(int(c.Pid), 0) != nil {
 		t.Error("the container itself died with the session")
 	}
+	if starts, ends := auditOf(t, "orphan-host", "301"); starts != 1 || ends != 1 {
+		t.Errorf("after the session the audit log has %d start and %d end records for it, want 1 and 1", starts, ends)
+	}
+}
+
+// auditOf counts the audit log's start and end records of sessions in a
+// container whose command ends with arg.
+func auditOf(t *testing.T, container, arg string) (starts, ends int) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.workDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var m struct {
+			Event       string   `json:"event"`
+			SessionID   string   `json:"session_id"`
+			ContainerID string   `json:"container_id"`
+			Command     []string `json:"command"`
+		}
+		if json.Unmarshal([]byte(l), &m) != nil || m.ContainerID != container || len(m.Command) == 0 || m.Command[len(m.Command)-1] != arg {
+			continue
+		}
+		if m.SessionID == "" {
+			t.Errorf("audit record without a session ID: %s", l)
+		}
+		switch m.Event {
+		case "start":
+			starts++
+		case "end":
+			ends++
+		}
+	}
+	return starts, ends
 }
 
 func TestSessionRefusals(t *testing.T) {

@@ -146,8 +146,9 @@ func TestTCPNeedsClientCertificates(t *testing.T) {
 	}
 }
 
-// On the unix socket the kernel says who the client is: gid 65534
-// (nogroup, which owns the socket) is read-only by the config.
+// On the unix socket the kernel says who the client is: nobody (gid 65534,
+// nogroup, which owns the socket) is named by no rule and gets the least
+// role, readonly.
 func TestUnixPeerRoles(t *testing.T) {
 	run := func(args ...string) result { return cliAsNobody(args...) }
 	if r := run("ps"); r.code != 0 {

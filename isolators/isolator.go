@@ -17,6 +17,8 @@ import (
 	"context"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
+
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Resources are what a container is given. Zero means "no limit".
@@ -63,7 +65,7 @@ type Container struct {
 // Limitation says which limit ended a container.
 type Limitation struct {
 	// Reason is a Mesos reason: REASON_CONTAINER_LIMITATION_MEMORY, …
-	Reason  string
+	Reason  typesv1.Reason
 	Message string
 }
 

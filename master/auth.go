@@ -3,27 +3,43 @@ package master
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/peercred"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
-// Who may do what on the master, by the common name of the client's
-// certificate (mutual TLS):
+// Who may do what on the master:
 //
 //	agent      AgentGateway.Connect: register and report
 //	readonly   Operator's Get*, ReconcileTasks, Subscribe
 //	operator   readonly, and LaunchTask, KillTask, MarkAgentGone
 //
-// With no names given, every certificate the CA signed may do everything
-// (the master says so at start). Without TLS (loopback only) there is no
-// identity and every call is allowed. Health and reflection are open.
+// Three ways in:
+//
+//   - The unix socket (--socket, mode 0600, owned by the master's user):
+//     the kernel says who the peer is (internal/peercred); root and the
+//     master's own user may do everything. Containers cannot reach it: it
+//     is a path in the host's mount namespace, not an address on the
+//     network they share with the host. This is how the CLI, gearbox dev
+//     and agents on the master's own host talk to a master without TLS.
+//   - TCP with mutual TLS: by the common name of the client's certificate
+//     (--agent-cn, --readonly-cn, --operator-cn); with no names given,
+//     every certificate the CA signed may do everything (the master says so
+//     at start).
+//   - Plaintext TCP carries no identity, and every container on the host
+//     shares the host's network (127.0.0.1 included): without --insecure it
+//     serves health and reflection only. --insecure means what it says:
+//     anyone who reaches --listen, every container on this host included,
+//     may register agents, launch and kill tasks and mark agents gone.
+//
+// Health and reflection are open everywhere.
 
 type masterRole int
 
@@ -45,13 +61,20 @@ var operatorNeeds = map[string]masterRole{
 }
 
 type authorizer struct {
-	enforce bool
-	agents  map[string]bool
-	roles   map[string]masterRole
+	enforce bool // TLS clients: only the names given
+	// insecure: plaintext TCP clients may do everything.
+	insecure bool
+	socket   string
+	listen   string
+	agents   map[string]bool
+	roles    map[string]masterRole
+	// ownUID may use the unix socket as root may.
+	ownUID uint32
 }
 
 func newAuthorizer(c Config) (*authorizer, error) {
-	a := &authorizer{agents: map[string]bool{}, roles: map[string]masterRole{}}
+	a := &authorizer{agents: map[string]bool{}, roles: map[string]masterRole{}, insecure: c.Insecure,
+		socket: c.Socket, listen: c.Listen, ownUID: uint32(os.Geteuid())}
 	for _, l := range []struct {
 		flag string
 		cns  []string
@@ -90,11 +113,31 @@ func identity(ctx context.Context) (string, bool) {
 }
 
 func (a *authorizer) check(ctx context.Context, fullMethod string) error {
+	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if svc != masterv1.AgentGateway_ServiceDesc.ServiceName && svc != masterv1.Operator_ServiceDesc.ServiceName {
+		return nil // health and reflection
+	}
+	if pc, ok := peercred.FromContext(ctx); ok {
+		if pc.UID == 0 || pc.UID == a.ownUID {
+			return nil
+		}
+		return status.Errorf(codes.PermissionDenied, "%s: unix peer %s may not use the master's socket: only root and the master's own user may", method, pc)
+	}
+	cn, tls := identity(ctx)
+	if !tls {
+		if a.insecure {
+			return nil
+		}
+		via := "through the master's unix socket (gearbox --master unix://" + a.socket + ")"
+		if a.socket == "" {
+			via = "through the master's unix socket (start it with --socket)"
+		}
+		return status.Errorf(codes.PermissionDenied, "%s over plaintext TCP (%s) is refused: it carries no identity and every container on the master's host shares its network. "+
+			"Connect %s, or with mutual TLS (--tls-cert, --tls-key, --tls-client-ca); --insecure allows anyone who reaches %s", method, a.listen, via, a.listen)
+	}
 	if !a.enforce {
 		return nil
 	}
-	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	cn, _ := identity(ctx)
 	switch svc {
 	case masterv1.AgentGateway_ServiceDesc.ServiceName:
 		if !a.agents[cn] {
@@ -110,18 +153,4 @@ func (a *authorizer) check(ctx context.Context, fullMethod string) error {
 		}
 	}
 	return nil
-}
-
-func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
 }

@@ -7,27 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
-
-// ErrorDomain is the domain of the ErrorInfo details the master attaches.
-const ErrorDomain = "gearbox.dev"
-
-// ReasonAgentGone is the ErrorInfo reason with which the master refuses an
-// agent an operator marked gone: the agent must kill its tasks.
-const ReasonAgentGone = "AGENT_MARKED_GONE"
 
 type gateway struct {
 	masterv1.UnimplementedAgentGatewayServer
@@ -95,10 +90,7 @@ func errGone(a *agentEntry) error {
 	st := status.New(codes.FailedPrecondition, fmt.Sprintf(
 		"agent %s was marked gone by an operator: it may not register again and must kill its tasks; "+
 			"to bring this host back as a new agent, stop the agent and remove its work dir's meta/master.json", a.ID))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonAgentGone, Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonAgentMarkedGone).Err()
 }
 
 func newAgentID() string {
@@ -107,7 +99,7 @@ func newAgentID() string {
 	return "agent-" + hex.EncodeToString(b[:])
 }
 
-func checkRegister(r *masterv1.Register) error {
+func (m *Master) checkRegister(r *masterv1.Register) error {
 	if r == nil {
 		return status.Error(codes.InvalidArgument, "the first message on Connect must be register")
 	}
@@ -121,6 +113,18 @@ func checkRegister(r *masterv1.Register) error {
 	}
 	if err := checkResources(r.GetResources()); err != nil {
 		return err
+	}
+	c := m.cfg
+	res := r.GetResources()
+	switch {
+	case res.GetCpus() > c.MaxAgentCPUs:
+		return status.Errorf(codes.InvalidArgument, "register: %g cpus is more than an agent may offer (--max-agent-cpus %g)", res.GetCpus(), c.MaxAgentCPUs)
+	case res.GetMemoryBytes() > int64(c.MaxAgentMemory):
+		return status.Errorf(codes.InvalidArgument, "register: %s of memory is more than an agent may offer (--max-agent-memory %s)", units.FormatSize(res.GetMemoryBytes()), c.MaxAgentMemory)
+	case res.GetDiskBytes() > int64(c.MaxAgentDisk):
+		return status.Errorf(codes.InvalidArgument, "register: %s of disk is more than an agent may offer (--max-agent-disk %s)", units.FormatSize(res.GetDiskBytes()), c.MaxAgentDisk)
+	case len(r.GetTasks()) > c.MaxAgentTasks:
+		return status.Errorf(codes.InvalidArgument, "register: %d tasks reported; an agent may have at most %d (--max-agent-tasks)", len(r.GetTasks()), c.MaxAgentTasks)
 	}
 	for _, t := range r.GetTasks() {
 		if err := checkTaskID(t.GetTaskId()); err != nil {
@@ -145,7 +149,7 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	reg := first.GetRegister()
-	if err := checkRegister(reg); err != nil {
+	if err := m.checkRegister(reg); err != nil {
 		return err
 	}
 	c := newAgentConn(len(reg.GetTasks()))
@@ -155,68 +159,14 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 		return err
 	}
 	ctx := stream.Context()
+	as := &agentStream{m: m, a: a, c: c, stream: stream, acks: make(chan pendingAck, 64)}
 	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case msg := <-c.out:
-				if err := stream.Send(msg); err != nil {
-					sendErr <- err
-					return
-				}
-			case <-c.done:
-				sendErr <- nil
-				return
-			case <-ctx.Done():
-				sendErr <- nil
-				return
-			}
-		}
-	}()
-	acks := make(chan pendingAck, 64)
-	go func() {
-		for {
-			select {
-			case p := <-acks:
-				if p.gen > 0 && m.p.wait(ctx, p.gen) != nil {
-					continue // not durable: not acknowledged; the agent resends it
-				}
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
-			case <-c.done:
-				return
-			}
-		}
-	}()
+	go func() { sendErr <- as.sendLoop(ctx) }()
+	go as.ackLoop(ctx)
 	recvErr := make(chan error, 1)
 	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			switch x := msg.Msg.(type) {
-			case *masterv1.AgentMessage_Heartbeat:
-				a.lastBeat.Store(time.Now().UnixNano())
-				c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
-			case *masterv1.AgentMessage_Update:
-				a.lastBeat.Store(time.Now().UnixNano())
-				ack, g, err := m.statusUpdate(a, c, x.Update)
-				if err != nil {
-					recvErr <- err
-					return
-				}
-				// Applied in order here; acknowledged in order once durable,
-				// without holding up the next update.
-				select {
-				case acks <- pendingAck{ack, g}:
-				case <-c.done:
-					return
-				}
-			default:
-				recvErr <- status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
-				return
-			}
+		if err := as.recvLoop(); err != nil {
+			recvErr <- err
 		}
 	}()
 	var result error
@@ -244,6 +194,80 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 	return result
 }
 
+// agentStream is one agent's Connect stream after it registered: sendLoop
+// writes what the master sends the agent, recvLoop applies what the agent
+// sends, ackLoop acknowledges status updates once they are durable.
+type agentStream struct {
+	m      *Master
+	a      *agentEntry
+	c      *agentConn
+	stream grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]
+	acks   chan pendingAck
+}
+
+// sendLoop returns the error of a failed send, or nil once the connection
+// or the stream ends.
+func (as *agentStream) sendLoop(ctx context.Context) error {
+	for {
+		select {
+		case msg := <-as.c.out:
+			if err := as.stream.Send(msg); err != nil {
+				return err
+			}
+		case <-as.c.done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (as *agentStream) ackLoop(ctx context.Context) {
+	for {
+		select {
+		case p := <-as.acks:
+			if p.gen > 0 && as.m.p.wait(ctx, p.gen) != nil {
+				continue // not durable: not acknowledged; the agent resends it
+			}
+			as.c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Ack{Ack: p.ack}})
+		case <-as.c.done:
+			return
+		}
+	}
+}
+
+// recvLoop returns why the agent's side ended, or nil once the connection
+// ends.
+func (as *agentStream) recvLoop() error {
+	m, a, c := as.m, as.a, as.c
+	for {
+		msg, err := as.stream.Recv()
+		if err != nil {
+			return err
+		}
+		switch x := msg.Msg.(type) {
+		case *masterv1.AgentMessage_Heartbeat:
+			a.lastBeat.Store(time.Now().UnixNano())
+			c.sendWait(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_HeartbeatAck{HeartbeatAck: &masterv1.HeartbeatAck{Seq: x.Heartbeat.GetSeq()}}})
+		case *masterv1.AgentMessage_Update:
+			a.lastBeat.Store(time.Now().UnixNano())
+			ack, g, err := m.statusUpdate(a, c, x.Update)
+			if err != nil {
+				return err
+			}
+			// Applied in order here; acknowledged in order once durable,
+			// without holding up the next update.
+			select {
+			case as.acks <- pendingAck{ack, g}:
+			case <-c.done:
+				return nil
+			}
+		default:
+			return status.Error(codes.InvalidArgument, "after register, send heartbeats and status updates only")
+		}
+	}
+}
+
 // register admits an agent (new, returning, or reconnecting) and
 // reconciles its tasks: the agent's report is the truth for tasks both
 // know; tasks the master ended without it (dropped, gone, killed) are
@@ -252,11 +276,17 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	id := reg.GetAgentId()
+	id, err := m.agentIDFor(reg.GetAgentId(), cn)
+	if err != nil {
+		return nil, err
+	}
 	a := m.agents[id]
+	if a == nil || a.State == store.AgentGone {
+		if err := m.checkIdentityBound(id, cn); err != nil {
+			return nil, err
+		}
+	}
 	switch {
-	case id == "":
-		id = newAgentID()
 	case a != nil && a.GoneByOperator:
 		m.log.Warn("refused an agent marked gone", "agent_id", id, "hostname", reg.GetHostname())
 		return nil, errGone(a)
@@ -292,27 +322,41 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 		rep, ok := reported[t.ID]
 		delete(reported, t.ID)
 		switch {
-		case ok && terminal(t.State) && !terminal(rep.GetState().String()):
+		case ok && terminal(t.State) && !terminal(rep.GetState()):
 			// Ended here while the agent was away (dropped, gone): it must
 			// not run on.
 			m.log.Info("killing a task the master had ended", "task_id", t.ID, "agent_id", id, "state", t.State)
 			c.send(killMsg(t.ID, 0))
 		case ok:
-			m.setTask(t, rep.GetState().String(), rep.GetReason().String(), rep.GetMessage(), rep.ExitCode)
+			m.setTask(t, rep.GetState(), rep.GetReason(), rep.GetMessage(), rep.ExitCode)
 			if t.KillRequested && !terminal(t.State) {
 				c.send(killMsg(t.ID, 0))
 			}
+		case t.Adopted:
+			// Never the master's: forgotten once its agent no longer has
+			// it, so that reports cannot grow the registry without bound.
+			if !terminal(t.State) {
+				m.setTask(t, typesv1.TaskState_TASK_GONE, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this adopted task; the registry forgets it", id), nil)
+			}
+			m.forgetTask(t)
 		case terminal(t.State):
-		case t.State == "TASK_STAGING":
-			m.setTask(t, "TASK_DROPPED", "REASON_AGENT_RESTARTED", fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
+		case t.State == typesv1.TaskState_TASK_STAGING:
+			m.setTask(t, typesv1.TaskState_TASK_DROPPED, typesv1.Reason_REASON_AGENT_RESTARTED, fmt.Sprintf("agent %s registered again without this task: its launch never reached the agent", id), nil)
 		case t.PartitionAware:
-			m.setTask(t, "TASK_GONE", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+			m.setTask(t, typesv1.TaskState_TASK_GONE, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		default:
-			m.setTask(t, "TASK_LOST", "REASON_CONTAINER_VANISHED", fmt.Sprintf("agent %s registered again without this task", id), nil)
+			m.setTask(t, typesv1.TaskState_TASK_LOST, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		}
 	}
-	for tid, rep := range reported {
-		if terminal(rep.GetState().String()) {
+	adopted := 0
+	for _, t := range m.agentTasks(id) {
+		if t.Adopted {
+			adopted++
+		}
+	}
+	for _, tid := range sortedKeys(reported) {
+		rep := reported[tid]
+		if terminal(rep.GetState()) {
 			continue // ended, and never the master's: nothing to manage
 		}
 		if other, ok := m.tasks[tid]; ok {
@@ -321,8 +365,13 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			c.send(killMsg(tid, 0))
 			continue
 		}
-		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(),
-			State: rep.GetState().String(), Reason: rep.GetReason().String(), ExitCode: rep.ExitCode,
+		if adopted >= m.cfg.MaxAgentTasks {
+			m.log.Warn("not adopting a task: the agent has as many adopted tasks as --max-agent-tasks allows", "task_id", tid, "agent_id", id)
+			continue
+		}
+		adopted++
+		t := &store.Task{ID: tid, AgentID: id, PartitionAware: true, CreatedAt: now.UTC(), Adopted: true,
+			State: rep.GetState(), Reason: rep.GetReason(), ExitCode: rep.ExitCode,
 			Message: rep.GetMessage()}
 		m.tasks[tid] = t
 		m.index(t)
@@ -337,18 +386,85 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 	return a, nil
 }
 
+// agentIDFor is the ID a registration gets: the one it presents, or for a
+// new agent a pinned one of its certificate name (--agent-identity), else
+// a new one. Pinned IDs belong to their name alone. Callers hold m.mu.
+func (m *Master) agentIDFor(presented, cn string) (string, error) {
+	mine := m.pinnedTo[cn]
+	if presented != "" {
+		if owner, ok := m.pins[presented]; ok && owner != cn {
+			return "", status.Errorf(codes.PermissionDenied, "agent ID %s is pinned to certificate %q (--agent-identity); this one is %q", presented, owner, cn)
+		}
+		if len(mine) > 0 && m.pins[presented] != cn {
+			return "", status.Errorf(codes.PermissionDenied, "certificate %q may register only as its pinned agent IDs %v (--agent-identity), not %s", cn, mine, presented)
+		}
+		return presented, nil
+	}
+	if len(mine) == 0 {
+		return newAgentID(), nil
+	}
+	for _, id := range mine {
+		if a := m.agents[id]; a == nil || (a.conn == nil && !a.GoneByOperator) {
+			return id, nil
+		}
+	}
+	return "", status.Errorf(codes.ResourceExhausted, "every agent ID pinned to certificate %q (%v) is connected: register with one of them, or pin another (--agent-identity ID=%s)", cn, mine, cn)
+}
+
+// checkIdentityBound refuses a registration that would give a certificate
+// name more live (not gone) agents than --max-agents-per-identity. Names
+// with pinned IDs are bounded by their pins; clients without a
+// certificate (the unix socket's root, --insecure) are not bounded here.
+// Callers hold m.mu.
+func (m *Master) checkIdentityBound(id, cn string) error {
+	if cn == "" || len(m.pinnedTo[cn]) > 0 {
+		return nil
+	}
+	var live []string
+	for _, a := range m.agents {
+		if a.ID != id && a.Identity == cn && a.State != store.AgentGone {
+			live = append(live, a.ID)
+		}
+	}
+	if len(live) >= m.cfg.MaxAgentsPerIdentity {
+		sort.Strings(live)
+		return status.Errorf(codes.ResourceExhausted, "certificate %q already holds %d agent(s) (%s), as many as --max-agents-per-identity %d allows: "+
+			"register with that agent's ID (its work_dir/meta/master.json keeps it), mark the old one gone (gearbox agent mark-gone ID), or raise the limit",
+			cn, len(live), strings.Join(live, ", "), m.cfg.MaxAgentsPerIdentity)
+	}
+	return nil
+}
+
+// forgetTask removes a task from the registry. Callers hold m.mu.
+func (m *Master) forgetTask(t *store.Task) {
+	delete(m.tasks, t.ID)
+	if set := m.byAgent[t.AgentID]; set != nil {
+		delete(set, t.ID)
+	}
+	m.p.markTask(t.ID)
+}
+
+func sortedKeys[V any](mp map[string]V) []string {
+	out := make([]string, 0, len(mp))
+	for k := range mp {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // rank orders a task's states as an agent reports them; states the
 // master sets while it cannot hear the agent rank lowest, so that any
 // report replaces them.
-func rank(state string) int {
+func rank(state typesv1.TaskState) int {
 	switch state {
-	case "TASK_UNREACHABLE", "TASK_LOST":
+	case typesv1.TaskState_TASK_UNREACHABLE, typesv1.TaskState_TASK_LOST:
 		return -1
-	case "TASK_STAGING":
+	case typesv1.TaskState_TASK_STAGING:
 		return 0
-	case "TASK_STARTING":
+	case typesv1.TaskState_TASK_STARTING:
 		return 1
-	case "TASK_RUNNING":
+	case typesv1.TaskState_TASK_RUNNING:
 		return 2
 	}
 	return 3
@@ -389,14 +505,14 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 	case !ok || t.AgentID != a.ID:
 		m.log.Warn("status update for a task the master did not place on this agent; acknowledged and ignored", "task_id", st.GetTaskId(), "agent_id", a.ID)
 	case terminal(t.State):
-		if !terminal(st.GetState().String()) {
+		if !terminal(st.GetState()) {
 			c.send(killMsg(t.ID, 0))
 		}
-	case rank(st.GetState().String()) < rank(t.State):
+	case rank(st.GetState()) < rank(t.State):
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
-		g = m.setTask(t, st.GetState().String(), st.GetReason().String(), st.GetMessage(), st.ExitCode)
+		g = m.setTask(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode)
 	}
 	m.mu.Unlock()
 	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, g, nil

@@ -17,73 +17,110 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/grpcserver"
+	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/peercred"
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/promserve"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
-// Config is the master's configuration. Names follow Mesos's master flags.
+// Config is the master's configuration. Names follow Mesos's master flags;
+// in the TOML file (LoadConfig) each key is its flag's name with
+// underscores, and flags override the file.
 type Config struct {
-	Listen  string // host:port for agents and operators
-	WorkDir string // holds registry.db
+	Listen  string `toml:"listen"`   // host:port for agents and operators
+	WorkDir string `toml:"work_dir"` // holds registry.db
 	// An agent is missed after AgentPingTimeout × MaxAgentPingTimeouts
 	// without a heartbeat; agents heartbeat every AgentPingTimeout.
-	AgentPingTimeout     time.Duration
-	MaxAgentPingTimeouts int
+	AgentPingTimeout     time.Duration `toml:"agent_ping_timeout"`
+	MaxAgentPingTimeouts int           `toml:"max_agent_ping_timeouts"`
 	// AgentRemovalRateLimit ("1/10mins"; "" for none) bounds how fast
 	// missed agents are marked unreachable.
-	AgentRemovalRateLimit string
+	AgentRemovalRateLimit string `toml:"agent_removal_rate_limit"`
 	// RegistryMaxAgentAge: an agent unreachable longer than this is gone
 	// and its tasks TASK_GONE.
-	RegistryMaxAgentAge time.Duration
+	RegistryMaxAgentAge time.Duration `toml:"registry_max_agent_age"`
 	// EventBuffer is how many events are kept for subscribers to resume
 	// from; SubscriberLag is how far behind a subscriber may fall before it
 	// is cut off (at most EventBuffer).
-	EventBuffer   int
-	SubscriberLag int
+	EventBuffer   int `toml:"event_buffer"`
+	SubscriberLag int `toml:"subscriber_lag"`
 	// SubscriberHeartbeat: a HEARTBEAT event when nothing else was sent
 	// for this long.
-	SubscriberHeartbeat time.Duration
+	SubscriberHeartbeat time.Duration `toml:"subscriber_heartbeat"`
 	// SubscriberBatchWindow: once an event is there, wait this long for
 	// more before sending, so that sends carry batches (0: send at once).
-	SubscriberBatchWindow time.Duration
-	MetricsListen         string
+	SubscriberBatchWindow time.Duration `toml:"subscriber_batch_window"`
+	MetricsListen         string        `toml:"metrics_listen"`
 	// TLS: the master's certificate and key, and the CA that signs its
 	// clients' (agents and operators): mutual TLS. Without them the master
 	// serves plaintext, which it refuses on an address other hosts reach
 	// unless Insecure says so.
-	TLSCert, TLSKey, TLSClientCA string
-	Insecure                     bool
+	TLSCert     string `toml:"tls_cert"`
+	TLSKey      string `toml:"tls_key"`
+	TLSClientCA string `toml:"tls_client_ca"`
+	// Insecure lets plaintext TCP clients do everything: anyone who
+	// reaches Listen, every container on this host included (they share
+	// its network). Without it plaintext TCP serves health only, and
+	// local clients use Socket.
+	Insecure bool `toml:"insecure"`
+	// Socket is a unix socket (mode 0600) on which root and the master's
+	// own user may do everything, by the kernel's word (master/auth.go);
+	// "" for none.
+	Socket string `toml:"socket"`
 	// Who may do what, by certificate common name (master/auth.go); none
 	// given: every certificate the CA signed may do everything.
-	AgentCNs, ReadOnlyCNs, OperatorCNs []string
+	AgentCNs    []string `toml:"agent_cn"`
+	ReadOnlyCNs []string `toml:"readonly_cn"`
+	OperatorCNs []string `toml:"operator_cn"`
+	// AgentIdentities pin agent IDs to certificate names, "ID=CN": only CN
+	// may register as ID, CN may register only as its pinned IDs, and a
+	// registration of CN without an ID gets one of them.
+	AgentIdentities []string `toml:"agent_identity"`
+	// MaxAgentsPerIdentity bounds the agents (active or unreachable) one
+	// certificate name may hold in the registry; a registration that would
+	// add one more is refused. Names with pinned IDs hold those instead.
+	MaxAgentsPerIdentity int `toml:"max_agents_per_identity"`
+	// Bounds on what an agent may report (InvalidArgument beyond, naming
+	// the flag): tasks at registration and adopted in the registry, and
+	// resources. A fake agent reporting huge resources would otherwise win
+	// every placement.
+	MaxAgentTasks  int        `toml:"max_agent_tasks"`
+	MaxAgentCPUs   float64    `toml:"max_agent_cpus"`
+	MaxAgentMemory units.Size `toml:"max_agent_memory"`
+	MaxAgentDisk   units.Size `toml:"max_agent_disk"`
 }
+
+// DefaultSocket is the master's unix socket, where the CLI looks first.
+const DefaultSocket = "/run/gearbox-master.sock"
 
 // DefaultConfig is Mesos's defaults where Mesos has one.
 func DefaultConfig() Config {
 	return Config{
 		Listen:                "127.0.0.1:5050",
+		Socket:                DefaultSocket,
 		WorkDir:               "/var/lib/gearbox-master",
 		AgentPingTimeout:      5 * time.Second,
 		MaxAgentPingTimeouts:  3,
@@ -92,6 +129,11 @@ func DefaultConfig() Config {
 		SubscriberLag:         5000,
 		SubscriberHeartbeat:   15 * time.Second,
 		SubscriberBatchWindow: 10 * time.Millisecond,
+		MaxAgentsPerIdentity:  1,
+		MaxAgentTasks:         10000,
+		MaxAgentCPUs:          4096,
+		MaxAgentMemory:        256 << 40, // 256 TiB
+		MaxAgentDisk:          1 << 60,   // 1 EiB
 	}
 }
 
@@ -102,6 +144,8 @@ func (c Config) Validate() error {
 		return errors.New("--listen: give host:port")
 	case c.WorkDir == "":
 		return errors.New("--work-dir: give a directory")
+	case c.Socket != "" && !filepath.IsAbs(c.Socket):
+		return fmt.Errorf("--socket %q: give an absolute path", c.Socket)
 	case c.AgentPingTimeout <= 0:
 		return errors.New("--agent-ping-timeout must be positive")
 	case c.MaxAgentPingTimeouts < 1:
@@ -116,6 +160,20 @@ func (c Config) Validate() error {
 		return errors.New("--subscriber-heartbeat must be positive")
 	case c.SubscriberBatchWindow < 0 || c.SubscriberBatchWindow > time.Second:
 		return errors.New("--subscriber-batch-window must be between 0 and 1s")
+	case c.MaxAgentsPerIdentity < 1:
+		return errors.New("--max-agents-per-identity must be at least 1")
+	case c.MaxAgentTasks < 1:
+		return errors.New("--max-agent-tasks must be at least 1")
+	case !(c.MaxAgentCPUs > 0) || math.IsInf(c.MaxAgentCPUs, 0):
+		return errors.New("--max-agent-cpus must be a positive number")
+	case c.MaxAgentMemory <= 0 || c.MaxAgentDisk <= 0:
+		return errors.New("--max-agent-memory and --max-agent-disk must be positive")
+	}
+	if _, err := parsePins(c.AgentIdentities); err != nil {
+		return err
+	}
+	if len(c.AgentIdentities) > 0 && c.TLSCert == "" {
+		return errors.New("--agent-identity pins agent IDs to certificate names: give --tls-cert, --tls-key and --tls-client-ca too")
 	}
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
@@ -132,6 +190,9 @@ func (c Config) Validate() error {
 	switch {
 	case n != 0 && n != 3:
 		return errors.New("--tls-cert, --tls-key and --tls-client-ca go together: give all three for mutual TLS, or none")
+	case n == 0 && !c.Insecure && c.Socket == "":
+		return errors.New("without TLS and without --socket nothing could use the master: give --socket (local clients), " +
+			"--tls-cert, --tls-key and --tls-client-ca, or --insecure")
 	case n == 0 && !c.Insecure && !loopback(c.Listen):
 		return fmt.Errorf("--listen %s is reachable from other hosts: give --tls-cert, --tls-key and --tls-client-ca, "+
 			"or --insecure to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", c.Listen)
@@ -143,10 +204,7 @@ func (c Config) Validate() error {
 // MASTER_STOPPING): a planned absence, not a fault.
 func stoppingErr() error {
 	st := status.New(codes.Unavailable, "the master is stopping: register again")
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "MASTER_STOPPING", Domain: ErrorDomain}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return typesv1.WithErrorReason(st, typesv1.ErrorReasonMasterStopping).Err()
 }
 
 // loopback says whether a listen address is reachable from this host only.
@@ -179,6 +237,10 @@ type Master struct {
 	ev      *eventLog
 	p       *persister
 
+	// pins: agent ID → certificate name, and name → its IDs in order.
+	pins     map[string]string
+	pinnedTo map[string][]string
+
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
@@ -197,7 +259,9 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	lim, _ := ParseRate(cfg.AgentRemovalRateLimit)
+	pins, _ := parsePins(cfg.AgentIdentities) // checked by Validate
 	m := &Master{
+		pins: pins, pinnedTo: map[string][]string{},
 		cfg: cfg, log: log, ready: make(chan struct{}),
 		agents: map[string]*agentEntry{}, tasks: map[string]*store.Task{}, byAgent: map[string]map[string]struct{}{},
 		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
@@ -208,7 +272,32 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
 	}
+	for _, p := range cfg.AgentIdentities { // in the order given
+		id, _, _ := strings.Cut(p, "=")
+		id = strings.TrimSpace(id)
+		m.pinnedTo[pins[id]] = append(m.pinnedTo[pins[id]], id)
+	}
 	return m, nil
+}
+
+// parsePins reads --agent-identity ID=CN values.
+func parsePins(vals []string) (map[string]string, error) {
+	pins := map[string]string{}
+	for _, v := range vals {
+		id, cn, ok := strings.Cut(v, "=")
+		id, cn = strings.TrimSpace(id), strings.TrimSpace(cn)
+		if !ok || id == "" || cn == "" {
+			return nil, fmt.Errorf("--agent-identity %q: write AGENT_ID=CERTIFICATE_NAME", v)
+		}
+		if err := ids.Validate(id); err != nil {
+			return nil, fmt.Errorf("--agent-identity %q: agent ID: %w", v, err)
+		}
+		if prev, dup := pins[id]; dup {
+			return nil, fmt.Errorf("--agent-identity: agent ID %s is pinned twice (to %q and %q)", id, prev, cn)
+		}
+		pins[id] = cn
+	}
+	return pins, nil
 }
 
 // Ready is closed once the master serves.
@@ -238,40 +327,31 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer close(persisterDone); m.p.run(pctx) }()
 	defer func() { stopPersister(); <-persisterDone }()
 
+	srv, opts, err := m.newServer()
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", m.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", m.cfg.Listen, err)
 	}
 	m.addr.Store(lis.Addr().String())
-	authz, _ := newAuthorizer(m.cfg) // checked by Validate
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ForceServerCodecV2(eventCodec{}),
-		grpc.ChainUnaryInterceptor(authz.unary), grpc.ChainStreamInterceptor(authz.stream),
-	}
-	if m.cfg.TLSCert != "" && !authz.enforce {
-		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
-	}
-	if m.cfg.TLSCert != "" {
-		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
-		if err != nil {
+	var ulis net.Listener
+	if m.cfg.Socket != "" {
+		if ulis, err = listenUnix(m.cfg.Socket); err != nil {
 			lis.Close()
-			return fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+			return err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	gs := grpc.NewServer(opts...)
-	masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
-	masterv1.RegisterOperatorServer(gs, &operator{m: m})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(masterv1.Operator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-
+	closeListeners := func() {
+		lis.Close()
+		if ulis != nil {
+			ulis.Close()
+		}
+	}
 	stopMetrics, err := m.serveMetrics()
 	if err != nil {
-		lis.Close()
+		closeListeners()
 		return err
 	}
 	defer stopMetrics()
@@ -283,40 +363,114 @@ func (m *Master) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
 
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
-	m.log.Info("master serving", "listen", m.Addr(), "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
+	srv.Serve(lis, opts...)
+	if ulis != nil {
+		srv.Serve(ulis, opts...)
+	}
+	m.log.Info("master serving", "listen", m.Addr(), "socket", m.cfg.Socket, "mtls", m.cfg.TLSCert != "", "work_dir", m.cfg.WorkDir,
 		"agents", len(m.agents), "tasks", len(m.tasks),
 		"missed_after", m.missedAfter(), "agent_removal_rate_limit", m.cfg.AgentRemovalRateLimit)
 	close(m.ready)
 	select {
-	case err = <-errc:
+	case err = <-srv.Err():
 		err = fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 		err = nil
 	}
 	stopBg()
 	wg.Wait()
-	hs.Shutdown()
-	// Agents' streams do not end by themselves: tell them, so that they
-	// register again with the next master at once.
+	srv.Stop()
+	return err
+}
+
+// newServer sets up the master's gRPC server and the options of its
+// listener (mutual TLS when configured).
+func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
+	authz, _ := newAuthorizer(m.cfg) // checked by Validate
+	if m.cfg.TLSCert != "" && !authz.enforce {
+		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+	}
+	if m.cfg.TLSCert == "" && m.cfg.Insecure {
+		m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
+	}
+	// Unix socket peers are known by the kernel; TCP clients by TLS, or
+	// not at all.
+	creds := peercred.Creds{}
+	if m.cfg.TLSCert != "" {
+		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+		}
+		creds.Other = credentials.NewTLS(tc)
+	}
+	opts := []grpc.ServerOption{grpc.Creds(creds)}
+	srv := grpcserver.New(grpcserver.Config{
+		Services: []string{masterv1.Operator_ServiceDesc.ServiceName},
+		Register: func(gs *grpc.Server) {
+			masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
+			masterv1.RegisterOperatorServer(gs, &operator{m: m})
+		},
+		Authorize: authz.check,
+		Options: []grpc.ServerOption{
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.ForceServerCodecV2(eventCodec{}),
+		},
+		// Agents' streams do not end by themselves: tell them, so that
+		// they register again with the next master at once. Subscribers'
+		// streams are cut after Grace.
+		EndStreams: m.endAgentStreams,
+		Grace:      2 * time.Second,
+	})
+	return srv, opts, nil
+}
+
+// endAgentStreams ends every agent's stream with MASTER_STOPPING.
+func (m *Master) endAgentStreams() {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, a := range m.agents {
 		if a.conn != nil {
 			a.conn.close(stoppingErr())
 			a.conn = nil
 		}
 	}
-	m.mu.Unlock()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		gs.Stop() // subscribers' streams do not end by themselves
-		<-done
+}
+
+// listenUnix serves the master's unix socket, mode 0600: only its owner
+// (the master's user) and root may connect. A stale socket of an earlier
+// run is replaced; anything else at the path is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("--socket %s: something other than a socket is there: remove it or choose another path", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
+		}
 	}
-	return err
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the socket's directory: %w", err)
+	}
+	// chmod follows listen (a umask is process-wide); a peer that connects
+	// in between is still only served by auth.go's uid check.
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("setting the mode of %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// SocketAddr is the master's unix socket as a gRPC target
+// (unix:///path), or "" without one.
+func (m *Master) SocketAddr() string {
+	if m.cfg.Socket == "" {
+		return ""
+	}
+	return "unix://" + m.cfg.Socket
 }
 
 func (m *Master) missedAfter() time.Duration {

@@ -3,6 +3,8 @@ package master
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +27,14 @@ func startMaster(t *testing.T, mod func(*Config)) (*Master, masterv1.OperatorCli
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.WorkDir = "127.0.0.1:0", t.TempDir()
+	// Local clients use the unix socket (plaintext TCP is refused); a
+	// short path, as a socket's must be under 108 bytes.
+	sdir, err := os.MkdirTemp("", "gm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sdir) })
+	cfg.Socket = filepath.Join(sdir, "master.sock")
 	cfg.AgentPingTimeout, cfg.MaxAgentPingTimeouts = 100*time.Millisecond, 3
 	if mod != nil {
 		mod(&cfg)
@@ -52,7 +62,7 @@ func startMaster(t *testing.T, mod func(*Config)) (*Master, masterv1.OperatorCli
 	case err := <-done:
 		t.Fatalf("master: %v", err)
 	}
-	conn, err := grpc.NewClient(m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +431,7 @@ func TestStalledSubscriberIsCutOff(t *testing.T) {
 	defer cancel()
 	// Its own connection, with fixed HTTP/2 windows (no BDP growth), so
 	// that the master's sends block after 64 KiB.
-	sconn, err := grpc.NewClient(m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	sconn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		t.Fatal(err)

@@ -138,7 +138,7 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	now := time.Now().UTC()
 	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: req.GetImage(), Command: req.GetCommand(),
 		Resources: want, PartitionAware: req.PartitionAware == nil || req.GetPartitionAware(),
-		State: "TASK_STAGING", CreatedAt: now, UpdatedAt: now}
+		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now}
 	m.tasks[t.ID] = t
 	m.index(t)
 	g := m.p.markTask(t.ID)
@@ -148,14 +148,14 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	// unknown to a restarted master.
 	if err := m.p.wait(ctx, g); err != nil {
 		m.mu.Lock()
-		m.setTask(t, "TASK_ERROR", "", fmt.Sprintf("the registry could not record the task, so it was not sent to an agent: %v", err), nil)
+		m.setTask(t, typesv1.TaskState_TASK_ERROR, typesv1.Reason_REASON_UNSPECIFIED, fmt.Sprintf("the registry could not record the task, so it was not sent to an agent: %v", err), nil)
 		m.mu.Unlock()
 		return nil, status.Errorf(codes.Unavailable, "the registry could not record task %s: %v", t.ID, err)
 	}
 	// Sent on the agent's stream of now: it may have reconnected while the
 	// registry was written.
 	m.mu.Lock()
-	if cur := m.agents[a.ID]; cur != nil && cur.conn != nil && t.State == "TASK_STAGING" {
+	if cur := m.agents[a.ID]; cur != nil && cur.conn != nil && t.State == typesv1.TaskState_TASK_STAGING {
 		cur.conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}})
 	}
 	pt := taskToProto(t)

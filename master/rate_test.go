@@ -52,6 +52,8 @@ func TestValidateTLSAndRoles(t *testing.T) {
 		{func(c *Config) { c.AgentCNs = []string{"a1"} }, "give --tls-cert"},
 		{func(c *Config) { c.TLSCert, c.TLSKey, c.TLSClientCA, c.OperatorCNs = "a", "b", "c", []string{" "} }, "empty common name"},
 		{func(c *Config) { c.SubscriberLag = c.EventBuffer + 1 }, "--subscriber-lag"},
+		{func(c *Config) { c.Socket = "" }, "nothing could use the master"},
+		{func(c *Config) { c.Socket = "run/m.sock" }, "absolute path"},
 	} {
 		c := base
 		tc.mod(&c)

@@ -30,18 +30,16 @@ type agentEntry struct {
 	queued bool
 }
 
-// terminal says whether no further state can follow.
-func terminal(state string) bool {
-	switch state {
-	case "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR":
-		return true
-	}
-	return false
+// terminal says whether no further state can follow. Unlike Mesos (and
+// TaskState.Terminal), TASK_LOST is not final here: its agent may
+// register again and report the task running.
+func terminal(state typesv1.TaskState) bool {
+	return state != typesv1.TaskState_TASK_LOST && state.Terminal()
 }
 
 // setTask changes a task's state, marks it for the store and publishes
 // TASK_UPDATED. Callers hold m.mu. It returns the generation to wait for.
-func (m *Master) setTask(t *store.Task, state, reason, message string, exit *int32) uint64 {
+func (m *Master) setTask(t *store.Task, state typesv1.TaskState, reason typesv1.Reason, message string, exit *int32) uint64 {
 	if t.State == state && t.Reason == reason && t.Message == message {
 		return m.p.markTask(t.ID)
 	}
@@ -91,12 +89,12 @@ func (m *Master) markUnreachable(a *agentEntry, now time.Time) {
 	for _, t := range m.agentTasks(a.ID) {
 		switch {
 		case terminal(t.State):
-		case t.State == "TASK_STAGING":
-			m.setTask(t, "TASK_DROPPED", "REASON_AGENT_DISCONNECTED", msg+"; the task had not started", nil)
+		case t.State == typesv1.TaskState_TASK_STAGING:
+			m.setTask(t, typesv1.TaskState_TASK_DROPPED, typesv1.Reason_REASON_AGENT_DISCONNECTED, msg+"; the task had not started", nil)
 		case t.PartitionAware:
-			m.setTask(t, "TASK_UNREACHABLE", "REASON_AGENT_DISCONNECTED", msg, nil)
+			m.setTask(t, typesv1.TaskState_TASK_UNREACHABLE, typesv1.Reason_REASON_AGENT_DISCONNECTED, msg, nil)
 		default:
-			m.setTask(t, "TASK_LOST", "REASON_AGENT_DISCONNECTED", msg, nil)
+			m.setTask(t, typesv1.TaskState_TASK_LOST, typesv1.Reason_REASON_AGENT_DISCONNECTED, msg, nil)
 		}
 	}
 	if a.conn != nil {
@@ -110,10 +108,10 @@ func (m *Master) markUnreachable(a *agentEntry, now time.Time) {
 // markGone removes an agent for good: by an operator, or after
 // registry_max_agent_age. Callers hold m.mu.
 func (m *Master) markGone(a *agentEntry, byOperator bool) {
-	state, reason := "TASK_GONE", "REASON_AGENT_REMOVED"
+	state, reason := typesv1.TaskState_TASK_GONE, typesv1.Reason_REASON_AGENT_REMOVED
 	msg := fmt.Sprintf("agent %s (%s) was unreachable for longer than --registry-max-agent-age %s", a.ID, a.Hostname, m.cfg.RegistryMaxAgentAge)
 	if byOperator {
-		state = "TASK_GONE_BY_OPERATOR"
+		state = typesv1.TaskState_TASK_GONE_BY_OPERATOR
 		msg = fmt.Sprintf("agent %s (%s) was marked gone by an operator", a.ID, a.Hostname)
 	}
 	a.State, a.GoneByOperator = store.AgentGone, byOperator
@@ -311,8 +309,8 @@ func taskToProto(t *store.Task) *masterv1.Task {
 	return &masterv1.Task{
 		Id: t.ID, AgentId: t.AgentID, Image: t.Image, Command: t.Command, Resources: resToProto(t.Resources),
 		PartitionAware: t.PartitionAware,
-		State:          typesv1.TaskState(typesv1.TaskState_value[t.State]),
-		Reason:         typesv1.Reason(typesv1.Reason_value[t.Reason]),
+		State:          t.State,
+		Reason:         t.Reason,
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
 	}

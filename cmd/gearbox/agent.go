@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/BurntSushi/toml"
@@ -21,9 +20,8 @@ func newAgentCmd() *cobra.Command {
 	var (
 		configPath  string
 		printConfig bool
-		isolation   string
 		debug       bool
-		flags       agent.Config
+		flagged     = agent.DefaultConfig()
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -40,35 +38,7 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 					return err
 				}
 			}
-			// Flags override the file.
-			f := cmd.Flags()
-			set := func(name string, dst *string, v string) {
-				if f.Changed(name) {
-					*dst = v
-				}
-			}
-			set("containerd-address", &cfg.ContainerdAddress, flags.ContainerdAddress)
-			set("namespace", &cfg.Namespace, flags.Namespace)
-			set("work-dir", &cfg.WorkDir, flags.WorkDir)
-			set("run-dir", &cfg.RunDir, flags.RunDir)
-			set("listen", &cfg.Listen, flags.Listen)
-			set("logger-binary", &cfg.LoggerBinary, flags.LoggerBinary)
-			set("recover", &cfg.Recover, flags.Recover)
-			set("unknown-containers", &cfg.UnknownContainers, flags.UnknownContainers)
-			set("resources", &cfg.Resources, flags.Resources)
-			set("attributes", &cfg.Attributes, flags.Attributes)
-			set("master", &cfg.Master, flags.Master)
-			if f.Changed("max-sessions") {
-				cfg.MaxSessions = flags.MaxSessions
-			}
-			if f.Changed("isolation") {
-				cfg.Isolation = nil
-				for _, n := range strings.Split(isolation, ",") {
-					if n = strings.TrimSpace(n); n != "" {
-						cfg.Isolation = append(cfg.Isolation, n)
-					}
-				}
-			}
+			applyFlags(cmd.Flags(), &flagged, &cfg, agentFlags)
 			if printConfig {
 				return toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg)
 			}
@@ -76,25 +46,29 @@ Stopping the agent (SIGTERM, SIGINT) leaves containers running; a new agent reco
 			return runAgent(cmd.Context(), cfg, newLogger(debug))
 		},
 	}
-	d := agent.DefaultConfig()
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "TOML config file (see examples/agent.toml)")
-	f.StringVar(&flags.ContainerdAddress, "containerd-address", d.ContainerdAddress, "containerd's socket")
-	f.StringVar(&flags.Namespace, "namespace", d.Namespace, "containerd namespace for gearbox's containers")
-	f.StringVar(&flags.WorkDir, "work-dir", d.WorkDir, "work dir: sandboxes and checkpoint")
-	f.StringVar(&flags.RunDir, "run-dir", d.RunDir, "run dir: sockets and temporary files")
-	f.StringVar(&flags.Listen, "listen", d.Listen, "Agent API address (unix:///path)")
-	f.StringVar(&flags.LoggerBinary, "logger-binary", "", "gearbox-logger (default: next to gearbox, else on PATH)")
-	f.StringVar(&flags.Recover, "recover", d.Recover, "at start: reconnect to containers, or cleanup (kill and remove them all)")
-	f.StringVar(&flags.UnknownContainers, "unknown-containers", d.UnknownContainers, "containers the checkpoint does not know: destroy or keep")
-	f.StringVar(&flags.Resources, "resources", "", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000" (MB)`)
-	f.StringVar(&flags.Attributes, "attributes", "", `machine attributes: "rack:r1;zone:a"`)
-	f.StringVar(&flags.Master, "master", "", "register with the master at host:port (default: run alone)")
-	f.IntVar(&flags.MaxSessions, "max-sessions", d.MaxSessions, "debug sessions open at once (exec, debug); more are refused")
-	f.StringVar(&isolation, "isolation", strings.Join(d.Isolation, ","), "isolators, comma-separated (Mesos's --isolation)")
+	defineFlags(f, &flagged, agentFlags)
 	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
+}
+
+// agentFlags are the agent's config keys that flags override.
+var agentFlags = []configFlag[agent.Config]{
+	{"containerd-address", "containerd's socket", func(c *agent.Config) any { return &c.ContainerdAddress }},
+	{"namespace", "containerd namespace for gearbox's containers", func(c *agent.Config) any { return &c.Namespace }},
+	{"work-dir", "work dir: sandboxes and checkpoint", func(c *agent.Config) any { return &c.WorkDir }},
+	{"run-dir", "run dir: sockets and temporary files", func(c *agent.Config) any { return &c.RunDir }},
+	{"listen", "Agent API address (unix:///path)", func(c *agent.Config) any { return &c.Listen }},
+	{"logger-binary", "gearbox-logger (default: next to gearbox, else on PATH)", func(c *agent.Config) any { return &c.LoggerBinary }},
+	{"recover", "at start: reconnect to containers, or cleanup (kill and remove them all)", func(c *agent.Config) any { return &c.Recover }},
+	{"unknown-containers", "containers the checkpoint does not know: destroy or keep", func(c *agent.Config) any { return &c.UnknownContainers }},
+	{"resources", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000" (MB)`, func(c *agent.Config) any { return &c.Resources }},
+	{"attributes", `machine attributes: "rack:r1;zone:a"`, func(c *agent.Config) any { return &c.Attributes }},
+	{"master", "register with the master at host:port (default: run alone)", func(c *agent.Config) any { return &c.Master }},
+	{"max-sessions", "debug sessions open at once (exec, debug); more are refused", func(c *agent.Config) any { return &c.MaxSessions }},
+	{"isolation", "isolators, comma-separated (Mesos's --isolation)", func(c *agent.Config) any { return &c.Isolation }},
 }
 
 // newLogger logs text to a terminal and JSON otherwise.

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -18,9 +17,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gearboxd/gearbox/agent"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 const defaultAgent = "unix:///run/gearbox/agent.sock"
@@ -110,28 +109,13 @@ func describe(err error) string {
 // commandExit is the exit status for an error of a launch or a session:
 // Docker's 127 (command not found), 126 (not executable), else 125.
 func commandExit(err error) int {
-	switch launchFailure(err) {
-	case "COMMAND_NOT_FOUND":
+	switch typesv1.ErrorReason(err) {
+	case typesv1.ErrorReasonCommandNotFound:
 		return 127
-	case "COMMAND_NOT_EXECUTABLE":
+	case typesv1.ErrorReasonCommandNotExecutable:
 		return 126
 	}
 	return 125
-}
-
-// launchFailure reads the ErrorInfo the agent attaches when a command could
-// not be started: "COMMAND_NOT_FOUND" or "COMMAND_NOT_EXECUTABLE".
-func launchFailure(err error) string {
-	st, ok := status.FromError(err)
-	if !ok {
-		return ""
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == agent.ErrorDomain {
-			return info.Reason
-		}
-	}
-	return ""
 }
 
 // isCode says whether err is a gRPC status with code c.
@@ -195,7 +179,7 @@ func eachArg(cmd *cobra.Command, args []string, fn func(agentv1.AgentClient, str
 		out, err := fn(c, a)
 		if err != nil {
 			failed = true
-			fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
+			fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", explain(cmd, err))
 			continue
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), out)

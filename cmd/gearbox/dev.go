@@ -38,7 +38,9 @@ func newDevCmd() *cobra.Command {
 
   - containerd: the host's if one answers at /run/containerd/containerd.sock,
     otherwise a private one (CRI off) under --state-dir;
-  - a master on ` + defaultMaster + ` (a fresh registry under --state-dir);
+  - a master on ` + defaultMaster + ` (root only; its TCP port ` + "127.0.0.1:5050" + `
+    refuses plaintext clients, containers included) with a fresh registry
+    under --state-dir;
   - an agent serving ` + defaultAgent + ` (containerd namespace gearbox-dev),
     registered with the master;
   - the demo image ` + demoimage.Name + `, built from Debian's busybox-static;
@@ -101,7 +103,9 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 	mcfg.WorkDir = filepath.Join(stateDir, "master")
 	os.RemoveAll(mcfg.WorkDir)
 	os.Remove(filepath.Join(cfg.WorkDir, "meta", "master.json"))
-	cfg.Master = mcfg.Listen
+	// The agent and the CLI reach the master on its unix socket: a
+	// container shares the host's network, not its files.
+	cfg.Master = "unix://" + mcfg.Socket
 
 	a, err := agent.New(cfg, log)
 	if err != nil {
@@ -156,7 +160,7 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 		masterDone <- err
 		return fmt.Errorf("master: %w", err)
 	}
-	if err := launchDemo(ctx, m.Addr()); err != nil {
+	if err := launchDemo(ctx, m.SocketAddr()); err != nil {
 		return fmt.Errorf("launching the demo task through the master: %w", err)
 	}
 
@@ -179,7 +183,7 @@ In another terminal:
   bin/gearbox run --rm %s sh -c 'cat /etc/gearbox-demo; ls $GEARBOX_SANDBOX'
 
 Ctrl-C stops everything dev started.
-`, m.Addr(), cfg.Listen, cfg.ContainerdAddress, demoimage.Name, demoimage.Name, demoimage.Name)
+`, m.SocketAddr()+" (TCP "+m.Addr()+": TLS or --insecure only)", cfg.Listen, cfg.ContainerdAddress, demoimage.Name, demoimage.Name, demoimage.Name)
 
 	select {
 	case <-ctx.Done():

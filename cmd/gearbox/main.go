@@ -28,18 +28,18 @@ func (e *exitError) Error() string {
 
 func main() {
 	root := newRoot()
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
 	if err == nil {
 		return
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "gearbox:", describe(ee.err))
+			fmt.Fprintln(os.Stderr, "gearbox:", explain(cmd, ee.err))
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintln(os.Stderr, "gearbox:", describe(err))
+	fmt.Fprintln(os.Stderr, "gearbox:", explain(cmd, err))
 	os.Exit(125)
 }
 

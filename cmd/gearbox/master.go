@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,12 +28,16 @@ import (
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
-const defaultMaster = "127.0.0.1:5050"
+// defaultMaster is the master's unix socket on this host: plaintext TCP
+// is refused (master/auth.go), and a local client needs no TLS there.
+const defaultMaster = "unix://" + master.DefaultSocket
 
 func newMasterCmd() *cobra.Command {
 	var (
-		cfg   = master.DefaultConfig()
-		debug bool
+		flagged     = master.DefaultConfig()
+		configPath  string
+		printConfig bool
+		debug       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "master",
@@ -49,9 +54,33 @@ With --tls-cert, --tls-key and --tls-client-ca the master speaks mutual TLS.
 --agent-cn, --readonly-cn and --operator-cn then say who may do what by the
 common name of the client's certificate; once any of them is given, only
 those named may (none given: every certificate the CA signed may do
-everything). Without TLS the master serves loopback only, unless --insecure.`,
+everything).
+
+On --socket (default ` + master.DefaultSocket + `, mode 0600) root and the
+master's own user may do everything: the kernel says who connects, and no
+container can reach the path. That is how the CLI and agents on this host
+talk to a master without TLS (gearbox agent --master unix://PATH).
+Plaintext TCP carries no identity and every container on the host shares
+its network, so without TLS it serves health only, unless --insecure:
+then anyone who reaches --listen, every container on this host included,
+may register agents, launch and kill tasks and mark agents gone. Without
+TLS the master listens on loopback only, unless --insecure.
+
+--config FILE reads these settings from a TOML file (examples/master.toml):
+each key is a flag's name with underscores; flags override the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := master.DefaultConfig()
+			if configPath != "" {
+				var err error
+				if cfg, err = master.LoadConfig(configPath); err != nil {
+					return &exitError{code: 125, err: err}
+				}
+			}
+			applyFlags(cmd.Flags(), &flagged, &cfg, masterFlags)
+			if printConfig {
+				return toml.NewEncoder(cmd.OutOrStdout()).Encode(cfg)
+			}
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			m, err := master.New(cfg, newLogger(debug))
@@ -65,26 +94,40 @@ everything). Without TLS the master serves loopback only, unless --insecure.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for agents and operators (host:port)")
-	f.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "holds the registry (registry.db)")
-	f.DurationVar(&cfg.AgentPingTimeout, "agent-ping-timeout", cfg.AgentPingTimeout, "agents heartbeat this often; one missed ping is this long")
-	f.IntVar(&cfg.MaxAgentPingTimeouts, "max-agent-ping-timeouts", cfg.MaxAgentPingTimeouts, "missed pings before an agent is unreachable")
-	f.StringVar(&cfg.AgentRemovalRateLimit, "agent-removal-rate-limit", "", `mark missed agents unreachable no faster than N/DURATION, e.g. "1/10mins" (default: no limit)`)
-	f.DurationVar(&cfg.RegistryMaxAgentAge, "registry-max-agent-age", cfg.RegistryMaxAgentAge, "an agent unreachable this long is gone and its tasks TASK_GONE")
-	f.IntVar(&cfg.EventBuffer, "event-buffer", cfg.EventBuffer, "events kept for subscribers to resume from")
-	f.IntVar(&cfg.SubscriberLag, "subscriber-lag", cfg.SubscriberLag, "events a subscriber may fall behind before it is cut off")
-	f.DurationVar(&cfg.SubscriberHeartbeat, "subscriber-heartbeat", cfg.SubscriberHeartbeat, "a HEARTBEAT event after this long without one")
-	f.DurationVar(&cfg.SubscriberBatchWindow, "subscriber-batch-window", cfg.SubscriberBatchWindow, "wait this long for more events before sending to a subscriber (0: at once)")
-	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (host:port)")
-	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)")
-	f.StringVar(&cfg.TLSKey, "tls-key", "", "the master's key")
-	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "CA that signs agents' and operators' certificates")
-	f.BoolVar(&cfg.Insecure, "insecure", false, "serve without TLS on an address other hosts reach")
-	f.StringSliceVar(&cfg.AgentCNs, "agent-cn", nil, "certificate common names that may register as agents (repeatable)")
-	f.StringSliceVar(&cfg.ReadOnlyCNs, "readonly-cn", nil, "certificate common names that may read state and events")
-	f.StringSliceVar(&cfg.OperatorCNs, "operator-cn", nil, "certificate common names that may also launch and kill tasks and mark agents gone")
+	f.StringVar(&configPath, "config", "", "TOML config file (see examples/master.toml)")
+	defineFlags(f, &flagged, masterFlags)
+	f.BoolVar(&printConfig, "print-config", false, "print the effective config and exit")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
+}
+
+// masterFlags are the master's config keys that flags override.
+var masterFlags = []configFlag[master.Config]{
+	{"listen", "address for agents and operators (host:port)", func(c *master.Config) any { return &c.Listen }},
+	{"work-dir", "holds the registry (registry.db)", func(c *master.Config) any { return &c.WorkDir }},
+	{"agent-ping-timeout", "agents heartbeat this often; one missed ping is this long", func(c *master.Config) any { return &c.AgentPingTimeout }},
+	{"max-agent-ping-timeouts", "missed pings before an agent is unreachable", func(c *master.Config) any { return &c.MaxAgentPingTimeouts }},
+	{"agent-removal-rate-limit", `mark missed agents unreachable no faster than N/DURATION, e.g. "1/10mins" (default: no limit)`, func(c *master.Config) any { return &c.AgentRemovalRateLimit }},
+	{"registry-max-agent-age", "an agent unreachable this long is gone and its tasks TASK_GONE", func(c *master.Config) any { return &c.RegistryMaxAgentAge }},
+	{"event-buffer", "events kept for subscribers to resume from", func(c *master.Config) any { return &c.EventBuffer }},
+	{"subscriber-lag", "events a subscriber may fall behind before it is cut off", func(c *master.Config) any { return &c.SubscriberLag }},
+	{"subscriber-heartbeat", "a HEARTBEAT event after this long without one", func(c *master.Config) any { return &c.SubscriberHeartbeat }},
+	{"subscriber-batch-window", "wait this long for more events before sending to a subscriber (0: at once)", func(c *master.Config) any { return &c.SubscriberBatchWindow }},
+	{"metrics-listen", "serve Prometheus metrics on this address (host:port)", func(c *master.Config) any { return &c.MetricsListen }},
+	{"tls-cert", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)", func(c *master.Config) any { return &c.TLSCert }},
+	{"tls-key", "the master's key", func(c *master.Config) any { return &c.TLSKey }},
+	{"tls-client-ca", "CA that signs agents' and operators' certificates", func(c *master.Config) any { return &c.TLSClientCA }},
+	{"insecure", "let plaintext TCP clients do everything (anyone who reaches --listen, every container on this host included); needed to listen without TLS on an address other hosts reach", func(c *master.Config) any { return &c.Insecure }},
+	{"socket", `unix socket on which root and the master's user may do everything ("" for none)`, func(c *master.Config) any { return &c.Socket }},
+	{"agent-cn", "certificate common names that may register as agents (comma-separated or repeated)", func(c *master.Config) any { return &c.AgentCNs }},
+	{"readonly-cn", "certificate common names that may read state and events", func(c *master.Config) any { return &c.ReadOnlyCNs }},
+	{"operator-cn", "certificate common names that may also launch and kill tasks and mark agents gone", func(c *master.Config) any { return &c.OperatorCNs }},
+	{"agent-identity", "pin an agent ID to a certificate name, ID=CN: only CN registers as ID, and CN only as its pinned IDs (repeatable)", func(c *master.Config) any { return &c.AgentIdentities }},
+	{"max-agents-per-identity", "agents (active or unreachable) one certificate name may hold; more registrations are refused", func(c *master.Config) any { return &c.MaxAgentsPerIdentity }},
+	{"max-agent-tasks", "tasks an agent may report at registration, and adopted tasks it may hold", func(c *master.Config) any { return &c.MaxAgentTasks }},
+	{"max-agent-cpus", "CPUs an agent may offer", func(c *master.Config) any { return &c.MaxAgentCPUs }},
+	{"max-agent-memory", "memory an agent may offer", func(c *master.Config) any { return &c.MaxAgentMemory }},
+	{"max-agent-disk", "disk an agent may offer", func(c *master.Config) any { return &c.MaxAgentDisk }},
 }
 
 var currentMaster string
@@ -289,7 +332,7 @@ func newTaskCmd() *cobra.Command {
 	lf.StringArrayVar(&constraints, "constraint", nil, "launch on an agent with this attribute (ATTRIBUTE:VALUE; repeatable)")
 	lf.StringVar(&cpus, "cpus", "", "CPUs for the task (e.g. 0.5)")
 	lf.StringVar(&memory, "memory", "", "memory limit (e.g. 64m, 1g)")
-	lf.BoolVar(&partitionAware, "partition-aware", true, "TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
+	lf.BoolVar(&partitionAware, "partition-aware", true, "the task becomes TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
 	addOutputFlag(launch, &output)
 
 	kill := &cobra.Command{

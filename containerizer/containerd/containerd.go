@@ -17,6 +17,7 @@
 package containerd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/logger"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // RuntimeProfile is a runtime from the agent's config.
@@ -61,6 +63,11 @@ type Config struct {
 	// RegistryConfig is a Docker config.json whose credentials are used
 	// when a pull brings none.
 	RegistryConfig string
+	// ImportMaxSize bounds an imported archive, as received and once
+	// decompressed (bytes; 0: DefaultImportMaxSize); MaxImports bounds the
+	// imports under way at once (0: DefaultMaxImports). images.go says why.
+	ImportMaxSize int64
+	MaxImports    int
 	// Loggers by name (sandbox, logrotate, custom ones); LogDefaults.Driver
 	// names the default and fills what a launch leaves out.
 	Loggers     map[string]logger.ContainerLogger
@@ -113,6 +120,8 @@ type Containerizer struct {
 	metrics *metrics
 	// execSlots bounds exec setups under way at once (execSlot).
 	execSlots chan struct{}
+	// importSlots bounds the imports under way at once (Import).
+	importSlots chan struct{}
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr
@@ -191,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	}
 	cl, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace), client.WithTimeout(10*time.Second))
 	if err != nil {
-		return nil, errs.New(errdefs.ErrUnavailable, "cannot reach containerd at %s: %v (is it running? systemctl start containerd, or gearbox dev starts a private one)", cfg.Address, err)
+		return nil, errs.New(errdefs.ErrUnavailable, "cannot reach containerd at %s: %v (is it running? systemctl start containerd)", cfg.Address, err)
 	}
 	nctx := namespaces.WithNamespace(ctx, cfg.Namespace)
 	if _, err := cl.Version(nctx); err != nil {
@@ -206,6 +215,11 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 		tombstones: map[containerizer.ContainerID]containerizer.Container{},
 		metrics:    newMetrics(),
 		execSlots:  make(chan struct{}, max(2, runtime.NumCPU())),
+	}
+	z.importSlots = make(chan struct{}, cmp.Or(cfg.MaxImports, DefaultMaxImports))
+	if err := sweepImportSpool(cfg); err != nil {
+		cl.Close()
+		return nil, err
 	}
 	z.runtimes = checkRuntimes(cfg.Runtimes)
 	for name, rt := range z.runtimes {
@@ -263,7 +277,8 @@ func (z *Containerizer) lookup(id containerizer.ContainerID) (*ctr, error) {
 	defer z.mu.Unlock()
 	c, ok := z.containers[id]
 	if !ok {
-		return nil, errs.New(errdefs.ErrNotFound, "container %q not found (gearbox ps -a lists them)", id)
+		return nil, errs.WithInfo(errs.New(errdefs.ErrNotFound, "container %q not found", id),
+			typesv1.ErrorReasonContainerNotFound, "container_id", string(id))
 	}
 	return c, nil
 }

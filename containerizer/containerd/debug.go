@@ -15,6 +15,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/isolators"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // labelDebugOf marks a debug container in containerd with its target. A
@@ -36,7 +37,8 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	}
 	img, err := z.client.GetImage(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		return nil, errs.New(errdefs.ErrNotFound, "image %q is not present on this agent: pull it first (gearbox image pull %s)", ref, cfg.Image)
+		return nil, errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", ref),
+			typesv1.ErrorReasonImageNotFound, "image", cfg.Image)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("looking up image %q: %w", ref, err)
@@ -106,7 +108,8 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	}
 	if spec, err := cont.Spec(ctx); err == nil && (spec.Process == nil || len(spec.Process.Args) == 0) {
 		e.after(ctx)
-		return nil, errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd: give a command (gearbox debug ID --image %s -- CMD…)", ref, cfg.Image)
+		return nil, errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd, and the debug session gives no command", ref),
+			typesv1.ErrorReasonNoCommand, "image", cfg.Image, "container_id", string(target.ID))
 	}
 	creator, err := z.sessionIO(cfg, eio, e)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +33,8 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/internal/units"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // plainHTTP says whether a registry host is spoken to without TLS: loopback
@@ -227,16 +230,143 @@ func (p *pullTracker) poll(ctx context.Context, final bool) {
 	}
 }
 
+// Imports are spooled, because the archive is checked whole before
+// anything is imported and import reads it again. The spool lives on the
+// work dir's disk (work_dir/tmp/import-*), not in run_dir: /run is a tmpfs,
+// and a big archive there eats the host's memory. Two bounds keep it from
+// filling the disk: an archive may hold at most ImportMaxSize bytes, as
+// received and once decompressed (so the content store gets no more than
+// that either), and at most MaxImports run at once.
+//
+// An import beyond MaxImports is refused at once (ResourceExhausted), not
+// queued: a queued import would either spool while it waits, which the cap
+// is there to prevent, or hold its client's upload still, with nothing to
+// tell it why or for how long. A refusal says which limit and what to do,
+// and the CLI's user can retry. Every spool file is removed when its import
+// ends, however it ends; one that an agent crash left behind is removed at
+// the next start (sweepImportSpool). A client that hangs up stops the
+// import: the upload's reads fail, and checking and decompressing read
+// through the call's context.
+const spoolPattern = "import-*.tar"
+
+// DefaultImportMaxSize and DefaultMaxImports apply when the config sets 0.
+const (
+	DefaultImportMaxSize = 4 << 30
+	DefaultMaxImports    = 2
+)
+
+func (z *Containerizer) importMaxSize() int64 {
+	if z.cfg.ImportMaxSize > 0 {
+		return z.cfg.ImportMaxSize
+	}
+	return DefaultImportMaxSize
+}
+
+// spoolDir is where imports spool: work_dir/tmp, root's alone.
+func spoolDir(workDir string) string { return filepath.Join(workDir, "tmp") }
+
+// sweepImportSpool creates the spool directory and removes the spool files
+// that an agent which crashed during an import left there (and in
+// run_dir/tmp, where spools lived before).
+func sweepImportSpool(cfg Config) error {
+	dir := spoolDir(cfg.WorkDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	for _, d := range []string{dir, filepath.Join(cfg.RunDir, "tmp")} {
+		left, _ := filepath.Glob(filepath.Join(d, spoolPattern))
+		for _, p := range left {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("removing an interrupted import's spool file: %w", err)
+			}
+			cfg.Log.Info("removed the spool file of an import an earlier agent did not finish", "path", p)
+		}
+	}
+	return nil
+}
+
+// ctxReader fails its reads once ctx ends, so that a copy or a
+// decompression reading through it stops when the caller goes.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func tooLarge(limit int64, what string) error {
+	return errs.New(errdefs.ErrResourceExhausted, "the archive %s more than %s, this agent's import limit (config key import_max_size): "+
+		"import a smaller archive (one image per archive), or raise import_max_size in the agent's config", what, units.FormatSize(limit))
+}
+
+// spool copies an upload into a new file of dir, refusing one larger than
+// limit. The file is positioned at its start; done closes and removes it.
+// On error nothing is left in dir.
+func spool(ctx context.Context, dir string, r io.Reader, limit int64) (*os.File, func(), error) {
+	f, err := os.CreateTemp(dir, spoolPattern)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spooling the import in %s: %w", dir, err)
+	}
+	done := func() {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, r}, limit+1))
+	switch {
+	case ctx.Err() != nil:
+		err = fmt.Errorf("receiving the archive: the client went away: %w", ctx.Err())
+	case err != nil:
+		err = fmt.Errorf("receiving the archive: %w", err)
+	case n > limit:
+		err = tooLarge(limit, "holds")
+	default:
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return f, done, nil
+}
+
+// countingReader counts what it reads and fails past a limit.
+type countingReader struct {
+	r     io.Reader
+	n     int64
+	limit int64
+}
+
+var errDecompressedTooLarge = errors.New("decompressed archive too large")
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.n > c.limit {
+		return n, errDecompressedTooLarge
+	}
+	return n, err
+}
+
 // checkArchive reads a whole tar (gzip allowed) and says whether it is a
-// docker-archive or an OCI layout; a truncated or foreign file is refused
-// before anything is imported.
-func checkArchive(r io.Reader) error {
-	dr, err := compression.DecompressStream(r)
+// docker-archive or an OCI layout; a truncated or foreign file, or one
+// that decompresses to more than limit bytes, is refused before anything
+// is imported. It stops when ctx ends, also in the middle of
+// decompressing.
+func checkArchive(ctx context.Context, r io.Reader, limit int64) error {
+	dr, err := compression.DecompressStream(ctxReader{ctx, r})
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
 	if err != nil {
 		return errs.New(errdefs.ErrInvalidArgument, "cannot read the archive: %v", err)
 	}
 	defer dr.Close()
-	tr := tar.NewReader(dr)
+	tr := tar.NewReader(&countingReader{r: ctxReader{ctx, dr}, limit: limit})
 	var docker, oci bool
 	n := 0
 	for {
@@ -244,11 +374,23 @@ func checkArchive(r io.Reader) error {
 		if err == io.EOF {
 			break
 		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, tr)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if errors.Is(err, errDecompressedTooLarge) {
+			return tooLarge(limit, "decompresses to")
+		}
 		if err != nil {
-			if n == 0 {
+			switch {
+			case n == 0 && h == nil:
 				return errs.New(errdefs.ErrInvalidArgument, "not a tar archive (%v): give a docker-archive (docker save) or an OCI layout tar", err)
+			case h == nil:
+				return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt after %d entries: %v", n, err)
 			}
-			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt after %d entries: %v", n, err)
+			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt in %s: %v", h.Name, err)
 		}
 		n++
 		switch path.Clean(h.Name) {
@@ -257,9 +399,6 @@ func checkArchive(r io.Reader) error {
 		case "index.json", "oci-layout":
 			oci = true
 		}
-		if _, err := io.Copy(io.Discard, tr); err != nil {
-			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt in %s: %v", h.Name, err)
-		}
 	}
 	if !docker && !oci {
 		return errs.New(errdefs.ErrInvalidArgument, "the archive is neither a docker-archive (no manifest.json) nor an OCI layout (no index.json)")
@@ -267,6 +406,8 @@ func checkArchive(r io.Reader) error {
 	return nil
 }
 
+// Import spools the archive (see spoolPattern), checks it and imports its
+// images. The spool is removed however the import ends.
 func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([]containerizer.Image, error) {
 	if name != "" {
 		full, err := NormalizeRef(name)
@@ -279,21 +420,20 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 		}
 		name = full
 	}
-	// Spool the upload: the archive is checked whole before anything is
-	// imported, and import needs to read it again.
-	f, err := os.CreateTemp(z.cfg.RunDir+"/tmp", "import-*.tar")
+	select {
+	case z.importSlots <- struct{}{}:
+		defer func() { <-z.importSlots }()
+	default:
+		return nil, errs.New(errdefs.ErrResourceExhausted, "this agent runs at most %d image import(s) at once (config key max_imports) and that many are under way: "+
+			"retry when one has finished, or raise max_imports in the agent's config", cap(z.importSlots))
+	}
+	limit := z.importMaxSize()
+	f, done, err := spool(ctx, spoolDir(z.cfg.WorkDir), r, limit)
 	if err != nil {
-		return nil, fmt.Errorf("spooling the import: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if _, err := io.Copy(f, r); err != nil {
-		return nil, fmt.Errorf("receiving the archive: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	if err := checkArchive(f); err != nil {
+	defer done()
+	if err := checkArchive(ctx, f, limit); err != nil {
 		return nil, err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -307,12 +447,15 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 			client.WithDigestRef(func(d digest.Digest) string { return name + "@" + d.String() }),
 			client.WithSkipDigestRef(func(imageName string) bool { return imageName != "" }))
 	}
-	imgs, err := z.client.Import(ctx, f, opts...)
+	imgs, err := z.client.Import(ctx, ctxReader{ctx, f}, opts...)
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, fmt.Errorf("importing the archive: %w", cerr)
+	}
 	if err != nil {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "importing the archive: %v", err)
 	}
 	if len(imgs) == 0 {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "the archive names no image: give it a name (gearbox image import --name REF FILE)")
+		return nil, errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "the archive names no image, and the import gives no name"), typesv1.ErrorReasonImageUnnamed)
 	}
 	var out []containerizer.Image
 	for _, im := range imgs {
@@ -367,12 +510,13 @@ func (z *Containerizer) RemoveImage(ctx context.Context, ref string, force bool)
 		z.mu.Unlock()
 		if len(users) > 0 {
 			sort.Strings(users)
-			return errs.New(errdefs.ErrFailedPrecondition, "image %q is used by container(s) %s: remove them first or force it (gearbox image rm -f)", full, strings.Join(users, ", "))
+			return errs.WithInfo(errs.New(errdefs.ErrFailedPrecondition, "image %q is used by container(s) %s", full, strings.Join(users, ", ")),
+				typesv1.ErrorReasonImageInUse, "image", ref)
 		}
 	}
 	err = z.client.ImageService().Delete(ctx, full, images.SynchronousDelete())
 	if errdefs.IsNotFound(err) {
-		return errs.New(errdefs.ErrNotFound, "image %q is not present on this agent (gearbox image ls lists them)", full)
+		return errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", full), typesv1.ErrorReasonImageNotFound, "image", ref)
 	}
 	if err != nil {
 		return fmt.Errorf("removing image %q: %w", full, err)

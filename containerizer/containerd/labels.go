@@ -1,6 +1,7 @@
 package containerd
 
 import (
+	"encoding"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -71,8 +72,8 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 // terminalLabels records a terminal state.
 func terminalLabels(info containerizer.Container) map[string]string {
 	l := map[string]string{
-		labelState:      string(info.State),
-		labelReason:     string(info.Reason),
+		labelState:      text(info.State),
+		labelReason:     text(info.Reason),
 		labelMessage:    clip(info.Message, maxLabelValue),
 		labelFinishedAt: info.FinishedAt.UTC().Format(time.RFC3339Nano),
 	}
@@ -113,8 +114,10 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 		}
 	}
 	if s := l[labelState]; s != "" {
-		info.State = containerizer.TaskState(s)
-		info.Reason = containerizer.Reason(l[labelReason])
+		// A name this gearbox does not know (a newer one wrote it) leaves
+		// the field unspecified, as it did when these were strings.
+		_ = info.State.UnmarshalText([]byte(s))
+		_ = info.Reason.UnmarshalText([]byte(l[labelReason]))
 		info.Message = l[labelMessage]
 		info.FinishedAt, _ = time.Parse(time.RFC3339Nano, l[labelFinishedAt])
 		info.StartedAt, _ = time.Parse(time.RFC3339Nano, l[labelStartedAt])
@@ -123,6 +126,12 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 			info.ExitCode = &c
 		}
 	}
+}
+
+// text is a state's or reason's name, "" for the unspecified value.
+func text(v encoding.TextMarshaler) string {
+	b, _ := v.MarshalText()
+	return string(b)
 }
 
 func clip(s string, n int) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // SandboxMount is where a container sees its sandbox.
@@ -53,7 +54,8 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if cfg.Stdin && !cfg.TTY {
 		// The shim wires a logger binary's container to stdin only through
 		// a terminal.
-		return errs.New(errdefs.ErrInvalidArgument, "stdin without a terminal (-i without -t) is not supported for a container's main process: add -t, or run the command in a session (gearbox exec -i)")
+		return errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "stdin without a terminal is not supported for a container's main process"),
+			typesv1.ErrorReasonStdinNeedsTTY, "container_id", string(cfg.ID))
 	}
 	if cfg.Privileged && !z.cfg.AllowPrivileged {
 		return errs.New(errdefs.ErrPermissionDenied, "privileged containers are not allowed on this agent (allow_privileged in its config)")
@@ -108,7 +110,8 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	}
 	img, err := z.client.GetImage(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		return containerizer.Container{}, errs.New(errdefs.ErrNotFound, "image %q is not present on this agent: pull it first (gearbox image pull %s) or import it (gearbox image import)", ref, cfg.Image)
+		return containerizer.Container{}, errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", ref),
+			typesv1.ErrorReasonImageNotFound, "image", cfg.Image)
 	}
 	if err != nil {
 		return containerizer.Container{}, fmt.Errorf("looking up image %q: %w", ref, err)
@@ -119,7 +122,8 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	}
 	args := resolveArgs(imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, cfg.Entrypoint, cfg.Cmd)
 	if len(args) == 0 {
-		return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd: give a command (gearbox run IMAGE CMD…)", ref)
+		return containerizer.Container{}, errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "image %q has neither entrypoint nor cmd, and the launch gives no command", ref),
+			typesv1.ErrorReasonNoCommand, "image", cfg.Image)
 	}
 
 	// Reserve the ID before touching containerd so that concurrent launches
@@ -133,7 +137,8 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
 		z.mu.Unlock()
-		return containerizer.Container{}, errs.New(errdefs.ErrAlreadyExists, "container %q already exists: choose another ID or remove it (gearbox rm %s)", cfg.ID, cfg.ID)
+		return containerizer.Container{}, errs.WithInfo(errs.New(errdefs.ErrAlreadyExists, "container %q already exists", cfg.ID),
+			typesv1.ErrorReasonContainerExists, "container_id", string(cfg.ID))
 	}
 	z.containers[cfg.ID] = c
 	z.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/logger"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // watch waits for a running container's exit and records it. It returns
@@ -231,7 +232,8 @@ func (z *Containerizer) Destroy(ctx context.Context, id containerizer.ContainerI
 	c.mu.Unlock()
 	if running {
 		if !force {
-			return errs.New(errdefs.ErrFailedPrecondition, "container %q is running: kill it first (gearbox kill %s) or force the removal (gearbox rm -f %s)", id, id, id)
+			return errs.WithInfo(errs.New(errdefs.ErrFailedPrecondition, "container %q is running", id),
+				typesv1.ErrorReasonContainerRunning, "container_id", string(id))
 		}
 		if err := z.Kill(ctx, id, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil && !errdefs.IsFailedPrecondition(err) {
 			return err

@@ -1,10 +1,17 @@
 package containerd
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -90,7 +97,7 @@ func TestCheckArchive(t *testing.T) {
 	zw.Write(docker.Bytes())
 	zw.Close()
 	for name, data := range map[string][]byte{"docker": docker.Bytes(), "oci": oci.Bytes(), "gzip": gz.Bytes()} {
-		if err := checkArchive(bytes.NewReader(data)); err != nil {
+		if err := checkArchive(context.Background(), bytes.NewReader(data), 1<<30); err != nil {
 			t.Errorf("%s archive refused: %v", name, err)
 		}
 	}
@@ -99,9 +106,115 @@ func TestCheckArchive(t *testing.T) {
 		"truncated": docker.Bytes()[:docker.Len()/2],
 		"empty":     nil,
 	} {
-		if err := checkArchive(bytes.NewReader(data)); !errdefs.IsInvalidArgument(err) {
+		if err := checkArchive(context.Background(), bytes.NewReader(data), 1<<30); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s archive: got %v, want InvalidArgument", name, err)
 		}
+	}
+}
+
+// The import's bounds: an upload over the limit is refused naming it and
+// leaves no spool file; one at the limit is spooled whole.
+func TestSpoolLimit(t *testing.T) {
+	dir := t.TempDir()
+	_, _, err := spool(context.Background(), dir, bytes.NewReader(make([]byte, 1001)), 1000)
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "import_max_size") {
+		t.Errorf("an upload over the limit: %v, want ResourceExhausted naming import_max_size and the limit", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("a refused upload left %d file(s) in the spool directory", len(left))
+	}
+	f, done, err := spool(context.Background(), dir, bytes.NewReader(make([]byte, 1000)), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(f); len(b) != 1000 {
+		t.Errorf("spooled %d bytes, want 1000", len(b))
+	}
+	done()
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("a finished import left %d file(s) in the spool directory", len(left))
+	}
+}
+
+// A client that hangs up mid-upload stops the spooling; nothing is left.
+func TestSpoolCancelled(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancelAfter{n: 3, cancel: cancel}
+	_, _, err := spool(ctx, dir, r, 1<<40)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("spool after the client left: %v, want context.Canceled", err)
+	}
+	if r.reads > 4 {
+		t.Errorf("%d reads after the cancellation", r.reads-3)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("a cancelled upload left %d file(s)", len(left))
+	}
+}
+
+// cancelAfter is an endless upload whose client hangs up after n reads.
+type cancelAfter struct {
+	n, reads int
+	cancel   func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	c.reads++
+	if c.reads == c.n {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// A small gzip that decompresses to a lot: refused past the limit, and
+// its decompression stops when the caller goes.
+func TestCheckArchiveDecompressionBounds(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(zw)
+	const big = 8 << 20
+	tw.WriteHeader(&tar.Header{Name: "manifest.json", Mode: 0o644, Size: big})
+	zeros := make([]byte, 1<<20)
+	for range big / len(zeros) {
+		tw.Write(zeros)
+	}
+	tw.Close()
+	zw.Close()
+	err := checkArchive(context.Background(), bytes.NewReader(gz.Bytes()), 1<<20)
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "decompresses to more than 1MiB") {
+		t.Errorf("a %d-byte gzip of %d bytes under a 1 MiB limit: %v", gz.Len(), big, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := checkArchive(ctx, bytes.NewReader(gz.Bytes()), 1<<40); !errors.Is(err, context.Canceled) {
+		t.Errorf("checking for a client that left: %v, want context.Canceled", err)
+	}
+	if err := checkArchive(context.Background(), bytes.NewReader(gz.Bytes()), 1<<40); err != nil {
+		t.Errorf("the same archive under a large limit: %v", err)
+	}
+}
+
+// Spool files an agent crash left are removed at start; nothing else is.
+func TestSweepImportSpool(t *testing.T) {
+	work, run := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(work, "tmp"), 0o700)
+	os.MkdirAll(filepath.Join(run, "tmp"), 0o700)
+	for _, p := range []string{filepath.Join(work, "tmp", "import-123.tar"), filepath.Join(run, "tmp", "import-9.tar"), filepath.Join(work, "tmp", "keep.txt")} {
+		os.WriteFile(p, []byte("x"), 0o600)
+	}
+	if err := sweepImportSpool(Config{WorkDir: work, RunDir: run, Log: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{
+		filepath.Join(work, "tmp", "import-123.tar"): false, filepath.Join(run, "tmp", "import-9.tar"): false, filepath.Join(work, "tmp", "keep.txt"): true,
+	} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", p, err == nil, want)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(work, "tmp")); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("spool directory: %v %v, want mode 0700", st, err)
 	}
 }
 
@@ -109,7 +222,7 @@ func FuzzCheckArchive(f *testing.F) {
 	f.Add([]byte("x"))
 	f.Add(make([]byte, 1024))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_ = checkArchive(bytes.NewReader(data)) // must not panic
+		_ = checkArchive(context.Background(), bytes.NewReader(data), 1<<30) // must not panic
 	})
 }
 

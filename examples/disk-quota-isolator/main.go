@@ -29,6 +29,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/isolators/plugin"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 type diskQuota struct {
@@ -61,7 +62,7 @@ func (d *diskQuota) Watch(_ context.Context, c isolators.Container) (*isolators.
 		return nil, nil
 	}
 	return &isolators.Limitation{
-		Reason:  "REASON_CONTAINER_LIMITATION_DISK",
+		Reason:  typesv1.Reason_REASON_CONTAINER_LIMITATION_DISK,
 		Message: fmt.Sprintf("the sandbox uses %s, over its quota of %s", units.FormatSize(used), units.FormatSize(q)),
 	}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/isolators/isolatortest"
 	"github.com/gearboxd/gearbox/isolators/plugin"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // The example plugin, served by the SDK and called through the agent's
@@ -42,7 +43,7 @@ func TestPlugin(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(sandbox, "big"), make([]byte, 2<<20), 0o644)
 	l, err := c.Watch(context.Background(), ct)
-	if err != nil || l == nil || l.Reason != "REASON_CONTAINER_LIMITATION_DISK" || !strings.Contains(l.Message, "1MiB") {
+	if err != nil || l == nil || l.Reason != typesv1.Reason_REASON_CONTAINER_LIMITATION_DISK || !strings.Contains(l.Message, "1MiB") {
 		t.Fatalf("over quota: %+v %v", l, err)
 	}
 	ct.Labels = map[string]string{"disk-quota": "10m"}

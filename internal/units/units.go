@@ -68,3 +68,22 @@ func Human(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// Size is a size in bytes that reads and writes itself as text, so that a
+// config file says "10MiB" and the program sees a number, parsed once.
+type Size int64
+
+// MarshalText writes s as FormatSize does ("10MiB").
+func (s Size) MarshalText() ([]byte, error) { return []byte(FormatSize(int64(s))), nil }
+
+// UnmarshalText reads what ParseSize reads.
+func (s *Size) UnmarshalText(b []byte) error {
+	n, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = Size(n)
+	return nil
+}
+
+func (s Size) String() string { return FormatSize(int64(s)) }

@@ -41,3 +41,23 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// A size in a config file reads as its number of bytes and is written back
+// as the same text.
+func TestSizeText(t *testing.T) {
+	for in, want := range map[string]Size{"10MiB": 10 << 20, "1g": 1 << 30, "512": 512, "0": 0} {
+		var s Size
+		if err := s.UnmarshalText([]byte(in)); err != nil || s != want {
+			t.Errorf("%q read as %d (%v), want %d", in, s, err, want)
+		}
+		b, _ := s.MarshalText()
+		var back Size
+		if err := back.UnmarshalText(b); err != nil || back != s {
+			t.Errorf("%d written as %q, read back as %d (%v)", s, b, back, err)
+		}
+	}
+	s := Size(7)
+	if err := s.UnmarshalText([]byte("lots")); err == nil || s != 7 {
+		t.Errorf("bad size: %v, value now %d", err, s)
+	}
+}

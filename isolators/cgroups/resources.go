@@ -17,6 +17,7 @@ import (
 
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/isolators"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 type (
@@ -190,7 +191,7 @@ func (i *mem) Watch(_ context.Context, c isolators.Container) (*isolators.Limita
 	}
 	limit, peak := i.limitAndPeak(c)
 	return &isolators.Limitation{
-		Reason:  "REASON_CONTAINER_LIMITATION_MEMORY",
+		Reason:  typesv1.Reason_REASON_CONTAINER_LIMITATION_MEMORY,
 		Message: fmt.Sprintf("the kernel killed the container for its memory limit of %s (peak usage %s)", mib(limit), mib(peak)),
 	}, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gearboxd/gearbox/isolators"
 	isolatorv1 "github.com/gearboxd/gearbox/proto/gearbox/isolator/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Prepared is what a plugin's Prepare adds to a container.
@@ -148,7 +149,21 @@ func (p *Client) Watch(ctx context.Context, c isolators.Container) (*isolators.L
 	if err != nil || resp.GetLimitation() == nil {
 		return nil, err
 	}
-	return &isolators.Limitation{Reason: resp.Limitation.Reason, Message: fmt.Sprintf("%s (isolator plugin %s)", resp.Limitation.Message, p.cfg.Name)}, nil
+	return limitationFromProto(resp.Limitation, p.cfg.Name), nil
+}
+
+// limitationFromProto reads a plugin's limitation. Its reason is a name on
+// the wire; one this agent does not know (or none) is the generic
+// REASON_CONTAINER_LIMITATION, and the message keeps the name the plugin gave.
+func limitationFromProto(l *isolatorv1.Limitation, plugin string) *isolators.Limitation {
+	out := &isolators.Limitation{Message: fmt.Sprintf("%s (isolator plugin %s)", l.GetMessage(), plugin)}
+	if err := out.Reason.UnmarshalText([]byte(l.GetReason())); err != nil || out.Reason == typesv1.Reason_REASON_UNSPECIFIED {
+		out.Reason = typesv1.Reason_REASON_CONTAINER_LIMITATION
+		if l.GetReason() != "" {
+			out.Message = fmt.Sprintf("%s (isolator plugin %s, reason %s)", l.GetMessage(), plugin, l.GetReason())
+		}
+	}
+	return out
 }
 
 func (p *Client) Update(ctx context.Context, c isolators.Container, r isolators.Resources) error {

@@ -99,7 +99,8 @@ func (s *server) Watch(ctx context.Context, r *isolatorv1.WatchRequest) (*isolat
 	}
 	resp := &isolatorv1.WatchResponse{}
 	if l != nil {
-		resp.Limitation = &isolatorv1.Limitation{Reason: l.Reason, Message: l.Message}
+		reason, _ := l.Reason.MarshalText() // "" for none: the agent reads it as REASON_CONTAINER_LIMITATION
+		resp.Limitation = &isolatorv1.Limitation{Reason: string(reason), Message: l.Message}
 	}
 	return resp, nil
 }

@@ -7,19 +7,10 @@ import (
 
 	"github.com/gearboxd/gearbox/logger"
 	"github.com/gearboxd/gearbox/logger/loggertest"
-	"github.com/gearboxd/gearbox/logger/shimlog"
 )
 
-// TestMain lets this test binary be gearbox-logger: the contract suite
-// starts it, as the shim would, through a link named gearbox-logger.
-func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == "gearbox-logger" {
-		os.Exit(shimlog.Main(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
-
-// loggerBinary links this test binary as gearbox-logger.
+// loggerBinary links this test binary as gearbox-logger (TestMain, in
+// main_test.go, runs it as one).
 func loggerBinary(t *testing.T) string {
 	t.Helper()
 	exe, err := os.Executable()

@@ -22,7 +22,10 @@ var (
 	keySchema    = []byte("schema_version")
 )
 
-// Bolt is a Store in an embedded bbolt file. Values are JSON.
+// Bolt is a Store in an embedded bbolt file. Values are JSON. Every write
+// is durable when it returns: bbolt fdatasyncs each committed transaction
+// (Options.NoSync, NoGrowSync and NoFreelistSync are left false), so an
+// update the master acknowledged survives a power loss.
 type Bolt struct {
 	db *bolt.DB
 }

@@ -14,6 +14,8 @@ package store
 import (
 	"context"
 	"time"
+
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // AgentState is an agent's standing with the master.
@@ -62,16 +64,21 @@ type Task struct {
 	Resources Resources `json:"resources"`
 	// PartitionAware tasks become TASK_UNREACHABLE when their agent does;
 	// the others TASK_LOST (Mesos's PARTITION_AWARE capability).
-	PartitionAware bool   `json:"partition_aware,omitempty"`
-	State          string `json:"state"`
-	Reason         string `json:"reason,omitempty"`
-	Message        string `json:"message,omitempty"`
-	ExitCode       *int32 `json:"exit_code,omitempty"`
+	PartitionAware bool `json:"partition_aware,omitempty"`
+	// State and Reason are kept by name ("TASK_RUNNING"), as they were
+	// when they were strings, so that every master reads every registry.
+	State    typesv1.TaskState `json:"state"`
+	Reason   typesv1.Reason    `json:"reason,omitempty"`
+	Message  string            `json:"message,omitempty"`
+	ExitCode *int32            `json:"exit_code,omitempty"`
 	// KillRequested: an operator asked to kill it; it is killed as soon as
 	// its agent can be told.
-	KillRequested bool      `json:"kill_requested,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	KillRequested bool `json:"kill_requested,omitempty"`
+	// Adopted: an agent reported it and the master had not placed it; it
+	// is forgotten once its agent no longer reports it.
+	Adopted   bool      `json:"adopted,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master

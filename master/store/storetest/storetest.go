@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gearboxd/gearbox/master/store"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Opener opens the store under test; called again after Close it must
@@ -27,14 +28,15 @@ func Run(t *testing.T, open Opener) {
 	task := store.Task{
 		ID: "t-1", AgentID: "a-2", Image: "localhost/demo:latest", Command: []string{"sleep", "10"},
 		Resources: store.Resources{CPUs: 0.5, Memory: 64 << 20}, PartitionAware: true,
-		State: "TASK_RUNNING", CreatedAt: now, UpdatedAt: now.Add(time.Second),
+		State: typesv1.TaskState_TASK_RUNNING, CreatedAt: now, UpdatedAt: now.Add(time.Second),
 	}
 
 	first := agent
 	first.ID, first.Hostname = "a-1", "node1"
 	code := int32(3)
 	done := task
-	done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", "TASK_FAILED", &code, true
+	done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", typesv1.TaskState_TASK_FAILED, &code, true
+	done.Reason = typesv1.Reason_REASON_COMMAND_EXITED
 	check := func(s store.Store, step string, wantAgents []store.Agent, wantTasks []store.Task) {
 		t.Helper()
 		as, err := s.Agents(ctx)

@@ -1,0 +1,294 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/containerizer/containerd"
+	"github.com/gearboxd/gearbox/isolators"
+	"github.com/gearboxd/gearbox/isolators/cgroups"
+	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
+	"github.com/gearboxd/gearbox/logger"
+)
+
+// Start-up, in steps (as etcd's server/etcdserver/bootstrap.go): each step
+// builds one thing and registers how to release it; bootstrap runs them in
+// order and, when one fails, releases what the steps before it built, once.
+// Nothing serves until every step has succeeded, so a start-up that fails
+// leaves no listener, server or goroutine behind.
+//
+//	directories → loggers → checkpoint → resources → master client →
+//	isolators → containerizer (recovers the containers) → authorizer →
+//	endpoints (API socket, TCP, socket group, metrics)
+
+// bootstrapped is what start-up built, for Run to serve with.
+type bootstrapped struct {
+	ep *endpoints
+	// metrics are the containerizer's collectors.
+	metrics []prometheus.Collector
+	closers []func()
+}
+
+// onClose registers a release; close runs them in reverse order.
+func (b *bootstrapped) onClose(f func()) { b.closers = append(b.closers, f) }
+
+func (b *bootstrapped) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+	b.closers = nil
+}
+
+// recovered is what the checkpoint says about the agent's last run.
+type recovered struct {
+	meta     agentMeta
+	known    map[containerizer.ContainerID]containerizer.Container
+	boot     string
+	rebooted bool
+}
+
+// bootstrap builds everything the agent serves with; it serves nothing.
+func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
+	b := &bootstrapped{}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	sock, _ := ParseListen(a.cfg.Listen)
+	for _, d := range []string{a.cfg.WorkDir, a.cfg.RunDir, filepath.Dir(sock)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	lb, err := LoggerBinary(a.cfg.LoggerBinary)
+	if err != nil {
+		return nil, err
+	}
+	loggers, err := a.loggers(lb)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := a.openCheckpoint()
+	if err != nil {
+		return nil, err
+	}
+	// The master client registers with the agent's resources and
+	// attributes: they come first.
+	a.ledger, a.attrs = a.resources()
+	a.adm.ledger = a.ledger
+	if a.cfg.Master != "" {
+		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
+			return nil, err
+		}
+		if a.mc.agentID != "" {
+			a.masterID.Store(a.mc.agentID)
+		}
+	}
+	recoverStart := time.Now()
+	isos, err := a.isolators(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.openContainerizer(ctx, b, rec, loggers, isos); err != nil {
+		return nil, err
+	}
+	rec.meta.BootID = rec.boot
+	if err := a.cp.saveMeta(rec.meta); err != nil {
+		return nil, fmt.Errorf("writing the checkpoint: %w", err)
+	}
+	all, _ := a.cz.Containers(ctx)
+	recovery := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_agent_recovery_duration_seconds", Help: "How long the last start's recovery took."})
+	recovery.Set(time.Since(recoverStart).Seconds())
+	a.log.Info("recovery done", "agent_id", a.id(), "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
+
+	if a.authz, err = newAuthorizer(a.cfg.Roles); err != nil {
+		return nil, err
+	}
+	a.sessions.max = int64(a.cfg.MaxSessions)
+	if b.ep, err = a.openEndpoints(append(b.metrics, recovery)); err != nil {
+		return nil, err
+	}
+	b.onClose(b.ep.close)
+	return b, nil
+}
+
+// openCheckpoint reads the agent's ID and its containers' last known
+// states; a new agent gets a new ID.
+func (a *Agent) openCheckpoint() (recovered, error) {
+	cp, err := newCheckpoint(a.cfg.WorkDir)
+	if err != nil {
+		return recovered{}, err
+	}
+	meta, found, err := cp.loadMeta()
+	if err != nil {
+		return recovered{}, err
+	}
+	boot := bootID()
+	rebooted := found && meta.BootID != "" && boot != "" && meta.BootID != boot
+	known, err := cp.loadContainers(rebooted, func(path string, err error) {
+		a.log.Warn("dropping a checkpoint file the host's crash left unreadable", "path", path, "err", err)
+	})
+	if err != nil {
+		return recovered{}, err
+	}
+	if !found {
+		meta.AgentID = newAgentID()
+	}
+	a.cp, a.agentID = cp, meta.AgentID
+	if rebooted {
+		a.log.Warn("the host rebooted since the agent last ran: no container survived", "agent_id", a.agentID)
+	}
+	return recovered{meta: meta, known: known, boot: boot, rebooted: rebooted}, nil
+}
+
+// resources are the resources the agent offers (detected, then the
+// config's overrides) and its attributes.
+func (a *Agent) resources() (*ledger, map[string]string) {
+	total := detectResources(a.cfg.WorkDir)
+	over, set, _ := ParseResources(a.cfg.Resources)
+	if set["cpus"] {
+		total.CPUs = over.CPUs
+	}
+	if set["mem"] {
+		total.Memory = over.Memory
+	}
+	if set["disk"] {
+		total.Disk = over.Disk
+	}
+	attrs, _ := ParseAttributes(a.cfg.Attributes)
+	return &ledger{total: total}, attrs
+}
+
+// isolators are the built-in cgroup isolators and the configured plugins'
+// clients.
+func (a *Agent) isolators(b *bootstrapped) ([]isolators.Isolator, error) {
+	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
+	if err != nil {
+		return nil, fmt.Errorf("config key isolation: %w", err)
+	}
+	for _, pc := range a.cfg.IsolatorPlugins {
+		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: pc.Timeout}, a.log)
+		if err != nil {
+			return nil, err
+		}
+		b.onClose(func() { p.Close() })
+		if _, err := os.Stat(pc.Socket); err != nil {
+			a.log.Warn("isolator plugin is not up; launches fail while a required one is not", "plugin", pc.Name, "socket", pc.Socket, "required", pc.Required)
+		}
+		isos = append(isos, p)
+	}
+	return isos, nil
+}
+
+// openContainerizer connects to containerd and recovers the containers.
+func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec recovered, loggers map[string]logger.ContainerLogger, isos []isolators.Isolator) error {
+	lgc := a.cfg.Logging
+	runtimes := map[string]containerd.RuntimeProfile{}
+	for n, rt := range a.cfg.Runtimes {
+		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
+	}
+	cp := a.cp
+	cz, err := containerd.New(ctx, containerd.Config{
+		Address: a.cfg.ContainerdAddress, Namespace: a.cfg.Namespace,
+		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
+		Runtimes: runtimes, DefaultRuntime: a.cfg.DefaultRuntime,
+		InsecureRegistries: a.cfg.Registries.Insecure, RegistryConfig: a.cfg.Registries.Config,
+		ImportMaxSize: int64(a.cfg.ImportMaxSize), MaxImports: a.cfg.MaxImports,
+		Loggers:         loggers,
+		LogDefaults:     containerizer.LogConfig{Driver: lgc.Driver, MaxSize: int64(lgc.MaxSize), MaxFiles: lgc.MaxFiles, Mode: lgc.Mode},
+		LogLimits:       containerizer.LogConfig{MaxSize: int64(lgc.MaxSizeLimit), MaxFiles: lgc.MaxFilesLimit},
+		AllowPrivileged: a.cfg.AllowPrivileged,
+		Isolators:       isos,
+		SystemdCgroup:   a.cfg.CgroupDriver == "systemd",
+		HostMemory:      hostMemory(),
+		Recovery: containerd.Recovery{
+			Known: rec.known, KeepUnknown: a.cfg.UnknownContainers == "keep",
+			Rebooted: rec.rebooted, Cleanup: a.cfg.Recover == "cleanup",
+		},
+		OnChange: func(c containerizer.Container, removed bool) {
+			if err := cp.update(c, removed); err != nil {
+				a.log.Error("checkpointing a container", "container_id", c.ID, "err", err)
+			}
+			if a.mc != nil {
+				a.mc.observe(c, removed)
+			}
+		},
+		Log: a.log,
+	})
+	if err != nil {
+		return err
+	}
+	b.onClose(func() { cz.Close() })
+	a.cz, a.adm.cz, b.metrics = cz, cz, cz.Collectors()
+	return nil
+}
+
+// endpoints are the agent's listeners: opened during start-up, served only
+// once start-up is done.
+type endpoints struct {
+	unix        net.Listener
+	tcp         net.Listener // nil without tcp.listen
+	tcpCreds    credentials.TransportCredentials
+	stopMetrics func()
+}
+
+func (e *endpoints) close() {
+	e.stopMetrics()
+	if e.tcp != nil {
+		e.tcp.Close()
+	}
+	if e.unix != nil {
+		e.unix.Close()
+	}
+}
+
+// openEndpoints opens the API socket (mode 0660, given to socket_group),
+// the TCP listener and the metrics server. If one fails, those it opened
+// are closed again.
+func (a *Agent) openEndpoints(metrics []prometheus.Collector) (_ *endpoints, err error) {
+	e := &endpoints{stopMetrics: func() {}}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	sock, _ := ParseListen(a.cfg.Listen)
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket %s: %w", sock, err)
+	}
+	if e.unix, err = net.Listen("unix", sock); err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o660); err != nil {
+		return nil, fmt.Errorf("setting the mode of %s: %w", sock, err)
+	}
+	if a.cfg.TCP.Listen != "" {
+		if e.tcpCreds, err = tcpCreds(a.cfg.TCP); err != nil {
+			return nil, err
+		}
+		if e.tcp, err = net.Listen("tcp", a.cfg.TCP.Listen); err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", a.cfg.TCP.Listen, err)
+		}
+	}
+	if a.cfg.SocketGroup != "" {
+		if err := chownGroup(sock, a.cfg.SocketGroup); err != nil {
+			return nil, err
+		}
+	}
+	stop, err := a.serveMetrics(metrics)
+	if err != nil {
+		return nil, err
+	}
+	e.stopMetrics = stop
+	return e, nil
+}

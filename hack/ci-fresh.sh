@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# make ci-fresh: run .ci/run the way CI does, on a machine that has nothing
+# but Go — the honest check that .ci/run installs everything gearbox needs.
+# A machine that ran gearbox before holds packages installed by hand, and a
+# green CI there can hide a missing install step (libprotobuf-dev did).
+#
+# It builds a minimal Debian 12 root with mmdebstrap (variant minbase: apt and
+# the essential packages, nothing else), copies this clone's committed HEAD
+# into it (git clone, so uncommitted work is not tested, as in CI), binds Go
+# (read-only), /proc, /sys and /dev, and runs `bash .ci/run` there as root
+# with CI=true. The Go module cache starts empty too; only the Go build cache
+# is shared (it holds compiled objects keyed by their inputs, never packages).
+#
+#   hack/ci-fresh.sh            build the root, run .ci/run, remove the root
+#   KEEP=1 hack/ci-fresh.sh     keep the root afterwards (its path is printed)
+#
+# Needs root and mmdebstrap (installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+[ "$(id -u)" = 0 ] || { echo "ci-fresh runs as root (it chroots): sudo make ci-fresh" >&2; exit 1; }
+goroot=$(go env GOROOT)
+if ! command -v mmdebstrap >/dev/null; then
+  echo "installing mmdebstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+fi
+
+work=$(mktemp -d /var/tmp/gearbox-ci-fresh.XXXXXX)
+root=$work/root
+mounted=()
+bind() { # bind SRC DST [ro]
+  mkdir -p "$root$2"
+  mount --rbind "$1" "$root$2"
+  mount --make-rslave "$root$2"
+  [ "${3:-}" = ro ] && mount -o remount,bind,ro "$root$2"
+  mounted+=("$root$2")
+}
+cleanup() {
+  local rc=$?
+  # Processes left in the root (a test's containerd, shims) go first.
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill -9 "${p#/proc/}" 2>/dev/null || true
+  done
+  sleep 0.5
+  for ((i=${#mounted[@]}-1; i>=0; i--)); do
+    umount -R "${mounted[$i]}" 2>/dev/null || umount -R -l "${mounted[$i]}" 2>/dev/null || true
+  done
+  # Never remove through a mount that is still there.
+  if findmnt -rn -o TARGET | grep -q "^$root"; then
+    echo "ci-fresh: mounts remain under $root; not removing it" >&2
+  elif [ -z "${KEEP:-}" ]; then
+    rm -rf "$work"
+  else
+    echo "ci-fresh: root kept at $root"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+echo "== building a minimal Debian 12 root in $root"
+mmdebstrap --quiet --variant=minbase --mode=root bookworm "$root" \
+  "deb http://deb.debian.org/debian bookworm main" \
+  "deb http://deb.debian.org/debian bookworm-updates main" \
+  "deb http://deb.debian.org/debian-security bookworm-security main"
+# The machine's apt settings (a mirror's date checks), but none of its packages.
+cp /etc/apt/apt.conf.d/99artifact-registry "$root/etc/apt/apt.conf.d/" 2>/dev/null || true
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# And the machine's local CAs (a TLS-inspecting proxy's, say): the
+# ca-certificates package that .ci/run installs adds them to the bundle.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
+
+echo "== cloning HEAD ($(git rev-parse --short HEAD)) into the root"
+git clone -q --no-local "$repo" "$root/src/gearbox"
+
+bind /proc /proc
+bind /sys /sys
+bind /dev /dev
+bind "$goroot" /usr/local/go ro
+mkdir -p "$root/run" "$root/tmp" "$root/root/.cache"
+mount -t tmpfs -o mode=0755 tmpfs "$root/run"; mounted+=("$root/run")
+gocache=$(go env GOCACHE)
+bind "$gocache" /root/.cache/go-build
+
+echo "== running .ci/run inside (CI=true)"
+start=$(date +%s)
+chroot "$root" /usr/bin/env -i \
+  HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  CI=true TERM=dumb GOPROXY="$(go env GOPROXY)" GOFLAGS="$(go env GOFLAGS)" \
+  bash -c 'cd /src/gearbox && exec bash .ci/run' </dev/null
+echo "== ci-fresh passed in $(( $(date +%s) - start )) s"
