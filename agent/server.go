@@ -147,6 +147,9 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if _, ok := req.GetLabels()[LabelTask]; ok {
 		return nil, status.Errorf(codes.InvalidArgument, "label %s is reserved for tasks the master launches: use gearbox task launch, or another label", LabelTask)
 	}
+	if sz := req.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
+		return nil, status.Errorf(codes.InvalidArgument, "window size %dx%d: both must be positive", sz.Width, sz.Height)
+	}
 	cfg := launchFromProto(req)
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())

@@ -91,6 +91,9 @@ type LaunchConfig struct {
 	// terminal, whose output is kept as stdout.
 	Stdin bool
 	TTY   bool
+	// Width and Height are the terminal's size at start (TTY only; zero:
+	// none until the first resize).
+	Width, Height uint32
 }
 
 // LogConfig chooses and tunes a container's logger.

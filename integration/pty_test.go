@@ -105,24 +105,17 @@ func (p *ptyCLI) exit() int {
 	}
 }
 
-// run -it on a terminal: the container's shell has a terminal of its own,
-// a resize arrives as SIGWINCH with the new size, and the container's exit
-// status is the CLI's. The bytes are exact: the local terminal is raw, so
-// what the container's terminal writes (\r\n included) is what arrives.
-//
-// Not checked here: the size at start. LaunchContainer carries no window
-// size, so the container's terminal is 0x0 until the attach's resize
-// lands, after the process started (busybox's stty size fails then); the
-// fix needs a size in LaunchContainerRequest. The shell waits for the size
-// the attach sets (and checks it) before it traps SIGWINCH. exec -it
-// carries a size at start (SessionLaunch.size); TestExecTTYThroughPTY
-// checks it.
+// run -it on a terminal: the container's shell sees the terminal's size
+// from its first instruction and a terminal of its own, a resize arrives
+// as SIGWINCH with the new size, and the container's exit status is the
+// CLI's. The bytes are exact: the local terminal is raw, so what the
+// container's terminal writes (\r\n included) is what arrives.
 func TestRunTTYThroughPTY(t *testing.T) {
 	t.Cleanup(func() {
 		h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: "pty-run", Force: true})
 	})
 	p := startPTY(t, 24, 80, "run", "-it", "--name", "pty-run", testImage,
-		"sh", "-c", `tty; until s=$(stty size 2>/dev/null) && [ -n "$s" ]; do sleep 0.1; done; echo $s; trap 'stty size; exit 7' WINCH; echo ready; while :; do sleep 0.1; done`)
+		"sh", "-c", `stty size; tty; trap 'stty size; exit 7' WINCH; echo ready; while :; do sleep 0.1; done`)
 	p.waitFor("ready\r\n", "the shell's start")
 	if err := pty.Setsize(p.ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
 		t.Fatal(err)
@@ -130,7 +123,7 @@ func TestRunTTYThroughPTY(t *testing.T) {
 	if code := p.exit(); code != 7 {
 		t.Errorf("the CLI exited %d, want the container's 7; the terminal has %q", code, p.output())
 	}
-	if got, want := p.output(), "/dev/pts/0\r\n24 80\r\nready\r\n40 120\r\n"; got != want {
+	if got, want := p.output(), "24 80\r\n/dev/pts/0\r\nready\r\n40 120\r\n"; got != want {
 		t.Errorf("the terminal received %q, want %q", got, want)
 	}
 }

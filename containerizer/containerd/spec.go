@@ -55,6 +55,9 @@ func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args [
 	}
 	if cfg.TTY {
 		opts = append(opts, oci.WithTTY)
+		if cfg.Width > 0 && cfg.Height > 0 {
+			opts = append(opts, oci.WithTTYSize(int(cfg.Width), int(cfg.Height)))
+		}
 	}
 	return opts
 }

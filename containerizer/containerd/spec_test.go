@@ -55,7 +55,7 @@ func mountAt(s *oci.Spec, dest string) *specs.Mount {
 
 func TestLaunchSpec(t *testing.T) {
 	wd, user := "/work", "1000:1001"
-	cfg := containerizer.LaunchConfig{ID: "c1", Env: []string{"A=1"}, WorkingDir: &wd, User: &user, TTY: true}
+	cfg := containerizer.LaunchConfig{ID: "c1", Env: []string{"A=1"}, WorkingDir: &wd, User: &user, TTY: true, Width: 132, Height: 43}
 	s := apply(t, "c1", launchSpec(withImage, cfg, []string{"/bin/sh", "-c", "true"}, "/var/lib/gearbox/sandboxes/c1", "/gearbox/c1"))
 
 	if !reflect.DeepEqual(s.Process.Args, []string{"/bin/sh", "-c", "true"}) {
@@ -68,6 +68,9 @@ func TestLaunchSpec(t *testing.T) {
 	}
 	if s.Process.Cwd != "/work" || s.Process.User.UID != 1000 || s.Process.User.GID != 1001 || !s.Process.Terminal {
 		t.Errorf("cwd %q user %+v terminal %v: the launch's working dir, user and TTY override the image's", s.Process.Cwd, s.Process.User, s.Process.Terminal)
+	}
+	if s.Process.ConsoleSize == nil || s.Process.ConsoleSize.Width != 132 || s.Process.ConsoleSize.Height != 43 {
+		t.Errorf("console size %+v, want the launch's 132x43", s.Process.ConsoleSize)
 	}
 	m := mountAt(s, SandboxMount)
 	if m == nil || m.Source != "/var/lib/gearbox/sandboxes/c1" || m.Type != "bind" {
