@@ -43,6 +43,14 @@ dev: deps build ## install what is missing, then run a single-node gearbox with 
 test: proto-check lint ## unit and integration tests (as root: they run real containers)
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# The packages whose tests need no root, no containerd and no network:
+# everything but integration/.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/integration$$')
+
+.PHONY: unit
+unit: ## the tests that need no root (every package but integration/), in about a minute
+	$(GO) test -race -short -count=1 -timeout 5m $(UNIT_PKGS)
+
 .PHONY: ci-fresh
 ci-fresh: ## run .ci/run in a fresh minimal Debian 12 root (as root): proves it installs everything
 	hack/ci-fresh.sh

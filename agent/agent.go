@@ -18,15 +18,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/gearboxd/gearbox/containerizer/containerd"
-	"github.com/gearboxd/gearbox/internal/errs"
+	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/grpcserver"
 	"github.com/gearboxd/gearbox/internal/peercred"
 	"github.com/gearboxd/gearbox/internal/promserve"
@@ -40,7 +36,8 @@ import (
 type Agent struct {
 	cfg      Config
 	log      *slog.Logger
-	cz       *containerd.Containerizer
+	cz       containerizer.Containerizer
+	adm      *admission
 	cp       *checkpoint
 	ledger   *ledger
 	authz    *authorizer
@@ -51,12 +48,8 @@ type Agent struct {
 	masterID  atomic.Value
 	mc        *masterClient
 	startedAt time.Time
-	stopping  atomic.Bool
 	ready     chan struct{}
-	// streamsCtx ends long-lived calls (waits, follows) when the agent stops,
-	// so that draining does not wait on them.
-	streamsCtx context.Context
-	endStreams context.CancelFunc
+	*gate
 }
 
 // New checks the config; it starts nothing.
@@ -67,9 +60,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, ready: make(chan struct{})}
-	a.streamsCtx, a.endStreams = context.WithCancel(context.Background())
-	return a, nil
+	return &Agent{cfg: cfg, log: log, ready: make(chan struct{}), gate: newGate(), adm: &admission{}}, nil
 }
 
 // id is the agent's ID: the master's once one assigned it.
@@ -113,7 +104,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer b.close()
 	srv := grpcserver.New(grpcserver.Config{
 		Services:  []string{agentv1.Agent_ServiceDesc.ServiceName},
-		Register:  func(s *grpc.Server) { agentv1.RegisterAgentServer(s, &server{a: a}) },
+		Register:  func(s *grpc.Server) { agentv1.RegisterAgentServer(s, a.apiServer()) },
 		Authorize: a.authz.check,
 		// Session output and log streams are bulk: fewer, larger writes.
 		// Environments are operator-only (auth.go redacts them).
@@ -246,37 +237,4 @@ func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger,
 // serveMetrics serves Prometheus metrics when the config asks for it.
 func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
 	return promserve.Serve(a.cfg.MetricsListen, a.log, cs...)
-}
-
-// admit refuses new work while the agent stops.
-func (a *Agent) admit() error {
-	if a.stopping.Load() {
-		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent")
-	}
-	return nil
-}
-
-// longCall derives the context of a call that can last: it ends with the
-// caller or when the agent stops, whichever comes first.
-func (a *Agent) longCall(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(a.streamsCtx, cancel)
-	return ctx, func() { stop(); cancel() }
-}
-
-// stoppingErr says so when a long call ended because the agent stops.
-func (a *Agent) stoppingErr(err error) error {
-	if err != nil && a.streamsCtx.Err() != nil {
-		return status.Error(codes.Unavailable, "the agent is stopping: retry against the new agent (containers keep running)")
-	}
-	return toStatus(err)
-}
-
-func (a *Agent) containerdHealthy(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := a.cz.Client().Version(ctx); err != nil {
-		return errs.New(errdefs.ErrUnavailable, "containerd at %s does not answer: %v", a.cfg.ContainerdAddress, err)
-	}
-	return nil
 }

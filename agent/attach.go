@@ -90,7 +90,7 @@ func (d *detacher) feed(p []byte) ([]byte, bool) {
 }
 
 func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputServer) (err error) {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -112,22 +112,22 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 		return badFrame("window size %dx%d: both must be positive", sz.Width, sz.Height)
 	}
 	id := containerizer.ContainerID(start.GetContainerId())
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
-	at, err := s.cz().AttachInput(ctx, id)
+	at, err := s.execs.AttachInput(ctx, id)
 	if err != nil {
 		return toStatus(err)
 	}
 	var closeOnce sync.Once
 	release := func() { closeOnce.Do(func() { at.Close() }) }
 	defer release()
-	identity, _ := s.a.authz.roleOf(stream.Context())
-	rec, err := s.a.beginAudit(auditRecord{Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true})
+	identity, _ := s.authz.roleOf(stream.Context())
+	rec, err := s.aud.beginAudit(auditRecord{Identity: identity, ContainerID: string(id), Command: []string{"attach"}, TTY: true})
 	if err != nil {
 		return err
 	}
-	defer func() { s.a.endAudit(rec, err) }()
-	s.a.log.Info("input attached", "container_id", id, "session_id", rec.SessionID, "identity", identity)
+	defer func() { s.aud.endAudit(rec, err) }()
+	s.log.Info("input attached", "container_id", id, "session_id", rec.SessionID, "identity", identity)
 	if sz := start.GetSize(); sz != nil {
 		at.Resize(ctx, sz.Width, sz.Height)
 	}
@@ -138,7 +138,7 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 			return nil // the client let go; the container's stdin stays open
 		}
 		if err != nil {
-			return s.a.stoppingErr(err)
+			return s.gate.stoppingErr(err)
 		}
 		switch f := m.GetFrame().(type) {
 		case *agentv1.AttachInputRequest_Stdin:
@@ -150,7 +150,7 @@ func (s *server) AttachContainerInput(stream agentv1.Agent_AttachContainerInputS
 				rec.BytesIn += int64(len(out))
 			}
 			if detached {
-				s.a.log.Info("input detached", "container_id", id, "identity", identity)
+				s.log.Info("input detached", "container_id", id, "identity", identity)
 				// Free the writer's place before the client hears it is
 				// detached: it may attach again at once.
 				release()
@@ -177,16 +177,16 @@ func (s *server) AttachContainerOutput(req *agentv1.AttachOutputRequest, stream 
 		return err
 	}
 	id := containerizer.ContainerID(req.GetContainerId())
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
-	if _, err := s.cz().Get(ctx, id); err != nil {
+	if _, err := s.containers.Get(ctx, id); err != nil {
 		return toStatus(err)
 	}
 	lr := containerizer.LogsRequest{Follow: true, Tail: 0}
 	if req.GetLogs() {
 		lr.Tail = -1
 	}
-	err := s.cz().Logs(ctx, id, lr, func(ch containerizer.LogChunk) error {
+	err := s.containers.Logs(ctx, id, lr, func(ch containerizer.LogChunk) error {
 		resp := &agentv1.AttachOutputResponse{Frame: &agentv1.AttachOutputResponse_Stdout{Stdout: ch.Data}}
 		if ch.Stream == containerizer.Stderr {
 			resp.Frame = &agentv1.AttachOutputResponse_Stderr{Stderr: ch.Data}
@@ -194,11 +194,11 @@ func (s *server) AttachContainerOutput(req *agentv1.AttachOutputRequest, stream 
 		return stream.Send(resp)
 	})
 	if err != nil {
-		return s.a.stoppingErr(err)
+		return s.gate.stoppingErr(err)
 	}
-	c, err := s.cz().Wait(ctx, id)
+	c, err := s.containers.Wait(ctx, id)
 	if err != nil {
-		return s.a.stoppingErr(err)
+		return s.gate.stoppingErr(err)
 	}
 	return stream.Send(&agentv1.AttachOutputResponse{Frame: &agentv1.AttachOutputResponse_Exit{Exit: containerToProto(c)}})
 }
@@ -207,31 +207,31 @@ func (s *server) LaunchNestedContainer(ctx context.Context, req *agentv1.LaunchN
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return nil, err
 	}
-	identity, _ := s.a.authz.roleOf(ctx)
+	identity, _ := s.authz.roleOf(ctx)
 	// The record is on disk before the container runs anything.
 	rec := auditRecord{Event: auditLaunch, Time: time.Now().UTC(), Identity: identity, ContainerID: req.GetContainerId(), Command: req.GetCommand()}
-	if err := s.a.audit(rec); err != nil {
+	if err := s.aud.audit(rec); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v: nested launches are refused until the audit log can be written (check the disk and the config key audit_log)", err)
 	}
 	defer func() {
 		if err != nil {
 			rec.Event, rec.Error, rec.Time = auditLaunchFailed, err.Error(), time.Now().UTC()
-			if aerr := s.a.audit(rec); aerr != nil {
-				s.a.log.Error("writing a failed nested launch to the audit log", "container_id", rec.ContainerID, "err", aerr)
+			if aerr := s.aud.audit(rec); aerr != nil {
+				s.log.Error("writing a failed nested launch to the audit log", "container_id", rec.ContainerID, "err", aerr)
 			}
 		}
 	}()
-	n, err := s.cz().LaunchNested(ctx, containerizer.NestedConfig{
+	n, err := s.execs.LaunchNested(ctx, containerizer.NestedConfig{
 		ID: containerizer.ContainerID(req.GetContainerId()), Args: req.GetCommand(), Env: req.GetEnv(),
 		User: req.User, WorkingDir: req.WorkingDir,
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("nested container launched", "container_id", n.ID, "identity", identity)
+	s.log.Info("nested container launched", "container_id", n.ID, "identity", identity)
 	return &agentv1.LaunchNestedContainerResponse{Container: nestedToProto(n)}, nil
 }
 
@@ -239,11 +239,11 @@ func (s *server) WaitNestedContainer(ctx context.Context, req *agentv1.WaitNeste
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	ctx, done := s.a.longCall(ctx)
+	ctx, done := s.gate.longCall(ctx)
 	defer done()
-	n, err := s.cz().WaitNested(ctx, containerizer.ContainerID(req.GetContainerId()))
+	n, err := s.execs.WaitNested(ctx, containerizer.ContainerID(req.GetContainerId()))
 	if err != nil {
-		return nil, s.a.stoppingErr(err)
+		return nil, s.gate.stoppingErr(err)
 	}
 	return &agentv1.WaitNestedContainerResponse{Container: nestedToProto(n)}, nil
 }
@@ -256,7 +256,7 @@ func (s *server) KillNestedContainer(ctx context.Context, req *agentv1.KillNeste
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.cz().KillNested(ctx, containerizer.ContainerID(req.GetContainerId()), sig); err != nil {
+	if err := s.execs.KillNested(ctx, containerizer.ContainerID(req.GetContainerId()), sig); err != nil {
 		return nil, toStatus(err)
 	}
 	return &agentv1.KillNestedContainerResponse{}, nil
@@ -266,7 +266,7 @@ func (s *server) RemoveNestedContainer(ctx context.Context, req *agentv1.RemoveN
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	if err := s.cz().RemoveNested(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
+	if err := s.execs.RemoveNested(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &agentv1.RemoveNestedContainerResponse{}, nil

@@ -26,13 +26,15 @@ import (
 // Nothing serves until every step has succeeded, so a start-up that fails
 // leaves no listener, server or goroutine behind.
 //
-//	directories → loggers → checkpoint → master client → resources →
+//	directories → loggers → checkpoint → resources → master client →
 //	isolators → containerizer (recovers the containers) → authorizer →
 //	endpoints (API socket, TCP, socket group, metrics)
 
 // bootstrapped is what start-up built, for Run to serve with.
 type bootstrapped struct {
-	ep      *endpoints
+	ep *endpoints
+	// metrics are the containerizer's collectors.
+	metrics []prometheus.Collector
 	closers []func()
 }
 
@@ -86,6 +88,10 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The master client registers with the agent's resources and
+	// attributes: they come first.
+	a.ledger, a.attrs = a.resources()
+	a.adm.ledger = a.ledger
 	if a.cfg.Master != "" {
 		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
 			return nil, err
@@ -95,7 +101,6 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 		}
 	}
 	recoverStart := time.Now()
-	a.ledger, a.attrs = a.resources()
 	isos, err := a.isolators(b)
 	if err != nil {
 		return nil, err
@@ -116,7 +121,7 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 		return nil, err
 	}
 	a.sessions.max = int64(a.cfg.MaxSessions)
-	if b.ep, err = a.openEndpoints(append(a.cz.Collectors(), recovery)); err != nil {
+	if b.ep, err = a.openEndpoints(append(b.metrics, recovery)); err != nil {
 		return nil, err
 	}
 	b.onClose(b.ep.close)
@@ -230,7 +235,7 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 		return err
 	}
 	b.onClose(func() { cz.Close() })
-	a.cz = cz
+	a.cz, a.adm.cz, b.metrics = cz, cz, cz.Collectors()
 	return nil
 }
 

@@ -204,3 +204,28 @@ func newAgentID() string {
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// updatesDir holds the master client's unacknowledged status updates.
+func (c *checkpoint) updatesDir() string { return filepath.Join(c.dir, "updates") }
+
+// loadMasterMeta returns the agent ID a master assigned, if one did.
+func (c *checkpoint) loadMasterMeta() (masterMeta, error) {
+	var m masterMeta
+	path := filepath.Join(c.dir, "master.json")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, c.corrupt(path, err)
+	}
+	return m, nil
+}
+
+// saveMasterMeta keeps the agent ID a master assigned, durably.
+func (c *checkpoint) saveMasterMeta(m masterMeta) error {
+	return c.write(filepath.Join(c.dir, "master.json"), m)
+}

@@ -28,6 +28,9 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Stdin:      r.GetStdin(),
 		TTY:        r.GetTty(),
 	}
+	if sz := r.GetSize(); sz != nil {
+		cfg.Width, cfg.Height = sz.GetWidth(), sz.GetHeight()
+	}
 	if r.Entrypoint != nil {
 		cfg.Entrypoint = append([]string{}, r.Entrypoint.Values...)
 	}
@@ -52,6 +55,9 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		Resources:   resourcesToProto(cfg.Resources),
 		Stdin:       cfg.Stdin,
 		Tty:         cfg.TTY,
+	}
+	if cfg.Width > 0 || cfg.Height > 0 {
+		r.Size = &agentv1.WindowSize{Width: cfg.Width, Height: cfg.Height}
 	}
 	if cfg.Entrypoint != nil {
 		r.Entrypoint = &agentv1.StringList{Values: cfg.Entrypoint}

@@ -34,7 +34,7 @@ func TestContainerRoundTrip(t *testing.T) {
 	}
 	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
-		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true}
+		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true, Width: 80, Height: 24}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}

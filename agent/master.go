@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -49,7 +50,13 @@ const LabelTask = "gearbox.task"
 //	master.json               the agent ID the master assigned
 //	updates/<seq>.json        status updates not yet acknowledged, in order
 type masterClient struct {
-	a    *Agent
+	log  *slog.Logger
+	cp   *checkpoint
+	adm  *admission // its containerizer is set once built
+	gate *gate
+	node nodeInfo
+	// onID hears the agent ID the master assigned.
+	onID func(id string)
 	addr string
 	dir  string // meta/updates
 
@@ -97,8 +104,16 @@ func (s *masterSession) send(msg *masterv1.AgentMessage) error {
 	return s.stream.Send(msg)
 }
 
+// nodeInfo is what the agent tells the master of itself at registration.
+type nodeInfo struct {
+	Address    string // the Agent API's TCP address
+	Attributes map[string]string
+}
+
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
-	mc := &masterClient{a: a, addr: addr, dir: filepath.Join(a.cp.dir, "updates"), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
+	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
+		onID: func(id string) { a.masterID.Store(id) },
+		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -110,16 +125,11 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	if err := os.MkdirAll(mc.dir, 0o700); err != nil {
 		return nil, err
 	}
-	var meta masterMeta
-	path := filepath.Join(a.cp.dir, "master.json")
-	if data, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(data, &meta); err != nil {
-			return nil, a.cp.corrupt(path, err)
-		}
-		mc.agentID = meta.AgentID
-	} else if !errors.Is(err, os.ErrNotExist) {
+	meta, err := a.cp.loadMasterMeta()
+	if err != nil {
 		return nil, err
 	}
+	mc.agentID = meta.AgentID
 	entries, err := os.ReadDir(mc.dir)
 	if err != nil {
 		return nil, err
@@ -136,7 +146,7 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 		}
 		var u pendingUpdate
 		if err := json.Unmarshal(data, &u); err != nil {
-			return nil, a.cp.corrupt(p, err)
+			return nil, mc.cp.corrupt(p, err)
 		}
 		mc.pending = append(mc.pending, &u)
 		mc.nextSeq = max(mc.nextSeq, u.Seq)
@@ -174,8 +184,8 @@ func (mc *masterClient) queueLocked(u *pendingUpdate) {
 	u.UUID = hex.EncodeToString(b[:])
 	// Durable before it is queued to be sent: an update the master may
 	// have seen survives any crash, and is sent again until acknowledged.
-	if err := mc.a.cp.write(mc.updatePath(u), u); err != nil {
-		mc.a.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
+	if err := mc.cp.write(mc.updatePath(u), u); err != nil {
+		mc.log.Error("checkpointing a status update; it is sent but would not survive a restart", "task_id", u.TaskID, "err", err)
 	}
 	mc.last[u.TaskID] = u.State
 	mc.pending = append(mc.pending, u)
@@ -231,7 +241,7 @@ func (mc *masterClient) run(ctx context.Context) {
 	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(mc.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
 	if err != nil {
-		mc.a.log.Error("master address", "master", mc.addr, "err", err)
+		mc.log.Error("master address", "master", mc.addr, "err", err)
 		return
 	}
 	defer conn.Close()
@@ -245,7 +255,7 @@ func (mc *masterClient) run(ctx context.Context) {
 			return
 		}
 		if isGone(err) {
-			mc.a.log.Error("the master refused this agent: it was marked gone; killing its tasks and not registering again", "err", status.Convert(err).Message())
+			mc.log.Error("the master refused this agent: it was marked gone; killing its tasks and not registering again", "err", status.Convert(err).Message())
 			mc.killTasks(ctx)
 			mc.mu.Lock()
 			mc.refused = status.Convert(err).Message()
@@ -257,11 +267,11 @@ func (mc *masterClient) run(ctx context.Context) {
 		}
 		switch {
 		case typesv1.ErrorReason(err) == typesv1.ErrorReasonMasterStopping:
-			mc.a.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
+			mc.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
 		case everRegistered:
-			mc.a.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
+			mc.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
 		default:
-			mc.a.log.Info("the master does not answer yet; retrying", "master", mc.addr, "err", err, "in", backoff)
+			mc.log.Info("the master does not answer yet; retrying", "master", mc.addr, "err", err, "in", backoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -308,7 +318,7 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	mc.a.log.Info("registered with the master", "master", mc.addr, "agent_id", r.GetAgentId(), "heartbeat_interval", interval)
+	mc.log.Info("registered with the master", "master", mc.addr, "agent_id", r.GetAgentId(), "heartbeat_interval", interval)
 	mc.mu.Lock()
 	mc.sess = s
 	mc.mu.Unlock()
@@ -389,23 +399,23 @@ func (mc *masterClient) saveID(id string) error {
 	if id == mc.agentID {
 		return nil
 	}
-	if err := mc.a.cp.write(filepath.Join(mc.a.cp.dir, "master.json"), masterMeta{AgentID: id, Master: mc.addr}); err != nil {
+	if err := mc.cp.saveMasterMeta(masterMeta{AgentID: id, Master: mc.addr}); err != nil {
 		return fmt.Errorf("keeping the agent ID the master assigned: %w", err)
 	}
 	mc.agentID = id
-	mc.a.masterID.Store(id)
+	mc.onID(id)
 	return nil
 }
 
 // registration describes the agent and every task container it has.
 func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, error) {
-	cs, err := mc.a.cz.Containers(ctx)
+	cs, err := mc.adm.cz.Containers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	total := mc.a.ledger.total
-	reg := &masterv1.Register{Hostname: host, Address: mc.a.cfg.TCP.Listen, Version: version.Version, Attributes: mc.a.attrs,
+	total := mc.adm.ledger.capacity()
+	reg := &masterv1.Register{Hostname: host, Address: mc.node.Address, Version: version.Version, Attributes: mc.node.Attributes,
 		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk}}
 	mc.mu.Lock()
 	reg.AgentId = mc.agentID
@@ -432,7 +442,7 @@ func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
 // as TASK_FAILED here; otherwise the container's own states are the
 // updates.
 func (mc *masterClient) launchTask(t *masterv1.Task) {
-	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, 10*time.Minute)
+	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, 10*time.Minute)
 	defer cancel()
 	cfg := containerizer.LaunchConfig{
 		ID: containerizer.ContainerID(t.GetId()), Image: t.GetImage(),
@@ -442,17 +452,17 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 	if len(t.GetCommand()) > 0 {
 		cfg.Cmd = t.GetCommand()
 	}
-	_, err := mc.a.launch(ctx, cfg)
+	_, err := mc.adm.launch(ctx, cfg)
 	if err == nil {
-		mc.a.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
+		mc.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
 		return
 	}
-	c, gerr := mc.a.cz.Get(ctx, cfg.ID)
+	c, gerr := mc.adm.cz.Get(ctx, cfg.ID)
 	u := afterFailedLaunch(t.GetId(), err, c, gerr)
 	if gerr == nil && isTask(c) {
-		mc.a.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "state", c.State, "err", err)
+		mc.log.Info("task launch ended with an error; its container reports its state", "task_id", t.GetId(), "state", c.State, "err", err)
 	} else {
-		mc.a.log.Warn("task launch failed", "task_id", t.GetId(), "err", u.Message)
+		mc.log.Warn("task launch failed", "task_id", t.GetId(), "err", u.Message)
 	}
 	if u != nil {
 		mc.mu.Lock()
@@ -486,11 +496,11 @@ func afterFailedLaunch(id string, err error, c containerizer.Container, gerr err
 // killTask kills the task's container, and only a task's: a container of
 // the same ID that is not labelled as a task is left alone.
 func (mc *masterClient) killTask(id string, grace time.Duration) {
-	ctx, cancel := context.WithTimeout(mc.a.streamsCtx, time.Minute+grace)
+	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, time.Minute+grace)
 	defer cancel()
-	c, err := mc.a.cz.Get(ctx, containerizer.ContainerID(id))
+	c, err := mc.adm.cz.Get(ctx, containerizer.ContainerID(id))
 	if err == nil && !isTask(c) {
-		mc.a.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
+		mc.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
 		mc.mu.Lock()
 		defer mc.mu.Unlock()
 		if st, ok := mc.last[id]; ok && st.Terminal() {
@@ -505,11 +515,11 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
 	}
 	if err == nil {
-		err = mc.a.cz.Kill(ctx, containerizer.ContainerID(id), req)
+		err = mc.adm.cz.Kill(ctx, containerizer.ContainerID(id), req)
 	}
 	switch {
 	case err == nil:
-		mc.a.log.Info("task killed at the master's request", "task_id", id)
+		mc.log.Info("task killed at the master's request", "task_id", id)
 	case errdefs.IsNotFound(err):
 		// Never launched here (or removed): say so, or the master waits.
 		mc.mu.Lock()
@@ -517,21 +527,21 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 			Message: "killed before its container existed on agent"})
 		mc.mu.Unlock()
 	default:
-		mc.a.log.Info("killing a task", "task_id", id, "err", err)
+		mc.log.Info("killing a task", "task_id", id, "err", err)
 	}
 }
 
 // killTasks kills every task container: the master marked this agent gone.
 func (mc *masterClient) killTasks(ctx context.Context) {
-	cs, err := mc.a.cz.Containers(ctx)
+	cs, err := mc.adm.cz.Containers(ctx)
 	if err != nil {
-		mc.a.log.Error("listing containers to kill", "err", err)
+		mc.log.Error("listing containers to kill", "err", err)
 		return
 	}
 	for _, c := range cs {
 		if isTask(c) && !c.State.Terminal() {
-			if err := mc.a.cz.Kill(ctx, c.ID, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil {
-				mc.a.log.Warn("killing a task of an agent marked gone", "task_id", c.ID, "err", err)
+			if err := mc.adm.cz.Kill(ctx, c.ID, containerizer.KillRequest{Signal: syscall.SIGKILL}); err != nil {
+				mc.log.Warn("killing a task of an agent marked gone", "task_id", c.ID, "err", err)
 			}
 		}
 	}

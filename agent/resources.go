@@ -193,3 +193,14 @@ func (l *ledger) reserve(id string, want isolators.Resources, cs []containerizer
 		l.mu.Unlock()
 	}, nil
 }
+
+// usage is the agent's total and what is allocated of it: cs's live
+// containers and the launches in flight.
+func (l *ledger) usage(cs []containerizer.Container) (total, alloc ResourceSet) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total, l.allocated(cs)
+}
+
+// capacity is what the agent offers in all.
+func (l *ledger) capacity() ResourceSet { return l.total }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"syscall"
@@ -23,14 +24,53 @@ import (
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
-// server implements gearbox.agent.v1.Agent over a Containerizer. It checks
-// what comes from outside, converts, and turns errors into gRPC statuses.
+// server implements gearbox.agent.v1.Agent over the containerizer's
+// contracts. It checks what comes from outside, converts, and turns errors
+// into gRPC statuses. It holds what it uses, not the Agent, so that tests
+// can build one over a fake containerizer.
 type server struct {
 	agentv1.UnimplementedAgentServer
-	a *Agent
+	containers containerizer.Containers
+	images     containerizer.Images
+	execs      containerizer.Sessions
+	host       containerizer.Host
+	adm        *admission
+	gate       *gate
+	authz      *authorizer
+	sessions   *sessions
+	aud        auditor
+	// node fills the agent's own part of GetState: host, IDs, master.
+	node func(*agentv1.GetStateResponse)
+	log  *slog.Logger
 }
 
-func (s *server) cz() containerizer.Containerizer { return s.a.cz }
+// auditor keeps the audit log; the Agent does (session.go).
+type auditor interface {
+	audit(r auditRecord) error
+	beginAudit(r auditRecord) (auditRecord, error)
+	endAudit(r auditRecord, cause error)
+}
+
+// apiServer wires the Agent API's handlers to the agent's parts.
+func (a *Agent) apiServer() *server {
+	return &server{
+		containers: a.cz, images: a.cz, execs: a.cz, host: a.cz,
+		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, aud: a,
+		node: a.nodeState, log: a.log,
+	}
+}
+
+// nodeState fills what the agent itself knows of GetState.
+func (a *Agent) nodeState(r *agentv1.GetStateResponse) {
+	r.Hostname, _ = os.Hostname()
+	r.Namespace, r.WorkDir = a.cfg.Namespace, a.cfg.WorkDir
+	r.StartedAt, r.AgentId = timestamppb.New(a.startedAt), a.id()
+	if a.mc != nil {
+		a.mc.state(r)
+	}
+	r.Attributes = a.attrs
+	r.ResourceLabels = resourceLabels()
+}
 
 func setToProto(r ResourceSet) *agentv1.ResourceSet {
 	return &agentv1.ResourceSet{Cpus: r.CPUs, Memory: r.Memory, Disk: r.Disk}
@@ -44,7 +84,9 @@ func checkID(id string) error {
 }
 
 func (s *server) GetHealth(ctx context.Context, _ *agentv1.GetHealthRequest) (*agentv1.GetHealthResponse, error) {
-	if err := s.a.containerdHealthy(ctx); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := s.host.Version(ctx); err != nil {
 		return &agentv1.GetHealthResponse{Healthy: false, Message: err.Error()}, nil
 	}
 	return &agentv1.GetHealthResponse{Healthy: true}, nil
@@ -52,26 +94,19 @@ func (s *server) GetHealth(ctx context.Context, _ *agentv1.GetHealthRequest) (*a
 
 func (s *server) GetVersion(ctx context.Context, _ *agentv1.GetVersionRequest) (*agentv1.GetVersionResponse, error) {
 	r := &agentv1.GetVersionResponse{Version: version.Version, GitCommit: version.GitCommit, GoVersion: runtime.Version()}
-	if v, err := s.a.cz.Client().Version(ctx); err == nil {
-		r.ContainerdVersion = v.Version
+	if v, err := s.host.Version(ctx); err == nil {
+		r.ContainerdVersion = v
 	}
 	return r, nil
 }
 
 func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*agentv1.GetStateResponse, error) {
-	host, _ := os.Hostname()
-	r := &agentv1.GetStateResponse{
-		Hostname: host, Namespace: s.a.cfg.Namespace, WorkDir: s.a.cfg.WorkDir,
-		StartedAt: timestamppb.New(s.a.startedAt), DefaultRuntime: s.cz().DefaultRuntime(),
-		AgentId: s.a.id(),
-	}
-	if s.a.mc != nil {
-		s.a.mc.state(r)
-	}
-	for _, rt := range s.cz().Runtimes() {
+	r := &agentv1.GetStateResponse{DefaultRuntime: s.host.DefaultRuntime()}
+	s.node(r)
+	for _, rt := range s.host.Runtimes() {
 		r.Runtimes = append(r.Runtimes, &agentv1.Runtime{Name: rt.Name, Type: rt.Type, Binary: rt.Binary, Available: rt.Available, UnavailableReason: rt.UnavailableReason})
 	}
-	cs, err := s.cz().Containers(ctx)
+	cs, err := s.containers.Containers(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -81,18 +116,13 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 			r.ContainersRunning++
 		}
 	}
-	s.a.ledger.mu.Lock()
-	alloc := s.a.ledger.allocated(cs)
-	s.a.ledger.mu.Unlock()
-	total := s.a.ledger.total
+	total, alloc := s.adm.ledger.usage(cs)
 	r.Total, r.Allocated, r.Free = setToProto(total), setToProto(alloc), setToProto(total.sub(alloc))
-	r.Attributes = s.a.attrs
-	r.ResourceLabels = resourceLabels()
 	return r, nil
 }
 
 func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRequest) (*agentv1.GetContainersResponse, error) {
-	cs, err := s.cz().Containers(ctx)
+	cs, err := s.containers.Containers(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -111,53 +141,62 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 			return nil, err
 		}
 	}
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return nil, err
 	}
 	if _, ok := req.GetLabels()[LabelTask]; ok {
 		return nil, status.Errorf(codes.InvalidArgument, "label %s is reserved for tasks the master launches: use gearbox task launch, or another label", LabelTask)
 	}
+	if sz := req.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
+		return nil, status.Errorf(codes.InvalidArgument, "window size %dx%d: both must be positive", sz.Width, sz.Height)
+	}
 	cfg := launchFromProto(req)
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())
 	}
-	c, err := s.a.launch(ctx, cfg)
+	c, err := s.adm.launch(ctx, cfg)
 	if err != nil {
-		s.a.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
+		s.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("container launched", "container_id", c.ID, "image", c.Image, "pid", c.Pid)
+	s.log.Info("container launched", "container_id", c.ID, "image", c.Image, "pid", c.Pid)
 	return &agentv1.LaunchContainerResponse{Container: containerToProto(c)}, nil
+}
+
+// admission admits launches against the agent's resources.
+type admission struct {
+	cz     containerizer.Containers
+	ledger *ledger
 }
 
 // launch admits a launch against the agent's resources and runs it: the
 // one path of LaunchContainer and of tasks from the master.
-func (a *Agent) launch(ctx context.Context, cfg containerizer.LaunchConfig) (containerizer.Container, error) {
+func (ad *admission) launch(ctx context.Context, cfg containerizer.LaunchConfig) (containerizer.Container, error) {
 	// Values no isolator could honour are refused before admission.
-	if err := a.cz.CheckResources(cfg.Resources, false); err != nil {
+	if err := ad.cz.CheckResources(cfg.Resources, false); err != nil {
 		return containerizer.Container{}, err
 	}
-	cs, err := a.cz.Containers(ctx)
+	cs, err := ad.cz.Containers(ctx)
 	if err != nil {
 		return containerizer.Container{}, err
 	}
-	release, err := a.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
+	release, err := ad.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
 	if err != nil {
 		return containerizer.Container{}, err
 	}
 	defer release()
-	return a.cz.Launch(ctx, cfg)
+	return ad.cz.Launch(ctx, cfg)
 }
 
 func (s *server) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRequest) (*agentv1.WaitContainerResponse, error) {
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	ctx, done := s.a.longCall(ctx)
+	ctx, done := s.gate.longCall(ctx)
 	defer done()
-	c, err := s.cz().Wait(ctx, containerizer.ContainerID(req.GetContainerId()))
+	c, err := s.containers.Wait(ctx, containerizer.ContainerID(req.GetContainerId()))
 	if err != nil {
-		return nil, s.a.stoppingErr(err)
+		return nil, s.gate.stoppingErr(err)
 	}
 	return &agentv1.WaitContainerResponse{Container: containerToProto(c)}, nil
 }
@@ -209,10 +248,10 @@ func (s *server) KillContainer(ctx context.Context, req *agentv1.KillContainerRe
 		}
 		kr.Grace = g.AsDuration()
 	}
-	if err := s.cz().Kill(ctx, containerizer.ContainerID(req.GetContainerId()), kr); err != nil {
+	if err := s.containers.Kill(ctx, containerizer.ContainerID(req.GetContainerId()), kr); err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("container signalled", "container_id", req.GetContainerId(), "signal", unix.SignalName(sig))
+	s.log.Info("container signalled", "container_id", req.GetContainerId(), "signal", unix.SignalName(sig))
 	return &agentv1.KillContainerResponse{}, nil
 }
 
@@ -220,10 +259,10 @@ func (s *server) RemoveContainer(ctx context.Context, req *agentv1.RemoveContain
 	if err := checkID(req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	if err := s.cz().Destroy(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
+	if err := s.containers.Destroy(ctx, containerizer.ContainerID(req.GetContainerId()), req.GetForce()); err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("container removed", "container_id", req.GetContainerId())
+	s.log.Info("container removed", "container_id", req.GetContainerId())
 	return &agentv1.RemoveContainerResponse{}, nil
 }
 
@@ -234,11 +273,11 @@ func (s *server) UpdateContainer(ctx context.Context, req *agentv1.UpdateContain
 	if req.GetResources() == nil {
 		return nil, status.Error(codes.InvalidArgument, "no resources given: set cpus, memory, memory_soft or pids")
 	}
-	c, err := s.cz().Update(ctx, containerizer.ContainerID(req.GetContainerId()), resourcesFromProto(req.GetResources()))
+	c, err := s.containers.Update(ctx, containerizer.ContainerID(req.GetContainerId()), resourcesFromProto(req.GetResources()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("container updated", "container_id", c.ID, "cpus", c.Resources.CPUs, "memory", c.Resources.Memory)
+	s.log.Info("container updated", "container_id", c.ID, "cpus", c.Resources.CPUs, "memory", c.Resources.Memory)
 	return &agentv1.UpdateContainerResponse{Container: containerToProto(c)}, nil
 }
 
@@ -246,7 +285,7 @@ func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContaine
 	idList := req.GetContainerIds()
 	all := len(idList) == 0
 	if all {
-		cs, err := s.cz().Containers(ctx)
+		cs, err := s.containers.Containers(ctx)
 		if err != nil {
 			return nil, toStatus(err)
 		}
@@ -268,12 +307,12 @@ func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContaine
 	g.SetLimit(4)
 	for i, id := range idList {
 		g.Go(func() error {
-			u, err := s.cz().Usage(gctx, containerizer.ContainerID(id))
+			u, err := s.containers.Usage(gctx, containerizer.ContainerID(id))
 			if err != nil {
 				errList[i] = err
 				return nil
 			}
-			c, _ := s.cz().Get(gctx, containerizer.ContainerID(id))
+			c, _ := s.containers.Get(gctx, containerizer.ContainerID(id))
 			usages[i] = usageToProto(containerizer.ContainerID(id), u, c.Resources, time.Now())
 			return nil
 		})
@@ -296,7 +335,7 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 	if err := checkID(req.GetContainerId()); err != nil {
 		return err
 	}
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
 	lr := containerizer.LogsRequest{Streams: streamsFromProto(req.GetStreams()), Follow: req.GetFollow(), Cursor: req.GetCursor(), Tail: -1}
 	if req.TailLines != nil {
@@ -311,7 +350,7 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 		}
 		lr.Since = req.Since.AsTime()
 	}
-	err := s.cz().Logs(ctx, containerizer.ContainerID(req.GetContainerId()), lr,
+	err := s.containers.Logs(ctx, containerizer.ContainerID(req.GetContainerId()), lr,
 		func(ch containerizer.LogChunk) error {
 			st := agentv1.Stream_STREAM_STDOUT
 			if ch.Stream == containerizer.Stderr {
@@ -319,11 +358,11 @@ func (s *server) ReadLogs(req *agentv1.ReadLogsRequest, stream agentv1.Agent_Rea
 			}
 			return stream.Send(&agentv1.ReadLogsResponse{Stream: st, Data: ch.Data, Cursor: ch.Cursor})
 		})
-	return s.a.stoppingErr(err)
+	return s.gate.stoppingErr(err)
 }
 
 func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_PullImageServer) error {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	var auth *containerizer.RegistryAuth
@@ -331,7 +370,7 @@ func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_P
 		auth = &containerizer.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
 	}
 	var sendErr error
-	img, err := s.cz().Pull(stream.Context(), req.GetImage(), auth, func(p containerizer.PullProgress) {
+	img, err := s.images.Pull(stream.Context(), req.GetImage(), auth, func(p containerizer.PullProgress) {
 		if sendErr != nil {
 			return
 		}
@@ -340,10 +379,10 @@ func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_P
 		}}})
 	})
 	if err != nil {
-		s.a.log.Info("pull failed", "image", req.GetImage(), "err", err)
+		s.log.Info("pull failed", "image", req.GetImage(), "err", err)
 		return toStatus(err)
 	}
-	s.a.log.Info("image pulled", "image", img.Name, "digest", img.Digest)
+	s.log.Info("image pulled", "image", img.Name, "digest", img.Digest)
 	return stream.Send(&agentv1.PullImageResponse{Event: &agentv1.PullImageResponse_Done{Done: imageToProto(img)}})
 }
 
@@ -370,7 +409,7 @@ func (r *importReader) Read(p []byte) (int, error) {
 }
 
 func (s *server) ImportImage(stream agentv1.Agent_ImportImageServer) error {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -388,21 +427,21 @@ func (s *server) ImportImage(stream agentv1.Agent_ImportImageServer) error {
 	case *agentv1.ImportImageRequest_Data:
 		r.buf = p.Data
 	}
-	imgs, err := s.cz().Import(stream.Context(), r, name)
+	imgs, err := s.images.Import(stream.Context(), r, name)
 	if err != nil {
-		s.a.log.Info("import failed", "err", err)
+		s.log.Info("import failed", "err", err)
 		return toStatus(err)
 	}
 	resp := &agentv1.ImportImageResponse{}
 	for _, im := range imgs {
-		s.a.log.Info("image imported", "image", im.Name, "digest", im.Digest)
+		s.log.Info("image imported", "image", im.Name, "digest", im.Digest)
 		resp.Images = append(resp.Images, imageToProto(im))
 	}
 	return stream.SendAndClose(resp)
 }
 
 func (s *server) ListImages(ctx context.Context, _ *agentv1.ListImagesRequest) (*agentv1.ListImagesResponse, error) {
-	imgs, err := s.cz().Images(ctx)
+	imgs, err := s.images.Images(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -414,9 +453,9 @@ func (s *server) ListImages(ctx context.Context, _ *agentv1.ListImagesRequest) (
 }
 
 func (s *server) RemoveImage(ctx context.Context, req *agentv1.RemoveImageRequest) (*agentv1.RemoveImageResponse, error) {
-	if err := s.cz().RemoveImage(ctx, req.GetImage(), req.GetForce()); err != nil {
+	if err := s.images.RemoveImage(ctx, req.GetImage(), req.GetForce()); err != nil {
 		return nil, toStatus(err)
 	}
-	s.a.log.Info("image removed", "image", req.GetImage())
+	s.log.Info("image removed", "image", req.GetImage())
 	return &agentv1.RemoveImageResponse{}, nil
 }

@@ -332,31 +332,31 @@ func sessionLaunch(stream agentv1.Agent_LaunchNestedContainerSessionServer) (*ag
 }
 
 func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedContainerSessionServer) (err error) {
-	if err := s.a.admit(); err != nil {
+	if err := s.gate.admit(); err != nil {
 		return err
 	}
 	launch, err := sessionLaunch(stream)
 	if err != nil {
 		return err
 	}
-	if n := s.a.sessions.open.Add(1); n > s.a.sessions.max {
-		s.a.sessions.open.Add(-1)
-		return status.Errorf(codes.ResourceExhausted, "this agent allows %d sessions at once (max_sessions): close one first", s.a.sessions.max)
+	if n := s.sessions.open.Add(1); n > s.sessions.max {
+		s.sessions.open.Add(-1)
+		return status.Errorf(codes.ResourceExhausted, "this agent allows %d sessions at once (max_sessions): close one first", s.sessions.max)
 	}
-	defer s.a.sessions.open.Add(-1)
+	defer s.sessions.open.Add(-1)
 
-	identity, _ := s.a.authz.roleOf(stream.Context())
-	rec, err := s.a.beginAudit(auditRecord{Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()})
+	identity, _ := s.authz.roleOf(stream.Context())
+	rec, err := s.aud.beginAudit(auditRecord{Identity: identity, ContainerID: launch.ContainerId, Command: launch.Command, TTY: launch.Tty, Image: launch.GetImage()})
 	if err != nil {
 		return err
 	}
 	var bytesIn, bytesOut atomic.Int64
 	defer func() {
 		rec.BytesIn, rec.BytesOut = bytesIn.Load(), bytesOut.Load()
-		s.a.endAudit(rec, err)
+		s.aud.endAudit(rec, err)
 	}()
 
-	ctx, done := s.a.longCall(stream.Context())
+	ctx, done := s.gate.longCall(stream.Context())
 	defer done()
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
@@ -367,7 +367,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	if sz := launch.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.Width, sz.Height
 	}
-	ex, err := s.cz().Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
+	ex, err := s.execs.Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
 		Stdin:  stdinR,
 		Stdout: queueWriter{q: out},
 		Stderr: queueWriter{q: out, stderr: true},
@@ -376,7 +376,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		return toStatus(err)
 	}
 	defer ex.Close() // the client vanished or the session ended: nothing stays
-	s.a.log.Info("session opened", "container_id", launch.ContainerId, "session_id", rec.SessionID, "identity", identity, "tty", launch.Tty)
+	s.log.Info("session opened", "container_id", launch.ContainerId, "session_id", rec.SessionID, "identity", identity, "tty", launch.Tty)
 
 	// A bad client frame ends the wait with its error as the cause.
 	waitCtx, endWait := context.WithCancelCause(ctx)
@@ -418,7 +418,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 			return cause
 		}
 		if errors.Is(werr, context.Canceled) {
-			return s.a.stoppingErr(werr)
+			return s.gate.stoppingErr(werr)
 		}
 		return toStatus(werr)
 	}

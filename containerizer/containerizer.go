@@ -91,6 +91,9 @@ type LaunchConfig struct {
 	// terminal, whose output is kept as stdout.
 	Stdin bool
 	TTY   bool
+	// Width and Height are the terminal's size at start (TTY only; zero:
+	// none until the first resize).
+	Width, Height uint32
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -266,9 +269,13 @@ type Runtime struct {
 	UnavailableReason string
 }
 
-// Containerizer launches and manages containers and their images.
+// Containers launches, watches and ends containers: the lifecycle the
+// agent's admission, its Agent API handlers and its master client drive.
 // Every method that blocks takes a context first.
-type Containerizer interface {
+type Containers interface {
+	// CheckResources refuses values no isolator could honour, before a
+	// launch is admitted; update says they are for a running container.
+	CheckResources(r isolators.Resources, update bool) error
 	// Launch creates and starts a container; it returns when the process
 	// runs. A launch that fails after the container was created leaves it,
 	// terminal, with ReasonContainerLaunchFailed.
@@ -284,17 +291,30 @@ type Containerizer interface {
 	// Logs copies the container's output to fn; with Follow it goes on until
 	// the container is terminal and its output is complete.
 	Logs(ctx context.Context, id ContainerID, req LogsRequest, fn func(LogChunk) error) error
+	// Update changes a running container's resources in place; zero
+	// fields are left as they are.
+	Update(ctx context.Context, id ContainerID, r isolators.Resources) (Container, error)
+	// Usage says what a running container uses.
+	Usage(ctx context.Context, id ContainerID) (isolators.Usage, error)
+}
 
+// Images manages the images containers run.
+type Images interface {
 	Pull(ctx context.Context, ref string, auth *RegistryAuth, progress func(PullProgress)) (Image, error)
 	Import(ctx context.Context, r io.Reader, name string) ([]Image, error)
 	Images(ctx context.Context) ([]Image, error)
 	RemoveImage(ctx context.Context, ref string, force bool) error
+}
 
-	// Update changes a running container's resources in place; zero
-	// fields are left as they are.
-	Update(ctx context.Context, id ContainerID, r isolators.Resources) (Container, error)
+// Sessions runs things inside a running container: execs and debug
+// containers, nested containers, and attachments to its main process's
+// stdin.
+type Sessions interface {
 	// Exec runs a command in a running container, as docker exec.
 	Exec(ctx context.Context, id ContainerID, cfg ExecConfig, eio ExecIO) (Exec, error)
+	// AttachInput opens the stdin of a container launched with Stdin. One
+	// attachment at a time.
+	AttachInput(ctx context.Context, id ContainerID) (Attachment, error)
 	// LaunchNested starts a nested container (parent.child) in a running
 	// container: it shares the parent's namespaces and cgroup and ends with
 	// it.
@@ -305,14 +325,25 @@ type Containerizer interface {
 	// RemoveNested forgets a terminal nested container and removes its
 	// output; with force it kills a running one first.
 	RemoveNested(ctx context.Context, id ContainerID, force bool) error
-	// AttachInput opens the stdin of a container launched with Stdin. One
-	// attachment at a time.
-	AttachInput(ctx context.Context, id ContainerID) (Attachment, error)
-	// Usage says what a running container uses.
-	Usage(ctx context.Context, id ContainerID) (isolators.Usage, error)
+}
 
+// Host describes the containerizer's side of the node: its runtime
+// profiles and whether the container engine answers.
+type Host interface {
 	Runtimes() []Runtime
 	DefaultRuntime() string
+	// Version is the container engine's version; it fails with
+	// errdefs.ErrUnavailable when the engine does not answer.
+	Version(ctx context.Context) (string, error)
+}
+
+// Containerizer is all of the above in one implementation, as the agent
+// builds it at start.
+type Containerizer interface {
+	Containers
+	Images
+	Sessions
+	Host
 	// Close stops watching containers; it leaves them running.
 	Close() error
 }

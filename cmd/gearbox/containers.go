@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -142,6 +143,13 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		Privileged:  o.privileged,
 		Stdin:       o.interactive,
 		Tty:         o.tty,
+	}
+	if o.tty {
+		// The process sees the terminal's size from its start; attach's
+		// resizes follow.
+		if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil && w > 0 && h > 0 {
+			req.Size = &agentv1.WindowSize{Width: uint32(w), Height: uint32(h)}
+		}
 	}
 	if len(args) > 1 {
 		req.Cmd = &agentv1.StringList{Values: args[1:]}

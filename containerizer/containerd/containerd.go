@@ -243,8 +243,17 @@ func New(ctx context.Context, cfg Config) (*Containerizer, error) {
 	return z, nil
 }
 
-// Client returns the containerd client (for the agent's version report).
-func (z *Containerizer) Client() *client.Client { return z.client }
+var _ containerizer.Containerizer = (*Containerizer)(nil)
+
+// Version is containerd's version; it fails with errdefs.ErrUnavailable
+// when containerd does not answer.
+func (z *Containerizer) Version(ctx context.Context) (string, error) {
+	v, err := z.client.Version(ctx)
+	if err != nil {
+		return "", errs.New(errdefs.ErrUnavailable, "containerd at %s does not answer: %v", z.cfg.Address, err)
+	}
+	return v.Version, nil
+}
 
 // Close stops watching containers and leaves them running.
 func (z *Containerizer) Close() error {

@@ -8,10 +8,8 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
@@ -66,34 +64,7 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 		// systemd's slices cannot nest a unit under a scope: a sibling.
 		cgroup = z.cgroupPath(containerizer.ContainerID(id))
 	}
-	pid := targetTask.Pid()
-	opts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", pid)}),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: fmt.Sprintf("/proc/%d/ns/net", pid)}),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: fmt.Sprintf("/proc/%d/ns/ipc", pid)}),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
-		oci.WithEnv(cfg.Env),
-		oci.WithCgroup(cgroup),
-		oci.WithNoNewPrivileges,
-		seccomp.WithDefaultProfile(),
-	}
-	if len(cfg.Args) > 0 {
-		opts = append(opts, oci.WithProcessArgs(cfg.Args...))
-	}
-	if cfg.TTY {
-		opts = append(opts, oci.WithTTY)
-		if cfg.Width > 0 && cfg.Height > 0 {
-			opts = append(opts, oci.WithTTYSize(int(cfg.Width), int(cfg.Height)))
-		}
-	}
-	if cfg.WorkingDir != nil {
-		opts = append(opts, oci.WithProcessCwd(*cfg.WorkingDir))
-	}
-	if cfg.User != nil {
-		opts = append(opts, oci.WithUser(*cfg.User))
-	}
+	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup)
 	// Limits asked for go through the isolators, as a container's do; none
 	// asked: the target's limits bound it from above.
 	iso := isolators.Container{ID: id, CgroupPath: CgroupDir(cgroup), Resources: cfg.Resources}

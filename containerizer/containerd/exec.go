@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
@@ -78,32 +77,6 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 		proc.Resize(ctx, cfg.Width, cfg.Height)
 	}
 	return e, nil
-}
-
-// execSpec is the process of an exec in cont: a copy of the container's
-// own with the exec's command, environment, user and directory.
-func execSpec(ctx context.Context, cont client.Container, cfg containerizer.ExecConfig) (*specs.Process, error) {
-	spec, err := cont.Spec(ctx)
-	if err != nil || spec.Process == nil {
-		return nil, fmt.Errorf("reading the spec of container %s: %w", cont.ID(), err)
-	}
-	p := *spec.Process
-	p.Args, p.Terminal = cfg.Args, cfg.TTY
-	p.Env = append(append([]string{}, p.Env...), cfg.Env...)
-	if cfg.WorkingDir != nil {
-		p.Cwd = *cfg.WorkingDir
-	}
-	if cfg.User != nil {
-		uid, gid, err := parseUIDGID(*cfg.User)
-		if err != nil {
-			return nil, err
-		}
-		p.User = specs.User{UID: uid, GID: gid}
-	}
-	if cfg.TTY && cfg.Width > 0 && cfg.Height > 0 {
-		p.ConsoleSize = &specs.Box{Width: uint(cfg.Width), Height: uint(cfg.Height)}
-	}
-	return &p, nil
 }
 
 // sessionIO connects a session's process to its caller through FIFOs under

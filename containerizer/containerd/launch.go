@@ -12,12 +12,10 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
@@ -176,7 +174,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	if profile.Type == runcShimType {
 		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
 	}
-	specOpts := z.specOpts(cfg, img, args, c.info.Sandbox)
+	specOpts := launchSpec(oci.WithImageConfig(img), cfg, args, c.info.Sandbox, z.cgroupPath(cfg.ID))
 	for _, iso := range z.cfg.Isolators {
 		opts, err := iso.Prepare(ctx, z.isoContainer(c.info))
 		if errdefs.IsInvalidArgument(err) {
@@ -357,45 +355,6 @@ func resolveArgs(imgEntrypoint, imgCmd []string, entrypoint, cmd []string) []str
 		return append(args, cmd...)
 	}
 	return append(args, imgCmd...)
-}
-
-func (z *Containerizer) specOpts(cfg containerizer.LaunchConfig, img client.Image, args []string, sandbox string) []oci.SpecOpts {
-	opts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
-		oci.WithProcessArgs(args...),
-		// Host networking, as Mesos without a network isolator: gearbox has
-		// no CNI yet, and a private network namespace would have no route.
-		oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
-		oci.WithMounts([]specs.Mount{{
-			// nosuid,nodev: a setuid binary or a device node a container
-			// makes in its sandbox is inert, in it and in any other
-			// container that is given it.
-			Destination: SandboxMount, Type: "bind", Source: sandbox,
-			Options: []string{"rbind", "rw", "nosuid", "nodev"},
-		}}),
-		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
-		oci.WithCgroup(z.cgroupPath(cfg.ID)),
-	}
-	if cfg.Privileged {
-		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
-	} else {
-		// The runtime's default capabilities, no new privileges, containerd's
-		// default seccomp profile; the default spec already masks and
-		// read-only-mounts the sensitive /proc paths.
-		opts = append(opts, oci.WithNoNewPrivileges, seccomp.WithDefaultProfile())
-	}
-	if cfg.WorkingDir != nil {
-		opts = append(opts, oci.WithProcessCwd(*cfg.WorkingDir))
-	}
-	if cfg.User != nil {
-		opts = append(opts, oci.WithUser(*cfg.User))
-	}
-	if cfg.TTY {
-		opts = append(opts, oci.WithTTY)
-	}
-	return opts
 }
 
 // deleteTask removes a task that will not run; errors are logged.

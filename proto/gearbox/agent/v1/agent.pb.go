@@ -710,7 +710,10 @@ type LaunchContainerRequest struct {
 	Stdin bool `protobuf:"varint,14,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	// Give the process a terminal (docker run -t); its output is then one
 	// stream, kept as stdout.
-	Tty           bool `protobuf:"varint,15,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty bool `protobuf:"varint,15,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The terminal's size at start (tty only), so that the process sees it
+	// from its first instruction; AttachContainerInput's resizes follow.
+	Size          *WindowSize `protobuf:"bytes,16,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -848,6 +851,13 @@ func (x *LaunchContainerRequest) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *LaunchContainerRequest) GetSize() *WindowSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
 }
 
 // Resources a container is given; zero means no limit.
@@ -4464,7 +4474,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xa0\x05\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xd2\x05\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -4487,7 +4497,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"privileged\x129\n" +
 	"\tresources\x18\r \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x12\x14\n" +
 	"\x05stdin\x18\x0e \x01(\bR\x05stdin\x12\x10\n" +
-	"\x03tty\x18\x0f \x01(\bR\x03tty\x1a9\n" +
+	"\x03tty\x18\x0f \x01(\bR\x03tty\x120\n" +
+	"\x04size\x18\x10 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04size\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -4891,103 +4902,104 @@ var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	67, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	13, // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	12, // 12: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
-	15, // 13: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	70, // 14: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	71, // 15: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	69, // 16: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	69, // 17: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	69, // 18: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	68, // 19: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	13, // 20: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	11, // 21: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 22: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	15, // 23: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	72, // 24: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	25, // 25: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
-	26, // 26: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 27: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 28: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 29: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	11, // 30: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30, // 31: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11, // 32: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 33: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35, // 34: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	69, // 35: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 36: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 37: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	69, // 38: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 39: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38, // 40: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41, // 41: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45, // 42: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43, // 43: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45, // 44: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	69, // 45: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45, // 46: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52, // 47: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	70, // 48: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	71, // 49: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	69, // 50: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	69, // 51: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52, // 52: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60, // 53: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26, // 54: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 55: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 56: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 57: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62, // 58: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15, // 59: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	1,  // 60: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 61: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 62: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16, // 63: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10, // 64: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18, // 65: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20, // 66: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22, // 67: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31, // 68: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33, // 69: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24, // 70: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50, // 71: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53, // 72: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55, // 73: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57, // 74: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59, // 75: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63, // 76: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36, // 77: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39, // 78: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42, // 79: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46, // 80: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48, // 81: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 82: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 83: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 84: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17, // 85: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14, // 86: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19, // 87: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21, // 88: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23, // 89: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32, // 90: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34, // 91: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29, // 92: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51, // 93: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54, // 94: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56, // 95: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58, // 96: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61, // 97: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64, // 98: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37, // 99: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40, // 100: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44, // 101: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47, // 102: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49, // 103: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	82, // [82:104] is the sub-list for method output_type
-	60, // [60:82] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	28, // 12: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
+	12, // 13: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	15, // 14: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	70, // 15: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	71, // 16: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	69, // 17: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	69, // 18: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	69, // 19: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	68, // 20: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	13, // 21: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	11, // 22: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 23: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15, // 24: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	72, // 25: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25, // 26: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26, // 27: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 28: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 29: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 30: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	11, // 31: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30, // 32: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11, // 33: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 34: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35, // 35: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	69, // 36: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 37: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 38: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	69, // 39: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 40: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38, // 41: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41, // 42: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45, // 43: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43, // 44: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45, // 45: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	69, // 46: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45, // 47: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52, // 48: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	70, // 49: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	71, // 50: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	69, // 51: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	69, // 52: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52, // 53: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60, // 54: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26, // 55: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 56: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 57: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 58: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62, // 59: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15, // 60: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	1,  // 61: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 62: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 63: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 64: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 65: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 66: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 67: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 68: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31, // 69: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33, // 70: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24, // 71: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50, // 72: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53, // 73: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55, // 74: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57, // 75: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59, // 76: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63, // 77: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36, // 78: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39, // 79: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42, // 80: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46, // 81: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48, // 82: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 83: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 84: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 85: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 86: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 87: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 88: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 89: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 90: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32, // 91: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34, // 92: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 93: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51, // 94: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54, // 95: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56, // 96: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58, // 97: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61, // 98: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64, // 99: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37, // 100: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40, // 101: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44, // 102: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47, // 103: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49, // 104: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	83, // [83:105] is the sub-list for method output_type
+	61, // [61:83] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
