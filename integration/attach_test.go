@@ -177,7 +177,7 @@ func TestRunInteractiveAttachDetach(t *testing.T) {
 func TestAttachRefusals(t *testing.T) {
 	launch(t, "no-stdin", "sleep", "300")
 	_, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{ContainerId: "i-no-t", Image: testImage, Stdin: true})
-	wantCode(t, err, codes.InvalidArgument, "-t")
+	wantCode(t, err, codes.InvalidArgument, "set tty")
 	if _, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{ContainerId: "held", Image: testImage, Stdin: true, Tty: true,
 		Cmd: &agentv1.StringList{Values: []string{"sh"}}}); err != nil {
 		t.Fatal(err)

@@ -54,7 +54,7 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if cfg.Stdin && !cfg.TTY {
 		// The shim wires a logger binary's container to stdin only through
 		// a terminal.
-		return errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "stdin without a terminal is not supported for a container's main process"),
+		return errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "stdin without a terminal is not supported for a container's main process: set tty too, or give the command stdin in a session"),
 			typesv1.ErrorReasonStdinNeedsTTY, "container_id", string(cfg.ID))
 	}
 	if cfg.Privileged && !z.cfg.AllowPrivileged {
