@@ -349,7 +349,7 @@ listen = "unix://%s"
 socket_group = "nogroup"
 max_sessions = 3
 # Small, so that TestImportBounds can go over it; the test images are ~2MB.
-import_max_size = "16MiB"
+import_max_size = "64MiB"
 max_imports = 2
 resources = "cpus:2;mem:2048"
 attributes = "rack:r1;zone:a"

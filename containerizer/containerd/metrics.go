@@ -48,7 +48,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.z.mu.Unlock()
 	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(n), string(state))
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(n), state.String())
 	}
 }
 
