@@ -73,6 +73,10 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
 fi
 
+# runc makes / a slave mount in each container's mount namespace: inside
+# the chroot, / must be a mount point of its own.
+mount --bind "$root" "$root"; mounted+=("$root")
+
 echo "== cloning HEAD ($(git rev-parse --short HEAD)) into the root"
 git clone -q --no-local "$repo" "$root/src/gearbox"
 
