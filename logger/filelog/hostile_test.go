@@ -178,3 +178,72 @@ func TestFollowStopsWithItsContext(t *testing.T) {
 		t.Errorf("follow: %v, want the deadline", err)
 	}
 }
+
+// The container replaces its stdout (or a rotated file) with a huge sparse
+// file: every read stops at the rotating logger's max-size (plus a line's
+// slack), and the tail scan looks at no more than that, so `gearbox logs`
+// neither streams gigabytes of zeros nor scans until its deadline.
+func TestReadIsBoundedOnAHugeFile(t *testing.T) {
+	const maxSize = 1024
+	for _, file := range []string{"stdout", "stdout.1"} {
+		l, c := setup(t, true, logger.Options{MaxSize: maxSize, MaxFiles: 3})
+		os.WriteFile(filepath.Join(c.Sandbox, "stderr"), nil, 0o644)
+		os.WriteFile(filepath.Join(c.Sandbox, "stdout"), []byte("mine\n"), 0o644)
+		f, err := os.Create(filepath.Join(c.Sandbox, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(20 << 30); err != nil { // sparse: no disk used
+			t.Fatal(err)
+		}
+		f.Close()
+		for _, req := range []logger.ReadRequest{{Tail: -1}, {Tail: 5}, {Tail: 0}, {Since: time.Now().Add(-time.Hour)}} {
+			req.Container = c
+			req.Streams = []logger.Stream{logger.Stdout}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			start := time.Now()
+			out, err := readWithin(t, ctx, l, req)
+			cancel()
+			if err != nil {
+				t.Errorf("%s, %+v: %v", file, req, err)
+			}
+			// At most two files of the chain, each capped.
+			if max := 3 * (maxSize + lineSlack); len(out) > max {
+				t.Errorf("%s, %+v: read %d bytes, want at most %d", file, req, len(out), max)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("%s, %+v: took %v", file, req, d)
+			}
+		}
+	}
+}
+
+// The unrotated sandbox logger's file is unbounded by design, but its tail
+// scan is bounded: a huge file of zeros (no newline) stops the scan after
+// sandboxScan bytes, long before the deadline.
+func TestTailScanIsBoundedUnrotated(t *testing.T) {
+	l, c := setup(t, false, logger.Options{})
+	os.WriteFile(filepath.Join(c.Sandbox, "stderr"), nil, 0o644)
+	f, err := os.Create(filepath.Join(c.Sandbox, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(20 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dir, err := l.openSandbox(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, off, err := tailStart(ctx, dir, chain("stdout", 1), 5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(20<<30 - sandboxScan); idx != 0 || off != want {
+		t.Errorf("tail starts at file %d offset %d, want 0 offset %d", idx, off, want)
+	}
+}

@@ -77,8 +77,28 @@ type streamReader struct {
 	name  string
 	state string // the host-only state directory
 	files int
+	// limit caps how far into any file the reader goes (0: no cap). The
+	// container can grow or replace its files (a 20 GiB sparse file, a
+	// /dev/zero): the rotating logger never writes a file past its max
+	// size, so nothing past that (and a line's slack) is the logger's.
+	limit int64
 	f     *os.File
 	pos   position
+}
+
+// lineSlack is how far past max-size a rotating logger's file may be read.
+const lineSlack = 64 * 1024
+
+// sandboxScan bounds the backward tail scan of the unrotated sandbox
+// logger's file, which is unbounded by design.
+const sandboxScan = 64 << 20
+
+// readLimit is the per-file cap of a read (0: none, the sandbox logger).
+func (l *Logger) readLimit(c logger.Container) int64 {
+	if l.Rotate && c.Options.MaxSize > 0 {
+		return c.Options.MaxSize + lineSlack
+	}
+	return 0
 }
 
 func (r *streamReader) close() {
@@ -144,7 +164,7 @@ func (r *streamReader) start(ctx context.Context, cur *position, tail int, since
 			// The cursor's file was rotated away: the oldest kept follows.
 		}
 		if tail >= 0 && cur == nil { // (with since, since wins)
-			idx, off, err := tailStart(ctx, r.dir, names, tail)
+			idx, off, err := tailStart(ctx, r.dir, names, tail, r.limit)
 			if err != nil {
 				return err
 			}
@@ -214,15 +234,28 @@ func sincePosition(ctx context.Context, timesPath string, since time.Time) (posi
 
 // tailStart finds where the last n lines of the chain (names, oldest first)
 // begin: the index of the file and the offset in it. The files are the
-// container's to grow: the backward scan stops when ctx ends.
-func tailStart(ctx context.Context, dir *sandboxfs.Dir, names []string, n int) (int, int64, error) {
+// container's to grow: the backward scan stops when ctx ends, looks at no
+// more than limit bytes of a file (limit > 0: the rotating logger) and at
+// no more than sandboxScan bytes in all (the unrotated sandbox logger);
+// when it stops short, the tail starts where it stopped.
+func tailStart(ctx context.Context, dir *sandboxfs.Dir, names []string, n int, limit int64) (int, int64, error) {
 	last := len(names) - 1
+	capped := func(size int64) int64 {
+		if limit > 0 {
+			return min(size, limit)
+		}
+		return size
+	}
 	if n == 0 {
 		fi, err := dir.Lstat(names[last])
 		if err != nil {
 			return last, 0, nil
 		}
-		return last, fi.Size(), nil
+		return last, capped(fi.Size()), nil
+	}
+	budget := int64(sandboxScan)
+	if limit > 0 {
+		budget = limit * int64(len(names))
 	}
 	seen := 0
 	trailing := true // the newline that ends the very last line is no separator
@@ -239,12 +272,17 @@ func tailStart(ctx context.Context, dir *sandboxfs.Dir, names []string, n int) (
 			f.Close()
 			break
 		}
-		for end := fi.Size(); end > 0; {
+		for end := capped(fi.Size()); end > 0; {
 			if err := ctx.Err(); err != nil {
 				f.Close()
 				return 0, 0, err
 			}
-			start := max(0, end-int64(len(buf)))
+			if budget <= 0 {
+				f.Close()
+				return i, end, nil
+			}
+			start := max(0, end-min(int64(len(buf)), budget))
+			budget -= end - start
 			chunk := buf[:end-start]
 			if _, err := f.ReadAt(chunk, start); err != nil && err != io.EOF {
 				break
@@ -341,7 +379,16 @@ func (r *streamReader) readSome(emit func([]byte) error) (int, error) {
 		default:
 		}
 	}()
+	if r.limit > 0 {
+		// Past the cap is not the logger's output: read as the end.
+		room := r.limit - r.pos.off
+		if room <= 0 {
+			return 0, nil
+		}
+		buf = buf[:min(int64(len(buf)), room)]
+	}
 	n, err := r.f.Read(buf)
+	buf = buf[:cap(buf)]
 	if n > 0 {
 		r.pos.off += int64(n)
 		if eerr := emit(buf[:n]); eerr != nil {
@@ -376,7 +423,7 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 	}
 	defer dir.Close()
 	for _, s := range streams {
-		r := &streamReader{s: s, dir: dir, name: s.String(), state: l.stateDir(req.Container), files: l.files(req.Container)}
+		r := &streamReader{s: s, dir: dir, name: s.String(), state: l.stateDir(req.Container), files: l.files(req.Container), limit: l.readLimit(req.Container)}
 		var cur *position
 		if p, ok := cursors[s]; ok {
 			cur = &p
