@@ -207,6 +207,10 @@ func TestReadIsBoundedOnAHugeFile(t *testing.T) {
 			if err != nil {
 				t.Errorf("%s, %+v: %v", file, req, err)
 			}
+			// A rotated file larger than the logger writes is skipped.
+			if file == "stdout.1" && req.Tail != 0 && out != "mine\n" {
+				t.Errorf("%s, %+v: read %q, want %q", file, req, clip(out), "mine\n")
+			}
 			// At most two files of the chain, each capped.
 			if max := 3 * (maxSize + lineSlack); len(out) > max {
 				t.Errorf("%s, %+v: read %d bytes, want at most %d", file, req, len(out), max)
@@ -246,4 +250,11 @@ func TestTailScanIsBoundedUnrotated(t *testing.T) {
 	if want := int64(20<<30 - sandboxScan); idx != 0 || off != want {
 		t.Errorf("tail starts at file %d offset %d, want 0 offset %d", idx, off, want)
 	}
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return fmt.Sprintf("%q… (%d bytes)", s[:64], len(s))
+	}
+	return s
 }

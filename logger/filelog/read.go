@@ -93,6 +93,17 @@ const lineSlack = 64 * 1024
 // logger's file, which is unbounded by design.
 const sandboxScan = 64 << 20
 
+// oversize says whether f is a rotated file (not the live one, the last
+// of the chain) larger than the logger ever writes: the container planted
+// it, and it is skipped.
+func (r *streamReader) oversize(f *os.File, live bool) bool {
+	if r.limit <= 0 || live {
+		return false
+	}
+	fi, err := f.Stat()
+	return err != nil || fi.Size() > r.limit
+}
+
 // readLimit is the per-file cap of a read (0: none, the sandbox logger).
 func (l *Logger) readLimit(c logger.Container) int64 {
 	if l.Rotate && c.Options.MaxSize > 0 {
@@ -175,8 +186,12 @@ func (r *streamReader) start(ctx context.Context, cur *position, tail int, since
 			return r.setFile(f, off)
 		}
 		var firstErr error
-		for _, n := range names {
+		for i, n := range names {
 			f, err := r.dir.OpenRead(n)
+			if err == nil && r.oversize(f, i == len(names)-1) {
+				f.Close()
+				continue
+			}
 			if err == nil {
 				return r.setFile(f, 0)
 			}
@@ -266,12 +281,12 @@ func tailStart(ctx context.Context, dir *sandboxfs.Dir, names []string, n int, l
 		if err != nil {
 			break // older files were rotated away
 		}
-		oldest = i
 		fi, err := f.Stat()
-		if err != nil {
+		if err != nil || (limit > 0 && i < last && fi.Size() > limit) {
 			f.Close()
-			break
+			break // (a rotated file larger than the logger writes was planted)
 		}
+		oldest = i
 		for end := capped(fi.Size()); end > 0; {
 			if err := ctx.Err(); err != nil {
 				f.Close()
@@ -330,8 +345,13 @@ func (r *streamReader) advance(ctx context.Context, emit func([]byte) error) (bo
 		if found >= 0 {
 			from = found + 1
 		}
-		for _, n := range names[min(from, len(names)-1):] {
+		from = min(from, len(names)-1)
+		for i, n := range names[from:] {
 			if f, err := r.dir.OpenRead(n); err == nil {
+				if r.oversize(f, from+i == len(names)-1) {
+					f.Close()
+					continue
+				}
 				next = f
 				return nil
 			}
