@@ -66,6 +66,9 @@ mmdebstrap --quiet --variant=minbase --mode=root bookworm "$root" \
 # The machine's apt settings (a mirror's date checks), but none of its packages.
 cp /etc/apt/apt.conf.d/99artifact-registry "$root/etc/apt/apt.conf.d/" 2>/dev/null || true
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# minbase has no /etc/hosts; every installed Debian does (containers on the
+# host network get the host's).
+[ -e "$root/etc/hosts" ] || cp /etc/hosts "$root/etc/hosts"
 # And the machine's local CAs (a TLS-inspecting proxy's, say): the
 # ca-certificates package that .ci/run installs adds them to the bundle.
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then

@@ -127,11 +127,19 @@ func TestEnvIsOperatorOnly(t *testing.T) {
 	}
 }
 
-// gearboxImage is the test image with the static gearbox binary at
-// /gearbox: a container that speaks gRPC as a hostile one would.
+// gearboxImage is the test image with a static gearbox binary at
+// /gearbox: a container that speaks gRPC as a hostile one would. The
+// harness's binaries are built with -race, so with cgo: this one is built
+// apart, static, for the busybox image that has no libc.
 func gearboxImage(t *testing.T) string {
 	t.Helper()
-	bin, err := os.ReadFile(filepath.Join(h.bin, "gearbox"))
+	static := filepath.Join(t.TempDir(), "gearbox")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", static, "../cmd/gearbox")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building a static gearbox: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(static)
 	if err != nil {
 		t.Fatal(err)
 	}
