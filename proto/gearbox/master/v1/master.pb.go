@@ -12,6 +12,7 @@
 package masterv1
 
 import (
+	v11 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	v1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -364,6 +365,9 @@ type Task struct {
 	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// An operator asked to kill it; it is killed as soon as its agent can be told.
 	KillRequested bool `protobuf:"varint,13,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
+	// The whole container the task runs, as the Agent API's LaunchContainer
+	// takes it (its container_id is the task's id).
+	Container     *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +491,13 @@ func (x *Task) GetKillRequested() bool {
 		return x.KillRequested
 	}
 	return false
+}
+
+func (x *Task) GetContainer() *v11.LaunchContainerRequest {
+	if x != nil {
+		return x.Container
+	}
+	return nil
 }
 
 type AgentMessage struct {
@@ -1656,8 +1667,13 @@ type LaunchTaskRequest struct {
 	// Unset means true: the task becomes TASK_UNREACHABLE when its agent
 	// does. Tasks that are not see TASK_LOST instead.
 	PartitionAware *bool `protobuf:"varint,7,opt,name=partition_aware,json=partitionAware,proto3,oneof" json:"partition_aware,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The whole container spec (env, user, working dir, labels, runtime, log
+	// options, kill policy, ...), as LaunchContainer takes it. image, command
+	// and resources above are kept for older clients; when both are given
+	// they must agree.
+	Container     *v11.LaunchContainerRequest `protobuf:"bytes,8,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LaunchTaskRequest) Reset() {
@@ -1737,6 +1753,13 @@ func (x *LaunchTaskRequest) GetPartitionAware() bool {
 		return *x.PartitionAware
 	}
 	return false
+}
+
+func (x *LaunchTaskRequest) GetContainer() *v11.LaunchContainerRequest {
+	if x != nil {
+		return x.Container
+	}
+	return nil
 }
 
 type LaunchTaskResponse struct {
@@ -2280,7 +2303,7 @@ var File_gearbox_master_v1_master_proto protoreflect.FileDescriptor
 
 const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
-	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/agent/v1/agent.proto\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
 	"\tResources\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
@@ -2305,7 +2328,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x04\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -2322,7 +2345,8 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
-	"\x0ekill_requested\x18\r \x01(\bR\rkillRequestedB\f\n" +
+	"\x0ekill_requested\x18\r \x01(\bR\rkillRequested\x12F\n" +
+	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainerB\f\n" +
 	"\n" +
 	"_exit_code\"\xc9\x01\n" +
 	"\fAgentMessage\x129\n" +
@@ -2404,7 +2428,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x0fGetTasksRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\"A\n" +
 	"\x10GetTasksResponse\x12-\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x17.gearbox.master.v1.TaskR\x05tasks\"\x97\x02\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x17.gearbox.master.v1.TaskR\x05tasks\"\xdf\x02\n" +
 	"\x11LaunchTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2412,7 +2436,8 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\tresources\x18\x04 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\tresources\x12\x19\n" +
 	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12 \n" +
 	"\vconstraints\x18\x06 \x03(\tR\vconstraints\x12,\n" +
-	"\x0fpartition_aware\x18\a \x01(\bH\x00R\x0epartitionAware\x88\x01\x01B\x12\n" +
+	"\x0fpartition_aware\x18\a \x01(\bH\x00R\x0epartitionAware\x88\x01\x01\x12F\n" +
+	"\tcontainer\x18\b \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainerB\x12\n" +
 	"\x10_partition_aware\"A\n" +
 	"\x12LaunchTaskResponse\x12+\n" +
 	"\x04task\x18\x01 \x01(\v2\x17.gearbox.master.v1.TaskR\x04task\"h\n" +
@@ -2491,48 +2516,49 @@ func file_gearbox_master_v1_master_proto_rawDescGZIP() []byte {
 var file_gearbox_master_v1_master_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_gearbox_master_v1_master_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_gearbox_master_v1_master_proto_goTypes = []any{
-	(AgentState)(0),                // 0: gearbox.master.v1.AgentState
-	(Event_Type)(0),                // 1: gearbox.master.v1.Event.Type
-	(*Resources)(nil),              // 2: gearbox.master.v1.Resources
-	(*AgentInfo)(nil),              // 3: gearbox.master.v1.AgentInfo
-	(*Task)(nil),                   // 4: gearbox.master.v1.Task
-	(*AgentMessage)(nil),           // 5: gearbox.master.v1.AgentMessage
-	(*Register)(nil),               // 6: gearbox.master.v1.Register
-	(*TaskStatus)(nil),             // 7: gearbox.master.v1.TaskStatus
-	(*StatusUpdate)(nil),           // 8: gearbox.master.v1.StatusUpdate
-	(*Heartbeat)(nil),              // 9: gearbox.master.v1.Heartbeat
-	(*MasterMessage)(nil),          // 10: gearbox.master.v1.MasterMessage
-	(*Registered)(nil),             // 11: gearbox.master.v1.Registered
-	(*HeartbeatAck)(nil),           // 12: gearbox.master.v1.HeartbeatAck
-	(*StatusUpdateAck)(nil),        // 13: gearbox.master.v1.StatusUpdateAck
-	(*LaunchTask)(nil),             // 14: gearbox.master.v1.LaunchTask
-	(*KillTask)(nil),               // 15: gearbox.master.v1.KillTask
-	(*GetHealthRequest)(nil),       // 16: gearbox.master.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),      // 17: gearbox.master.v1.GetHealthResponse
-	(*GetStateRequest)(nil),        // 18: gearbox.master.v1.GetStateRequest
-	(*GetStateResponse)(nil),       // 19: gearbox.master.v1.GetStateResponse
-	(*GetAgentsRequest)(nil),       // 20: gearbox.master.v1.GetAgentsRequest
-	(*GetAgentsResponse)(nil),      // 21: gearbox.master.v1.GetAgentsResponse
-	(*GetTasksRequest)(nil),        // 22: gearbox.master.v1.GetTasksRequest
-	(*GetTasksResponse)(nil),       // 23: gearbox.master.v1.GetTasksResponse
-	(*LaunchTaskRequest)(nil),      // 24: gearbox.master.v1.LaunchTaskRequest
-	(*LaunchTaskResponse)(nil),     // 25: gearbox.master.v1.LaunchTaskResponse
-	(*KillTaskRequest)(nil),        // 26: gearbox.master.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),       // 27: gearbox.master.v1.KillTaskResponse
-	(*ReconcileTasksRequest)(nil),  // 28: gearbox.master.v1.ReconcileTasksRequest
-	(*ReconcileTasksResponse)(nil), // 29: gearbox.master.v1.ReconcileTasksResponse
-	(*MarkAgentGoneRequest)(nil),   // 30: gearbox.master.v1.MarkAgentGoneRequest
-	(*MarkAgentGoneResponse)(nil),  // 31: gearbox.master.v1.MarkAgentGoneResponse
-	(*SubscribeRequest)(nil),       // 32: gearbox.master.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 33: gearbox.master.v1.SubscribeResponse
-	(*Event)(nil),                  // 34: gearbox.master.v1.Event
-	(*Subscribed)(nil),             // 35: gearbox.master.v1.Subscribed
-	nil,                            // 36: gearbox.master.v1.AgentInfo.AttributesEntry
-	nil,                            // 37: gearbox.master.v1.Register.AttributesEntry
-	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
-	(v1.TaskState)(0),              // 39: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                 // 40: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),    // 41: google.protobuf.Duration
+	(AgentState)(0),                    // 0: gearbox.master.v1.AgentState
+	(Event_Type)(0),                    // 1: gearbox.master.v1.Event.Type
+	(*Resources)(nil),                  // 2: gearbox.master.v1.Resources
+	(*AgentInfo)(nil),                  // 3: gearbox.master.v1.AgentInfo
+	(*Task)(nil),                       // 4: gearbox.master.v1.Task
+	(*AgentMessage)(nil),               // 5: gearbox.master.v1.AgentMessage
+	(*Register)(nil),                   // 6: gearbox.master.v1.Register
+	(*TaskStatus)(nil),                 // 7: gearbox.master.v1.TaskStatus
+	(*StatusUpdate)(nil),               // 8: gearbox.master.v1.StatusUpdate
+	(*Heartbeat)(nil),                  // 9: gearbox.master.v1.Heartbeat
+	(*MasterMessage)(nil),              // 10: gearbox.master.v1.MasterMessage
+	(*Registered)(nil),                 // 11: gearbox.master.v1.Registered
+	(*HeartbeatAck)(nil),               // 12: gearbox.master.v1.HeartbeatAck
+	(*StatusUpdateAck)(nil),            // 13: gearbox.master.v1.StatusUpdateAck
+	(*LaunchTask)(nil),                 // 14: gearbox.master.v1.LaunchTask
+	(*KillTask)(nil),                   // 15: gearbox.master.v1.KillTask
+	(*GetHealthRequest)(nil),           // 16: gearbox.master.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),          // 17: gearbox.master.v1.GetHealthResponse
+	(*GetStateRequest)(nil),            // 18: gearbox.master.v1.GetStateRequest
+	(*GetStateResponse)(nil),           // 19: gearbox.master.v1.GetStateResponse
+	(*GetAgentsRequest)(nil),           // 20: gearbox.master.v1.GetAgentsRequest
+	(*GetAgentsResponse)(nil),          // 21: gearbox.master.v1.GetAgentsResponse
+	(*GetTasksRequest)(nil),            // 22: gearbox.master.v1.GetTasksRequest
+	(*GetTasksResponse)(nil),           // 23: gearbox.master.v1.GetTasksResponse
+	(*LaunchTaskRequest)(nil),          // 24: gearbox.master.v1.LaunchTaskRequest
+	(*LaunchTaskResponse)(nil),         // 25: gearbox.master.v1.LaunchTaskResponse
+	(*KillTaskRequest)(nil),            // 26: gearbox.master.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),           // 27: gearbox.master.v1.KillTaskResponse
+	(*ReconcileTasksRequest)(nil),      // 28: gearbox.master.v1.ReconcileTasksRequest
+	(*ReconcileTasksResponse)(nil),     // 29: gearbox.master.v1.ReconcileTasksResponse
+	(*MarkAgentGoneRequest)(nil),       // 30: gearbox.master.v1.MarkAgentGoneRequest
+	(*MarkAgentGoneResponse)(nil),      // 31: gearbox.master.v1.MarkAgentGoneResponse
+	(*SubscribeRequest)(nil),           // 32: gearbox.master.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),          // 33: gearbox.master.v1.SubscribeResponse
+	(*Event)(nil),                      // 34: gearbox.master.v1.Event
+	(*Subscribed)(nil),                 // 35: gearbox.master.v1.Subscribed
+	nil,                                // 36: gearbox.master.v1.AgentInfo.AttributesEntry
+	nil,                                // 37: gearbox.master.v1.Register.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
+	(v1.TaskState)(0),                  // 39: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                     // 40: gearbox.types.v1.Reason
+	(*v11.LaunchContainerRequest)(nil), // 41: gearbox.agent.v1.LaunchContainerRequest
+	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
@@ -2547,70 +2573,72 @@ var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	40, // 9: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
 	38, // 10: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
 	38, // 11: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 12: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 13: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 14: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 15: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	37, // 16: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 17: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	39, // 18: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	40, // 19: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	38, // 20: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 21: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 22: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 23: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 24: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 25: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 26: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	41, // 27: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 28: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	41, // 29: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	38, // 30: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 31: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 32: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 33: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 34: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 35: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 36: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 37: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 38: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	4,  // 39: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	41, // 40: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 41: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 42: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	34, // 43: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 44: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	38, // 45: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 46: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 47: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 48: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	19, // 49: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	41, // 50: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 51: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	16, // 52: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	18, // 53: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	20, // 54: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	22, // 55: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	24, // 56: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	26, // 57: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	28, // 58: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	30, // 59: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	32, // 60: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	10, // 61: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	17, // 62: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	19, // 63: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	21, // 64: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	23, // 65: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	25, // 66: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	27, // 67: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	29, // 68: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	31, // 69: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	33, // 70: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	61, // [61:71] is the sub-list for method output_type
-	51, // [51:61] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	41, // 12: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	6,  // 13: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 14: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 15: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 16: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	37, // 17: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 18: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	39, // 19: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	40, // 20: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	38, // 21: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	7,  // 22: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 23: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 24: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 25: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 26: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 27: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	42, // 28: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 29: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	42, // 30: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	38, // 31: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 32: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 33: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 34: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 35: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 36: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 37: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 38: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 39: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	41, // 40: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 41: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	42, // 42: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 43: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 44: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	34, // 45: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 46: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	38, // 47: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 48: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 49: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 50: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	19, // 51: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	42, // 52: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 53: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	16, // 54: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	18, // 55: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	20, // 56: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	22, // 57: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	24, // 58: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	26, // 59: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	28, // 60: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	30, // 61: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	32, // 62: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	10, // 63: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	17, // 64: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	19, // 65: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	21, // 66: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	23, // 67: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	25, // 68: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	27, // 69: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	29, // 70: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	31, // 71: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	33, // 72: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	63, // [63:73] is the sub-list for method output_type
+	53, // [53:63] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }

@@ -12,6 +12,7 @@ package typesv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -42,6 +43,9 @@ const (
 	TaskState_TASK_GONE              TaskState = 11
 	TaskState_TASK_GONE_BY_OPERATOR  TaskState = 12
 	TaskState_TASK_UNKNOWN           TaskState = 13
+	// A kill was asked for and the kill policy's grace period runs (Mesos's
+	// TASK_KILLING; only for clients that ask for it).
+	TaskState_TASK_KILLING TaskState = 14
 )
 
 // Enum value maps for TaskState.
@@ -61,6 +65,7 @@ var (
 		11: "TASK_GONE",
 		12: "TASK_GONE_BY_OPERATOR",
 		13: "TASK_UNKNOWN",
+		14: "TASK_KILLING",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -77,6 +82,7 @@ var (
 		"TASK_GONE":              11,
 		"TASK_GONE_BY_OPERATOR":  12,
 		"TASK_UNKNOWN":           13,
+		"TASK_KILLING":           14,
 	}
 )
 
@@ -191,11 +197,61 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{1}
 }
 
+// KillPolicy says how a container or task is killed (Mesos's KillPolicy):
+// SIGTERM, then SIGKILL once grace_period has passed. Every kill of it uses
+// this grace unless the kill names its own.
+type KillPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GracePeriod   *durationpb.Duration   `protobuf:"bytes,1,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillPolicy) Reset() {
+	*x = KillPolicy{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillPolicy) ProtoMessage() {}
+
+func (x *KillPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillPolicy.ProtoReflect.Descriptor instead.
+func (*KillPolicy) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *KillPolicy) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
 var File_gearbox_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1*\x96\x02\n" +
+	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n" +
+	"\n" +
+	"KillPolicy\x12<\n" +
+	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod*\xa8\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTASK_STAGING\x10\x01\x12\x11\n" +
@@ -212,7 +268,8 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x12\r\n" +
 	"\tTASK_GONE\x10\v\x12\x19\n" +
 	"\x15TASK_GONE_BY_OPERATOR\x10\f\x12\x10\n" +
-	"\fTASK_UNKNOWN\x10\r*\x9d\x03\n" +
+	"\fTASK_UNKNOWN\x10\r\x12\x10\n" +
+	"\fTASK_KILLING\x10\x0e*\x9d\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASON_COMMAND_EXITED\x10\x01\x12\x1b\n" +
@@ -242,16 +299,20 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
-	(TaskState)(0), // 0: gearbox.types.v1.TaskState
-	(Reason)(0),    // 1: gearbox.types.v1.Reason
+	(TaskState)(0),              // 0: gearbox.types.v1.TaskState
+	(Reason)(0),                 // 1: gearbox.types.v1.Reason
+	(*KillPolicy)(nil),          // 2: gearbox.types.v1.KillPolicy
+	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	3, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_types_v1_types_proto_init() }
@@ -265,13 +326,14 @@ func file_gearbox_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   0,
+			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_gearbox_types_v1_types_proto_goTypes,
 		DependencyIndexes: file_gearbox_types_v1_types_proto_depIdxs,
 		EnumInfos:         file_gearbox_types_v1_types_proto_enumTypes,
+		MessageInfos:      file_gearbox_types_v1_types_proto_msgTypes,
 	}.Build()
 	File_gearbox_types_v1_types_proto = out.File
 	file_gearbox_types_v1_types_proto_goTypes = nil
