@@ -64,7 +64,7 @@ func TestJSON(t *testing.T) {
 		t.Errorf("unmarshalled as %+v (%v)", r, err)
 	}
 	s := typesv1.TaskState_TASK_RUNNING
-	if err := s.UnmarshalText([]byte("TASK_KILLING")); err == nil || s != typesv1.TaskState_TASK_RUNNING {
+	if err := s.UnmarshalText([]byte("TASK_EXPLODED")); err == nil || s != typesv1.TaskState_TASK_RUNNING {
 		t.Errorf("unknown name: %v, state now %v", err, s)
 	}
 	if err := s.UnmarshalText([]byte("REASON_COMMAND_EXITED")); err == nil {
