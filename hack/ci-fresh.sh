@@ -13,6 +13,8 @@
 #
 #   hack/ci-fresh.sh            build the root, run .ci/run, remove the root
 #   KEEP=1 hack/ci-fresh.sh     keep the root afterwards (its path is printed)
+#   RUN='hack/install-deps.sh test && go test -count=1 -run TestX ./integration/' \
+#     hack/ci-fresh.sh            run that instead of .ci/run (to chase one failure)
 #
 # Needs root and mmdebstrap (installed when missing).
 set -euo pipefail
@@ -92,10 +94,11 @@ mount -t tmpfs -o mode=0755 tmpfs "$root/run"; mounted+=("$root/run")
 gocache=$(go env GOCACHE)
 bind "$gocache" /root/.cache/go-build
 
-echo "== running .ci/run inside (CI=true)"
+run=${RUN:-exec bash .ci/run}
+echo "== running ${RUN:-.ci/run} inside (CI=true)"
 start=$(date +%s)
 chroot "$root" /usr/bin/env -i \
   HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   CI=true TERM=dumb GOPROXY="$(go env GOPROXY)" GOFLAGS="$(go env GOFLAGS)" \
-  bash -c 'cd /src/gearbox && exec bash .ci/run' </dev/null
+  bash -c "cd /src/gearbox && $run" </dev/null
 echo "== ci-fresh passed in $(( $(date +%s) - start )) s"
