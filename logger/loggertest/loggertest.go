@@ -47,123 +47,157 @@ const deadline = time.Minute
 // writes: under 64 KiB per stream.
 func Run(t *testing.T, l logger.ContainerLogger, sandboxes string, opts logger.Options) {
 	t.Helper()
-	t.Run("ReadsBackBothStreams", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		var wantOut, wantErr bytes.Buffer
-		for i := range 500 {
-			fmt.Fprintf(&wantOut, "out %d\n", i)
-			fmt.Fprintf(&wantErr, "err %d\n", i)
-			r.write(t, logger.Stdout, fmt.Sprintf("out %d\n", i))
-			r.write(t, logger.Stderr, fmt.Sprintf("err %d\n", i))
-		}
-		if err := l.Check(context.Background(), r.c); err != nil {
-			t.Errorf("Check of a running logger: %v", err)
-		}
-		r.end(t)
-		out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1})
-		if out != wantOut.String() {
-			t.Errorf("stdout read back: %d bytes, want %d (%s)", len(out), wantOut.Len(), firstDiff(out, wantOut.String()))
-		}
-		if errs != wantErr.String() {
-			t.Errorf("stderr read back: %d bytes, want %d (%s)", len(errs), wantErr.Len(), firstDiff(errs, wantErr.String()))
-		}
-		only, none, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1, Streams: []logger.Stream{logger.Stdout}})
-		if only != wantOut.String() || none != "" {
-			t.Errorf("a read of stdout alone: %d bytes of stdout, %d of stderr", len(only), len(none))
-		}
-	})
-	t.Run("CursorResumes", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		r.write(t, logger.Stdout, "a1\na2\n")
-		r.write(t, logger.Stderr, "e1\n")
-		cursor := waitFor(t, l, r.c, "a1\na2\n", "e1\n")
-		r.write(t, logger.Stdout, "b1\nb2\n")
-		r.write(t, logger.Stderr, "e2\n")
-		r.end(t)
-		out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1, Cursor: cursor})
-		if out != "b1\nb2\n" || errs != "e2\n" {
-			t.Errorf("read from the cursor after the first output: stdout %q stderr %q, want %q and %q", out, errs, "b1\nb2\n", "e2\n")
-		}
-	})
-	t.Run("Tail", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		for i := range 100 {
-			r.write(t, logger.Stdout, fmt.Sprintf("o%02d\n", i))
-			r.write(t, logger.Stderr, fmt.Sprintf("e%02d\n", i))
-		}
-		r.end(t)
-		out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: 3})
-		if out != "o97\no98\no99\n" || errs != "e97\ne98\ne99\n" {
-			t.Errorf("tail 3: stdout %q stderr %q", out, errs)
-		}
-		if out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: 0}); out != "" || errs != "" {
-			t.Errorf("tail 0: stdout %q stderr %q, want nothing", out, errs)
-		}
-	})
-	t.Run("Follow", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		done := make(chan struct{})
-		type result struct {
-			out, errs string
-			err       error
-		}
-		res := make(chan result, 1)
-		go func() {
-			var o, e bytes.Buffer
-			err := l.Read(context.Background(), logger.ReadRequest{Container: r.c, Tail: -1, Follow: true, Done: done}, func(ch logger.Chunk) error {
-				if ch.Stream == logger.Stderr {
-					e.Write(ch.Data)
-				} else {
-					o.Write(ch.Data)
-				}
-				return nil
-			})
-			res <- result{o.String(), e.String(), err}
-		}()
-		var want bytes.Buffer
-		for i := range 2000 {
-			line := fmt.Sprintf("line %d\n", i)
-			want.WriteString(line)
-			r.write(t, logger.Stdout, line)
-		}
-		r.write(t, logger.Stderr, "bye\n")
-		r.end(t)
-		close(done) // the output is complete: the logger has exited
-		select {
-		case got := <-res:
-			if got.err != nil {
-				t.Fatalf("follow: %v", got.err)
+	s := suite{l: l, sandboxes: sandboxes, opts: opts}
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, suite)
+	}{
+		{"ReadsBackBothStreams", readsBackBothStreams},
+		{"CursorResumes", cursorResumes},
+		{"Tail", tail},
+		{"Follow", follow},
+		{"CheckNoticesADeadLogger", checkNoticesADeadLogger},
+		{"CleanupIsIdempotent", cleanupIsIdempotent},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.test(t, s) })
+	}
+}
+
+// suite is what every case of Run tests: a logger, the directory its
+// sandboxes are made in, and the options its containers are given.
+type suite struct {
+	l         logger.ContainerLogger
+	sandboxes string
+	opts      logger.Options
+}
+
+func readsBackBothStreams(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	var wantOut, wantErr bytes.Buffer
+	for i := range 500 {
+		fmt.Fprintf(&wantOut, "out %d\n", i)
+		fmt.Fprintf(&wantErr, "err %d\n", i)
+		r.write(t, logger.Stdout, fmt.Sprintf("out %d\n", i))
+		r.write(t, logger.Stderr, fmt.Sprintf("err %d\n", i))
+	}
+	if err := l.Check(context.Background(), r.c); err != nil {
+		t.Errorf("Check of a running logger: %v", err)
+	}
+	r.end(t)
+	out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1})
+	if out != wantOut.String() {
+		t.Errorf("stdout read back: %d bytes, want %d (%s)", len(out), wantOut.Len(), firstDiff(out, wantOut.String()))
+	}
+	if errs != wantErr.String() {
+		t.Errorf("stderr read back: %d bytes, want %d (%s)", len(errs), wantErr.Len(), firstDiff(errs, wantErr.String()))
+	}
+	only, none, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1, Streams: []logger.Stream{logger.Stdout}})
+	if only != wantOut.String() || none != "" {
+		t.Errorf("a read of stdout alone: %d bytes of stdout, %d of stderr", len(only), len(none))
+	}
+}
+
+func cursorResumes(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	r.write(t, logger.Stdout, "a1\na2\n")
+	r.write(t, logger.Stderr, "e1\n")
+	cursor := waitFor(t, l, r.c, "a1\na2\n", "e1\n")
+	r.write(t, logger.Stdout, "b1\nb2\n")
+	r.write(t, logger.Stderr, "e2\n")
+	r.end(t)
+	out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: -1, Cursor: cursor})
+	if out != "b1\nb2\n" || errs != "e2\n" {
+		t.Errorf("read from the cursor after the first output: stdout %q stderr %q, want %q and %q", out, errs, "b1\nb2\n", "e2\n")
+	}
+}
+
+func tail(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	for i := range 100 {
+		r.write(t, logger.Stdout, fmt.Sprintf("o%02d\n", i))
+		r.write(t, logger.Stderr, fmt.Sprintf("e%02d\n", i))
+	}
+	r.end(t)
+	out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: 3})
+	if out != "o97\no98\no99\n" || errs != "e97\ne98\ne99\n" {
+		t.Errorf("tail 3: stdout %q stderr %q", out, errs)
+	}
+	if out, errs, _ := read(t, l, logger.ReadRequest{Container: r.c, Tail: 0}); out != "" || errs != "" {
+		t.Errorf("tail 0: stdout %q stderr %q, want nothing", out, errs)
+	}
+}
+
+func follow(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	done := make(chan struct{})
+	type result struct {
+		out, errs string
+		err       error
+	}
+	res := make(chan result, 1)
+	go func() {
+		var o, e bytes.Buffer
+		err := l.Read(context.Background(), logger.ReadRequest{Container: r.c, Tail: -1, Follow: true, Done: done}, func(ch logger.Chunk) error {
+			if ch.Stream == logger.Stderr {
+				e.Write(ch.Data)
+			} else {
+				o.Write(ch.Data)
 			}
-			if got.out != want.String() || got.errs != "bye\n" {
-				t.Errorf("follow saw %d bytes of stdout (want %d: %s) and stderr %q", len(got.out), want.Len(), firstDiff(got.out, want.String()), got.errs)
-			}
-		case <-time.After(deadline):
-			t.Fatalf("a follow did not return within %s of Done", deadline)
+			return nil
+		})
+		res <- result{o.String(), e.String(), err}
+	}()
+	var want bytes.Buffer
+	for i := range 2000 {
+		line := fmt.Sprintf("line %d\n", i)
+		want.WriteString(line)
+		r.write(t, logger.Stdout, line)
+	}
+	r.write(t, logger.Stderr, "bye\n")
+	r.end(t)
+	close(done) // the output is complete: the logger has exited
+	select {
+	case got := <-res:
+		if got.err != nil {
+			t.Fatalf("follow: %v", got.err)
 		}
-	})
-	t.Run("CheckNoticesADeadLogger", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		if err := l.Check(context.Background(), r.c); err != nil {
-			t.Fatalf("Check of a running logger: %v", err)
+		if got.out != want.String() || got.errs != "bye\n" {
+			t.Errorf("follow saw %d bytes of stdout (want %d: %s) and stderr %q", len(got.out), want.Len(), firstDiff(got.out, want.String()), got.errs)
 		}
-		r.kill(t)
-		if err := l.Check(context.Background(), r.c); err == nil {
-			t.Error("Check is nil after the logger was killed while its container runs: lost output would go unnoticed")
+	case <-time.After(deadline):
+		t.Fatalf("a follow did not return within %s of Done", deadline)
+	}
+}
+
+func checkNoticesADeadLogger(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	if err := l.Check(context.Background(), r.c); err != nil {
+		t.Fatalf("Check of a running logger: %v", err)
+	}
+	r.kill(t)
+	if err := l.Check(context.Background(), r.c); err == nil {
+		t.Error("Check is nil after the logger was killed while its container runs: lost output would go unnoticed")
+	}
+}
+
+func cleanupIsIdempotent(t *testing.T, s suite) {
+	l, sandboxes, opts := s.l, s.sandboxes, s.opts
+	r := start(t, l, sandboxes, opts)
+	r.end(t)
+	for i := range 2 {
+		if err := l.Cleanup(context.Background(), r.c); err != nil {
+			t.Fatalf("Cleanup #%d: %v", i+1, err)
 		}
-	})
-	t.Run("CleanupIsIdempotent", func(t *testing.T) {
-		r := start(t, l, sandboxes, opts)
-		r.end(t)
-		for i := range 2 {
-			if err := l.Cleanup(context.Background(), r.c); err != nil {
-				t.Fatalf("Cleanup #%d: %v", i+1, err)
-			}
-		}
-		never := logger.Container{ID: "never-prepared", Namespace: "loggertest", Sandbox: newSandbox(t, sandboxes), Options: opts}
-		if err := l.Cleanup(context.Background(), never); err != nil {
-			t.Errorf("Cleanup of a container never prepared: %v", err)
-		}
-	})
+	}
+	never := logger.Container{ID: "never-prepared", Namespace: "loggertest", Sandbox: newSandbox(t, sandboxes), Options: opts}
+	if err := l.Cleanup(context.Background(), never); err != nil {
+		t.Errorf("Cleanup of a container never prepared: %v", err)
+	}
 }
 
 // running is one container's logger, started as the shim starts it.
