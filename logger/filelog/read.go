@@ -422,76 +422,19 @@ func (r *streamReader) readSome(emit func([]byte) error) (int, error) {
 }
 
 func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logger.Chunk) error) error {
-	streams := req.Streams
-	if len(streams) == 0 {
-		streams = []logger.Stream{logger.Stdout, logger.Stderr}
-	}
 	cursors, err := ParseCursor(req.Cursor)
 	if err != nil {
 		return err
 	}
-	pos := map[logger.Stream]position{}
-	var readers []*streamReader
-	defer func() {
-		for _, r := range readers {
-			r.close()
-		}
-	}()
 	dir, err := l.openSandbox(req.Container)
 	if err != nil {
 		return errs.New(errdefs.ErrNotFound, "reading the output of container %s: %w", req.Container.ID, err)
 	}
 	defer dir.Close()
-	for _, s := range streams {
-		r := &streamReader{s: s, dir: dir, name: s.String(), state: l.stateDir(req.Container), files: l.files(req.Container), limit: l.readLimit(req.Container)}
-		var cur *position
-		if p, ok := cursors[s]; ok {
-			cur = &p
-		}
-		if err := r.start(ctx, cur, req.Tail, req.Since); err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			return errs.New(errdefs.ErrNotFound, "reading %s of container %s: %w", s, req.Container.ID, err)
-		}
-		readers = append(readers, r)
-		pos[s] = r.pos
-	}
-	emitFor := func(r *streamReader) func([]byte) error {
-		return func(b []byte) error {
-			pos[r.s] = r.pos
-			return fn(logger.Chunk{Stream: r.s, Data: b, Cursor: formatCursor(pos)})
-		}
-	}
-	// pass reads what is there now, crossing rotations; it says whether
-	// anything was read.
-	pass := func() (bool, error) {
-		progress := false
-		for _, r := range readers {
-			emit := emitFor(r)
-			for {
-				if err := ctx.Err(); err != nil {
-					return progress, err
-				}
-				n, err := r.readSome(emit)
-				if err != nil {
-					return progress, err
-				}
-				if n > 0 {
-					progress = true
-					continue
-				}
-				moved, err := r.advance(ctx, emit)
-				if err != nil {
-					return progress, err
-				}
-				if !moved {
-					break
-				}
-				progress = true
-			}
-		}
-		return progress, nil
+	rs, err := l.startReaders(ctx, req, cursors, dir, fn)
+	defer rs.close()
+	if err != nil {
+		return err
 	}
 	interval := l.PollInterval
 	if interval <= 0 {
@@ -500,7 +443,7 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		progress, err := pass()
+		progress, err := rs.pass(ctx)
 		if err != nil {
 			return err
 		}
@@ -515,7 +458,7 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 			return ctx.Err()
 		case <-req.Done:
 			for {
-				progress, err := pass()
+				progress, err := rs.pass(ctx)
 				if err != nil || !progress {
 					return err
 				}
@@ -523,4 +466,78 @@ func (l *Logger) Read(ctx context.Context, req logger.ReadRequest, fn func(logge
 		case <-t.C:
 		}
 	}
+}
+
+// readSet is one Read's readers, one per stream asked for, and the
+// position of each that the next chunk's cursor carries.
+type readSet struct {
+	readers []*streamReader
+	pos     map[logger.Stream]position
+	fn      func(logger.Chunk) error
+}
+
+// startReaders opens a reader per stream of req at its cursor, tail or
+// since. The set it returns is closed by the caller, even with an error.
+func (l *Logger) startReaders(ctx context.Context, req logger.ReadRequest, cursors map[logger.Stream]position, dir *sandboxfs.Dir, fn func(logger.Chunk) error) (*readSet, error) {
+	rs := &readSet{pos: map[logger.Stream]position{}, fn: fn}
+	streams := req.Streams
+	if len(streams) == 0 {
+		streams = []logger.Stream{logger.Stdout, logger.Stderr}
+	}
+	for _, s := range streams {
+		r := &streamReader{s: s, dir: dir, name: s.String(), state: l.stateDir(req.Container), files: l.files(req.Container), limit: l.readLimit(req.Container)}
+		var cur *position
+		if p, ok := cursors[s]; ok {
+			cur = &p
+		}
+		if err := r.start(ctx, cur, req.Tail, req.Since); err != nil {
+			if ctx.Err() != nil {
+				return rs, err
+			}
+			return rs, errs.New(errdefs.ErrNotFound, "reading %s of container %s: %w", s, req.Container.ID, err)
+		}
+		rs.readers = append(rs.readers, r)
+		rs.pos[s] = r.pos
+	}
+	return rs, nil
+}
+
+func (rs *readSet) close() {
+	for _, r := range rs.readers {
+		r.close()
+	}
+}
+
+// pass reads what is there now, crossing rotations; it says whether
+// anything was read.
+func (rs *readSet) pass(ctx context.Context) (bool, error) {
+	progress := false
+	for _, r := range rs.readers {
+		emit := func(b []byte) error {
+			rs.pos[r.s] = r.pos
+			return rs.fn(logger.Chunk{Stream: r.s, Data: b, Cursor: formatCursor(rs.pos)})
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				return progress, err
+			}
+			n, err := r.readSome(emit)
+			if err != nil {
+				return progress, err
+			}
+			if n > 0 {
+				progress = true
+				continue
+			}
+			moved, err := r.advance(ctx, emit)
+			if err != nil {
+				return progress, err
+			}
+			if !moved {
+				break
+			}
+			progress = true
+		}
+	}
+	return progress, nil
 }
