@@ -80,21 +80,11 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 	cfg := agent.DefaultConfig()
 	cfg.Namespace = "gearbox-dev"
 	cfg.WorkDir = filepath.Join(stateDir, "agent")
-	var ctrd *containerdproc.Proc
-	if containerdproc.Answers(ctx, cfg.ContainerdAddress) {
-		log.Info("using the host's containerd", "address", cfg.ContainerdAddress)
-	} else {
-		log.Info("no containerd answers; starting a private one", "dir", filepath.Join(stateDir, "containerd"))
-		if ctrd, err = containerdproc.Start(ctx, filepath.Join(stateDir, "containerd")); err != nil {
-			return err
-		}
-		defer func() {
-			if err := ctrd.Stop(); err != nil {
-				log.Warn("stopping the private containerd", "err", err)
-			}
-		}()
-		cfg.ContainerdAddress = ctrd.Address
+	stopContainerd, err := devContainerd(ctx, &cfg, stateDir, log)
+	if err != nil {
+		return err
 	}
+	defer stopContainerd()
 
 	// The agent registers with the master started below, once leftovers
 	// of an earlier run are gone (the registry is fresh on every run: dev
@@ -111,21 +101,11 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- a.Run(agentCtx) }()
-	defer func() {
-		stopAgent()
-		if err := <-agentDone; err != nil {
-			log.Warn("agent", "err", err)
-		}
-	}()
-	select {
-	case <-a.Ready():
-	case err := <-agentDone:
-		agentDone <- err
-		return fmt.Errorf("agent: %w", err)
+	agentDone, stopAgent, err := background(ctx, "agent", a.Run, a.Ready(), log)
+	if err != nil {
+		return err
 	}
+	defer stopAgent()
 
 	conn, err := grpc.NewClient(cfg.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -144,26 +124,81 @@ func runDev(ctx context.Context, stateDir, busybox string, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	masterCtx, stopMaster := context.WithCancel(context.WithoutCancel(ctx))
-	masterDone := make(chan error, 1)
-	go func() { masterDone <- m.Run(masterCtx) }()
+	_, stopMaster, err := background(ctx, "master", m.Run, m.Ready(), log)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		cleanupDev(c, log) // while the master hears the tasks end
 		stopMaster()
-		if err := <-masterDone; err != nil {
-			log.Warn("master", "err", err)
-		}
 	}()
-	select {
-	case <-m.Ready():
-	case err := <-masterDone:
-		masterDone <- err
-		return fmt.Errorf("master: %w", err)
-	}
 	if err := launchDemo(ctx, m.SocketAddr()); err != nil {
 		return fmt.Errorf("launching the demo task through the master: %w", err)
 	}
 
+	printDevBanner(m, cfg)
+
+	select {
+	case <-ctx.Done():
+		fmt.Println("\nstopping: removing containers, stopping the agent and containerd…")
+		return nil
+	case err := <-agentDone:
+		return fmt.Errorf("agent stopped: %v", err)
+	}
+}
+
+// devContainerd points cfg at the host's containerd when one answers, and
+// otherwise starts a private one under stateDir; stop ends what it started.
+func devContainerd(ctx context.Context, cfg *agent.Config, stateDir string, log *slog.Logger) (stop func(), err error) {
+	if containerdproc.Answers(ctx, cfg.ContainerdAddress) {
+		log.Info("using the host's containerd", "address", cfg.ContainerdAddress)
+		return func() {}, nil
+	}
+	log.Info("no containerd answers; starting a private one", "dir", filepath.Join(stateDir, "containerd"))
+	ctrd, err := containerdproc.Start(ctx, filepath.Join(stateDir, "containerd"))
+	if err != nil {
+		return nil, err
+	}
+	cfg.ContainerdAddress = ctrd.Address
+	return func() {
+		if err := ctrd.Stop(); err != nil {
+			log.Warn("stopping the private containerd", "err", err)
+		}
+	}, nil
+}
+
+// background runs run in a goroutine that outlives ctx's signals (dev
+// stops its parts in order) and waits until ready is closed. The goroutine
+// is owned by stop, which cancels run and waits for it; done yields run's
+// error if it ends first (then stop has nothing left to wait for).
+func background(ctx context.Context, name string, run func(context.Context) error, ready <-chan struct{}, log *slog.Logger) (done <-chan error, stop func(), err error) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ended := make(chan error, 1)
+	var result error
+	finished := make(chan struct{})
+	go func() {
+		result = run(runCtx)
+		close(finished)
+		ended <- result
+	}()
+	stop = func() {
+		cancel()
+		<-finished
+		if result != nil {
+			log.Warn(name, "err", result)
+		}
+	}
+	select {
+	case <-ready:
+		return ended, stop, nil
+	case <-finished:
+		cancel()
+		return nil, nil, fmt.Errorf("%s: %w", name, result)
+	}
+}
+
+// printDevBanner tells a person what dev started and what to try.
+func printDevBanner(m *master.Master, cfg agent.Config) {
 	fmt.Printf(`
 gearbox dev is running.
 
@@ -185,14 +220,6 @@ In another terminal:
 Ctrl-C stops everything dev started.
 `, m.SocketAddr()+" (TCP "+m.Addr()+": TLS or --insecure only)", cfg.Listen, cfg.ContainerdAddress, demoimage.Name, demoimage.Name, demoimage.Name)
 
-	select {
-	case <-ctx.Done():
-		fmt.Println("\nstopping: removing containers, stopping the agent and containerd…")
-		return nil
-	case err := <-agentDone:
-		agentDone <- err
-		return fmt.Errorf("agent stopped: %v", err)
-	}
 }
 
 // launchDemo launches the demo task through the master and waits until
