@@ -41,8 +41,13 @@ bind() { # bind SRC DST [ro]
 cleanup() {
   local rc=$?
   # Processes left in the root (a test's containerd, shims) go first.
+  # They are in a mount namespace of their own (see below), so they are
+  # found by the mark in their environment, which children inherit.
   for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill -9 "${p#/proc/}" 2>/dev/null || true
+    if [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] ||
+      { tr '\0' '\n' <"$p/environ"; } 2>/dev/null | grep -qx "GEARBOX_CI_FRESH=$work"; then
+      kill -9 "${p#/proc/}" 2>/dev/null || true
+    fi
   done
   sleep 0.5
   for ((i=${#mounted[@]}-1; i>=0; i--)); do
@@ -97,8 +102,17 @@ bind "$gocache" /root/.cache/go-build
 run=${RUN:-exec bash .ci/run}
 echo "== running ${RUN:-.ci/run} inside (CI=true)"
 start=$(date +%s)
-chroot "$root" /usr/bin/env -i \
+# Not a plain chroot: in a new mount namespace, pivot_root makes the root
+# the namespace's root. Joining a mount namespace (setns, as runc exec does)
+# puts a process at that namespace's root, and a container made from inside
+# a chroot keeps the machine's real / there: `exec` into a container would
+# run the machine's /bin/sh instead of the image's.
+unshare --mount --propagation private -- /bin/sh -c '
+  cd "$1" && mkdir -p .ci-oldroot && pivot_root . .ci-oldroot || exit 125
+  shift
+  exec /usr/sbin/chroot . /bin/sh -c "umount -l /.ci-oldroot && rmdir /.ci-oldroot && exec \"\$@\"" sh "$@"
+' sh "$root" /usr/bin/env -i \
   HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  CI=true TERM=dumb GOPROXY="$(go env GOPROXY)" GOFLAGS="$(go env GOFLAGS)" \
+  CI=true TERM=dumb GEARBOX_CI_FRESH="$work" GOPROXY="$(go env GOPROXY)" GOFLAGS="$(go env GOFLAGS)" \
   bash -c "cd /src/gearbox && $run" </dev/null
 echo "== ci-fresh passed in $(( $(date +%s) - start )) s"
