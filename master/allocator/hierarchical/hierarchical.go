@@ -1,0 +1,297 @@
+// Package hierarchical is the master's allocator: hierarchical Dominant
+// Resource Fairness, after Mesos's HierarchicalDRFAllocator
+// (src/master/allocator/mesos/hierarchical.cpp).
+//
+// One allocation run walks the active agents in ID order. For each agent
+// with allocatable free resources it picks the role with the lowest weighted
+// dominant share (its allocation's largest fraction of the cluster's total
+// cpus, memory or disk, divided by its weight), then inside the role the
+// active framework with the lowest dominant share that has not suppressed
+// the role and has no refuse filter covering what is free, and offers that
+// framework all of the agent's free resources. Shares are cached per role
+// and per framework-in-role and updated as offers are made; the sorted orders
+// are built once per run and kept sorted by moving only the entry whose share
+// grew. Ties go to the entry allocated fewer times, then to the smaller name,
+// so runs are deterministic.
+//
+// Roles are flat: "a/b" is a role of its own, weighted on its own.
+//
+// The allocator starts no goroutine; the master calls Allocate (see package
+// allocator). All methods are safe for concurrent use.
+package hierarchical
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gearboxd/gearbox/master/allocator"
+)
+
+// Config configures an allocator. The zero value is usable.
+type Config struct {
+	// Now is the clock for refuse filters; time.Now if nil.
+	Now func() time.Time
+	// MinAllocatable: an agent's free resources are offered only if they
+	// contain at least one of these (Mesos's --min_allocatable_resources,
+	// default cpus:0.01|mem:32).
+	MinAllocatable []allocator.Resources
+	// ObserveRun, if set, is called with each Allocate's duration
+	// (allocator.RunHistogram.ObserveRun fits).
+	ObserveRun func(time.Duration)
+}
+
+// DefaultMinAllocatable is Mesos's cpus:0.01|mem:32.
+var DefaultMinAllocatable = []allocator.Resources{{CPUs: 0.01}, {MemoryBytes: 32 << 20}}
+
+// Allocator is the hierarchical DRF allocator.
+type Allocator struct {
+	cfg Config
+
+	mu          sync.Mutex
+	agents      map[allocator.AgentID]*agent
+	agentOrder  []*agent // sorted by ID; nil when agents changed
+	frameworks  map[allocator.FrameworkID]*framework
+	roles       map[string]*role
+	weights     map[string]float64
+	total       scalars // all agents' totals
+	byFramework map[allocator.FrameworkID]map[allocator.AgentID]struct{}
+}
+
+var _ allocator.Allocator = (*Allocator)(nil)
+
+// New returns an empty allocator.
+func New(cfg Config) *Allocator {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MinAllocatable == nil {
+		cfg.MinAllocatable = DefaultMinAllocatable
+	}
+	return &Allocator{
+		cfg:         cfg,
+		agents:      map[allocator.AgentID]*agent{},
+		frameworks:  map[allocator.FrameworkID]*framework{},
+		roles:       map[string]*role{},
+		weights:     map[string]float64{},
+		byFramework: map[allocator.FrameworkID]map[allocator.AgentID]struct{}{},
+	}
+}
+
+// allocKey names one allocation on an agent.
+type allocKey struct {
+	fw   allocator.FrameworkID
+	role string
+}
+
+type agent struct {
+	id        allocator.AgentID
+	info      allocator.AgentInfo
+	active    bool
+	allocated allocator.Resources
+	allocs    map[allocKey]allocator.Resources
+}
+
+func (a *agent) free() allocator.Resources { return a.info.Total.Subtract(a.allocated) }
+
+type framework struct {
+	id         allocator.FrameworkID
+	active     bool
+	roles      map[string]bool // subscribed
+	suppressed map[string]bool
+	filters    map[filterKey][]filter
+	inRole     map[string]*client // sorter entries, subscribed or holding an allocation
+}
+
+type filterKey struct {
+	role  string
+	agent allocator.AgentID
+}
+
+// filter is a refuse filter: res are not offered again before expires.
+type filter struct {
+	res     allocator.Resources
+	expires time.Time
+}
+
+// AddAgent implements allocator.Allocator.
+func (a *Allocator) AddAgent(id allocator.AgentID, info allocator.AgentInfo, used []allocator.Allocation) error {
+	if id == "" {
+		return fmt.Errorf("%w: agent id: must not be empty", allocator.ErrInvalid)
+	}
+	if err := info.Total.Validate(); err != nil {
+		return fmt.Errorf("agent %q total: %w", id, err)
+	}
+	for _, u := range used {
+		if err := validateAllocation(u); err != nil {
+			return fmt.Errorf("agent %q used: %w", id, err)
+		}
+		if u.Agent != "" && u.Agent != id {
+			return fmt.Errorf("%w: agent %q used: entry names agent %q", allocator.ErrInvalid, id, u.Agent)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.agents[id]; ok {
+		return fmt.Errorf("%w: agent %q", allocator.ErrExists, id)
+	}
+	ag := &agent{id: id, info: info, active: true, allocs: map[allocKey]allocator.Resources{}}
+	a.agents[id] = ag
+	a.agentOrder = nil
+	a.total = a.total.add(scalarsOf(info.Total))
+	for _, u := range used {
+		a.allocate(ag, u.Framework, u.Role, u.Resources)
+	}
+	return nil
+}
+
+func validateAllocation(u allocator.Allocation) error {
+	if u.Framework == "" {
+		return fmt.Errorf("%w: framework id: must not be empty", allocator.ErrInvalid)
+	}
+	if err := allocator.ValidateRole(u.Role); err != nil {
+		return err
+	}
+	return u.Resources.Validate()
+}
+
+// UpdateAgent implements allocator.Allocator.
+func (a *Allocator) UpdateAgent(id allocator.AgentID, info allocator.AgentInfo) error {
+	if err := info.Total.Validate(); err != nil {
+		return fmt.Errorf("agent %q total: %w", id, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ag, err := a.agent(id)
+	if err != nil {
+		return err
+	}
+	a.total = a.total.sub(scalarsOf(ag.info.Total)).add(scalarsOf(info.Total))
+	ag.info = info
+	return nil
+}
+
+// RemoveAgent implements allocator.Allocator.
+func (a *Allocator) RemoveAgent(id allocator.AgentID) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ag, err := a.agent(id)
+	if err != nil {
+		return err
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(ag.allocs), compareKeys) {
+		a.unallocate(ag, k.fw, k.role, ag.allocs[k])
+	}
+	for _, fw := range a.frameworks {
+		for k := range fw.filters {
+			if k.agent == id {
+				delete(fw.filters, k)
+			}
+		}
+	}
+	a.total = a.total.sub(scalarsOf(ag.info.Total))
+	delete(a.agents, id)
+	a.agentOrder = nil
+	return nil
+}
+
+func compareKeys(x, y allocKey) int {
+	if x.fw != y.fw {
+		if x.fw < y.fw {
+			return -1
+		}
+		return 1
+	}
+	if x.role < y.role {
+		return -1
+	} else if x.role > y.role {
+		return 1
+	}
+	return 0
+}
+
+// ActivateAgent implements allocator.Allocator.
+func (a *Allocator) ActivateAgent(id allocator.AgentID) error { return a.setAgentActive(id, true) }
+
+// DeactivateAgent implements allocator.Allocator.
+func (a *Allocator) DeactivateAgent(id allocator.AgentID) error { return a.setAgentActive(id, false) }
+
+func (a *Allocator) setAgentActive(id allocator.AgentID, active bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ag, err := a.agent(id)
+	if err != nil {
+		return err
+	}
+	ag.active = active
+	return nil
+}
+
+func (a *Allocator) agent(id allocator.AgentID) (*agent, error) {
+	ag, ok := a.agents[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", allocator.ErrUnknownAgent, id)
+	}
+	return ag, nil
+}
+
+func (a *Allocator) framework(id allocator.FrameworkID) (*framework, error) {
+	fw, ok := a.frameworks[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", allocator.ErrUnknownFramework, id)
+	}
+	return fw, nil
+}
+
+// allocate adds res to the allocation of fw in role on ag, and to the
+// sorters if fw is known.
+func (a *Allocator) allocate(ag *agent, fw allocator.FrameworkID, role string, res allocator.Resources) {
+	k := allocKey{fw, role}
+	ag.allocs[k] = ag.allocs[k].Add(res)
+	ag.allocated = ag.allocated.Add(res)
+	byAgent := a.byFramework[fw]
+	if byAgent == nil {
+		byAgent = map[allocator.AgentID]struct{}{}
+		a.byFramework[fw] = byAgent
+	}
+	byAgent[ag.id] = struct{}{}
+	if f, ok := a.frameworks[fw]; ok {
+		a.client(f, role).add(scalarsOf(res))
+	}
+}
+
+// unallocate removes res (contained in the allocation) from the allocation
+// of fw in role on ag, and from the sorters if fw is known.
+func (a *Allocator) unallocate(ag *agent, fw allocator.FrameworkID, role string, res allocator.Resources) {
+	k := allocKey{fw, role}
+	left := ag.allocs[k].Subtract(res)
+	if left.Empty() {
+		delete(ag.allocs, k)
+		if !a.holdsOn(ag, fw) {
+			delete(a.byFramework[fw], ag.id)
+			if len(a.byFramework[fw]) == 0 {
+				delete(a.byFramework, fw)
+			}
+		}
+	} else {
+		ag.allocs[k] = left
+	}
+	ag.allocated = ag.allocated.Subtract(res)
+	if f, ok := a.frameworks[fw]; ok {
+		c := a.client(f, role)
+		c.sub(scalarsOf(res))
+		a.dropClientIfIdle(f, c)
+	}
+}
+
+// holdsOn reports whether fw has any allocation on ag.
+func (a *Allocator) holdsOn(ag *agent, fw allocator.FrameworkID) bool {
+	for k := range ag.allocs {
+		if k.fw == fw {
+			return true
+		}
+	}
+	return false
+}
