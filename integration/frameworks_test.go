@@ -210,29 +210,46 @@ func TestFrameworkOffersAcceptAndRefusals(t *testing.T) {
 	if s.Reason != typesv1.Reason_REASON_INVALID_OFFERS {
 		t.Errorf("a used offer: %v, want REASON_INVALID_OFFERS", s)
 	}
-	testLaunchGroup(t, f)
+	testLaunchGroup(t, m, f)
 	testDeclineAndSuppress(t, m, f)
 }
 
 // testLaunchGroup: a group with one bad task launches none; a good one
 // runs all on one agent.
-func testLaunchGroup(t *testing.T, f *testFramework) {
-	offers, at := f.offers(len(f.snapshot()), 20*time.Second)
-	of := offers[0]
+func testLaunchGroup(t *testing.T, m *masterProc, f *testFramework) {
+	of := waitOffer(t, m, f, 0.5)
+	at := len(f.snapshot())
 	g1 := schedclient.Task("g-1", testImage, []string{"sleep", "60"}, smallTask)
 	g2 := schedclient.Task("g-2", testImage, []string{"sleep", "60"}, smallTask)
 	gbad := schedclient.Task("g-bad", "", []string{"true"}, smallTask)
-	f.c.Accept(schedclient.OfferIDs(of), 0, schedclient.LaunchGroup(g1, gbad))
+	f.c.Accept([]*schedulerv1.OfferID{{Value: of.Id}}, 0, schedclient.LaunchGroup(g1, gbad))
 	s, _ := f.update(at, "g-1", typesv1.TaskState_TASK_ERROR, 10*time.Second)
 	if s.Reason != typesv1.Reason_REASON_TASK_GROUP_INVALID {
 		t.Errorf("group with a bad task: g-1 %v, want REASON_TASK_GROUP_INVALID", s)
 	}
-	offers, at = f.offers(at, 20*time.Second)
-	f.c.Accept(schedclient.OfferIDs(offers[0]), 0, schedclient.LaunchGroup(g2, schedclient.Task("g-3", testImage, []string{"sleep", "60"}, smallTask)))
+	of = waitOffer(t, m, f, 0.5)
+	f.c.Accept([]*schedulerv1.OfferID{{Value: of.Id}}, 0, schedclient.LaunchGroup(g2, schedclient.Task("g-3", testImage, []string{"sleep", "60"}, smallTask)))
 	s2, _ := f.update(at, "g-2", typesv1.TaskState_TASK_RUNNING, 30*time.Second)
 	s3, _ := f.update(at, "g-3", typesv1.TaskState_TASK_RUNNING, 30*time.Second)
-	if s2.AgentId != s3.AgentId || s2.AgentId != offers[0].AgentId {
-		t.Errorf("group ran on %s and %s, offer was %s", s2.AgentId, s3.AgentId, offers[0].AgentId)
+	if s2.AgentId != s3.AgentId || s2.AgentId != of.AgentId {
+		t.Errorf("group ran on %s and %s, offer was %s", s2.AgentId, s3.AgentId, of.AgentId)
+	}
+}
+
+// waitOffer waits for an outstanding offer of f with at least cpus.
+func waitOffer(t *testing.T, m *masterProc, f *testFramework, cpus float64) *masterv1.OfferInfo {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, o := range outstanding(t, m, f.c.FrameworkID()) {
+			if o.Resources.GetCpus() >= cpus {
+				return o
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no offer of %g cpus to %s within 20s", cpus, f.c.FrameworkID())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

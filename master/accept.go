@@ -94,9 +94,9 @@ func (m *Master) accept(f *frameworkEntry, acc *schedulerv1.Call_Accept) (launch
 			launched = append(launched, tasks[i])
 		}
 	}
-	if have.CPUs > minOfferCPUs || have.Memory > 0 {
-		m.refuse(f, agentID, refuseFor(acc.GetFilters()))
-	}
+	// What the tasks leave of the offers goes back, filtered for the
+	// accept's refuse_seconds (Mesos).
+	m.giveBack(f.ID, agentID, role, have, refuseFor(acc.GetFilters()))
 	m.wakeAllocator()
 	return launched, gen
 }

@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +43,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gearboxd/gearbox/master/allocator"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
@@ -68,9 +68,6 @@ type frameworkEntry struct {
 	disconnectedAt time.Time
 	// sent: task ID → when its first pending update was last sent.
 	sent map[string]time.Time
-	// refused: agent ID → no offers of it to this framework before then
-	// (decline filters).
-	refused map[string]time.Time
 }
 
 func (f *frameworkEntry) suppressed(role string) bool {
@@ -124,14 +121,10 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// checkRole: Mesos's role names: "*" or a name without whitespace, "/",
-// that is not "." or ".." and does not start with "-".
+// checkRole: Mesos's role names (allocator.ValidateRole).
 func checkRole(r string) error {
-	switch {
-	case r == "*":
-		return nil
-	case r == "" || r == "." || r == ".." || strings.HasPrefix(r, "-") || strings.ContainsAny(r, " \t\n/\\") || len(r) > 128:
-		return status.Errorf(codes.InvalidArgument, "role %q: give \"*\" or a name without whitespace or slashes, not . or .., not starting with -", r)
+	if err := allocator.ValidateRole(r); err != nil {
+		return status.Errorf(codes.InvalidArgument, "role %q: %v", r, err)
 	}
 	return nil
 }
@@ -195,8 +188,14 @@ func (m *Master) addFramework(fi *schedulerv1.FrameworkInfo, principal string) (
 		}
 	} else {
 		f = &frameworkEntry{Framework: store.Framework{ID: newID("fw-"), RegisteredAt: time.Now().UTC(), Principal: principal},
-			disconnectedAt: time.Now(), sent: map[string]time.Time{}, refused: map[string]time.Time{}}
+			disconnectedAt: time.Now(), sent: map[string]time.Time{}}
 		m.frameworks[f.ID] = f
+		m.applyFrameworkInfo(f, fi)
+		if err := m.alloc.AddFramework(allocator.FrameworkID(f.ID), allocFramework(f), nil, false); err != nil {
+			delete(m.frameworks, f.ID)
+			return nil, 0, status.Errorf(codes.InvalidArgument, "framework_info: %v", err)
+		}
+		return f, m.p.markFramework(f.ID), nil
 	}
 	m.applyFrameworkInfo(f, fi)
 	return f, m.p.markFramework(f.ID), nil
@@ -214,6 +213,8 @@ func (m *Master) applyFrameworkInfo(f *frameworkEntry, fi *schedulerv1.Framework
 			m.rescind(o)
 		}
 	}
+	// Unknown to the allocator only while addFramework adds it.
+	m.alloc.UpdateFramework(allocator.FrameworkID(f.ID), allocFramework(f))
 }
 
 // connectFramework makes c the framework's stream: SUBSCRIBED, then every
@@ -223,6 +224,7 @@ func (m *Master) connectFramework(f *frameworkEntry, c *fwConn, added bool) {
 		f.conn.close(status.Error(codes.Aborted, "replaced by a newer subscription of the same framework"))
 	}
 	f.conn, f.disconnectedAt = c, time.Time{}
+	m.alloc.ActivateFramework(allocator.FrameworkID(f.ID))
 	c.send(&schedulerv1.Event{Event: &schedulerv1.Event_Subscribed_{Subscribed: &schedulerv1.Event_Subscribed{
 		FrameworkId: f.ID, HeartbeatInterval: durationpb.New(m.cfg.FrameworkHeartbeat)}}})
 	clear(f.sent)
@@ -250,6 +252,7 @@ func (m *Master) disconnectFramework(f *frameworkEntry, c *fwConn) {
 	for _, o := range m.frameworkOffers(f.ID) {
 		m.rescind(o)
 	}
+	m.alloc.DeactivateFramework(allocator.FrameworkID(f.ID))
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_FRAMEWORK_UPDATED, Framework: m.frameworkToProto(f)})
 	m.log.Info("framework disconnected", "framework_id", f.ID, "failover_timeout", f.FailoverTimeout)
 }
@@ -281,6 +284,7 @@ func (m *Master) removeFramework(f *frameworkEntry, why string) uint64 {
 		f.conn = nil
 	}
 	delete(m.frameworks, f.ID)
+	m.alloc.RemoveFramework(allocator.FrameworkID(f.ID))
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_FRAMEWORK_REMOVED, Framework: m.frameworkToProto(f)})
 	m.log.Warn("framework removed", "framework_id", f.ID, "name", f.Name, "why", why)
 	m.wakeAllocator()

@@ -382,7 +382,7 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 	if added {
 		m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_ADDED, Agent: m.agentToProto(a)})
 	}
-	m.wakeAllocator()
+	m.syncAgent(a)
 	m.log.Info("agent registered", "agent_id", id, "hostname", a.Hostname, "tasks", len(reg.GetTasks()), "returning", reg.GetAgentId() != "")
 	return a, nil
 }

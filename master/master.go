@@ -41,6 +41,8 @@ import (
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
+	"github.com/gearboxd/gearbox/master/allocator"
+	"github.com/gearboxd/gearbox/master/allocator/hierarchical"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
@@ -281,6 +283,9 @@ type Master struct {
 	offersByAgent map[string]map[string]*offer
 	weights       map[string]float64
 	allocWake     chan struct{}
+	alloc         allocator.Allocator
+	allocAgents   map[string]bool // agents added to alloc
+	allocRuns     allocator.RunHistogram
 
 	removal     *removalQueue
 	limiter     *rate.Limiter
@@ -307,8 +312,8 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		agents: map[string]*agentEntry{}, tasks: map[string]*store.Task{}, byAgent: map[string]map[string]struct{}{},
 		frameworks: map[string]*frameworkEntry{}, byFramework: map[string]map[string]struct{}{},
 		offers: map[string]*offer{}, offersByAgent: map[string]map[string]*offer{}, weights: map[string]float64{},
-		allocWake: make(chan struct{}, 1),
-		ev:        newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
+		allocWake: make(chan struct{}, 1), allocAgents: map[string]bool{}, allocRuns: allocator.NewRunHistogram(),
+		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
 		queueGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_master_unreachable_queue",
 			Help: "Agents that missed their pings and wait for --agent-removal-rate-limit to be marked unreachable."}),
 		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gearbox_master_registry_write_seconds",
@@ -316,6 +321,7 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
 	}
+	m.alloc = hierarchical.New(hierarchical.Config{ObserveRun: m.allocRuns.ObserveRun})
 	for _, p := range cfg.AgentIdentities { // in the order given
 		id, _, _ := strings.Cut(p, "=")
 		id = strings.TrimSpace(id)
@@ -551,7 +557,10 @@ func (m *Master) recover(ctx context.Context) error {
 	now := time.Now()
 	// A framework's failover clock starts anew with the master.
 	for _, f := range fws {
-		m.frameworks[f.ID] = &frameworkEntry{Framework: f, disconnectedAt: now, sent: map[string]time.Time{}, refused: map[string]time.Time{}}
+		m.frameworks[f.ID] = &frameworkEntry{Framework: f, disconnectedAt: now, sent: map[string]time.Time{}}
+	}
+	if err := m.alloc.UpdateWeights(m.weights); err != nil {
+		m.log.Warn("the registry's weights were refused by the allocator", "err", err)
 	}
 	for _, a := range agents {
 		e := &agentEntry{Agent: a}
@@ -562,6 +571,13 @@ func (m *Master) recover(ctx context.Context) error {
 		t := tasks[i]
 		m.tasks[t.ID] = &t
 		m.index(&t)
+	}
+	for _, f := range m.frameworks {
+		// Inactive until it subscribes again; its tasks count (agents
+		// report theirs when they register).
+		if err := m.alloc.AddFramework(allocator.FrameworkID(f.ID), allocFramework(f), nil, false); err != nil {
+			return fmt.Errorf("framework %s of the registry: %w", f.ID, err)
+		}
 	}
 	m.log.Info("registry recovered", "agents", len(agents), "tasks", len(tasks), "frameworks", len(fws))
 	return nil
@@ -586,7 +602,7 @@ func (m *Master) index(t *store.Task) {
 
 func (m *Master) serveMetrics() (func(), error) {
 	return promserve.Serve(m.cfg.MetricsListen, m.log,
-		m.queueGauge, m.cutCounter, m.writeSeconds,
+		m.queueGauge, m.cutCounter, m.writeSeconds, m.allocRuns,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_unreachable", Help: "Unreachable agents."},

@@ -1,11 +1,10 @@
 package master
 
-// Offers: the master offers each active agent's free resources (total less
-// its tasks' and its outstanding offers') to one framework at a time, in
-// one of its roles, choosing by hierarchical Dominant Resource Fairness:
-// the role whose allocation (tasks and offers) has the lowest dominant
-// share divided by its weight, then inside the role the framework with the
-// lowest dominant share. It allocates after each change (agent added,
+// Offers: the allocator (master/allocator, hierarchical DRF by role weight,
+// then by framework inside a role) decides which framework is offered
+// which agent's free resources; the master gives each offer an ID, sends
+// it, and tells the allocator what comes back (Recover: declined, unused,
+// rescinded, freed by a terminal task). It allocates after each change (agent added,
 // resources freed, subscription, revive) and every --allocation-interval;
 // offers not used within --offer-timeout are rescinded, and so are the
 // offers of an agent that becomes unreachable or gone.
@@ -14,23 +13,18 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
+	"github.com/gearboxd/gearbox/master/allocator"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
 )
 
-// An agent with less than this free is not offered (Mesos's MIN_CPUS and
-// MIN_MEM).
-const (
-	minOfferCPUs   = 0.01
-	minOfferMemory = 32 << 20
-)
-
 // defaultRefuse is a decline's filter without refuse_seconds (Mesos: 5 s).
-const defaultRefuse = 5 * time.Second
+const defaultRefuse = allocator.DefaultRefuse
 
 type offer struct {
 	id, frameworkID, agentID, role string
@@ -101,6 +95,7 @@ func (m *Master) frameworkOffers(id string) []*offer {
 // rescind withdraws an offer, telling its framework. Callers hold m.mu.
 func (m *Master) rescind(o *offer) {
 	m.dropOffer(o)
+	m.giveBack(o.frameworkID, o.agentID, o.role, o.res, 0)
 	if f := m.frameworks[o.frameworkID]; f != nil && f.conn != nil {
 		f.conn.send(&schedulerv1.Event{Event: &schedulerv1.Event_Rescind_{Rescind: &schedulerv1.Event_Rescind{
 			OfferId: &schedulerv1.OfferID{Value: o.id}}}})
@@ -119,113 +114,127 @@ func (m *Master) rescindAgentOffers(agentID string) {
 	}
 }
 
-// shares are allocations (tasks that are not terminal, and offers) by
-// role and by framework, for DRF.
-type shares struct {
-	total  store.Resources
-	role   map[string]store.Resources
-	fw     map[string]store.Resources
-	weight func(string) float64
-}
-
-func dominant(r, total store.Resources) float64 {
-	s := 0.0
-	if total.CPUs > 0 {
-		s = math.Max(s, r.CPUs/total.CPUs)
-	}
-	if total.Memory > 0 {
-		s = math.Max(s, float64(r.Memory)/float64(total.Memory))
-	}
-	if total.Disk > 0 {
-		s = math.Max(s, float64(r.Disk)/float64(total.Disk))
-	}
-	return s
-}
-
-func (m *Master) weightOf(role string) float64 {
-	if w, ok := m.weights[role]; ok && w > 0 {
-		return w
-	}
-	return 1
-}
-
-// allocate offers every active agent's free resources. Callers hold m.mu.
+// allocate runs the allocator and sends its offers, one OFFERS event per
+// framework. Callers hold m.mu.
 func (m *Master) allocate(now time.Time) {
-	if len(m.frameworks) == 0 {
-		return
-	}
-	sh := shares{role: map[string]store.Resources{}, fw: map[string]store.Resources{}, weight: m.weightOf}
-	var agents []*agentEntry
-	for _, a := range m.agents {
-		if a.State == store.AgentActive && a.conn != nil {
-			agents = append(agents, a)
-			sh.total = addRes(sh.total, a.Resources)
-		}
-	}
-	for _, t := range m.tasks {
-		if t.FrameworkID != "" && !terminal(t.State) {
-			sh.role[t.Role] = addRes(sh.role[t.Role], t.Resources)
-			sh.fw[t.FrameworkID] = addRes(sh.fw[t.FrameworkID], t.Resources)
-		}
-	}
-	for _, o := range m.offers {
-		sh.role[o.role] = addRes(sh.role[o.role], o.res)
-		sh.fw[o.frameworkID] = addRes(sh.fw[o.frameworkID], o.res)
-	}
-	// Agents in a random order (map order), as Mesos shuffles them, so
-	// that no agent is always offered first.
 	batches := map[string][]*schedulerv1.Offer{}
-	for _, a := range agents {
-		free := subRes(subRes(a.Resources, m.used(a.ID)), m.offeredOn(a.ID))
-		if free.CPUs < minOfferCPUs || free.Memory < minOfferMemory {
+	for _, al := range m.alloc.Allocate() {
+		f, a := m.frameworks[string(al.Framework)], m.agents[string(al.Agent)]
+		res := fromAlloc(al.Resources)
+		if f == nil || f.conn == nil || a == nil {
+			m.giveBack(string(al.Framework), string(al.Agent), al.Role, res, 0)
 			continue
 		}
-		f, role := m.pick(&sh, a.ID, now)
-		if f == nil {
-			continue
-		}
-		o := &offer{id: newID("offer-"), frameworkID: f.ID, agentID: a.ID, role: role, res: free, at: now}
+		o := &offer{id: newID("offer-"), frameworkID: f.ID, agentID: a.ID, role: al.Role, res: res, at: now}
 		m.offers[o.id] = o
 		if m.offersByAgent[a.ID] == nil {
 			m.offersByAgent[a.ID] = map[string]*offer{}
 		}
 		m.offersByAgent[a.ID][o.id] = o
-		sh.role[role] = addRes(sh.role[role], free)
-		sh.fw[f.ID] = addRes(sh.fw[f.ID], free)
 		batches[f.ID] = append(batches[f.ID], &schedulerv1.Offer{Id: &schedulerv1.OfferID{Value: o.id}, FrameworkId: f.ID,
 			AgentId: a.ID, Hostname: a.Hostname, Attributes: a.Attributes,
-			Resources: []*schedulerv1.RoleResources{{Role: role, Resources: resToProto(free)}}})
+			Resources: []*schedulerv1.RoleResources{{Role: al.Role, Resources: resToProto(res)}}})
 	}
 	for fid, offers := range batches {
 		m.frameworks[fid].conn.send(&schedulerv1.Event{Event: &schedulerv1.Event_Offers_{Offers: &schedulerv1.Event_Offers{Offers: offers}}})
 	}
 }
 
-// pick chooses the framework and role an agent's resources go to: DRF
-// between roles by weight, then between the role's frameworks. Callers
-// hold m.mu.
-func (m *Master) pick(sh *shares, agentID string, now time.Time) (*frameworkEntry, string) {
-	var best *frameworkEntry
-	var bestRole string
-	var bestRoleShare, bestFwShare float64
-	for _, f := range m.frameworks {
-		if f.conn == nil || now.Before(f.refused[agentID]) {
-			continue
-		}
-		fs := dominant(sh.fw[f.ID], sh.total)
-		for _, role := range f.Roles {
-			if f.suppressed(role) {
-				continue
-			}
-			rs := dominant(sh.role[role], sh.total) / sh.weight(role)
-			better := best == nil || rs < bestRoleShare-1e-12 ||
-				(math.Abs(rs-bestRoleShare) <= 1e-12 && (fs < bestFwShare-1e-12 || (math.Abs(fs-bestFwShare) <= 1e-12 && f.ID < best.ID)))
-			if better {
-				best, bestRole, bestRoleShare, bestFwShare = f, role, rs, fs
-			}
+// giveBack gives resources back to the allocator (declined, unused,
+// rescinded, freed). An allocator that no longer holds them (a framework
+// or agent removed meanwhile) is not an error worth more than a debug line.
+func (m *Master) giveBack(fw, agent, role string, res store.Resources, refuse time.Duration) {
+	if res == (store.Resources{}) {
+		return
+	}
+	if err := m.alloc.Recover(allocator.FrameworkID(fw), allocator.AgentID(agent), role, toAlloc(res), refuse); err != nil {
+		m.log.Debug("recovering resources", "framework_id", fw, "agent_id", agent, "role", role, "err", err)
+	}
+}
+
+func toAlloc(r store.Resources) allocator.Resources {
+	return allocator.Resources{CPUs: max(r.CPUs, 0), MemoryBytes: max(r.Memory, 0), DiskBytes: max(r.Disk, 0)}
+}
+
+func fromAlloc(r allocator.Resources) store.Resources {
+	return store.Resources{CPUs: r.CPUs, Memory: r.MemoryBytes, Disk: r.DiskBytes}
+}
+
+// allocAgent is an agent as the allocator sees it: its resources less
+// those of tasks that are no framework's (an operator's task launch, and
+// adopted tasks), which the allocator does not offer. Callers hold m.mu.
+func (m *Master) allocAgent(a *agentEntry) allocator.AgentInfo {
+	total := a.Resources
+	for _, t := range m.agentTasks(a.ID) {
+		if t.FrameworkID == "" && !terminal(t.State) {
+			total = subRes(total, t.Resources)
 		}
 	}
-	return best, bestRole
+	return allocator.AgentInfo{Hostname: a.Hostname, Attributes: a.Attributes, Total: toAlloc(total)}
+}
+
+// frameworkUsed is what the framework's tasks that are not terminal hold
+// (on agent, or on every agent when agent is ""). Callers hold m.mu.
+func (m *Master) frameworkUsed(fw, agent string) []allocator.Allocation {
+	type key struct{ fw, agent, role string }
+	sum := map[key]store.Resources{}
+	var tasks []*store.Task
+	if agent != "" {
+		tasks = m.agentTasks(agent)
+	} else {
+		tasks = m.frameworkTasks(fw)
+	}
+	for _, t := range tasks {
+		if t.FrameworkID != "" && (fw == "" || t.FrameworkID == fw) && !terminal(t.State) {
+			k := key{t.FrameworkID, t.AgentID, t.Role}
+			sum[k] = addRes(sum[k], t.Resources)
+		}
+	}
+	var out []allocator.Allocation
+	for k, r := range sum {
+		out = append(out, allocator.Allocation{Framework: allocator.FrameworkID(k.fw), Agent: allocator.AgentID(k.agent), Role: k.role, Resources: toAlloc(r)})
+	}
+	return out
+}
+
+// syncAgent tells the allocator of an agent that registered (again), or
+// whose non-framework tasks changed. Callers hold m.mu.
+func (m *Master) syncAgent(a *agentEntry) {
+	info := m.allocAgent(a)
+	var err error
+	switch {
+	case !m.allocAgents[a.ID]:
+		err = m.alloc.AddAgent(allocator.AgentID(a.ID), info, m.frameworkUsed("", a.ID))
+		m.allocAgents[a.ID] = err == nil
+	default:
+		err = m.alloc.UpdateAgent(allocator.AgentID(a.ID), info)
+	}
+	if err == nil && a.State == store.AgentActive {
+		err = m.alloc.ActivateAgent(allocator.AgentID(a.ID))
+	}
+	if err != nil {
+		m.log.Warn("the allocator refused an agent; it gets no offers", "agent_id", a.ID, "err", err)
+	}
+	m.wakeAllocator()
+}
+
+// agentLost: unreachable (gone: removed) agents' offers are rescinded and
+// they are offered no more. Callers hold m.mu.
+func (m *Master) agentLost(id string, gone bool) {
+	m.rescindAgentOffers(id)
+	if !m.allocAgents[id] {
+		return
+	}
+	if gone {
+		m.alloc.RemoveAgent(allocator.AgentID(id))
+		delete(m.allocAgents, id)
+		return
+	}
+	m.alloc.DeactivateAgent(allocator.AgentID(id))
+}
+
+func allocFramework(f *frameworkEntry) allocator.FrameworkInfo {
+	return allocator.FrameworkInfo{Roles: slices.Clone(f.Roles), SuppressedRoles: slices.Clone(f.SuppressedRoles)}
 }
 
 // decline returns offers; their agents are not offered to this framework
@@ -239,7 +248,7 @@ func (m *Master) decline(f *frameworkEntry, ids []*schedulerv1.OfferID, filters 
 			continue
 		}
 		m.dropOffer(o)
-		m.refuse(f, o.agentID, refuse)
+		m.giveBack(f.ID, o.agentID, o.role, o.res, refuse)
 	}
 	m.wakeAllocator()
 }
@@ -252,13 +261,7 @@ func refuseFor(filters *schedulerv1.Filters) time.Duration {
 	if math.IsNaN(s) || s <= 0 {
 		return 0
 	}
-	return time.Duration(math.Min(s, 365*24*3600) * float64(time.Second))
-}
-
-func (m *Master) refuse(f *frameworkEntry, agentID string, d time.Duration) {
-	if d > 0 {
-		f.refused[agentID] = time.Now().Add(d)
-	}
+	return time.Duration(math.Min(s, allocator.MaxRefuse.Seconds()) * float64(time.Second))
 }
 
 // suppress stops offers in roles (none: all the framework's); revive
@@ -290,14 +293,38 @@ func (m *Master) suppress(f *frameworkEntry, roles []string, on bool) error {
 	if on {
 		keep = append(keep, roles...)
 		sort.Strings(keep)
-	} else {
-		clear(f.refused)
 	}
 	f.SuppressedRoles = keep
+	if on {
+		m.alloc.SuppressOffers(allocator.FrameworkID(f.ID), roles)
+	} else {
+		m.alloc.ReviveOffers(allocator.FrameworkID(f.ID), roles)
+	}
 	m.p.markFramework(f.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_FRAMEWORK_UPDATED, Framework: m.frameworkToProto(f)})
 	if !on {
 		m.wakeAllocator()
 	}
 	return nil
+}
+
+// freed: a task ended; its resources go back to the allocator (a
+// framework's) or to its agent's offerable total (any other). Callers hold
+// m.mu.
+func (m *Master) freed(t *store.Task) {
+	if t.FrameworkID != "" {
+		m.giveBack(t.FrameworkID, t.AgentID, t.Role, t.Resources, 0)
+		m.wakeAllocator()
+		return
+	}
+	if a := m.agents[t.AgentID]; a != nil && m.allocAgents[a.ID] {
+		m.syncAgent(a)
+	}
+}
+
+func (m *Master) weightOf(role string) float64 {
+	if w, ok := m.weights[role]; ok && w > 0 {
+		return w
+	}
+	return 1
 }

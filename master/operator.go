@@ -141,6 +141,7 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now}
 	m.tasks[t.ID] = t
 	m.index(t)
+	m.syncAgent(a) // the allocator offers what is left
 	g := m.p.markTask(t.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
 	m.mu.Unlock()

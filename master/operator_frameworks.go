@@ -95,6 +95,7 @@ func (o *operator) UpdateWeights(ctx context.Context, req *masterv1.UpdateWeight
 		m.weights[w.GetRole()] = w.GetWeight()
 		g = m.p.markWeight(w.GetRole())
 	}
+	m.alloc.UpdateWeights(m.weights)
 	m.wakeAllocator()
 	m.mu.Unlock()
 	if err := m.p.wait(ctx, g); err != nil {

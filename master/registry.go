@@ -45,6 +45,7 @@ func (m *Master) setTask(t *store.Task, state typesv1.TaskState, reason typesv1.
 	if t.State == state && t.Reason == reason && t.Message == message {
 		return m.p.markTask(t.ID)
 	}
+	wasTerminal := terminal(t.State)
 	t.State, t.Reason, t.Message, t.UpdatedAt = state, reason, message, time.Now().UTC()
 	if exit != nil {
 		t.ExitCode = exit
@@ -52,8 +53,8 @@ func (m *Master) setTask(t *store.Task, state typesv1.TaskState, reason typesv1.
 	if t.FrameworkID != "" {
 		m.queueUpdate(t) // written with the task below
 	}
-	if terminal(state) {
-		m.wakeAllocator() // resources freed
+	if terminal(state) && !wasTerminal {
+		m.freed(t)
 	}
 	g := m.p.markTask(t.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_UPDATED, Task: taskToProto(t)})
@@ -92,7 +93,7 @@ func (m *Master) markUnreachable(a *agentEntry, now time.Time) {
 	silent := now.Sub(time.Unix(0, a.lastBeat.Load())).Round(time.Millisecond)
 	a.State, a.UnreachableAt = store.AgentUnreachable, now.UTC()
 	m.p.markAgent(a.ID)
-	m.rescindAgentOffers(a.ID)
+	m.agentLost(a.ID, false)
 	msg := fmt.Sprintf("agent %s (%s) is unreachable: no heartbeat for %s (--agent-ping-timeout %s × --max-agent-ping-timeouts %d)",
 		a.ID, a.Hostname, silent, m.cfg.AgentPingTimeout, m.cfg.MaxAgentPingTimeouts)
 	for _, t := range m.agentTasks(a.ID) {
@@ -128,7 +129,6 @@ func (m *Master) markGone(a *agentEntry, byOperator bool) {
 		a.UnreachableAt = time.Now().UTC()
 	}
 	m.p.markAgent(a.ID)
-	m.rescindAgentOffers(a.ID)
 	for _, t := range m.agentTasks(a.ID) {
 		if !terminal(t.State) {
 			m.setTask(t, state, reason, msg, nil)
@@ -138,6 +138,7 @@ func (m *Master) markGone(a *agentEntry, byOperator bool) {
 		a.conn.close(errGone(a))
 		a.conn = nil
 	}
+	m.agentLost(a.ID, true)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_REMOVED, Agent: m.agentToProto(a)})
 	m.log.Warn("agent gone", "agent_id", a.ID, "hostname", a.Hostname, "by_operator", byOperator)
 }

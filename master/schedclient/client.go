@@ -161,7 +161,7 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 		}
 	}
 	if err := h(ctx, c, first); err != nil {
-		return true, handlerError{err}
+		return true, c.finish(stream, err)
 	}
 	// A connection that hears nothing for a few heartbeats is dead.
 	silence := 3*sub.GetHeartbeatInterval().AsDuration() + time.Second
@@ -174,9 +174,33 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 		}
 		watchdog.Reset(silence)
 		if err := h(ctx, c, ev); err != nil {
-			return true, handlerError{err}
+			return true, c.finish(stream, err)
 		}
 	}
+}
+
+// finish ends a subscription the handler ended: the calls it sent last
+// (a teardown, say) reach the master before the stream is closed, as the
+// master ends its side once it has read them (bounded to 5 s).
+func (c *Client) finish(stream grpc.BidiStreamingClient[schedulerv1.Call, schedulerv1.Event], err error) error {
+	c.mu.Lock()
+	stream.CloseSend()
+	c.stream = nil
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	return handlerError{err}
 }
 
 // Call sends one call on the current subscription.
