@@ -266,3 +266,44 @@ func TestFrameworkRefusals(t *testing.T) {
 		t.Errorf("unknown framework ID: %v, want NotFound", err)
 	}
 }
+
+// An operator's teardown removes a framework at once: its tasks are
+// killed, FRAMEWORK_REMOVED is published, and its ID may not subscribe
+// again.
+func TestFrameworkTeardown(t *testing.T) {
+	_, c, conn := startMaster(t, func(cfg *Config) { cfg.AllocationInterval = 50 * time.Millisecond })
+	events, _, stop := subscribe(t, c, 0)
+	defer stop()
+	runningAgent(t, conn, &masterv1.Resources{Cpus: 2, MemoryBytes: 1 << 30})
+	g := &greedy{prefix: "td"}
+	f := startFramework(t, conn, info("td", "*"), g.handle)
+	waitFor(t, func() bool { return g.count() == 2 })
+	id := f.c.FrameworkID()
+	if _, err := c.TeardownFramework(context.Background(), &masterv1.TeardownFrameworkRequest{FrameworkId: id}); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c, "td-1", typesv1.TaskState_TASK_KILLED)
+	waitTask(t, c, "td-2", typesv1.TaskState_TASK_KILLED)
+	if err := <-f.done; status.Code(err) != codes.NotFound && status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("the torn-down framework's client ended with %v, want it refused", err)
+	}
+	f.done <- nil // for the cleanup
+	var types []string
+	timeout := time.After(10 * time.Second)
+	for !strings.Contains(strings.Join(types, " "), "FRAMEWORK_REMOVED") {
+		select {
+		case e := <-events:
+			if e.Framework != nil {
+				types = append(types, e.Type.String())
+			}
+		case <-timeout:
+			t.Fatalf("framework events %v, want FRAMEWORK_ADDED … FRAMEWORK_REMOVED", types)
+		}
+	}
+	if types[0] != "FRAMEWORK_ADDED" {
+		t.Errorf("framework events %v, want FRAMEWORK_ADDED first", types)
+	}
+	if _, err := c.TeardownFramework(context.Background(), &masterv1.TeardownFrameworkRequest{FrameworkId: id}); status.Code(err) != codes.NotFound {
+		t.Errorf("teardown of a removed framework: %v, want NotFound", err)
+	}
+}
