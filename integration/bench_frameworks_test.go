@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,5 +132,54 @@ func simRun(ctx context.Context, a *simAgent, running *atomic.Int64) {
 				running.Add(1)
 			}
 		}
+	}
+}
+
+// On a real agent: a framework's accept to TASK_RUNNING against the
+// operator's task launch of the same task to TASK_RUNNING, alternating, in
+// one run (target ≤ 1.2×). Knob: GEARBOX_BENCH_FW_REAL (10 of each).
+func TestBenchFrameworkVsTaskLaunch(t *testing.T) {
+	n := envInt("GEARBOX_BENCH_FW_REAL", 10)
+	m := startMasterProc(t, "--allocation-interval", "100ms")
+	startClusterAgent(t, m, "a1", "", true)
+	events := subscribeEvents(t, m, 0)
+	f := startTestFramework(t, m, fwInfo("bench", "*"), true)
+	res := &masterv1.Resources{Cpus: 0.01, MemoryBytes: 8 << 20}
+	running := func(id string) bool {
+		for _, s := range events.taskStates(id) {
+			if s == "TASK_RUNNING" {
+				return true
+			}
+		}
+		return false
+	}
+	var op, fw []time.Duration
+	for i := range n {
+		id := fmt.Sprintf("op-%d", i)
+		start := time.Now()
+		if _, err := m.c.LaunchTask(ctxT(t), &masterv1.LaunchTaskRequest{TaskId: id, Image: testImage, Command: []string{"sleep", "600"}, Resources: res}); err != nil {
+			t.Fatal(err)
+		}
+		for !running(id) {
+			if time.Since(start) > time.Minute {
+				t.Fatalf("%s not running after a minute", id)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		op = append(op, time.Since(start))
+
+		of := waitOffer(t, m, f, 0.01)
+		id = fmt.Sprintf("fw-%d", i)
+		at := len(f.snapshot())
+		start = time.Now()
+		f.c.Accept([]*schedulerv1.OfferID{{Value: of.Id}}, 0, schedclient.Launch(schedclient.Task(id, testImage, []string{"sleep", "600"}, res)))
+		f.update(at, id, typesv1.TaskState_TASK_RUNNING, time.Minute)
+		fw = append(fw, time.Since(start))
+	}
+	med := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+	mo, mf := med(op), med(fw)
+	t.Logf("launch → TASK_RUNNING on a real agent, median of %d: framework accept %s, gearbox task launch %s, ratio %.2f (target ≤ 1.2)", n, mf, mo, float64(mf)/float64(mo))
+	if float64(mf) > 1.2*float64(mo) {
+		t.Errorf("a framework's launch takes %.2f× the operator's", float64(mf)/float64(mo))
 	}
 }
