@@ -481,3 +481,46 @@ func TestFrameworkFailover(t *testing.T) {
 		t.Errorf("after failover_timeout: %v %v", r, err)
 	}
 }
+
+// Who may: over mutual TLS a framework is its certificate's name, and the
+// master's [[frameworks]] entries say in which roles it may register;
+// anything else is PermissionDenied naming the role.
+func TestFrameworkRolesByCertificate(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "master.toml")
+	if err := os.WriteFile(cfg, []byte("[[frameworks]]\nprincipal = \"deployer\"\nroles = [\"web\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMasterWith(t, true, "--config", cfg)
+	subscribe := func(role string) error {
+		st, err := schedulerv1.NewSchedulerClient(m.conn).Connect(ctxT(t))
+		if err != nil {
+			return err
+		}
+		st.Send(&schedulerv1.Call{Call: &schedulerv1.Call_Subscribe_{Subscribe: &schedulerv1.Call_Subscribe{FrameworkInfo: fwInfo("acl", role)}}})
+		ev, err := st.Recv()
+		if err == nil && ev.GetSubscribed() == nil {
+			return fmt.Errorf("answered %v", ev)
+		}
+		return err
+	}
+	if err := subscribe("web"); err != nil {
+		t.Errorf("deployer in role web: %v", err)
+	}
+	if err := subscribe("batch"); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `"batch"`) || !strings.Contains(err.Error(), `"deployer"`) {
+		t.Errorf("deployer in role batch: %v, want PermissionDenied naming the role and the certificate", err)
+	}
+	r, err := m.c.GetFrameworks(ctxT(t), &masterv1.GetFrameworksRequest{})
+	if err != nil || len(r.Frameworks) != 1 || r.Frameworks[0].Principal != "deployer" {
+		t.Errorf("GetFrameworks: %v %v, want one framework of principal deployer", r, err)
+	}
+	// The CLI's view.
+	if out := m.cli("frameworks", "-o", "json"); out.code != 0 || !strings.Contains(out.stdout, `"principal": "deployer"`) {
+		t.Errorf("gearbox frameworks -o json: %s", out)
+	}
+	if out := m.cli("weights", "set", "web=2"); out.code != 0 {
+		t.Errorf("gearbox weights set: %s", out)
+	}
+	if out := m.cli("roles"); out.code != 0 || !strings.Contains(out.stdout, "web") || !strings.Contains(out.stdout, "2") {
+		t.Errorf("gearbox roles: %s", out)
+	}
+}
