@@ -208,21 +208,31 @@ func containerBytes(c *agentv1.LaunchContainerRequest, taskID string) ([]byte, e
 }
 
 // sendLaunches tells the tasks' agents to launch them, once the registry
-// has them (a task that runs is never unknown to a restarted master).
+// has them (a task that runs is never unknown to a restarted master). One
+// accept may launch more tasks than an agent's queue holds: the launches
+// wait for room there (outside the master's lock) rather than overflow it.
 func (m *Master) sendLaunches(ctx context.Context, tasks []*store.Task, gen uint64) {
 	if len(tasks) == 0 {
 		return
 	}
 	err := m.p.wait(ctx, gen)
+	type launch struct {
+		c   *agentConn
+		msg *masterv1.MasterMessage
+	}
+	var out []launch
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, t := range tasks {
 		if err != nil {
 			m.setTask(t, typesv1.TaskState_TASK_ERROR, typesv1.Reason_REASON_UNSPECIFIED, fmt.Sprintf("the registry could not record the task, so it was not sent to an agent: %v", err), nil)
 			continue
 		}
 		if a := m.agents[t.AgentID]; a != nil && a.conn != nil && t.State == typesv1.TaskState_TASK_STAGING && !t.KillRequested {
-			a.conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}})
+			out = append(out, launch{a.conn, &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}}})
 		}
+	}
+	m.mu.Unlock()
+	for _, l := range out {
+		l.c.sendWait(l.msg)
 	}
 }
