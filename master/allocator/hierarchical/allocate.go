@@ -54,7 +54,7 @@ func (a *Allocator) offerAgent(ag *agent, free allocator.Resources, order []*rol
 			c.count++
 			r.count++
 			c.share = dominantShare(c.alloc, a.total)
-			r.share = dominantShare(r.alloc, a.total) / a.weight(r.name)
+			r.share = dominantShare(r.alloc, a.total) / r.weight
 			sink(r.order, ci)
 			sink(order, ri)
 			return allocator.Offer{Framework: c.fw.id, Agent: ag.id, Role: r.name, Resources: free}, true
@@ -69,7 +69,8 @@ func (a *Allocator) offerAgent(ag *agent, free allocator.Resources, order []*rol
 func (a *Allocator) roleOrder() []*role {
 	var order []*role
 	for _, r := range a.roles {
-		r.share = dominantShare(r.alloc, a.total) / a.weight(r.name)
+		r.weight = a.weight(r.name)
+		r.share = dominantShare(r.alloc, a.total) / r.weight
 		r.order = r.order[:0]
 		for _, c := range r.clients {
 			fw := c.fw
@@ -105,10 +106,12 @@ func (a *Allocator) sortedAgents() []*agent {
 		for _, ag := range a.agents {
 			a.agentOrder = append(a.agentOrder, ag)
 		}
-		slices.SortFunc(a.agentOrder, func(x, y *agent) int { return cmp.Compare(x.id, y.id) })
+		slices.SortFunc(a.agentOrder, byID)
 	}
 	return a.agentOrder
 }
+
+func byID(x, y *agent) int { return cmp.Compare(x.id, y.id) }
 
 // allocatable reports whether free holds at least one of the minimums.
 func (a *Allocator) allocatable(free allocator.Resources) bool {

@@ -365,3 +365,33 @@ func TestErrors(t *testing.T) {
 		t.Error("a framework refused for a bad role was added")
 	}
 }
+
+func TestObserveRunAndRoles(t *testing.T) {
+	var runs []time.Duration
+	a := New(Config{ObserveRun: func(d time.Duration) { runs = append(runs, d) }})
+	must(t, a.UpdateWeights(map[string]float64{"idle": 2}))
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	addFramework(t, a, "fw2", "web", "batch")
+	a.Allocate()
+	a.Allocate()
+	if len(runs) != 2 {
+		t.Fatalf("ObserveRun called %d times for 2 runs", len(runs))
+	}
+	got := a.Roles()
+	want := []allocator.RoleInfo{
+		// Both roles at share 0: the tie goes to the smaller name.
+		{Name: "batch", Weight: 1, Frameworks: []allocator.FrameworkID{"fw2"}, Allocated: res(4, 8)},
+		{Name: "idle", Weight: 2},
+		{Name: "web", Weight: 1, Frameworks: []allocator.FrameworkID{"fw1", "fw2"}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Roles() = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.Weight != w.Weight || fmt.Sprint(g.Frameworks) != fmt.Sprint(w.Frameworks) || !g.Allocated.Equal(w.Allocated) {
+			t.Errorf("Roles()[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+}

@@ -52,6 +52,7 @@ type role struct {
 	alloc   scalars
 	count   int     // offers made to the role, the first tie-break
 	share   float64 // weighted dominant share, cached during a run
+	weight  float64 // cached during a run
 	clients map[allocator.FrameworkID]*client
 	order   []*client // eligible clients by share, built per run
 }
@@ -104,8 +105,8 @@ func (a *Allocator) dropClient(fw *framework, c *client) {
 // holdsInRole reports whether fw holds an allocation in role on any agent
 // (an allocation of ports only has zero scalars but still counts).
 func (a *Allocator) holdsInRole(fw allocator.FrameworkID, role string) bool {
-	for id := range a.byFramework[fw] {
-		if _, ok := a.agents[id].allocs[allocKey{fw, role}]; ok {
+	for ag := range a.byFramework[fw] {
+		if _, ok := ag.alloc(allocKey{fw, role}); ok {
 			return true
 		}
 	}
