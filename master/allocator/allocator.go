@@ -82,11 +82,12 @@ const MaxRefuse = 365 * 24 * time.Hour
 
 // Errors, tested with errors.Is; the master turns them into gRPC codes.
 var (
-	ErrUnknownAgent     = errors.New("unknown agent")           // NotFound
-	ErrUnknownFramework = errors.New("unknown framework")       // NotFound
-	ErrExists           = errors.New("already exists")          // AlreadyExists
-	ErrInvalid          = errors.New("invalid argument")        // InvalidArgument
-	ErrNotAllocated     = errors.New("resources not allocated") // FailedPrecondition
+	ErrUnknownAgent     = errors.New("unknown agent")             // NotFound
+	ErrUnknownFramework = errors.New("unknown framework")         // NotFound
+	ErrExists           = errors.New("already exists")            // AlreadyExists
+	ErrInvalid          = errors.New("invalid argument")          // InvalidArgument
+	ErrNotAllocated     = errors.New("resources not allocated")   // FailedPrecondition
+	ErrInsufficient     = errors.New("not enough free resources") // ResourceExhausted / FailedPrecondition
 )
 
 // AgentInfo is what the allocator knows of an agent.
@@ -169,6 +170,14 @@ type Allocator interface {
 	// again until refuse has passed (capped at MaxRefuse), unless more than
 	// them is free, or the framework revives.
 	Recover(fw FrameworkID, agent AgentID, role string, res Resources, refuse time.Duration) error
+	// Claim allocates res, which must be free on the agent now, to a
+	// framework in a role without an offer: the operator's `task launch`
+	// placing a task on an agent it chose goes through the allocator this
+	// way (as the built-in framework), so it never double-books an agent
+	// with frameworks' offers. Errors wrap ErrInsufficient when the agent's
+	// free resources do not hold res. The master Recovers res when the task
+	// ends, as for any task.
+	Claim(fw FrameworkID, agent AgentID, role string, res Resources) error
 	// SuppressOffers stops offers to a framework in roles (all of its roles
 	// if none given) until ReviveOffers.
 	SuppressOffers(fw FrameworkID, roles []string) error

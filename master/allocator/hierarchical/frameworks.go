@@ -185,6 +185,30 @@ func (a *Allocator) Recover(fwID allocator.FrameworkID, agentID allocator.AgentI
 	return nil
 }
 
+// Claim implements allocator.Allocator.
+func (a *Allocator) Claim(fwID allocator.FrameworkID, agentID allocator.AgentID, role string, res allocator.Resources) error {
+	if err := allocator.ValidateRole(role); err != nil {
+		return fmt.Errorf("claim on agent %q: %w", agentID, err)
+	}
+	if err := res.Validate(); err != nil {
+		return fmt.Errorf("claim on agent %q: %w", agentID, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ag, err := a.agent(agentID)
+	if err != nil {
+		return err
+	}
+	if _, err := a.framework(fwID); err != nil {
+		return err
+	}
+	if free := ag.free(); !free.Contains(res) {
+		return fmt.Errorf("%w: claim %s on agent %q: it has %s free", allocator.ErrInsufficient, res, agentID, free)
+	}
+	a.allocate(ag, fwID, role, res)
+	return nil
+}
+
 // frameworkRoles returns roles, or all of fw's roles if none, checking each
 // is one of fw's.
 func frameworkRoles(fw *framework, roles []string) ([]string, error) {

@@ -395,3 +395,114 @@ func TestObserveRunAndRoles(t *testing.T) {
 		}
 	}
 }
+
+func TestClaim(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "operator", "*")
+	addFramework(t, a, "fw1", "web")
+	must(t, a.Claim("operator", "agent-000", "*", res(1, 2)))
+	o := one(t, a)
+	if o.Framework != "fw1" || !o.Resources.Equal(res(3, 6)) {
+		t.Fatalf("offer %+v, want what the claim left (3 cpus, 6 GiB) to fw1", o)
+	}
+	// Everything is offered: a claim cannot double-book it.
+	if err := a.Claim("operator", "agent-000", "*", res(1, 1)); !errors.Is(err, allocator.ErrInsufficient) {
+		t.Fatalf("claim on a fully offered agent: %v, want ErrInsufficient", err)
+	}
+	decline(t, a, o, time.Hour)
+	must(t, a.Claim("operator", "agent-000", "*", res(3, 6)))
+	none(t, a)
+	must(t, a.Recover("operator", "agent-000", "*", res(4, 8), 0)) // both tasks end
+	if o = one(t, a); !o.Resources.Equal(res(4, 8)) {
+		t.Fatalf("offer %s after the operator's tasks ended, want the whole agent", o.Resources)
+	}
+	if err := a.Claim("nope", "agent-000", "*", res(1, 1)); !errors.Is(err, allocator.ErrUnknownFramework) {
+		t.Fatalf("claim by an unknown framework: %v", err)
+	}
+}
+
+func TestUpdateFrameworkRoles(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 2, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	o := one2or(t, a, "web")
+	must(t, a.UpdateFramework("fw1", allocator.FrameworkInfo{Roles: []string{"batch"}}))
+	// The allocation in web stays, and counts, until recovered.
+	roles := map[string]allocator.RoleInfo{}
+	for _, r := range a.Roles() {
+		roles[r.Name] = r
+	}
+	if !roles["web"].Allocated.Equal(res(8, 16)) || len(roles["web"].Frameworks) != 0 {
+		t.Fatalf("web after fw1 left it: %+v, want its allocation kept and no subscriber", roles["web"])
+	}
+	decline(t, a, o, 0)
+	if got := one(t, a); got.Role != "batch" {
+		t.Fatalf("offered in %s, want batch (fw1's only role now)", got.Role)
+	}
+	if err := a.Recover("fw1", o.Agent, "web", res(4, 8), 0); !errors.Is(err, allocator.ErrNotAllocated) {
+		t.Fatalf("second recover: %v, want ErrNotAllocated", err)
+	}
+}
+
+// one2or allocates and returns the first offer, checking all are in role.
+func one2or(t *testing.T, a *Allocator, role string) allocator.Offer {
+	t.Helper()
+	offers := a.Allocate()
+	if len(offers) == 0 {
+		t.Fatal("no offers")
+	}
+	for _, o := range offers {
+		if o.Role != role {
+			t.Fatalf("offer %+v, want role %s", o, role)
+		}
+	}
+	return offers[0]
+}
+
+func TestUpdateAgentTotal(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	o := one(t, a)
+	must(t, a.Recover("fw1", o.Agent, "web", res(2, 4), 0)) // a task holds 2 cpus, 4 GiB
+	must(t, a.UpdateAgent(o.Agent, allocator.AgentInfo{Total: res(8, 16)}))
+	if got := one(t, a); !got.Resources.Equal(res(6, 12)) {
+		t.Fatalf("offer %s after the agent grew to 8 cpus, want 6 cpus, 12 GiB", got.Resources)
+	}
+}
+
+// The master calls the allocator from many goroutines.
+func TestConcurrentUse(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 20, res(4, 8))
+	for i := range 4 {
+		addFramework(t, a, allocator.FrameworkID(fmt.Sprintf("fw%d", i)), "web")
+	}
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			var err error
+			for i := range 50 {
+				for _, o := range a.Allocate() {
+					if e := a.Recover(o.Framework, o.Agent, o.Role, o.Resources, time.Duration(i%2)*time.Second); e != nil {
+						err = e
+					}
+				}
+				a.ReviveOffers(allocator.FrameworkID(fmt.Sprintf("fw%d", g)), nil)
+				a.Roles()
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, r := range a.Roles() {
+		if !r.Allocated.Empty() {
+			t.Fatalf("role %s holds %s after every offer came back", r.Name, r.Allocated)
+		}
+	}
+}
