@@ -10,11 +10,14 @@
 // the role and has no refuse filter covering what is free, and offers that
 // framework all of the agent's free resources. Shares are cached per role
 // and per framework-in-role and updated as offers are made; the sorted orders
-// are built once per run and kept sorted by moving only the entry whose share
-// grew. Ties go to the entry allocated fewer times, then to the smaller name,
-// so runs are deterministic.
+// are built once per run and kept sorted by moving only the entries whose
+// share grew. Ties go to the entry allocated fewer times, then to the smaller
+// name, so runs are deterministic.
 //
-// Roles are flat: "a/b" is a role of its own, weighted on its own.
+// Roles are hierarchical (Mesos's docs/roles.md): "eng/web" and "eng/batch"
+// share eng's part of the cluster, eng's weight weighs eng's subtree against
+// its siblings, and "eng/web"'s weight weighs it against "eng/batch". See
+// node in tree.go.
 //
 // The allocator starts no goroutine; the master calls Allocate (see package
 // allocator). All methods are safe for concurrent use.

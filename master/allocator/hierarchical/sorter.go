@@ -50,9 +50,7 @@ func dominantShare(s, total scalars) float64 {
 type role struct {
 	name    string
 	alloc   scalars
-	count   int     // offers made to the role, the first tie-break
-	share   float64 // weighted dominant share, cached during a run
-	weight  float64 // cached during a run
+	count   int // offers made to the role, the first tie-break
 	clients map[allocator.FrameworkID]*client
 	order   []*client // eligible clients by share, built per run
 }
@@ -122,10 +120,6 @@ func less(shareX, shareY float64, countX, countY int, nameX, nameY string) bool 
 		return countX < countY
 	}
 	return nameX < nameY
-}
-
-func (r *role) less(o *role) bool {
-	return less(r.share, o.share, r.count, o.count, r.name, o.name)
 }
 
 func (c *client) less(o *client) bool {
