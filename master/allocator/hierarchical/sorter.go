@@ -14,7 +14,7 @@ type scalars struct {
 }
 
 func scalarsOf(r allocator.Resources) scalars {
-	return scalars{cpus: r.CPUs, mem: r.MemoryBytes, disk: r.DiskBytes}
+	return scalars{cpus: roundCPUs(r.CPUs), mem: r.MemoryBytes, disk: r.DiskBytes}
 }
 
 func (s scalars) add(o scalars) scalars {
