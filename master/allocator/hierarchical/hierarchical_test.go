@@ -141,7 +141,7 @@ func TestRefuseFilterDoesNotCoverMoreResources(t *testing.T) {
 }
 
 func TestSuppressRevive(t *testing.T) {
-	a, c := newTest(t)
+	a, _ := newTest(t)
 	addAgents(t, a, 1, res(4, 8))
 	addFramework(t, a, "fw1", "web", "batch")
 	must(t, a.SuppressOffers("fw1", nil))
@@ -150,7 +150,7 @@ func TestSuppressRevive(t *testing.T) {
 	if o := one(t, a); o.Role != "batch" {
 		t.Fatalf("revived batch only, offered in %s", o.Role)
 	}
-	a.RemoveAgent("agent-000")
+	must(t, a.RemoveAgent("agent-000"))
 	addAgents(t, a, 1, res(4, 8))
 
 	// Revive clears refuse filters of the role.
@@ -160,7 +160,6 @@ func TestSuppressRevive(t *testing.T) {
 	none(t, a)
 	must(t, a.ReviveOffers("fw1", []string{"web"}))
 	one(t, a)
-	_ = c
 	if err := a.SuppressOffers("fw1", []string{"other"}); !errors.Is(err, allocator.ErrInvalid) {
 		t.Fatalf("suppress a role not subscribed: %v, want ErrInvalid", err)
 	}
@@ -505,4 +504,67 @@ func TestConcurrentUse(t *testing.T) {
 			t.Fatalf("role %s holds %s after every offer came back", r.Name, r.Allocated)
 		}
 	}
+}
+
+// The master's side of an agent that becomes unreachable: it deactivates the
+// agent, rescinds the agent's outstanding offers and recovers them (refuse
+// 0); nothing of the agent is offered until it is active again, and tasks
+// still running there keep their allocation.
+func TestUnreachableAgentRescind(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 2, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	offers := a.Allocate()
+	task := res(1, 1) // fw1 launched a task on agent-000 from its offer
+	must(t, a.Recover("fw1", "agent-000", "web", offers[0].Resources.Subtract(task), 0))
+	offers = append(offers[1:], one(t, a)) // what is left of agent-000, offered again
+	must(t, a.DeactivateAgent("agent-000"))
+	for _, o := range offers {
+		if o.Agent == "agent-000" {
+			decline(t, a, o, 0) // rescinded
+		}
+	}
+	none(t, a)
+	if r := a.Roles()[0]; !r.Allocated.Equal(res(5, 9)) {
+		t.Fatalf("role allocated %s, want agent-001's offer and the task (5 cpus, 9 GiB)", r.Allocated)
+	}
+	must(t, a.ActivateAgent("agent-000"))
+	if o := one(t, a); o.Agent != "agent-000" || !o.Resources.Equal(res(3, 7)) {
+		t.Fatalf("offer %+v after the agent came back, want agent-000's 3 cpus, 7 GiB", o)
+	}
+}
+
+// A framework in two roles is offered in each, by each role's share.
+func TestFrameworkInTwoRoles(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 4, res(4, 8))
+	addFramework(t, a, "fw1", "a", "b")
+	byRole := map[string]int{}
+	for _, o := range a.Allocate() {
+		byRole[o.Role]++
+	}
+	if byRole["a"] != 2 || byRole["b"] != 2 {
+		t.Fatalf("offers by role %v, want 2 in a and 2 in b", byRole)
+	}
+	must(t, a.SuppressOffers("fw1", []string{"a"}))
+	for _, o := range offersOf(t, a) {
+		decline(t, a, o, 0)
+	}
+	for _, o := range a.Allocate() {
+		if o.Role != "b" {
+			t.Fatalf("offer in %s while a is suppressed", o.Role)
+		}
+	}
+}
+
+// offersOf returns everything allocated, as offers, by agent and role.
+func offersOf(t *testing.T, a *Allocator) []allocator.Offer {
+	t.Helper()
+	var out []allocator.Offer
+	for _, ag := range a.sortedAgents() {
+		for _, x := range ag.allocs {
+			out = append(out, allocator.Offer{Framework: x.key.fw, Agent: ag.id, Role: x.key.role, Resources: x.res})
+		}
+	}
+	return out
 }
