@@ -38,12 +38,15 @@
 //   - Quota (docs/quota.md): a Quota{Guarantee, Limit Resources} per role,
 //     set by an UpdateQuota method; Allocate gains Mesos's first stage (roles
 //     below their guarantee first) and stops a role at its limit. The role
-//     sorter already keeps each role's allocation, which is what both need.
+//     tree of a run (hierarchical/tree.go) already sums each role's subtree
+//     allocation, which is what both need (Mesos's quota of "eng" covers
+//     "eng/web").
 //   - Reservations (docs/reservation.md): Resources gains a Reservation role
 //     ("" = unreserved, Mesos's "*"), an agent's total becomes a list of
 //     Resources by reservation, and Allocate offers a role its reserved
-//     resources plus the unreserved ones (the per-agent, per-role loop is
-//     already where that choice is made).
+//     resources plus the unreserved ones (offerNode, at a role's leaf, is
+//     where that choice is made); a role's reservations also count toward
+//     its share, as in Mesos.
 //   - Persistent volumes (docs/persistent-volume.md): disk Resources gain a
 //     persistence ID and container path; they are reserved resources, so they
 //     ride on reservations.
@@ -51,9 +54,10 @@
 //     (start, duration); Allocate's result gains inverse offers for frameworks
 //     with allocations on an agent whose window is near, and filters apply to
 //     inverse offers the same way.
-//   - Hierarchical roles (docs/roles.md, "a/b"): role names are validated as
-//     Mesos does and a role "a/b" is accepted, but shares are computed over
-//     flat roles today; a tree sorter replaces the flat role sorter.
+//
+// Hierarchical roles ("eng/web", docs/roles.md) are supported: a role's
+// allocation counts toward its ancestors' shares, and a weight weighs a role
+// against its siblings.
 package allocator
 
 import (
@@ -82,11 +86,12 @@ const MaxRefuse = 365 * 24 * time.Hour
 
 // Errors, tested with errors.Is; the master turns them into gRPC codes.
 var (
-	ErrUnknownAgent     = errors.New("unknown agent")           // NotFound
-	ErrUnknownFramework = errors.New("unknown framework")       // NotFound
-	ErrExists           = errors.New("already exists")          // AlreadyExists
-	ErrInvalid          = errors.New("invalid argument")        // InvalidArgument
-	ErrNotAllocated     = errors.New("resources not allocated") // FailedPrecondition
+	ErrUnknownAgent     = errors.New("unknown agent")             // NotFound
+	ErrUnknownFramework = errors.New("unknown framework")         // NotFound
+	ErrExists           = errors.New("already exists")            // AlreadyExists
+	ErrInvalid          = errors.New("invalid argument")          // InvalidArgument
+	ErrNotAllocated     = errors.New("resources not allocated")   // FailedPrecondition
+	ErrInsufficient     = errors.New("not enough free resources") // ResourceExhausted / FailedPrecondition
 )
 
 // AgentInfo is what the allocator knows of an agent.
@@ -169,6 +174,14 @@ type Allocator interface {
 	// again until refuse has passed (capped at MaxRefuse), unless more than
 	// them is free, or the framework revives.
 	Recover(fw FrameworkID, agent AgentID, role string, res Resources, refuse time.Duration) error
+	// Claim allocates res, which must be free on the agent now, to a
+	// framework in a role without an offer: the operator's `task launch`
+	// placing a task on an agent it chose goes through the allocator this
+	// way (as the built-in framework), so it never double-books an agent
+	// with frameworks' offers. Errors wrap ErrInsufficient when the agent's
+	// free resources do not hold res. The master Recovers res when the task
+	// ends, as for any task.
+	Claim(fw FrameworkID, agent AgentID, role string, res Resources) error
 	// SuppressOffers stops offers to a framework in roles (all of its roles
 	// if none given) until ReviveOffers.
 	SuppressOffers(fw FrameworkID, roles []string) error

@@ -11,8 +11,9 @@ import (
 // port ranges. A Resources value is immutable in use: Add and Subtract
 // return new values and never change their operands (Ports included).
 //
-// CPUs are kept to three decimals, as Mesos keeps scalars in fixed point, so
-// adding and subtracting never drifts.
+// CPUs are kept to three decimals, as Mesos keeps scalars in fixed point:
+// every operation rounds its operands and its result to 0.001, so sums do
+// not drift and do not depend on the order of the operations.
 type Resources struct {
 	CPUs        float64
 	MemoryBytes int64
@@ -26,7 +27,7 @@ func roundCPUs(v float64) float64 { return math.Round(v*1000) / 1000 }
 // Add returns r + o.
 func (r Resources) Add(o Resources) Resources {
 	return Resources{
-		CPUs:        roundCPUs(r.CPUs + o.CPUs),
+		CPUs:        roundCPUs(roundCPUs(r.CPUs) + roundCPUs(o.CPUs)),
 		MemoryBytes: r.MemoryBytes + o.MemoryBytes,
 		DiskBytes:   r.DiskBytes + o.DiskBytes,
 		Ports:       r.Ports.Add(o.Ports),
@@ -37,7 +38,7 @@ func (r Resources) Add(o Resources) Resources {
 // ports not in r are ignored (Mesos drops what it cannot subtract).
 func (r Resources) Subtract(o Resources) Resources {
 	return Resources{
-		CPUs:        max(0, roundCPUs(r.CPUs-o.CPUs)),
+		CPUs:        max(0, roundCPUs(roundCPUs(r.CPUs)-roundCPUs(o.CPUs))),
 		MemoryBytes: max(0, r.MemoryBytes-o.MemoryBytes),
 		DiskBytes:   max(0, r.DiskBytes-o.DiskBytes),
 		Ports:       r.Ports.Subtract(o.Ports),

@@ -21,8 +21,8 @@ func (a *Allocator) Allocate() []allocator.Offer {
 }
 
 func (a *Allocator) allocateLocked(now time.Time) []allocator.Offer {
-	order := a.roleOrder()
-	if len(order) == 0 {
+	root := a.roleTree()
+	if len(root.children) == 0 {
 		return nil
 	}
 	var offers []allocator.Offer
@@ -34,59 +34,55 @@ func (a *Allocator) allocateLocked(now time.Time) []allocator.Offer {
 		if !a.allocatable(free) {
 			continue
 		}
-		if o, ok := a.offerAgent(ag, free, order, now); ok {
+		if o, ok := a.offerNode(root, ag, free, now); ok {
 			offers = append(offers, o)
 		}
 	}
 	return offers
 }
 
-// offerAgent offers all of ag's free resources to the first eligible
-// framework of the first role (in share order) that has one, and keeps the
-// orders sorted.
-func (a *Allocator) offerAgent(ag *agent, free allocator.Resources, order []*role, now time.Time) (allocator.Offer, bool) {
-	for ri, r := range order {
-		for ci, c := range r.order {
-			if c.fw.filtered(r.name, ag.id, free, now) {
-				continue
+// offerNode offers all of ag's free resources to the first eligible
+// framework under n, walking n's children in share order, and keeps every
+// order on the way sorted.
+func (a *Allocator) offerNode(n *node, ag *agent, free allocator.Resources, now time.Time) (allocator.Offer, bool) {
+	if n.role == nil {
+		for _, child := range n.children {
+			if o, ok := a.offerNode(child, ag, free, now); ok {
+				return o, true
 			}
-			a.allocate(ag, c.fw.id, r.name, free)
-			c.count++
-			r.count++
-			c.share = dominantShare(c.alloc, a.total)
-			r.share = dominantShare(r.alloc, a.total) / a.weight(r.name)
-			sink(r.order, ci)
-			sink(order, ri)
-			return allocator.Offer{Framework: c.fw.id, Agent: ag.id, Role: r.name, Resources: free}, true
 		}
+		return allocator.Offer{}, false
+	}
+	r := n.role
+	for ci, c := range r.order {
+		if c.fw.filtered(r.name, ag.id, free, now) {
+			continue
+		}
+		a.allocate(ag, c.fw.id, r.name, free)
+		c.count++
+		r.count++
+		c.share = dominantShare(c.alloc, a.total)
+		sink(r.order, ci)
+		a.charge(n, scalarsOf(free))
+		return allocator.Offer{Framework: c.fw.id, Agent: ag.id, Role: r.name, Resources: free}, true
 	}
 	return allocator.Offer{}, false
 }
 
-// roleOrder computes every role's and client's share and returns the roles
-// with an eligible framework (active, subscribed, not suppressed), sorted,
-// each with its eligible clients sorted.
-func (a *Allocator) roleOrder() []*role {
-	var order []*role
-	for _, r := range a.roles {
-		r.share = dominantShare(r.alloc, a.total) / a.weight(r.name)
-		r.order = r.order[:0]
-		for _, c := range r.clients {
-			fw := c.fw
-			if !fw.active || !fw.roles[r.name] || fw.suppressed[r.name] {
-				continue
-			}
-			c.share = dominantShare(c.alloc, a.total)
-			r.order = append(r.order, c)
-		}
-		if len(r.order) == 0 {
+// clientOrder sorts r's eligible clients (active, subscribed, not
+// suppressed) by share into r.order and reports whether there is one.
+func (a *Allocator) clientOrder(r *role) bool {
+	r.order = r.order[:0]
+	for _, c := range r.clients {
+		fw := c.fw
+		if !fw.active || !fw.roles[r.name] || fw.suppressed[r.name] {
 			continue
 		}
-		slices.SortFunc(r.order, func(x, y *client) int { return boolCmp(x.less(y), y.less(x)) })
-		order = append(order, r)
+		c.share = dominantShare(c.alloc, a.total)
+		r.order = append(r.order, c)
 	}
-	slices.SortFunc(order, func(x, y *role) int { return boolCmp(x.less(y), y.less(x)) })
-	return order
+	slices.SortFunc(r.order, func(x, y *client) int { return boolCmp(x.less(y), y.less(x)) })
+	return len(r.order) > 0
 }
 
 func boolCmp(less, greater bool) int {
@@ -105,10 +101,12 @@ func (a *Allocator) sortedAgents() []*agent {
 		for _, ag := range a.agents {
 			a.agentOrder = append(a.agentOrder, ag)
 		}
-		slices.SortFunc(a.agentOrder, func(x, y *agent) int { return cmp.Compare(x.id, y.id) })
+		slices.SortFunc(a.agentOrder, byID)
 	}
 	return a.agentOrder
 }
+
+func byID(x, y *agent) int { return cmp.Compare(x.id, y.id) }
 
 // allocatable reports whether free holds at least one of the minimums.
 func (a *Allocator) allocatable(free allocator.Resources) bool {

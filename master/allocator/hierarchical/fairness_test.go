@@ -188,3 +188,55 @@ func TestDRFManyFrameworksEqualShares(t *testing.T) {
 		}
 	}
 }
+
+// Hierarchical roles: eng/web and eng/batch share eng's half of the
+// cluster, ops has the other half (flat roles would give a third each).
+func TestHierarchicalRoles(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 40, res(4, 16))
+	addFramework(t, a, "fw-web", "eng/web")
+	addFramework(t, a, "fw-batch", "eng/batch")
+	addFramework(t, a, "fw-ops", "ops")
+	s := newSim(t, a)
+	for _, id := range []allocator.FrameworkID{"fw-web", "fw-batch", "fw-ops"} {
+		s.shape[id] = res(1, 1)
+	}
+	s.run(50)
+	u := s.avgUsed(100)
+	t.Logf("cpus: eng/web %.1f, eng/batch %.1f, ops %.1f", u["fw-web"].CPUs, u["fw-batch"].CPUs, u["fw-ops"].CPUs)
+	if !within(u["fw-ops"].CPUs, 80, 0.1) || !within(u["fw-web"].CPUs, 40, 0.15) || !within(u["fw-batch"].CPUs, 40, 0.15) {
+		t.Fatalf("ops %.1f, eng/web %.1f, eng/batch %.1f cpus: want 80, 40, 40",
+			u["fw-ops"].CPUs, u["fw-web"].CPUs, u["fw-batch"].CPUs)
+	}
+
+	// eng's weight 3 gives its subtree 3/4; inside it, eng/web weighs 2.
+	must(t, a.UpdateWeights(map[string]float64{"eng": 3, "eng/web": 2}))
+	s.run(50)
+	u = s.avgUsed(100)
+	t.Logf("weights eng=3, eng/web=2: eng/web %.1f, eng/batch %.1f, ops %.1f", u["fw-web"].CPUs, u["fw-batch"].CPUs, u["fw-ops"].CPUs)
+	if !within(u["fw-ops"].CPUs, 40, 0.15) || !within(u["fw-web"].CPUs, 80, 0.1) || !within(u["fw-batch"].CPUs, 40, 0.15) {
+		t.Fatalf("ops %.1f, eng/web %.1f, eng/batch %.1f cpus: want 40, 80, 40",
+			u["fw-ops"].CPUs, u["fw-web"].CPUs, u["fw-batch"].CPUs)
+	}
+}
+
+// A role with frameworks and child roles: eng's own framework and eng/web
+// split eng's part evenly (Mesos's virtual leaf "eng/.").
+func TestRoleWithFrameworksAndChildren(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 40, res(4, 16))
+	addFramework(t, a, "fw-eng", "eng")
+	addFramework(t, a, "fw-web", "eng/web")
+	addFramework(t, a, "fw-ops", "ops")
+	s := newSim(t, a)
+	for _, id := range []allocator.FrameworkID{"fw-eng", "fw-web", "fw-ops"} {
+		s.shape[id] = res(1, 1)
+	}
+	s.run(50)
+	u := s.avgUsed(100)
+	t.Logf("cpus: eng %.1f, eng/web %.1f, ops %.1f", u["fw-eng"].CPUs, u["fw-web"].CPUs, u["fw-ops"].CPUs)
+	if !within(u["fw-ops"].CPUs, 80, 0.1) || !within(u["fw-eng"].CPUs, 40, 0.15) || !within(u["fw-web"].CPUs, 40, 0.15) {
+		t.Fatalf("ops %.1f, eng %.1f, eng/web %.1f cpus: want 80, 40, 40",
+			u["fw-ops"].CPUs, u["fw-eng"].CPUs, u["fw-web"].CPUs)
+	}
+}

@@ -61,12 +61,13 @@ func (a *Allocator) AddFramework(id allocator.FrameworkID, info allocator.Framew
 			continue
 		}
 		k := allocKey{id, u.Role}
-		ag.allocated = ag.allocated.Subtract(ag.allocs[k]).Add(u.Resources)
-		ag.allocs[k] = u.Resources
+		old, _ := ag.alloc(k)
+		ag.allocated = ag.allocated.Subtract(old).Add(u.Resources)
+		ag.setAlloc(k, u.Resources)
 		if a.byFramework[id] == nil {
-			a.byFramework[id] = map[allocator.AgentID]struct{}{}
+			a.byFramework[id] = map[*agent]struct{}{}
 		}
-		a.byFramework[id][ag.id] = struct{}{}
+		a.byFramework[id][ag] = struct{}{}
 	}
 	fw := &framework{id: id, active: active, roles: roles, suppressed: suppressed,
 		filters: map[filterKey][]filter{}, inRole: map[string]*client{}}
@@ -74,10 +75,10 @@ func (a *Allocator) AddFramework(id allocator.FrameworkID, info allocator.Framew
 	for r := range roles {
 		a.client(fw, r)
 	}
-	for agentID := range a.byFramework[id] {
-		for k, res := range a.agents[agentID].allocs {
-			if k.fw == id {
-				a.client(fw, k.role).add(scalarsOf(res))
+	for ag := range a.byFramework[id] {
+		for _, x := range ag.allocs {
+			if x.key.fw == id {
+				a.client(fw, x.key.role).add(scalarsOf(x.res))
 			}
 		}
 	}
@@ -119,11 +120,10 @@ func (a *Allocator) RemoveFramework(id allocator.FrameworkID) error {
 	if err != nil {
 		return err
 	}
-	for _, agentID := range slices.Sorted(maps.Keys(a.byFramework[id])) {
-		ag := a.agents[agentID]
-		for _, k := range slices.SortedFunc(maps.Keys(ag.allocs), compareKeys) {
-			if k.fw == id {
-				a.unallocate(ag, k.fw, k.role, ag.allocs[k])
+	for _, ag := range slices.SortedFunc(maps.Keys(a.byFramework[id]), byID) {
+		for _, x := range slices.Clone(ag.allocs) {
+			if x.key.fw == id {
+				a.unallocate(ag, id, x.key.role, x.res)
 			}
 		}
 	}
@@ -170,7 +170,7 @@ func (a *Allocator) Recover(fwID allocator.FrameworkID, agentID allocator.AgentI
 	if err != nil {
 		return err
 	}
-	held, ok := ag.allocs[allocKey{fwID, role}]
+	held, ok := ag.alloc(allocKey{fwID, role})
 	if !ok || !held.Contains(res) {
 		return fmt.Errorf("%w: recover %s of framework %q in role %q on agent %q: it holds %s there",
 			allocator.ErrNotAllocated, res, fwID, role, agentID, held)
@@ -182,6 +182,30 @@ func (a *Allocator) Recover(fwID allocator.FrameworkID, agentID allocator.AgentI
 	}
 	k := filterKey{role, agentID}
 	fw.filters[k] = append(fw.filters[k], filter{res: res, expires: a.cfg.Now().Add(min(refuse, allocator.MaxRefuse))})
+	return nil
+}
+
+// Claim implements allocator.Allocator.
+func (a *Allocator) Claim(fwID allocator.FrameworkID, agentID allocator.AgentID, role string, res allocator.Resources) error {
+	if err := allocator.ValidateRole(role); err != nil {
+		return fmt.Errorf("claim on agent %q: %w", agentID, err)
+	}
+	if err := res.Validate(); err != nil {
+		return fmt.Errorf("claim on agent %q: %w", agentID, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ag, err := a.agent(agentID)
+	if err != nil {
+		return err
+	}
+	if _, err := a.framework(fwID); err != nil {
+		return err
+	}
+	if free := ag.free(); !free.Contains(res) {
+		return fmt.Errorf("%w: claim %s on agent %q: it has %s free", allocator.ErrInsufficient, res, agentID, free)
+	}
+	a.allocate(ag, fwID, role, res)
 	return nil
 }
 

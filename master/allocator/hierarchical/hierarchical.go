@@ -10,11 +10,14 @@
 // the role and has no refuse filter covering what is free, and offers that
 // framework all of the agent's free resources. Shares are cached per role
 // and per framework-in-role and updated as offers are made; the sorted orders
-// are built once per run and kept sorted by moving only the entry whose share
-// grew. Ties go to the entry allocated fewer times, then to the smaller name,
-// so runs are deterministic.
+// are built once per run and kept sorted by moving only the entries whose
+// share grew. Ties go to the entry allocated fewer times, then to the smaller
+// name, so runs are deterministic.
 //
-// Roles are flat: "a/b" is a role of its own, weighted on its own.
+// Roles are hierarchical (Mesos's docs/roles.md): "eng/web" and "eng/batch"
+// share eng's part of the cluster, eng's weight weighs eng's subtree against
+// its siblings, and "eng/web"'s weight weighs it against "eng/batch". See
+// node in tree.go.
 //
 // The allocator starts no goroutine; the master calls Allocate (see package
 // allocator). All methods are safe for concurrent use.
@@ -22,7 +25,6 @@ package hierarchical
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -56,8 +58,8 @@ type Allocator struct {
 	frameworks  map[allocator.FrameworkID]*framework
 	roles       map[string]*role
 	weights     map[string]float64
-	total       scalars // all agents' totals
-	byFramework map[allocator.FrameworkID]map[allocator.AgentID]struct{}
+	total       scalars                                       // all agents' totals
+	byFramework map[allocator.FrameworkID]map[*agent]struct{} // agents holding a framework's allocations
 }
 
 var _ allocator.Allocator = (*Allocator)(nil)
@@ -76,7 +78,7 @@ func New(cfg Config) *Allocator {
 		frameworks:  map[allocator.FrameworkID]*framework{},
 		roles:       map[string]*role{},
 		weights:     map[string]float64{},
-		byFramework: map[allocator.FrameworkID]map[allocator.AgentID]struct{}{},
+		byFramework: map[allocator.FrameworkID]map[*agent]struct{}{},
 	}
 }
 
@@ -91,10 +93,45 @@ type agent struct {
 	info      allocator.AgentInfo
 	active    bool
 	allocated allocator.Resources
-	allocs    map[allocKey]allocator.Resources
+	allocs    []agentAlloc
 }
 
-func (a *agent) free() allocator.Resources { return a.info.Total.Subtract(a.allocated) }
+// agentAlloc is one allocation on an agent. An agent holds few, so a slice
+// is cheaper than a map in the allocation loop.
+type agentAlloc struct {
+	key allocKey
+	res allocator.Resources
+}
+
+func (ag *agent) free() allocator.Resources { return ag.info.Total.Subtract(ag.allocated) }
+
+// alloc returns the allocation k on ag.
+func (ag *agent) alloc(k allocKey) (allocator.Resources, bool) {
+	for _, x := range ag.allocs {
+		if x.key == k {
+			return x.res, true
+		}
+	}
+	return allocator.Resources{}, false
+}
+
+// setAlloc sets the allocation k on ag to res, removing it if res is empty.
+func (ag *agent) setAlloc(k allocKey, res allocator.Resources) {
+	for i, x := range ag.allocs {
+		if x.key != k {
+			continue
+		}
+		if res.Empty() {
+			ag.allocs = slices.Delete(ag.allocs, i, i+1)
+		} else {
+			ag.allocs[i].res = res
+		}
+		return
+	}
+	if !res.Empty() {
+		ag.allocs = append(ag.allocs, agentAlloc{k, res})
+	}
+}
 
 type framework struct {
 	id         allocator.FrameworkID
@@ -137,7 +174,7 @@ func (a *Allocator) AddAgent(id allocator.AgentID, info allocator.AgentInfo, use
 	if _, ok := a.agents[id]; ok {
 		return fmt.Errorf("%w: agent %q", allocator.ErrExists, id)
 	}
-	ag := &agent{id: id, info: info, active: true, allocs: map[allocKey]allocator.Resources{}}
+	ag := &agent{id: id, info: info, active: true}
 	a.agents[id] = ag
 	a.agentOrder = nil
 	a.total = a.total.add(scalarsOf(info.Total))
@@ -181,8 +218,8 @@ func (a *Allocator) RemoveAgent(id allocator.AgentID) error {
 	if err != nil {
 		return err
 	}
-	for _, k := range slices.SortedFunc(maps.Keys(ag.allocs), compareKeys) {
-		a.unallocate(ag, k.fw, k.role, ag.allocs[k])
+	for _, x := range slices.Clone(ag.allocs) {
+		a.unallocate(ag, x.key.fw, x.key.role, x.res)
 	}
 	for _, fw := range a.frameworks {
 		for k := range fw.filters {
@@ -195,21 +232,6 @@ func (a *Allocator) RemoveAgent(id allocator.AgentID) error {
 	delete(a.agents, id)
 	a.agentOrder = nil
 	return nil
-}
-
-func compareKeys(x, y allocKey) int {
-	if x.fw != y.fw {
-		if x.fw < y.fw {
-			return -1
-		}
-		return 1
-	}
-	if x.role < y.role {
-		return -1
-	} else if x.role > y.role {
-		return 1
-	}
-	return 0
 }
 
 // ActivateAgent implements allocator.Allocator.
@@ -249,14 +271,15 @@ func (a *Allocator) framework(id allocator.FrameworkID) (*framework, error) {
 // sorters if fw is known.
 func (a *Allocator) allocate(ag *agent, fw allocator.FrameworkID, role string, res allocator.Resources) {
 	k := allocKey{fw, role}
-	ag.allocs[k] = ag.allocs[k].Add(res)
+	held, _ := ag.alloc(k)
+	ag.setAlloc(k, held.Add(res))
 	ag.allocated = ag.allocated.Add(res)
 	byAgent := a.byFramework[fw]
 	if byAgent == nil {
-		byAgent = map[allocator.AgentID]struct{}{}
+		byAgent = map[*agent]struct{}{}
 		a.byFramework[fw] = byAgent
 	}
-	byAgent[ag.id] = struct{}{}
+	byAgent[ag] = struct{}{}
 	if f, ok := a.frameworks[fw]; ok {
 		a.client(f, role).add(scalarsOf(res))
 	}
@@ -266,17 +289,13 @@ func (a *Allocator) allocate(ag *agent, fw allocator.FrameworkID, role string, r
 // of fw in role on ag, and from the sorters if fw is known.
 func (a *Allocator) unallocate(ag *agent, fw allocator.FrameworkID, role string, res allocator.Resources) {
 	k := allocKey{fw, role}
-	left := ag.allocs[k].Subtract(res)
-	if left.Empty() {
-		delete(ag.allocs, k)
-		if !a.holdsOn(ag, fw) {
-			delete(a.byFramework[fw], ag.id)
-			if len(a.byFramework[fw]) == 0 {
-				delete(a.byFramework, fw)
-			}
+	held, _ := ag.alloc(k)
+	ag.setAlloc(k, held.Subtract(res))
+	if !a.holdsOn(ag, fw) {
+		delete(a.byFramework[fw], ag)
+		if len(a.byFramework[fw]) == 0 {
+			delete(a.byFramework, fw)
 		}
-	} else {
-		ag.allocs[k] = left
 	}
 	ag.allocated = ag.allocated.Subtract(res)
 	if f, ok := a.frameworks[fw]; ok {
@@ -288,8 +307,8 @@ func (a *Allocator) unallocate(ag *agent, fw allocator.FrameworkID, role string,
 
 // holdsOn reports whether fw has any allocation on ag.
 func (a *Allocator) holdsOn(ag *agent, fw allocator.FrameworkID) bool {
-	for k := range ag.allocs {
-		if k.fw == fw {
+	for _, x := range ag.allocs {
+		if x.key.fw == fw {
 			return true
 		}
 	}

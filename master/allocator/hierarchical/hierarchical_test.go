@@ -141,7 +141,7 @@ func TestRefuseFilterDoesNotCoverMoreResources(t *testing.T) {
 }
 
 func TestSuppressRevive(t *testing.T) {
-	a, c := newTest(t)
+	a, _ := newTest(t)
 	addAgents(t, a, 1, res(4, 8))
 	addFramework(t, a, "fw1", "web", "batch")
 	must(t, a.SuppressOffers("fw1", nil))
@@ -150,7 +150,7 @@ func TestSuppressRevive(t *testing.T) {
 	if o := one(t, a); o.Role != "batch" {
 		t.Fatalf("revived batch only, offered in %s", o.Role)
 	}
-	a.RemoveAgent("agent-000")
+	must(t, a.RemoveAgent("agent-000"))
 	addAgents(t, a, 1, res(4, 8))
 
 	// Revive clears refuse filters of the role.
@@ -160,7 +160,6 @@ func TestSuppressRevive(t *testing.T) {
 	none(t, a)
 	must(t, a.ReviveOffers("fw1", []string{"web"}))
 	one(t, a)
-	_ = c
 	if err := a.SuppressOffers("fw1", []string{"other"}); !errors.Is(err, allocator.ErrInvalid) {
 		t.Fatalf("suppress a role not subscribed: %v, want ErrInvalid", err)
 	}
@@ -364,4 +363,208 @@ func TestErrors(t *testing.T) {
 	if _, err := a.framework("fw2"); err == nil {
 		t.Error("a framework refused for a bad role was added")
 	}
+}
+
+func TestObserveRunAndRoles(t *testing.T) {
+	var runs []time.Duration
+	a := New(Config{ObserveRun: func(d time.Duration) { runs = append(runs, d) }})
+	must(t, a.UpdateWeights(map[string]float64{"idle": 2}))
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	addFramework(t, a, "fw2", "web", "batch")
+	a.Allocate()
+	a.Allocate()
+	if len(runs) != 2 {
+		t.Fatalf("ObserveRun called %d times for 2 runs", len(runs))
+	}
+	got := a.Roles()
+	want := []allocator.RoleInfo{
+		// Both roles at share 0: the tie goes to the smaller name.
+		{Name: "batch", Weight: 1, Frameworks: []allocator.FrameworkID{"fw2"}, Allocated: res(4, 8)},
+		{Name: "idle", Weight: 2},
+		{Name: "web", Weight: 1, Frameworks: []allocator.FrameworkID{"fw1", "fw2"}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Roles() = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.Weight != w.Weight || fmt.Sprint(g.Frameworks) != fmt.Sprint(w.Frameworks) || !g.Allocated.Equal(w.Allocated) {
+			t.Errorf("Roles()[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+}
+
+func TestClaim(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "operator", "*")
+	addFramework(t, a, "fw1", "web")
+	must(t, a.Claim("operator", "agent-000", "*", res(1, 2)))
+	o := one(t, a)
+	if o.Framework != "fw1" || !o.Resources.Equal(res(3, 6)) {
+		t.Fatalf("offer %+v, want what the claim left (3 cpus, 6 GiB) to fw1", o)
+	}
+	// Everything is offered: a claim cannot double-book it.
+	if err := a.Claim("operator", "agent-000", "*", res(1, 1)); !errors.Is(err, allocator.ErrInsufficient) {
+		t.Fatalf("claim on a fully offered agent: %v, want ErrInsufficient", err)
+	}
+	decline(t, a, o, time.Hour)
+	must(t, a.Claim("operator", "agent-000", "*", res(3, 6)))
+	none(t, a)
+	must(t, a.Recover("operator", "agent-000", "*", res(4, 8), 0)) // both tasks end
+	if o = one(t, a); !o.Resources.Equal(res(4, 8)) {
+		t.Fatalf("offer %s after the operator's tasks ended, want the whole agent", o.Resources)
+	}
+	if err := a.Claim("nope", "agent-000", "*", res(1, 1)); !errors.Is(err, allocator.ErrUnknownFramework) {
+		t.Fatalf("claim by an unknown framework: %v", err)
+	}
+}
+
+func TestUpdateFrameworkRoles(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 2, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	o := one2or(t, a, "web")
+	must(t, a.UpdateFramework("fw1", allocator.FrameworkInfo{Roles: []string{"batch"}}))
+	// The allocation in web stays, and counts, until recovered.
+	roles := map[string]allocator.RoleInfo{}
+	for _, r := range a.Roles() {
+		roles[r.Name] = r
+	}
+	if !roles["web"].Allocated.Equal(res(8, 16)) || len(roles["web"].Frameworks) != 0 {
+		t.Fatalf("web after fw1 left it: %+v, want its allocation kept and no subscriber", roles["web"])
+	}
+	decline(t, a, o, 0)
+	if got := one(t, a); got.Role != "batch" {
+		t.Fatalf("offered in %s, want batch (fw1's only role now)", got.Role)
+	}
+	if err := a.Recover("fw1", o.Agent, "web", res(4, 8), 0); !errors.Is(err, allocator.ErrNotAllocated) {
+		t.Fatalf("second recover: %v, want ErrNotAllocated", err)
+	}
+}
+
+// one2or allocates and returns the first offer, checking all are in role.
+func one2or(t *testing.T, a *Allocator, role string) allocator.Offer {
+	t.Helper()
+	offers := a.Allocate()
+	if len(offers) == 0 {
+		t.Fatal("no offers")
+	}
+	for _, o := range offers {
+		if o.Role != role {
+			t.Fatalf("offer %+v, want role %s", o, role)
+		}
+	}
+	return offers[0]
+}
+
+func TestUpdateAgentTotal(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 1, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	o := one(t, a)
+	must(t, a.Recover("fw1", o.Agent, "web", res(2, 4), 0)) // a task holds 2 cpus, 4 GiB
+	must(t, a.UpdateAgent(o.Agent, allocator.AgentInfo{Total: res(8, 16)}))
+	if got := one(t, a); !got.Resources.Equal(res(6, 12)) {
+		t.Fatalf("offer %s after the agent grew to 8 cpus, want 6 cpus, 12 GiB", got.Resources)
+	}
+}
+
+// The master calls the allocator from many goroutines.
+func TestConcurrentUse(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 20, res(4, 8))
+	for i := range 4 {
+		addFramework(t, a, allocator.FrameworkID(fmt.Sprintf("fw%d", i)), "web")
+	}
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			var err error
+			for i := range 50 {
+				for _, o := range a.Allocate() {
+					if e := a.Recover(o.Framework, o.Agent, o.Role, o.Resources, time.Duration(i%2)*time.Second); e != nil {
+						err = e
+					}
+				}
+				a.ReviveOffers(allocator.FrameworkID(fmt.Sprintf("fw%d", g)), nil)
+				a.Roles()
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, r := range a.Roles() {
+		if !r.Allocated.Empty() {
+			t.Fatalf("role %s holds %s after every offer came back", r.Name, r.Allocated)
+		}
+	}
+}
+
+// The master's side of an agent that becomes unreachable: it deactivates the
+// agent, rescinds the agent's outstanding offers and recovers them (refuse
+// 0); nothing of the agent is offered until it is active again, and tasks
+// still running there keep their allocation.
+func TestUnreachableAgentRescind(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 2, res(4, 8))
+	addFramework(t, a, "fw1", "web")
+	offers := a.Allocate()
+	task := res(1, 1) // fw1 launched a task on agent-000 from its offer
+	must(t, a.Recover("fw1", "agent-000", "web", offers[0].Resources.Subtract(task), 0))
+	offers = append(offers[1:], one(t, a)) // what is left of agent-000, offered again
+	must(t, a.DeactivateAgent("agent-000"))
+	for _, o := range offers {
+		if o.Agent == "agent-000" {
+			decline(t, a, o, 0) // rescinded
+		}
+	}
+	none(t, a)
+	if r := a.Roles()[0]; !r.Allocated.Equal(res(5, 9)) {
+		t.Fatalf("role allocated %s, want agent-001's offer and the task (5 cpus, 9 GiB)", r.Allocated)
+	}
+	must(t, a.ActivateAgent("agent-000"))
+	if o := one(t, a); o.Agent != "agent-000" || !o.Resources.Equal(res(3, 7)) {
+		t.Fatalf("offer %+v after the agent came back, want agent-000's 3 cpus, 7 GiB", o)
+	}
+}
+
+// A framework in two roles is offered in each, by each role's share.
+func TestFrameworkInTwoRoles(t *testing.T) {
+	a, _ := newTest(t)
+	addAgents(t, a, 4, res(4, 8))
+	addFramework(t, a, "fw1", "a", "b")
+	byRole := map[string]int{}
+	for _, o := range a.Allocate() {
+		byRole[o.Role]++
+	}
+	if byRole["a"] != 2 || byRole["b"] != 2 {
+		t.Fatalf("offers by role %v, want 2 in a and 2 in b", byRole)
+	}
+	must(t, a.SuppressOffers("fw1", []string{"a"}))
+	for _, o := range offersOf(t, a) {
+		decline(t, a, o, 0)
+	}
+	for _, o := range a.Allocate() {
+		if o.Role != "b" {
+			t.Fatalf("offer in %s while a is suppressed", o.Role)
+		}
+	}
+}
+
+// offersOf returns everything allocated, as offers, by agent and role.
+func offersOf(t *testing.T, a *Allocator) []allocator.Offer {
+	t.Helper()
+	var out []allocator.Offer
+	for _, ag := range a.sortedAgents() {
+		for _, x := range ag.allocs {
+			out = append(out, allocator.Offer{Framework: x.key.fw, Agent: ag.id, Role: x.key.role, Resources: x.res})
+		}
+	}
+	return out
 }

@@ -14,7 +14,7 @@ type scalars struct {
 }
 
 func scalarsOf(r allocator.Resources) scalars {
-	return scalars{cpus: r.CPUs, mem: r.MemoryBytes, disk: r.DiskBytes}
+	return scalars{cpus: roundCPUs(r.CPUs), mem: r.MemoryBytes, disk: r.DiskBytes}
 }
 
 func (s scalars) add(o scalars) scalars {
@@ -50,8 +50,7 @@ func dominantShare(s, total scalars) float64 {
 type role struct {
 	name    string
 	alloc   scalars
-	count   int     // offers made to the role, the first tie-break
-	share   float64 // weighted dominant share, cached during a run
+	count   int // offers made to the role, the first tie-break
 	clients map[allocator.FrameworkID]*client
 	order   []*client // eligible clients by share, built per run
 }
@@ -104,8 +103,8 @@ func (a *Allocator) dropClient(fw *framework, c *client) {
 // holdsInRole reports whether fw holds an allocation in role on any agent
 // (an allocation of ports only has zero scalars but still counts).
 func (a *Allocator) holdsInRole(fw allocator.FrameworkID, role string) bool {
-	for id := range a.byFramework[fw] {
-		if _, ok := a.agents[id].allocs[allocKey{fw, role}]; ok {
+	for ag := range a.byFramework[fw] {
+		if _, ok := ag.alloc(allocKey{fw, role}); ok {
 			return true
 		}
 	}
@@ -121,10 +120,6 @@ func less(shareX, shareY float64, countX, countY int, nameX, nameY string) bool 
 		return countX < countY
 	}
 	return nameX < nameY
-}
-
-func (r *role) less(o *role) bool {
-	return less(r.share, o.share, r.count, o.count, r.name, o.name)
 }
 
 func (c *client) less(o *client) bool {
