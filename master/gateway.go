@@ -388,6 +388,9 @@ func (m *Master) adopt(id string, reported map[string]*masterv1.TaskStatus, c *a
 			Message: rep.GetMessage()}
 		m.tasks[tid] = t
 		m.index(t)
+		if err := m.claim(t); err != nil {
+			m.log.Warn("an adopted task's resources are not free on its agent", "task_id", tid, "agent_id", id, "err", err)
+		}
 		m.p.markTask(tid)
 		m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
 		m.log.Warn("adopted a task the registry did not know", "task_id", tid, "agent_id", id)

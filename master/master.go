@@ -322,6 +322,10 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
 	}
 	m.alloc = hierarchical.New(hierarchical.Config{ObserveRun: m.allocRuns.ObserveRun})
+	// The operator's task launch, as a framework that never takes offers.
+	if err := m.alloc.AddFramework(operatorFramework, allocator.FrameworkInfo{Roles: []string{allocator.DefaultRole}}, nil, false); err != nil {
+		return nil, err
+	}
 	for _, p := range cfg.AgentIdentities { // in the order given
 		id, _, _ := strings.Cut(p, "=")
 		id = strings.TrimSpace(id)

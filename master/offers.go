@@ -11,6 +11,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -160,17 +161,39 @@ func fromAlloc(r allocator.Resources) store.Resources {
 	return store.Resources{CPUs: r.CPUs, Memory: r.MemoryBytes, Disk: r.DiskBytes}
 }
 
-// allocAgent is an agent as the allocator sees it: its resources less
-// those of tasks that are no framework's (an operator's task launch, and
-// adopted tasks), which the allocator does not offer. Callers hold m.mu.
-func (m *Master) allocAgent(a *agentEntry) allocator.AgentInfo {
-	total := a.Resources
-	for _, t := range m.agentTasks(a.ID) {
-		if t.FrameworkID == "" && !terminal(t.State) {
-			total = subRes(total, t.Resources)
-		}
+// operatorFramework is the built-in framework the operator's task launch
+// (and tasks adopted from agents) goes through: the allocator holds their
+// resources as that framework's (Claim), so they and frameworks' offers
+// never double-book an agent. It is never active: it gets no offers.
+const operatorFramework = "gearbox-operator"
+
+// allocFrameworkOf is the allocator's framework of a task.
+func allocFrameworkOf(t *store.Task) (string, string) {
+	if t.FrameworkID == "" {
+		return operatorFramework, allocator.DefaultRole
 	}
-	return allocator.AgentInfo{Hostname: a.Hostname, Attributes: a.Attributes, Total: toAlloc(total)}
+	return t.FrameworkID, t.Role
+}
+
+// allocAgent is an agent as the allocator sees it. Callers hold m.mu.
+func (m *Master) allocAgent(a *agentEntry) allocator.AgentInfo {
+	return allocator.AgentInfo{Hostname: a.Hostname, Attributes: a.Attributes, Total: toAlloc(a.Resources)}
+}
+
+// claim gives an operator's (or adopted) task's resources to the
+// built-in framework on its agent, rescinding the agent's offers if
+// they hold what it needs. Callers hold m.mu.
+func (m *Master) claim(t *store.Task) error {
+	if !m.allocAgents[t.AgentID] {
+		return nil // counted when the agent is added
+	}
+	id, role := allocFrameworkOf(t)
+	err := m.alloc.Claim(allocator.FrameworkID(id), allocator.AgentID(t.AgentID), role, toAlloc(t.Resources))
+	if errors.Is(err, allocator.ErrInsufficient) {
+		m.rescindAgentOffers(t.AgentID)
+		err = m.alloc.Claim(allocator.FrameworkID(id), allocator.AgentID(t.AgentID), role, toAlloc(t.Resources))
+	}
+	return err
 }
 
 // frameworkUsed is what the framework's tasks that are not terminal hold
@@ -185,8 +208,8 @@ func (m *Master) frameworkUsed(fw, agent string) []allocator.Allocation {
 		tasks = m.frameworkTasks(fw)
 	}
 	for _, t := range tasks {
-		if t.FrameworkID != "" && (fw == "" || t.FrameworkID == fw) && !terminal(t.State) {
-			k := key{t.FrameworkID, t.AgentID, t.Role}
+		if id, role := allocFrameworkOf(t); (fw == "" || t.FrameworkID == fw) && !terminal(t.State) {
+			k := key{id, t.AgentID, role}
 			sum[k] = addRes(sum[k], t.Resources)
 		}
 	}
@@ -197,8 +220,8 @@ func (m *Master) frameworkUsed(fw, agent string) []allocator.Allocation {
 	return out
 }
 
-// syncAgent tells the allocator of an agent that registered (again), or
-// whose non-framework tasks changed. Callers hold m.mu.
+// syncAgent tells the allocator of an agent that registered (again).
+// Callers hold m.mu.
 func (m *Master) syncAgent(a *agentEntry) {
 	info := m.allocAgent(a)
 	var err error
@@ -308,18 +331,12 @@ func (m *Master) suppress(f *frameworkEntry, roles []string, on bool) error {
 	return nil
 }
 
-// freed: a task ended; its resources go back to the allocator (a
-// framework's) or to its agent's offerable total (any other). Callers hold
-// m.mu.
+// freed: a task ended; its resources go back to the allocator. Callers
+// hold m.mu.
 func (m *Master) freed(t *store.Task) {
-	if t.FrameworkID != "" {
-		m.giveBack(t.FrameworkID, t.AgentID, t.Role, t.Resources, 0)
-		m.wakeAllocator()
-		return
-	}
-	if a := m.agents[t.AgentID]; a != nil && m.allocAgents[a.ID] {
-		m.syncAgent(a)
-	}
+	id, role := allocFrameworkOf(t)
+	m.giveBack(id, t.AgentID, role, t.Resources, 0)
+	m.wakeAllocator()
 }
 
 func (m *Master) weightOf(role string) float64 {

@@ -139,9 +139,12 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: req.GetImage(), Command: req.GetCommand(),
 		Resources: want, PartitionAware: req.PartitionAware == nil || req.GetPartitionAware(),
 		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now}
+	if err := m.claim(t); err != nil {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "agent %s cannot hold %s: %v", a.ID, fmtWant(want), err)
+	}
 	m.tasks[t.ID] = t
 	m.index(t)
-	m.syncAgent(a) // the allocator offers what is left
 	g := m.p.markTask(t.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
 	m.mu.Unlock()
