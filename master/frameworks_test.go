@@ -307,3 +307,26 @@ func TestFrameworkTeardown(t *testing.T) {
 		t.Errorf("teardown of a removed framework: %v, want NotFound", err)
 	}
 }
+
+// An agent marked gone: its frameworks get FAILURE, their tasks
+// TASK_GONE_BY_OPERATOR (TASK_LOST without PARTITION_AWARE).
+func TestFrameworkAgentGoneFailure(t *testing.T) {
+	_, c, conn := startMaster(t, func(cfg *Config) { cfg.AllocationInterval = 50 * time.Millisecond })
+	a := runningAgent(t, conn, &masterv1.Resources{Cpus: 1, MemoryBytes: 1 << 30})
+	g := &greedy{prefix: "gone"}
+	startFramework(t, conn, info("plain", "*"), g.handle)
+	waitFor(t, func() bool { return g.count() == 1 })
+	if _, err := c.MarkAgentGone(context.Background(), &masterv1.MarkAgentGoneRequest{AgentId: a.id}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		failure, lost := false, false
+		for _, e := range g.events {
+			failure = failure || e.GetFailure().GetAgentId() == a.id
+			lost = lost || (e.GetUpdate().GetStatus().GetTaskId() == "gone-1" && e.GetUpdate().GetStatus().GetState() == typesv1.TaskState_TASK_LOST)
+		}
+		return failure && lost
+	})
+}

@@ -251,6 +251,7 @@ func (m *Master) agentLost(id string, gone bool) {
 	if gone {
 		m.alloc.RemoveAgent(allocator.AgentID(id))
 		delete(m.allocAgents, id)
+		m.sendFailure(id)
 		return
 	}
 	m.alloc.DeactivateAgent(allocator.AgentID(id))
@@ -344,4 +345,18 @@ func (m *Master) weightOf(role string) float64 {
 		return w
 	}
 	return 1
+}
+
+// sendFailure tells the frameworks with tasks on a removed agent (Mesos's
+// FAILURE event). Callers hold m.mu.
+func (m *Master) sendFailure(agentID string) {
+	told := map[string]bool{}
+	for _, t := range m.agentTasks(agentID) {
+		f := m.frameworks[t.FrameworkID]
+		if f == nil || f.conn == nil || told[f.ID] {
+			continue
+		}
+		told[f.ID] = true
+		f.conn.send(&schedulerv1.Event{Event: &schedulerv1.Event_Failure_{Failure: &schedulerv1.Event_Failure{AgentId: agentID}}})
+	}
 }
