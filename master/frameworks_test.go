@@ -330,3 +330,46 @@ func TestFrameworkAgentGoneFailure(t *testing.T) {
 		return failure && lost
 	})
 }
+
+// schedclient subscribes again with the framework's ID when its
+// connection breaks, and the update it had not acknowledged comes again.
+func TestSchedclientResubscribes(t *testing.T) {
+	m, _, conn := startMaster(t, func(cfg *Config) { cfg.AllocationInterval = 50 * time.Millisecond })
+	runningAgent(t, conn, &masterv1.Resources{Cpus: 1, MemoryBytes: 1 << 30})
+	var mu sync.Mutex
+	var subscribed []string
+	var uuids []string
+	ackNow := false
+	g := &greedy{prefix: "rs", max: 1}
+	f := startFramework(t, conn, info("rs", "*"), func(ctx context.Context, c *schedclient.Client, ev *schedulerv1.Event) error {
+		mu.Lock()
+		if s := ev.GetSubscribed(); s != nil {
+			subscribed = append(subscribed, s.FrameworkId)
+		}
+		if s := ev.GetUpdate().GetStatus(); s.GetUuid() != "" {
+			uuids = append(uuids, s.Uuid)
+			if !ackNow {
+				mu.Unlock()
+				return nil // not acknowledged, not counted
+			}
+		}
+		mu.Unlock()
+		return g.handle(ctx, c, ev)
+	})
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(uuids) == 1 })
+	m.mu.Lock()
+	m.frameworks[f.c.FrameworkID()].conn.close(status.Error(codes.Unavailable, "the test breaks the connection"))
+	m.mu.Unlock()
+	mu.Lock()
+	ackNow = true
+	mu.Unlock()
+	waitFor(t, func() bool { return g.count() == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(subscribed) != 2 || subscribed[0] != subscribed[1] {
+		t.Errorf("subscriptions %v, want two with one framework ID", subscribed)
+	}
+	if len(uuids) < 2 || uuids[len(uuids)-1] != uuids[0] {
+		t.Errorf("updates %v, want the unacknowledged one again after re-subscribing", uuids)
+	}
+}
