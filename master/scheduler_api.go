@@ -120,6 +120,23 @@ func (s *schedulerAPI) sendLoop(ctx context.Context, c *fwConn, stream schedStre
 
 func (s *schedulerAPI) recvLoop(ctx context.Context, f *frameworkEntry, c *fwConn, stream schedStream) error {
 	m := s.m
+	// Accepted tasks go to their agents from a goroutine of their own, in
+	// order, once durable: the next calls need not wait for the registry,
+	// and the launches of many accepts share its group commits. A
+	// framework that disconnects does not stop what it accepted.
+	type accepted struct {
+		tasks []*store.Task
+		gen   uint64
+	}
+	launches := make(chan accepted, 256)
+	launcherDone := make(chan struct{})
+	go func() {
+		defer close(launcherDone)
+		for l := range launches {
+			m.sendLaunches(context.WithoutCancel(ctx), l.tasks, l.gen)
+		}
+	}()
+	defer func() { close(launches); <-launcherDone }()
 	for {
 		call, err := stream.Recv()
 		if err != nil {
@@ -136,7 +153,9 @@ func (s *schedulerAPI) recvLoop(ctx context.Context, f *frameworkEntry, c *fwCon
 			}
 			tasks, gen := m.accept(f, call.GetAccept())
 			m.mu.Unlock()
-			m.sendLaunches(ctx, tasks, gen)
+			if len(tasks) > 0 {
+				launches <- accepted{tasks, gen}
+			}
 			continue
 		}
 		g, stop, err := s.apply(f, c, call)
