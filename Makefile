@@ -58,6 +58,7 @@ ci-fresh: ## run .ci/run in a fresh minimal Debian 12 root (as root): proves it 
 .PHONY: bench
 bench: build ## benchmarks against the direct containerd client (as root)
 	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 30m -v ./integration/
+	$(GO) test -tags bench -run '^TestBench' -count=1 -timeout 10m -v ./master/allocator/...
 
 .PHONY: proto
 proto: ## regenerate the Go code of the .proto files (buf, pinned in go.mod)
@@ -71,4 +72,4 @@ proto-check: ## fail when the generated code is stale, buf lint objects or an AP
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt'ed:" $$out >&2; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags bench ./integration/
+	$(GO) vet -tags bench ./integration/ ./master/allocator/...

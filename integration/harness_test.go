@@ -171,7 +171,7 @@ func setup() (*harness, error) {
 
 	// Binaries, as make build makes them but with the race detector: the
 	// agent's server, containerizer and sessions run only in these.
-	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}, {"disk-quota-isolator", "../examples/disk-quota-isolator"}} {
+	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}, {"disk-quota-isolator", "../examples/disk-quota-isolator"}, {"sleep-framework", "../examples/sleep-framework"}} {
 		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(t.bin, b.out), b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := cmd.CombinedOutput(); err != nil {

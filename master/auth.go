@@ -13,6 +13,7 @@ import (
 
 	"github.com/gearboxd/gearbox/internal/peercred"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
 )
 
 // Who may do what on the master:
@@ -20,6 +21,9 @@ import (
 //	agent      AgentGateway.Connect: register and report
 //	readonly   Operator's Get*, ReconcileTasks, Subscribe
 //	operator   readonly, and LaunchTask, KillTask, MarkAgentGone
+//	framework  Scheduler.Connect: any client certificate the CA signed;
+//	           which roles it may register is the [[frameworks]] ACL
+//	           (frameworks.go), checked at subscribe
 //
 // Three ways in:
 //
@@ -56,6 +60,7 @@ func (r masterRole) String() string {
 // operatorNeeds is the role each Operator call needs; one not listed
 // needs operator (fail closed).
 var operatorNeeds = map[string]masterRole{
+	"GetFrameworks": roleReadOnly, "GetRoles": roleReadOnly, "GetWeights": roleReadOnly, "GetOffers": roleReadOnly,
 	"GetHealth": roleReadOnly, "GetState": roleReadOnly, "GetAgents": roleReadOnly, "GetTasks": roleReadOnly,
 	"ReconcileTasks": roleReadOnly, "Subscribe": roleReadOnly,
 }
@@ -114,7 +119,8 @@ func identity(ctx context.Context) (string, bool) {
 
 func (a *authorizer) check(ctx context.Context, fullMethod string) error {
 	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	if svc != masterv1.AgentGateway_ServiceDesc.ServiceName && svc != masterv1.Operator_ServiceDesc.ServiceName {
+	if svc != masterv1.AgentGateway_ServiceDesc.ServiceName && svc != masterv1.Operator_ServiceDesc.ServiceName &&
+		svc != schedulerv1.Scheduler_ServiceDesc.ServiceName {
 		return nil // health and reflection
 	}
 	if pc, ok := peercred.FromContext(ctx); ok {

@@ -24,6 +24,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	want.MetricsListen = "127.0.0.1:9465"
 	want.TLSCert, want.TLSKey, want.TLSClientCA = "/etc/gearbox/tls/master.crt", "/etc/gearbox/tls/master.key", "/etc/gearbox/tls/ca.crt"
 	want.AgentCNs, want.ReadOnlyCNs, want.OperatorCNs = []string{"agent-1", "agent-2"}, []string{"dashboard"}, []string{"deployer"}
+	want.Frameworks = []FrameworkACL{{Principal: "marathon", Roles: []string{"web", "services"}}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("example config read as\n%+v\nwant\n%+v", cfg, want)
 	}

@@ -348,6 +348,19 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			m.setTask(t, typesv1.TaskState_TASK_LOST, typesv1.Reason_REASON_CONTAINER_VANISHED, fmt.Sprintf("agent %s registered again without this task", id), nil)
 		}
 	}
+	m.adopt(id, reported, c, now)
+	if added {
+		m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_ADDED, Agent: m.agentToProto(a)})
+	}
+	m.syncAgent(a)
+	m.log.Info("agent registered", "agent_id", id, "hostname", a.Hostname, "tasks", len(reg.GetTasks()), "returning", reg.GetAgentId() != "")
+	return a, nil
+}
+
+// adopt takes on the tasks an agent reported that the master does not
+// know (up to --max-agent-tasks), and kills there those the master placed
+// on another agent. Callers hold m.mu.
+func (m *Master) adopt(id string, reported map[string]*masterv1.TaskStatus, c *agentConn, now time.Time) {
 	adopted := 0
 	for _, t := range m.agentTasks(id) {
 		if t.Adopted {
@@ -375,15 +388,13 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			Message: rep.GetMessage()}
 		m.tasks[tid] = t
 		m.index(t)
+		if err := m.claim(t); err != nil {
+			m.log.Warn("an adopted task's resources are not free on its agent", "task_id", tid, "agent_id", id, "err", err)
+		}
 		m.p.markTask(tid)
 		m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_ADDED, Task: taskToProto(t)})
 		m.log.Warn("adopted a task the registry did not know", "task_id", tid, "agent_id", id)
 	}
-	if added {
-		m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_ADDED, Agent: m.agentToProto(a)})
-	}
-	m.log.Info("agent registered", "agent_id", id, "hostname", a.Hostname, "tasks", len(reg.GetTasks()), "returning", reg.GetAgentId() != "")
-	return a, nil
 }
 
 // agentIDFor is the ID a registration gets: the one it presents, or for a

@@ -41,8 +41,11 @@ import (
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
+	"github.com/gearboxd/gearbox/master/allocator"
+	"github.com/gearboxd/gearbox/master/allocator/hierarchical"
 	"github.com/gearboxd/gearbox/master/store"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -111,6 +114,21 @@ type Config struct {
 	MaxAgentCPUs   float64    `toml:"max_agent_cpus"`
 	MaxAgentMemory units.Size `toml:"max_agent_memory"`
 	MaxAgentDisk   units.Size `toml:"max_agent_disk"`
+	// Frameworks (the scheduler API, frameworks.go). AllocationInterval:
+	// offers are made after each change and at least this often (Mesos's
+	// 1 s). OfferTimeout: an offer not used this long is rescinded (0:
+	// never). FrameworkHeartbeat: a HEARTBEAT event when nothing else was
+	// sent this long. StatusUpdateRetry: a status update not acknowledged
+	// this long is sent again.
+	AllocationInterval time.Duration `toml:"allocation_interval"`
+	OfferTimeout       time.Duration `toml:"offer_timeout"`
+	FrameworkHeartbeat time.Duration `toml:"framework_heartbeat"`
+	StatusUpdateRetry  time.Duration `toml:"status_update_retry"`
+	// Frameworks is who may register frameworks in which roles, by
+	// certificate name (Mesos's register_frameworks ACL); none given:
+	// every certificate the CA signed may, in any role. The unix socket's
+	// root (and the master's own user) may register any role.
+	Frameworks []FrameworkACL `toml:"frameworks"`
 }
 
 // DefaultSocket is the master's unix socket, where the CLI looks first.
@@ -134,6 +152,9 @@ func DefaultConfig() Config {
 		MaxAgentCPUs:          4096,
 		MaxAgentMemory:        256 << 40, // 256 TiB
 		MaxAgentDisk:          1 << 60,   // 1 EiB
+		AllocationInterval:    time.Second,
+		FrameworkHeartbeat:    15 * time.Second,
+		StatusUpdateRetry:     10 * time.Second,
 	}
 }
 
@@ -168,6 +189,20 @@ func (c Config) Validate() error {
 		return errors.New("--max-agent-cpus must be a positive number")
 	case c.MaxAgentMemory <= 0 || c.MaxAgentDisk <= 0:
 		return errors.New("--max-agent-memory and --max-agent-disk must be positive")
+	case c.AllocationInterval <= 0 || c.FrameworkHeartbeat <= 0 || c.StatusUpdateRetry <= 0:
+		return errors.New("--allocation-interval, --framework-heartbeat and --status-update-retry must be positive")
+	case c.OfferTimeout < 0:
+		return errors.New("--offer-timeout must not be negative (0: offers never expire)")
+	}
+	for i, acl := range c.Frameworks {
+		if strings.TrimSpace(acl.Principal) == "" || len(acl.Roles) == 0 {
+			return fmt.Errorf("frameworks[%d]: give a principal (a certificate name) and its roles", i)
+		}
+		for _, r := range acl.Roles {
+			if err := checkRole(r); err != nil {
+				return fmt.Errorf("frameworks[%d].roles: %s", i, status.Convert(err).Message())
+			}
+		}
 	}
 	if _, err := parsePins(c.AgentIdentities); err != nil {
 		return err
@@ -241,6 +276,17 @@ type Master struct {
 	pins     map[string]string
 	pinnedTo map[string][]string
 
+	// Frameworks and offers (frameworks.go, offers.go).
+	frameworks    map[string]*frameworkEntry
+	byFramework   map[string]map[string]struct{}
+	offers        map[string]*offer
+	offersByAgent map[string]map[string]*offer
+	weights       map[string]float64
+	allocWake     chan struct{}
+	alloc         allocator.Allocator
+	allocAgents   map[string]bool // agents added to alloc
+	allocRuns     allocator.RunHistogram
+
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
@@ -264,6 +310,9 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 		pins: pins, pinnedTo: map[string][]string{},
 		cfg: cfg, log: log, ready: make(chan struct{}),
 		agents: map[string]*agentEntry{}, tasks: map[string]*store.Task{}, byAgent: map[string]map[string]struct{}{},
+		frameworks: map[string]*frameworkEntry{}, byFramework: map[string]map[string]struct{}{},
+		offers: map[string]*offer{}, offersByAgent: map[string]map[string]*offer{}, weights: map[string]float64{},
+		allocWake: make(chan struct{}, 1), allocAgents: map[string]bool{}, allocRuns: allocator.NewRunHistogram(),
 		ev: newEventLog(cfg.EventBuffer), removal: newRemovalQueue(), limiter: lim,
 		queueGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_master_unreachable_queue",
 			Help: "Agents that missed their pings and wait for --agent-removal-rate-limit to be marked unreachable."}),
@@ -271,6 +320,11 @@ func New(cfg Config, log *slog.Logger) (*Master, error) {
 			Help: "How long each group commit to the registry took (one transaction, one fsync).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		cutCounter: prometheus.NewCounter(prometheus.CounterOpts{Name: "gearbox_master_subscribers_cut_total",
 			Help: "Subscribers cut off for falling --subscriber-lag events behind."}),
+	}
+	m.alloc = hierarchical.New(hierarchical.Config{ObserveRun: m.allocRuns.ObserveRun})
+	// The operator's task launch, as a framework that never takes offers.
+	if err := m.alloc.AddFramework(operatorFramework, allocator.FrameworkInfo{Roles: []string{allocator.DefaultRole}}, nil, false); err != nil {
+		return nil, err
 	}
 	for _, p := range cfg.AgentIdentities { // in the order given
 		id, _, _ := strings.Cut(p, "=")
@@ -358,8 +412,9 @@ func (m *Master) Run(ctx context.Context) error {
 
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); m.healthLoop(bg) }()
+	go func() { defer wg.Done(); m.allocLoop(bg) }()
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
 
@@ -405,10 +460,11 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 	}
 	opts := []grpc.ServerOption{grpc.Creds(creds)}
 	srv := grpcserver.New(grpcserver.Config{
-		Services: []string{masterv1.Operator_ServiceDesc.ServiceName},
+		Services: []string{masterv1.Operator_ServiceDesc.ServiceName, schedulerv1.Scheduler_ServiceDesc.ServiceName},
 		Register: func(gs *grpc.Server) {
 			masterv1.RegisterAgentGatewayServer(gs, &gateway{m: m})
 			masterv1.RegisterOperatorServer(gs, &operator{m: m})
+			schedulerv1.RegisterSchedulerServer(gs, &schedulerAPI{m: m})
 		},
 		Authorize: authz.check,
 		Options: []grpc.ServerOption{
@@ -424,10 +480,16 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 	return srv, opts, nil
 }
 
-// endAgentStreams ends every agent's stream with MASTER_STOPPING.
+// endAgentStreams ends every agent's and framework's stream with
+// MASTER_STOPPING.
 func (m *Master) endAgentStreams() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, f := range m.frameworks {
+		if f.conn != nil {
+			f.conn.close(stoppingErr())
+		}
+	}
 	for _, a := range m.agents {
 		if a.conn != nil {
 			a.conn.close(stoppingErr())
@@ -489,7 +551,21 @@ func (m *Master) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the registry: %w", err)
 	}
+	fws, err := m.st.Frameworks(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the registry: %w", err)
+	}
+	if m.weights, err = m.st.Weights(ctx); err != nil {
+		return fmt.Errorf("reading the registry: %w", err)
+	}
 	now := time.Now()
+	// A framework's failover clock starts anew with the master.
+	for _, f := range fws {
+		m.frameworks[f.ID] = &frameworkEntry{Framework: f, disconnectedAt: now, sent: map[string]time.Time{}}
+	}
+	if err := m.alloc.UpdateWeights(m.weights); err != nil {
+		m.log.Warn("the registry's weights were refused by the allocator", "err", err)
+	}
 	for _, a := range agents {
 		e := &agentEntry{Agent: a}
 		e.lastBeat.Store(now.UnixNano())
@@ -500,7 +576,14 @@ func (m *Master) recover(ctx context.Context) error {
 		m.tasks[t.ID] = &t
 		m.index(&t)
 	}
-	m.log.Info("registry recovered", "agents", len(agents), "tasks", len(tasks))
+	for _, f := range m.frameworks {
+		// Inactive until it subscribes again; its tasks count (agents
+		// report theirs when they register).
+		if err := m.alloc.AddFramework(allocator.FrameworkID(f.ID), allocFramework(f), nil, false); err != nil {
+			return fmt.Errorf("framework %s of the registry: %w", f.ID, err)
+		}
+	}
+	m.log.Info("registry recovered", "agents", len(agents), "tasks", len(tasks), "frameworks", len(fws))
 	return nil
 }
 
@@ -511,11 +594,19 @@ func (m *Master) index(t *store.Task) {
 		m.byAgent[t.AgentID] = set
 	}
 	set[t.ID] = struct{}{}
+	if t.FrameworkID != "" {
+		fs := m.byFramework[t.FrameworkID]
+		if fs == nil {
+			fs = map[string]struct{}{}
+			m.byFramework[t.FrameworkID] = fs
+		}
+		fs[t.ID] = struct{}{}
+	}
 }
 
 func (m *Master) serveMetrics() (func(), error) {
 	return promserve.Serve(m.cfg.MetricsListen, m.log,
-		m.queueGauge, m.cutCounter, m.writeSeconds,
+		m.queueGauge, m.cutCounter, m.writeSeconds, m.allocRuns,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_unreachable", Help: "Unreachable agents."},

@@ -139,6 +139,10 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: req.GetImage(), Command: req.GetCommand(),
 		Resources: want, PartitionAware: req.PartitionAware == nil || req.GetPartitionAware(),
 		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now}
+	if err := m.claim(t); err != nil {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "agent %s cannot hold %s: %v", a.ID, fmtWant(want), err)
+	}
 	m.tasks[t.ID] = t
 	m.index(t)
 	g := m.p.markTask(t.ID)
@@ -206,9 +210,18 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 	var best *agentEntry
 	var bestFree store.Resources
 	var why []string
+	// Outstanding offers count as used: an operator's task and a
+	// framework's never share an agent's resources. When only offered
+	// resources stand in the way, the offers of the best agent are
+	// rescinded (as Mesos's allocator does for a quota or an inverse offer).
+	var reclaim *agentEntry
 	for _, a := range candidates {
 		u := m.used(a.ID)
 		free := store.Resources{CPUs: a.Resources.CPUs - u.CPUs, Memory: a.Resources.Memory - u.Memory, Disk: a.Resources.Disk - u.Disk}
+		if reclaim == nil && fits(want, free) && !fits(want, subRes(free, m.offeredOn(a.ID))) {
+			reclaim = a
+		}
+		free = subRes(free, m.offeredOn(a.ID))
 		if want.CPUs > free.CPUs+1e-9 || want.Memory > free.Memory || want.Disk > free.Disk {
 			why = append(why, fmt.Sprintf("%s (%s) has %s free of %s", a.ID, a.Hostname, fmtRes(free), fmtRes(a.Resources)))
 			continue
@@ -216,6 +229,10 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 		if best == nil || free.CPUs > bestFree.CPUs+1e-9 || (free.CPUs >= bestFree.CPUs-1e-9 && a.ID < best.ID) {
 			best, bestFree = a, free
 		}
+	}
+	if best == nil && reclaim != nil {
+		m.rescindAgentOffers(reclaim.ID)
+		return reclaim, nil
 	}
 	if best == nil {
 		sort.Strings(why)

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,9 @@ type persister struct {
 	cond   *sync.Cond
 	agents map[string]struct{}
 	tasks  map[string]struct{}
+	fws    map[string]struct{}
+	// weights: roles whose weight changed.
+	weights map[string]struct{}
 	// gen counts marks; done is the gen the last written batch covered.
 	gen, done uint64
 	err       error
@@ -27,7 +31,8 @@ type persister struct {
 }
 
 func newPersister(m *Master) *persister {
-	p := &persister{m: m, agents: map[string]struct{}{}, tasks: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+	p := &persister{m: m, agents: map[string]struct{}{}, tasks: map[string]struct{}{}, fws: map[string]struct{}{},
+		weights: map[string]struct{}{}, wake: make(chan struct{}, 1)}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -36,6 +41,10 @@ func newPersister(m *Master) *persister {
 // generation to wait for.
 func (p *persister) markAgent(id string) uint64 { return p.mark(p.agents, id) }
 func (p *persister) markTask(id string) uint64  { return p.mark(p.tasks, id) }
+
+// markFramework and markWeight likewise, for frameworks and roles' weights.
+func (p *persister) markFramework(id string) uint64 { return p.mark(p.fws, id) }
+func (p *persister) markWeight(role string) uint64  { return p.mark(p.weights, role) }
 
 func (p *persister) mark(set map[string]struct{}, id string) uint64 {
 	p.mu.Lock()
@@ -91,10 +100,10 @@ func (p *persister) flush() {
 	m := p.m
 	m.mu.Lock()
 	p.mu.Lock()
-	agents, tasks, gen := p.agents, p.tasks, p.gen
-	p.agents, p.tasks = map[string]struct{}{}, map[string]struct{}{}
+	agents, tasks, fws, weights, gen := p.agents, p.tasks, p.fws, p.weights, p.gen
+	p.agents, p.tasks, p.fws, p.weights = map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}
 	p.mu.Unlock()
-	if len(agents) == 0 && len(tasks) == 0 {
+	if len(agents) == 0 && len(tasks) == 0 && len(fws) == 0 && len(weights) == 0 {
 		m.mu.Unlock()
 		p.finish(gen, nil)
 		return
@@ -112,6 +121,21 @@ func (p *persister) flush() {
 			b.Tasks = append(b.Tasks, *t)
 		} else {
 			b.DeleteTasks = append(b.DeleteTasks, id)
+		}
+	}
+	for id := range fws {
+		if f, ok := m.frameworks[id]; ok {
+			f.Framework.Roles = slices.Clone(f.Roles)
+			f.SuppressedRoles = slices.Clone(f.SuppressedRoles)
+			b.Frameworks = append(b.Frameworks, f.Framework)
+		} else {
+			b.DeleteFrameworks = append(b.DeleteFrameworks, id)
+		}
+	}
+	if len(weights) > 0 {
+		b.Weights = map[string]float64{}
+		for role := range weights {
+			b.Weights[role] = m.weights[role] // 0 when unset
 		}
 	}
 	m.mu.Unlock()
@@ -137,6 +161,12 @@ func (p *persister) flush() {
 		}
 		for id := range tasks {
 			p.tasks[id] = struct{}{}
+		}
+		for id := range fws {
+			p.fws[id] = struct{}{}
+		}
+		for r := range weights {
+			p.weights[r] = struct{}{}
 		}
 		p.mu.Unlock()
 	}

@@ -13,9 +13,11 @@ import (
 	"unicode"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/master/store"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -43,9 +45,16 @@ func (m *Master) setTask(t *store.Task, state typesv1.TaskState, reason typesv1.
 	if t.State == state && t.Reason == reason && t.Message == message {
 		return m.p.markTask(t.ID)
 	}
+	wasTerminal := terminal(t.State)
 	t.State, t.Reason, t.Message, t.UpdatedAt = state, reason, message, time.Now().UTC()
 	if exit != nil {
 		t.ExitCode = exit
+	}
+	if t.FrameworkID != "" {
+		m.queueUpdate(t) // written with the task below
+	}
+	if terminal(state) && !wasTerminal {
+		m.freed(t)
 	}
 	g := m.p.markTask(t.ID)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_TASK_UPDATED, Task: taskToProto(t)})
@@ -84,6 +93,7 @@ func (m *Master) markUnreachable(a *agentEntry, now time.Time) {
 	silent := now.Sub(time.Unix(0, a.lastBeat.Load())).Round(time.Millisecond)
 	a.State, a.UnreachableAt = store.AgentUnreachable, now.UTC()
 	m.p.markAgent(a.ID)
+	m.agentLost(a.ID, false)
 	msg := fmt.Sprintf("agent %s (%s) is unreachable: no heartbeat for %s (--agent-ping-timeout %s × --max-agent-ping-timeouts %d)",
 		a.ID, a.Hostname, silent, m.cfg.AgentPingTimeout, m.cfg.MaxAgentPingTimeouts)
 	for _, t := range m.agentTasks(a.ID) {
@@ -128,6 +138,7 @@ func (m *Master) markGone(a *agentEntry, byOperator bool) {
 		a.conn.close(errGone(a))
 		a.conn = nil
 	}
+	m.agentLost(a.ID, true)
 	m.ev.publish(&masterv1.Event{Type: masterv1.Event_AGENT_REMOVED, Agent: m.agentToProto(a)})
 	m.log.Warn("agent gone", "agent_id", a.ID, "hostname", a.Hostname, "by_operator", byOperator)
 }
@@ -322,7 +333,22 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Reason:         t.Reason,
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		FrameworkId: t.FrameworkID, Role: t.Role, GroupId: t.GroupID,
+		Container: containerFromBytes(t.Container),
 	}
+}
+
+// containerFromBytes reads a task's stored container spec; nil without
+// one (or, never expected, one this master cannot read).
+func containerFromBytes(b []byte) *agentv1.LaunchContainerRequest {
+	if len(b) == 0 {
+		return nil
+	}
+	c := &agentv1.LaunchContainerRequest{}
+	if protojson.Unmarshal(b, c) != nil {
+		return nil
+	}
+	return c
 }
 
 var agentStates = map[store.AgentState]masterv1.AgentState{
@@ -333,7 +359,7 @@ var agentStates = map[store.AgentState]masterv1.AgentState{
 func (m *Master) agentToProto(a *agentEntry) *masterv1.AgentInfo {
 	return &masterv1.AgentInfo{
 		Id: a.ID, Hostname: a.Hostname, Address: a.Address, Version: a.Version,
-		Resources: resToProto(a.Resources), Used: resToProto(m.used(a.ID)), Attributes: a.Attributes,
+		Resources: resToProto(a.Resources), Used: resToProto(m.used(a.ID)), Attributes: a.Attributes, Offered: resToProto(m.offeredOn(a.ID)),
 		State: agentStates[a.State], GoneByOperator: a.GoneByOperator, Connected: a.conn != nil,
 		RegisteredAt: ts(a.RegisteredAt), UnreachableAt: ts(a.UnreachableAt), LastHeartbeat: ts(time.Unix(0, a.lastBeat.Load())),
 	}

@@ -69,6 +69,7 @@ master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
 	ac := newAgentCmd()
 	ac.AddCommand(newMarkGoneCmd())
 	root.AddCommand(ac, newDevCmd(), newMasterCmd(), newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd())
+	root.AddCommand(newFrameworksCmd(), newFrameworkCmd(), newRolesCmd(), newOffersCmd(), newWeightsCmd())
 	addContainerCmds(root)
 	root.AddCommand(newImageCmd(), newVersionCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

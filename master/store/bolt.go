@@ -16,10 +16,12 @@ import (
 const schemaVersion = 1
 
 var (
-	bucketMeta   = []byte("meta")
-	bucketAgents = []byte("agents")
-	bucketTasks  = []byte("tasks")
-	keySchema    = []byte("schema_version")
+	bucketMeta       = []byte("meta")
+	bucketAgents     = []byte("agents")
+	bucketTasks      = []byte("tasks")
+	bucketFrameworks = []byte("frameworks")
+	bucketWeights    = []byte("weights")
+	keySchema        = []byte("schema_version")
 )
 
 // Bolt is a Store in an embedded bbolt file. Values are JSON. Every write
@@ -42,7 +44,7 @@ func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 		return nil, fmt.Errorf("opening registry %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketAgents, bucketTasks} {
+		for _, b := range [][]byte{bucketMeta, bucketAgents, bucketTasks, bucketFrameworks, bucketWeights} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -86,6 +88,25 @@ func (b *Bolt) Agents(context.Context) ([]Agent, error) { return all[Agent](b.db
 
 func (b *Bolt) Tasks(context.Context) ([]Task, error) { return all[Task](b.db, bucketTasks) }
 
+func (b *Bolt) Frameworks(context.Context) ([]Framework, error) {
+	return all[Framework](b.db, bucketFrameworks)
+}
+
+func (b *Bolt) Weights(context.Context) (map[string]float64, error) {
+	out := map[string]float64{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketWeights).ForEach(func(k, v []byte) error {
+			w, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return fmt.Errorf("registry weight of role %q: %w", k, err)
+			}
+			out[string(k)] = w
+			return nil
+		})
+	})
+	return out, err
+}
+
 func (b *Bolt) Apply(_ context.Context, bt Batch) error {
 	type kv struct{ k, v []byte }
 	enc := func(id string, v any) (kv, error) {
@@ -110,12 +131,32 @@ func (b *Bolt) Apply(_ context.Context, bt Batch) error {
 		}
 		tasks = append(tasks, e)
 	}
+	var fws, weights []kv
+	var unweight []string
+	for _, f := range bt.Frameworks {
+		e, err := enc(f.ID, f)
+		if err != nil {
+			return err
+		}
+		fws = append(fws, e)
+	}
+	for role, w := range bt.Weights {
+		if role == "" {
+			return errors.New("a weight of an empty role cannot be stored")
+		}
+		if w == 0 {
+			unweight = append(unweight, role)
+			continue
+		}
+		weights = append(weights, kv{[]byte(role), []byte(strconv.FormatFloat(w, 'g', -1, 64))})
+	}
 	return b.db.Update(func(tx *bolt.Tx) error {
 		for _, w := range []struct {
 			bucket []byte
 			puts   []kv
 			dels   []string
-		}{{bucketAgents, agents, bt.DeleteAgents}, {bucketTasks, tasks, bt.DeleteTasks}} {
+		}{{bucketAgents, agents, bt.DeleteAgents}, {bucketTasks, tasks, bt.DeleteTasks},
+			{bucketFrameworks, fws, bt.DeleteFrameworks}, {bucketWeights, weights, unweight}} {
 			bk := tx.Bucket(w.bucket)
 			for _, e := range w.puts {
 				if err := bk.Put(e.k, e.v); err != nil {

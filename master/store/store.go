@@ -79,6 +79,48 @@ type Task struct {
 	Adopted   bool      `json:"adopted,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// FrameworkID is the framework that launched it (empty: an operator),
+	// Role the role its resources were offered in, GroupID the first task
+	// of its LAUNCH_GROUP.
+	FrameworkID string `json:"framework_id,omitempty"`
+	Role        string `json:"role,omitempty"`
+	GroupID     string `json:"group_id,omitempty"`
+	// Container is the task's whole container spec (agentv1
+	// LaunchContainerRequest in protojson), when it was launched with one.
+	Container []byte `json:"container,omitempty"`
+	// Pending are the status updates of a framework's task that the
+	// framework has not acknowledged yet, oldest first: the master sends
+	// the first until it is acknowledged, then the next (Mesos's
+	// at-least-once, in-order rule). They are written in the same batch as
+	// the state they report, so a restarted master resends them.
+	Pending []Update `json:"pending,omitempty"`
+}
+
+// Update is a status update for a framework, kept until it acknowledges it.
+type Update struct {
+	UUID      string            `json:"uuid"`
+	State     typesv1.TaskState `json:"state"`
+	Reason    typesv1.Reason    `json:"reason,omitempty"`
+	Message   string            `json:"message,omitempty"`
+	ExitCode  *int32            `json:"exit_code,omitempty"`
+	Timestamp time.Time         `json:"timestamp"`
+}
+
+// Framework is a registered framework (a scheduler that subscribed
+// through the scheduler API). It is kept until it is torn down or its
+// failover timeout passes while it is disconnected.
+type Framework struct {
+	ID               string        `json:"id"`
+	Name             string        `json:"name"`
+	User             string        `json:"user,omitempty"`
+	Roles            []string      `json:"roles"`
+	Principal        string        `json:"principal,omitempty"`
+	FailoverTimeout  time.Duration `json:"failover_timeout"`
+	PartitionAware   bool          `json:"partition_aware,omitempty"`
+	TaskKillingState bool          `json:"task_killing_state,omitempty"`
+	RegisteredAt     time.Time     `json:"registered_at"`
+	// SuppressedRoles get no offers until the framework revives them.
+	SuppressedRoles []string `json:"suppressed_roles,omitempty"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
@@ -86,10 +128,15 @@ type Task struct {
 // commit), so that a thousand agents registering at once cost a few fsyncs,
 // not a thousand.
 type Batch struct {
-	Agents       []Agent
-	Tasks        []Task
-	DeleteAgents []string // absent IDs are not an error
-	DeleteTasks  []string
+	Agents           []Agent
+	Tasks            []Task
+	DeleteAgents     []string // absent IDs are not an error
+	DeleteTasks      []string
+	Frameworks       []Framework
+	DeleteFrameworks []string
+	// Weights set roles' weights; a weight of 0 removes the role's entry
+	// (it is back to the default, 1).
+	Weights map[string]float64
 }
 
 // Store keeps the registry: the master reads it whole at start and
@@ -99,6 +146,10 @@ type Store interface {
 	Agents(ctx context.Context) ([]Agent, error)
 	// Tasks returns every task, ordered by ID.
 	Tasks(ctx context.Context) ([]Task, error)
+	// Frameworks returns every framework, ordered by ID.
+	Frameworks(ctx context.Context) ([]Framework, error)
+	// Weights returns the roles' weights that were set.
+	Weights(ctx context.Context) (map[string]float64, error)
 	// Apply writes a batch atomically and durably: all of it or none.
 	Apply(ctx context.Context, b Batch) error
 	Close() error

@@ -75,9 +75,41 @@ func Run(t *testing.T, open Opener) {
 	}
 	check(s, "a refused batch writes nothing", []store.Agent{gone}, []store.Task{task})
 
+	fw := store.Framework{ID: "fw-2", Name: "sleep", Roles: []string{"web"}, Principal: "sleeper",
+		FailoverTimeout: time.Minute, PartitionAware: true, RegisteredAt: now, SuppressedRoles: []string{"web"}}
+	fw1 := fw
+	fw1.ID, fw1.Roles, fw1.SuppressedRoles = "fw-1", []string{"*"}, nil
+	ftask := task
+	ftask.ID, ftask.FrameworkID, ftask.Role, ftask.GroupID = "t-7", "fw-2", "web", "t-7"
+	ftask.Container = []byte(`{"image":"busybox"}`)
+	ftask.Pending = []store.Update{{UUID: "u-1", State: typesv1.TaskState_TASK_RUNNING, Timestamp: now},
+		{UUID: "u-2", State: typesv1.TaskState_TASK_FAILED, Reason: typesv1.Reason_REASON_COMMAND_EXITED, ExitCode: &code, Timestamp: now}}
+	if err := s.Apply(ctx, store.Batch{Frameworks: []store.Framework{fw, fw1}, Tasks: []store.Task{ftask},
+		Weights: map[string]float64{"web": 2, "batch": 0.5}}); err != nil {
+		t.Fatal(err)
+	}
+	checkFw := func(s store.Store, step string, want []store.Framework, wantW map[string]float64) {
+		t.Helper()
+		fs, err := s.Frameworks(ctx)
+		if err != nil || !reflect.DeepEqual(fs, want) {
+			t.Fatalf("%s: frameworks %+v (%v), want %+v", step, fs, err, want)
+		}
+		ws, err := s.Weights(ctx)
+		if err != nil || !reflect.DeepEqual(ws, wantW) {
+			t.Fatalf("%s: weights %v (%v), want %v", step, ws, err, wantW)
+		}
+	}
+	checkFw(s, "frameworks and weights", []store.Framework{fw1, fw}, map[string]float64{"web": 2, "batch": 0.5})
+	check(s, "a framework's task with its pending updates", []store.Agent{gone}, []store.Task{task, ftask})
+	if err := s.Apply(ctx, store.Batch{DeleteFrameworks: []string{"fw-1", "fw-never"}, Weights: map[string]float64{"batch": 0}}); err != nil {
+		t.Fatal(err)
+	}
+	checkFw(s, "a framework removed, a weight back to the default", []store.Framework{fw}, map[string]float64{"web": 2})
+
 	// What a restarted master reads.
 	s.Close()
 	s = open(t)
 	defer s.Close()
-	check(s, "after reopening", []store.Agent{gone}, []store.Task{task})
+	check(s, "after reopening", []store.Agent{gone}, []store.Task{task, ftask})
+	checkFw(s, "after reopening", []store.Framework{fw}, map[string]float64{"web": 2})
 }

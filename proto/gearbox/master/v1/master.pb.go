@@ -88,13 +88,16 @@ func (AgentState) EnumDescriptor() ([]byte, []int) {
 type Event_Type int32
 
 const (
-	Event_TYPE_UNSPECIFIED Event_Type = 0
-	Event_SUBSCRIBED       Event_Type = 1
-	Event_TASK_ADDED       Event_Type = 2
-	Event_TASK_UPDATED     Event_Type = 3
-	Event_AGENT_ADDED      Event_Type = 4
-	Event_AGENT_REMOVED    Event_Type = 5
-	Event_HEARTBEAT        Event_Type = 6
+	Event_TYPE_UNSPECIFIED  Event_Type = 0
+	Event_SUBSCRIBED        Event_Type = 1
+	Event_TASK_ADDED        Event_Type = 2
+	Event_TASK_UPDATED      Event_Type = 3
+	Event_AGENT_ADDED       Event_Type = 4
+	Event_AGENT_REMOVED     Event_Type = 5
+	Event_HEARTBEAT         Event_Type = 6
+	Event_FRAMEWORK_ADDED   Event_Type = 7
+	Event_FRAMEWORK_UPDATED Event_Type = 8
+	Event_FRAMEWORK_REMOVED Event_Type = 9
 )
 
 // Enum value maps for Event_Type.
@@ -107,15 +110,21 @@ var (
 		4: "AGENT_ADDED",
 		5: "AGENT_REMOVED",
 		6: "HEARTBEAT",
+		7: "FRAMEWORK_ADDED",
+		8: "FRAMEWORK_UPDATED",
+		9: "FRAMEWORK_REMOVED",
 	}
 	Event_Type_value = map[string]int32{
-		"TYPE_UNSPECIFIED": 0,
-		"SUBSCRIBED":       1,
-		"TASK_ADDED":       2,
-		"TASK_UPDATED":     3,
-		"AGENT_ADDED":      4,
-		"AGENT_REMOVED":    5,
-		"HEARTBEAT":        6,
+		"TYPE_UNSPECIFIED":  0,
+		"SUBSCRIBED":        1,
+		"TASK_ADDED":        2,
+		"TASK_UPDATED":      3,
+		"AGENT_ADDED":       4,
+		"AGENT_REMOVED":     5,
+		"HEARTBEAT":         6,
+		"FRAMEWORK_ADDED":   7,
+		"FRAMEWORK_UPDATED": 8,
+		"FRAMEWORK_REMOVED": 9,
 	}
 )
 
@@ -143,7 +152,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{32, 0}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{48, 0}
 }
 
 // Resources of an agent or a task.
@@ -151,7 +160,7 @@ type Resources struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cpus          float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryBytes   int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	DiskBytes     int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskBytes     int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"` // 5-8: the scheduler API (sched17).
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +233,8 @@ type AgentInfo struct {
 	RegisteredAt  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
 	UnreachableAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=unreachable_at,json=unreachableAt,proto3" json:"unreachable_at,omitempty"`
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// Resources offered now (outstanding offers) on this agent.
+	Offered       *Resources `protobuf:"bytes,16,opt,name=offered,proto3" json:"offered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +360,13 @@ func (x *AgentInfo) GetLastHeartbeat() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *AgentInfo) GetOffered() *Resources {
+	if x != nil {
+		return x.Offered
+	}
+	return nil
+}
+
 type Task struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -367,7 +385,13 @@ type Task struct {
 	KillRequested bool `protobuf:"varint,13,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
 	// The whole container the task runs, as the Agent API's LaunchContainer
 	// takes it (its container_id is the task's id).
-	Container     *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	Container *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	// The framework that launched it (empty: an operator's task launch) and
+	// the role its resources were offered in.
+	FrameworkId string `protobuf:"bytes,26,opt,name=framework_id,json=frameworkId,proto3" json:"framework_id,omitempty"`
+	Role        string `protobuf:"bytes,27,opt,name=role,proto3" json:"role,omitempty"`
+	// A task launched in one LAUNCH_GROUP: the group's first task's ID.
+	GroupId       string `protobuf:"bytes,28,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -498,6 +522,27 @@ func (x *Task) GetContainer() *v11.LaunchContainerRequest {
 		return x.Container
 	}
 	return nil
+}
+
+func (x *Task) GetFrameworkId() string {
+	if x != nil {
+		return x.FrameworkId
+	}
+	return ""
+}
+
+func (x *Task) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Task) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
 }
 
 type AgentMessage struct {
@@ -1250,6 +1295,874 @@ func (x *KillTask) GetGracePeriod() *durationpb.Duration {
 	return nil
 }
 
+type Framework struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	User             string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Roles            []string               `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	Principal        string                 `protobuf:"bytes,5,opt,name=principal,proto3" json:"principal,omitempty"`
+	FailoverTimeout  *durationpb.Duration   `protobuf:"bytes,6,opt,name=failover_timeout,json=failoverTimeout,proto3" json:"failover_timeout,omitempty"`
+	PartitionAware   bool                   `protobuf:"varint,7,opt,name=partition_aware,json=partitionAware,proto3" json:"partition_aware,omitempty"`
+	TaskKillingState bool                   `protobuf:"varint,8,opt,name=task_killing_state,json=taskKillingState,proto3" json:"task_killing_state,omitempty"`
+	// Whether its stream is up now; a disconnected one is removed at
+	// failover_deadline.
+	Connected        bool                   `protobuf:"varint,9,opt,name=connected,proto3" json:"connected,omitempty"`
+	RegisteredAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	FailoverDeadline *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=failover_deadline,json=failoverDeadline,proto3" json:"failover_deadline,omitempty"`
+	// Tasks that are not terminal, and resources they use.
+	ActiveTasks     int32      `protobuf:"varint,12,opt,name=active_tasks,json=activeTasks,proto3" json:"active_tasks,omitempty"`
+	Used            *Resources `protobuf:"bytes,13,opt,name=used,proto3" json:"used,omitempty"`
+	Offered         *Resources `protobuf:"bytes,14,opt,name=offered,proto3" json:"offered,omitempty"`
+	SuppressedRoles []string   `protobuf:"bytes,15,rep,name=suppressed_roles,json=suppressedRoles,proto3" json:"suppressed_roles,omitempty"`
+	// Status updates sent and not yet acknowledged.
+	PendingUpdates int32 `protobuf:"varint,16,opt,name=pending_updates,json=pendingUpdates,proto3" json:"pending_updates,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Framework) Reset() {
+	*x = Framework{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Framework) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Framework) ProtoMessage() {}
+
+func (x *Framework) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Framework.ProtoReflect.Descriptor instead.
+func (*Framework) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Framework) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Framework) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Framework) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Framework) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Framework) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Framework) GetFailoverTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.FailoverTimeout
+	}
+	return nil
+}
+
+func (x *Framework) GetPartitionAware() bool {
+	if x != nil {
+		return x.PartitionAware
+	}
+	return false
+}
+
+func (x *Framework) GetTaskKillingState() bool {
+	if x != nil {
+		return x.TaskKillingState
+	}
+	return false
+}
+
+func (x *Framework) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Framework) GetRegisteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RegisteredAt
+	}
+	return nil
+}
+
+func (x *Framework) GetFailoverDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailoverDeadline
+	}
+	return nil
+}
+
+func (x *Framework) GetActiveTasks() int32 {
+	if x != nil {
+		return x.ActiveTasks
+	}
+	return 0
+}
+
+func (x *Framework) GetUsed() *Resources {
+	if x != nil {
+		return x.Used
+	}
+	return nil
+}
+
+func (x *Framework) GetOffered() *Resources {
+	if x != nil {
+		return x.Offered
+	}
+	return nil
+}
+
+func (x *Framework) GetSuppressedRoles() []string {
+	if x != nil {
+		return x.SuppressedRoles
+	}
+	return nil
+}
+
+func (x *Framework) GetPendingUpdates() int32 {
+	if x != nil {
+		return x.PendingUpdates
+	}
+	return 0
+}
+
+type GetFrameworksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFrameworksRequest) Reset() {
+	*x = GetFrameworksRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFrameworksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFrameworksRequest) ProtoMessage() {}
+
+func (x *GetFrameworksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFrameworksRequest.ProtoReflect.Descriptor instead.
+func (*GetFrameworksRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{15}
+}
+
+type GetFrameworksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frameworks    []*Framework           `protobuf:"bytes,1,rep,name=frameworks,proto3" json:"frameworks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFrameworksResponse) Reset() {
+	*x = GetFrameworksResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFrameworksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFrameworksResponse) ProtoMessage() {}
+
+func (x *GetFrameworksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFrameworksResponse.ProtoReflect.Descriptor instead.
+func (*GetFrameworksResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetFrameworksResponse) GetFrameworks() []*Framework {
+	if x != nil {
+		return x.Frameworks
+	}
+	return nil
+}
+
+type Role struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Weight        float64                `protobuf:"fixed64,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Frameworks    []string               `protobuf:"bytes,3,rep,name=frameworks,proto3" json:"frameworks,omitempty"`
+	Allocated     *Resources             `protobuf:"bytes,4,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	Offered       *Resources             `protobuf:"bytes,5,opt,name=offered,proto3" json:"offered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Role) Reset() {
+	*x = Role{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Role) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Role) ProtoMessage() {}
+
+func (x *Role) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Role.ProtoReflect.Descriptor instead.
+func (*Role) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Role) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Role) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Role) GetFrameworks() []string {
+	if x != nil {
+		return x.Frameworks
+	}
+	return nil
+}
+
+func (x *Role) GetAllocated() *Resources {
+	if x != nil {
+		return x.Allocated
+	}
+	return nil
+}
+
+func (x *Role) GetOffered() *Resources {
+	if x != nil {
+		return x.Offered
+	}
+	return nil
+}
+
+type GetRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolesRequest) Reset() {
+	*x = GetRolesRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolesRequest) ProtoMessage() {}
+
+func (x *GetRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolesRequest.ProtoReflect.Descriptor instead.
+func (*GetRolesRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{18}
+}
+
+type GetRolesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roles         []*Role                `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolesResponse) Reset() {
+	*x = GetRolesResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolesResponse) ProtoMessage() {}
+
+func (x *GetRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolesResponse.ProtoReflect.Descriptor instead.
+func (*GetRolesResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetRolesResponse) GetRoles() []*Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+type WeightInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Weight        float64                `protobuf:"fixed64,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightInfo) Reset() {
+	*x = WeightInfo{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightInfo) ProtoMessage() {}
+
+func (x *WeightInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightInfo.ProtoReflect.Descriptor instead.
+func (*WeightInfo) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WeightInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *WeightInfo) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type GetWeightsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWeightsRequest) Reset() {
+	*x = GetWeightsRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWeightsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWeightsRequest) ProtoMessage() {}
+
+func (x *GetWeightsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWeightsRequest.ProtoReflect.Descriptor instead.
+func (*GetWeightsRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{21}
+}
+
+type GetWeightsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Weights       []*WeightInfo          `protobuf:"bytes,1,rep,name=weights,proto3" json:"weights,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWeightsResponse) Reset() {
+	*x = GetWeightsResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWeightsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWeightsResponse) ProtoMessage() {}
+
+func (x *GetWeightsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWeightsResponse.ProtoReflect.Descriptor instead.
+func (*GetWeightsResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetWeightsResponse) GetWeights() []*WeightInfo {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+type UpdateWeightsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Weights       []*WeightInfo          `protobuf:"bytes,1,rep,name=weights,proto3" json:"weights,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateWeightsRequest) Reset() {
+	*x = UpdateWeightsRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateWeightsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateWeightsRequest) ProtoMessage() {}
+
+func (x *UpdateWeightsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateWeightsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateWeightsRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateWeightsRequest) GetWeights() []*WeightInfo {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+type UpdateWeightsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateWeightsResponse) Reset() {
+	*x = UpdateWeightsResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateWeightsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateWeightsResponse) ProtoMessage() {}
+
+func (x *UpdateWeightsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateWeightsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateWeightsResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{24}
+}
+
+type TeardownFrameworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FrameworkId   string                 `protobuf:"bytes,1,opt,name=framework_id,json=frameworkId,proto3" json:"framework_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TeardownFrameworkRequest) Reset() {
+	*x = TeardownFrameworkRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TeardownFrameworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TeardownFrameworkRequest) ProtoMessage() {}
+
+func (x *TeardownFrameworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TeardownFrameworkRequest.ProtoReflect.Descriptor instead.
+func (*TeardownFrameworkRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TeardownFrameworkRequest) GetFrameworkId() string {
+	if x != nil {
+		return x.FrameworkId
+	}
+	return ""
+}
+
+type TeardownFrameworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TeardownFrameworkResponse) Reset() {
+	*x = TeardownFrameworkResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TeardownFrameworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TeardownFrameworkResponse) ProtoMessage() {}
+
+func (x *TeardownFrameworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TeardownFrameworkResponse.ProtoReflect.Descriptor instead.
+func (*TeardownFrameworkResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{26}
+}
+
+type OfferInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	FrameworkId   string                 `protobuf:"bytes,2,opt,name=framework_id,json=frameworkId,proto3" json:"framework_id,omitempty"`
+	AgentId       string                 `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname      string                 `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Role          string                 `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	Resources     *Resources             `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"`
+	OfferedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=offered_at,json=offeredAt,proto3" json:"offered_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfferInfo) Reset() {
+	*x = OfferInfo{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfferInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfferInfo) ProtoMessage() {}
+
+func (x *OfferInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfferInfo.ProtoReflect.Descriptor instead.
+func (*OfferInfo) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *OfferInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OfferInfo) GetFrameworkId() string {
+	if x != nil {
+		return x.FrameworkId
+	}
+	return ""
+}
+
+func (x *OfferInfo) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *OfferInfo) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *OfferInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *OfferInfo) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *OfferInfo) GetOfferedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OfferedAt
+	}
+	return nil
+}
+
+type GetOffersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOffersRequest) Reset() {
+	*x = GetOffersRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOffersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOffersRequest) ProtoMessage() {}
+
+func (x *GetOffersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOffersRequest.ProtoReflect.Descriptor instead.
+func (*GetOffersRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{28}
+}
+
+type GetOffersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offers        []*OfferInfo           `protobuf:"bytes,1,rep,name=offers,proto3" json:"offers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOffersResponse) Reset() {
+	*x = GetOffersResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOffersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOffersResponse) ProtoMessage() {}
+
+func (x *GetOffersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOffersResponse.ProtoReflect.Descriptor instead.
+func (*GetOffersResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetOffersResponse) GetOffers() []*OfferInfo {
+	if x != nil {
+		return x.Offers
+	}
+	return nil
+}
+
 type GetHealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1258,7 +2171,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +2183,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +2196,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{14}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{30}
 }
 
 type GetHealthResponse struct {
@@ -1299,7 +2212,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +2224,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +2237,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{15}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHealthResponse) GetHealthy() bool {
@@ -1370,7 +2283,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +2295,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +2308,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{16}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{32}
 }
 
 type GetStateResponse struct {
@@ -1414,7 +2327,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2339,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2352,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{17}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetStateResponse) GetAgents() []*AgentInfo {
@@ -1492,7 +2405,7 @@ type GetAgentsRequest struct {
 
 func (x *GetAgentsRequest) Reset() {
 	*x = GetAgentsRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +2417,7 @@ func (x *GetAgentsRequest) String() string {
 func (*GetAgentsRequest) ProtoMessage() {}
 
 func (x *GetAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +2430,7 @@ func (x *GetAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentsRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{18}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{34}
 }
 
 type GetAgentsResponse struct {
@@ -1529,7 +2442,7 @@ type GetAgentsResponse struct {
 
 func (x *GetAgentsResponse) Reset() {
 	*x = GetAgentsResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +2454,7 @@ func (x *GetAgentsResponse) String() string {
 func (*GetAgentsResponse) ProtoMessage() {}
 
 func (x *GetAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +2467,7 @@ func (x *GetAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{19}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetAgentsResponse) GetAgents() []*AgentInfo {
@@ -1574,7 +2487,7 @@ type GetTasksRequest struct {
 
 func (x *GetTasksRequest) Reset() {
 	*x = GetTasksRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +2499,7 @@ func (x *GetTasksRequest) String() string {
 func (*GetTasksRequest) ProtoMessage() {}
 
 func (x *GetTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +2512,7 @@ func (x *GetTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTasksRequest.ProtoReflect.Descriptor instead.
 func (*GetTasksRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{20}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetTasksRequest) GetAgentId() string {
@@ -1618,7 +2531,7 @@ type GetTasksResponse struct {
 
 func (x *GetTasksResponse) Reset() {
 	*x = GetTasksResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +2543,7 @@ func (x *GetTasksResponse) String() string {
 func (*GetTasksResponse) ProtoMessage() {}
 
 func (x *GetTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +2556,7 @@ func (x *GetTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTasksResponse.ProtoReflect.Descriptor instead.
 func (*GetTasksResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{21}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetTasksResponse) GetTasks() []*Task {
@@ -1678,7 +2591,7 @@ type LaunchTaskRequest struct {
 
 func (x *LaunchTaskRequest) Reset() {
 	*x = LaunchTaskRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +2603,7 @@ func (x *LaunchTaskRequest) String() string {
 func (*LaunchTaskRequest) ProtoMessage() {}
 
 func (x *LaunchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +2616,7 @@ func (x *LaunchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchTaskRequest.ProtoReflect.Descriptor instead.
 func (*LaunchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{22}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LaunchTaskRequest) GetTaskId() string {
@@ -1771,7 +2684,7 @@ type LaunchTaskResponse struct {
 
 func (x *LaunchTaskResponse) Reset() {
 	*x = LaunchTaskResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2696,7 @@ func (x *LaunchTaskResponse) String() string {
 func (*LaunchTaskResponse) ProtoMessage() {}
 
 func (x *LaunchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2709,7 @@ func (x *LaunchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchTaskResponse.ProtoReflect.Descriptor instead.
 func (*LaunchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LaunchTaskResponse) GetTask() *Task {
@@ -1816,7 +2729,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2741,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2754,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *KillTaskRequest) GetTaskId() string {
@@ -1867,7 +2780,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2792,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2805,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *KillTaskResponse) GetTask() *Task {
@@ -1911,7 +2824,7 @@ type ReconcileTasksRequest struct {
 
 func (x *ReconcileTasksRequest) Reset() {
 	*x = ReconcileTasksRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2836,7 @@ func (x *ReconcileTasksRequest) String() string {
 func (*ReconcileTasksRequest) ProtoMessage() {}
 
 func (x *ReconcileTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2849,7 @@ func (x *ReconcileTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileTasksRequest.ProtoReflect.Descriptor instead.
 func (*ReconcileTasksRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReconcileTasksRequest) GetTaskIds() []string {
@@ -1955,7 +2868,7 @@ type ReconcileTasksResponse struct {
 
 func (x *ReconcileTasksResponse) Reset() {
 	*x = ReconcileTasksResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2880,7 @@ func (x *ReconcileTasksResponse) String() string {
 func (*ReconcileTasksResponse) ProtoMessage() {}
 
 func (x *ReconcileTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2893,7 @@ func (x *ReconcileTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileTasksResponse.ProtoReflect.Descriptor instead.
 func (*ReconcileTasksResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReconcileTasksResponse) GetTasks() []*Task {
@@ -1999,7 +2912,7 @@ type MarkAgentGoneRequest struct {
 
 func (x *MarkAgentGoneRequest) Reset() {
 	*x = MarkAgentGoneRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2924,7 @@ func (x *MarkAgentGoneRequest) String() string {
 func (*MarkAgentGoneRequest) ProtoMessage() {}
 
 func (x *MarkAgentGoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2937,7 @@ func (x *MarkAgentGoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkAgentGoneRequest.ProtoReflect.Descriptor instead.
 func (*MarkAgentGoneRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MarkAgentGoneRequest) GetAgentId() string {
@@ -2042,7 +2955,7 @@ type MarkAgentGoneResponse struct {
 
 func (x *MarkAgentGoneResponse) Reset() {
 	*x = MarkAgentGoneResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2967,7 @@ func (x *MarkAgentGoneResponse) String() string {
 func (*MarkAgentGoneResponse) ProtoMessage() {}
 
 func (x *MarkAgentGoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2980,7 @@ func (x *MarkAgentGoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkAgentGoneResponse.ProtoReflect.Descriptor instead.
 func (*MarkAgentGoneResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{45}
 }
 
 type SubscribeRequest struct {
@@ -2081,7 +2994,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +3006,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +3019,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SubscribeRequest) GetSince() uint64 {
@@ -2126,7 +3039,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +3051,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +3064,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubscribeResponse) GetEvents() []*Event {
@@ -2166,18 +3079,20 @@ type Event struct {
 	Type  Event_Type             `protobuf:"varint,1,opt,name=type,proto3,enum=gearbox.master.v1.Event_Type" json:"type,omitempty"`
 	// Every event but HEARTBEAT has its own; SUBSCRIBED and HEARTBEAT carry
 	// the last one sent.
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	Subscribed    *Subscribed            `protobuf:"bytes,4,opt,name=subscribed,proto3" json:"subscribed,omitempty"`
-	Task          *Task                  `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
-	Agent         *AgentInfo             `protobuf:"bytes,6,opt,name=agent,proto3" json:"agent,omitempty"`
+	Seq        uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	Subscribed *Subscribed            `protobuf:"bytes,4,opt,name=subscribed,proto3" json:"subscribed,omitempty"`
+	Task       *Task                  `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
+	Agent      *AgentInfo             `protobuf:"bytes,6,opt,name=agent,proto3" json:"agent,omitempty"`
+	// FRAMEWORK_ADDED, FRAMEWORK_UPDATED, FRAMEWORK_REMOVED.
+	Framework     *Framework `protobuf:"bytes,7,opt,name=framework,proto3" json:"framework,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +3104,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +3117,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -2247,6 +3162,13 @@ func (x *Event) GetAgent() *AgentInfo {
 	return nil
 }
 
+func (x *Event) GetFramework() *Framework {
+	if x != nil {
+		return x.Framework
+	}
+	return nil
+}
+
 type Subscribed struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	State             *GetStateResponse      `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
@@ -2257,7 +3179,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +3191,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +3204,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Subscribed) GetState() *GetStateResponse {
@@ -2308,7 +3230,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\"\xaa\x05\n" +
+	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\"\xe2\x05\n" +
 	"\tAgentInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -2325,10 +3247,11 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	" \x01(\bR\tconnected\x12?\n" +
 	"\rregistered_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12A\n" +
 	"\x0eunreachable_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\runreachableAt\x12A\n" +
-	"\x0elast_heartbeat\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x1a=\n" +
+	"\x0elast_heartbeat\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x126\n" +
+	"\aoffered\x18\x10 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -2346,7 +3269,10 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
 	"\x0ekill_requested\x18\r \x01(\bR\rkillRequested\x12F\n" +
-	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainerB\f\n" +
+	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainer\x12!\n" +
+	"\fframework_id\x18\x1a \x01(\tR\vframeworkId\x12\x12\n" +
+	"\x04role\x18\x1b \x01(\tR\x04role\x12\x19\n" +
+	"\bgroup_id\x18\x1c \x01(\tR\agroupIdB\f\n" +
 	"\n" +
 	"_exit_code\"\xc9\x01\n" +
 	"\fAgentMessage\x129\n" +
@@ -2405,7 +3331,66 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\v2\x17.gearbox.master.v1.TaskR\x04task\"a\n" +
 	"\bKillTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12<\n" +
-	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x12\n" +
+	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x9d\x05\n" +
+	"\tFramework\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x14\n" +
+	"\x05roles\x18\x04 \x03(\tR\x05roles\x12\x1c\n" +
+	"\tprincipal\x18\x05 \x01(\tR\tprincipal\x12D\n" +
+	"\x10failover_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ffailoverTimeout\x12'\n" +
+	"\x0fpartition_aware\x18\a \x01(\bR\x0epartitionAware\x12,\n" +
+	"\x12task_killing_state\x18\b \x01(\bR\x10taskKillingState\x12\x1c\n" +
+	"\tconnected\x18\t \x01(\bR\tconnected\x12?\n" +
+	"\rregistered_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12G\n" +
+	"\x11failover_deadline\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x10failoverDeadline\x12!\n" +
+	"\factive_tasks\x18\f \x01(\x05R\vactiveTasks\x120\n" +
+	"\x04used\x18\r \x01(\v2\x1c.gearbox.master.v1.ResourcesR\x04used\x126\n" +
+	"\aoffered\x18\x0e \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\x12)\n" +
+	"\x10suppressed_roles\x18\x0f \x03(\tR\x0fsuppressedRoles\x12'\n" +
+	"\x0fpending_updates\x18\x10 \x01(\x05R\x0ependingUpdates\"\x16\n" +
+	"\x14GetFrameworksRequest\"U\n" +
+	"\x15GetFrameworksResponse\x12<\n" +
+	"\n" +
+	"frameworks\x18\x01 \x03(\v2\x1c.gearbox.master.v1.FrameworkR\n" +
+	"frameworks\"\xc6\x01\n" +
+	"\x04Role\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x01R\x06weight\x12\x1e\n" +
+	"\n" +
+	"frameworks\x18\x03 \x03(\tR\n" +
+	"frameworks\x12:\n" +
+	"\tallocated\x18\x04 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\tallocated\x126\n" +
+	"\aoffered\x18\x05 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\"\x11\n" +
+	"\x0fGetRolesRequest\"A\n" +
+	"\x10GetRolesResponse\x12-\n" +
+	"\x05roles\x18\x01 \x03(\v2\x17.gearbox.master.v1.RoleR\x05roles\"8\n" +
+	"\n" +
+	"WeightInfo\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x01R\x06weight\"\x13\n" +
+	"\x11GetWeightsRequest\"M\n" +
+	"\x12GetWeightsResponse\x127\n" +
+	"\aweights\x18\x01 \x03(\v2\x1d.gearbox.master.v1.WeightInfoR\aweights\"O\n" +
+	"\x14UpdateWeightsRequest\x127\n" +
+	"\aweights\x18\x01 \x03(\v2\x1d.gearbox.master.v1.WeightInfoR\aweights\"\x17\n" +
+	"\x15UpdateWeightsResponse\"=\n" +
+	"\x18TeardownFrameworkRequest\x12!\n" +
+	"\fframework_id\x18\x01 \x01(\tR\vframeworkId\"\x1b\n" +
+	"\x19TeardownFrameworkResponse\"\x80\x02\n" +
+	"\tOfferInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fframework_id\x18\x02 \x01(\tR\vframeworkId\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x12\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12:\n" +
+	"\tresources\x18\x06 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\tresources\x129\n" +
+	"\n" +
+	"offered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tofferedAt\"\x12\n" +
+	"\x10GetOffersRequest\"I\n" +
+	"\x11GetOffersResponse\x124\n" +
+	"\x06offers\x18\x01 \x03(\v2\x1c.gearbox.master.v1.OfferInfoR\x06offers\"\x12\n" +
 	"\x10GetHealthRequest\"\xd6\x01\n" +
 	"\x11GetHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
@@ -2456,7 +3441,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x10SubscribeRequest\x12\x14\n" +
 	"\x05since\x18\x01 \x01(\x04R\x05since\"E\n" +
 	"\x11SubscribeResponse\x120\n" +
-	"\x06events\x18\x01 \x03(\v2\x18.gearbox.master.v1.EventR\x06events\"\xa0\x03\n" +
+	"\x06events\x18\x01 \x03(\v2\x18.gearbox.master.v1.EventR\x06events\"\x9f\x04\n" +
 	"\x05Event\x121\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1d.gearbox.master.v1.Event.TypeR\x04type\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -2465,7 +3450,8 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"subscribed\x18\x04 \x01(\v2\x1d.gearbox.master.v1.SubscribedR\n" +
 	"subscribed\x12+\n" +
 	"\x04task\x18\x05 \x01(\v2\x17.gearbox.master.v1.TaskR\x04task\x122\n" +
-	"\x05agent\x18\x06 \x01(\v2\x1c.gearbox.master.v1.AgentInfoR\x05agent\"\x81\x01\n" +
+	"\x05agent\x18\x06 \x01(\v2\x1c.gearbox.master.v1.AgentInfoR\x05agent\x12:\n" +
+	"\tframework\x18\a \x01(\v2\x1c.gearbox.master.v1.FrameworkR\tframework\"\xc4\x01\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2475,7 +3461,10 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\fTASK_UPDATED\x10\x03\x12\x0f\n" +
 	"\vAGENT_ADDED\x10\x04\x12\x11\n" +
 	"\rAGENT_REMOVED\x10\x05\x12\r\n" +
-	"\tHEARTBEAT\x10\x06\"\x91\x01\n" +
+	"\tHEARTBEAT\x10\x06\x12\x13\n" +
+	"\x0fFRAMEWORK_ADDED\x10\a\x12\x15\n" +
+	"\x11FRAMEWORK_UPDATED\x10\b\x12\x15\n" +
+	"\x11FRAMEWORK_REMOVED\x10\t\"\x91\x01\n" +
 	"\n" +
 	"Subscribed\x129\n" +
 	"\x05state\x18\x01 \x01(\v2#.gearbox.master.v1.GetStateResponseR\x05state\x12H\n" +
@@ -2488,7 +3477,8 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
 	"AGENT_GONE\x10\x032`\n" +
 	"\fAgentGateway\x12P\n" +
-	"\aConnect\x12\x1f.gearbox.master.v1.AgentMessage\x1a .gearbox.master.v1.MasterMessage(\x010\x012\xb9\x06\n" +
+	"\aConnect\x12\x1f.gearbox.master.v1.AgentMessage\x1a .gearbox.master.v1.MasterMessage(\x010\x012\xf9\n" +
+	"\n" +
 	"\bOperator\x12V\n" +
 	"\tGetHealth\x12#.gearbox.master.v1.GetHealthRequest\x1a$.gearbox.master.v1.GetHealthResponse\x12S\n" +
 	"\bGetState\x12\".gearbox.master.v1.GetStateRequest\x1a#.gearbox.master.v1.GetStateResponse\x12V\n" +
@@ -2499,7 +3489,14 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\bKillTask\x12\".gearbox.master.v1.KillTaskRequest\x1a#.gearbox.master.v1.KillTaskResponse\x12e\n" +
 	"\x0eReconcileTasks\x12(.gearbox.master.v1.ReconcileTasksRequest\x1a).gearbox.master.v1.ReconcileTasksResponse\x12b\n" +
 	"\rMarkAgentGone\x12'.gearbox.master.v1.MarkAgentGoneRequest\x1a(.gearbox.master.v1.MarkAgentGoneResponse\x12X\n" +
-	"\tSubscribe\x12#.gearbox.master.v1.SubscribeRequest\x1a$.gearbox.master.v1.SubscribeResponse0\x01B>Z<github.com/gearboxd/gearbox/proto/gearbox/master/v1;masterv1b\x06proto3"
+	"\tSubscribe\x12#.gearbox.master.v1.SubscribeRequest\x1a$.gearbox.master.v1.SubscribeResponse0\x01\x12b\n" +
+	"\rGetFrameworks\x12'.gearbox.master.v1.GetFrameworksRequest\x1a(.gearbox.master.v1.GetFrameworksResponse\x12S\n" +
+	"\bGetRoles\x12\".gearbox.master.v1.GetRolesRequest\x1a#.gearbox.master.v1.GetRolesResponse\x12Y\n" +
+	"\n" +
+	"GetWeights\x12$.gearbox.master.v1.GetWeightsRequest\x1a%.gearbox.master.v1.GetWeightsResponse\x12b\n" +
+	"\rUpdateWeights\x12'.gearbox.master.v1.UpdateWeightsRequest\x1a(.gearbox.master.v1.UpdateWeightsResponse\x12n\n" +
+	"\x11TeardownFramework\x12+.gearbox.master.v1.TeardownFrameworkRequest\x1a,.gearbox.master.v1.TeardownFrameworkResponse\x12V\n" +
+	"\tGetOffers\x12#.gearbox.master.v1.GetOffersRequest\x1a$.gearbox.master.v1.GetOffersResponseB>Z<github.com/gearboxd/gearbox/proto/gearbox/master/v1;masterv1b\x06proto3"
 
 var (
 	file_gearbox_master_v1_master_proto_rawDescOnce sync.Once
@@ -2514,7 +3511,7 @@ func file_gearbox_master_v1_master_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_master_v1_master_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gearbox_master_v1_master_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gearbox_master_v1_master_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(AgentState)(0),                    // 0: gearbox.master.v1.AgentState
 	(Event_Type)(0),                    // 1: gearbox.master.v1.Event.Type
@@ -2532,113 +3529,157 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(*StatusUpdateAck)(nil),            // 13: gearbox.master.v1.StatusUpdateAck
 	(*LaunchTask)(nil),                 // 14: gearbox.master.v1.LaunchTask
 	(*KillTask)(nil),                   // 15: gearbox.master.v1.KillTask
-	(*GetHealthRequest)(nil),           // 16: gearbox.master.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),          // 17: gearbox.master.v1.GetHealthResponse
-	(*GetStateRequest)(nil),            // 18: gearbox.master.v1.GetStateRequest
-	(*GetStateResponse)(nil),           // 19: gearbox.master.v1.GetStateResponse
-	(*GetAgentsRequest)(nil),           // 20: gearbox.master.v1.GetAgentsRequest
-	(*GetAgentsResponse)(nil),          // 21: gearbox.master.v1.GetAgentsResponse
-	(*GetTasksRequest)(nil),            // 22: gearbox.master.v1.GetTasksRequest
-	(*GetTasksResponse)(nil),           // 23: gearbox.master.v1.GetTasksResponse
-	(*LaunchTaskRequest)(nil),          // 24: gearbox.master.v1.LaunchTaskRequest
-	(*LaunchTaskResponse)(nil),         // 25: gearbox.master.v1.LaunchTaskResponse
-	(*KillTaskRequest)(nil),            // 26: gearbox.master.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),           // 27: gearbox.master.v1.KillTaskResponse
-	(*ReconcileTasksRequest)(nil),      // 28: gearbox.master.v1.ReconcileTasksRequest
-	(*ReconcileTasksResponse)(nil),     // 29: gearbox.master.v1.ReconcileTasksResponse
-	(*MarkAgentGoneRequest)(nil),       // 30: gearbox.master.v1.MarkAgentGoneRequest
-	(*MarkAgentGoneResponse)(nil),      // 31: gearbox.master.v1.MarkAgentGoneResponse
-	(*SubscribeRequest)(nil),           // 32: gearbox.master.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),          // 33: gearbox.master.v1.SubscribeResponse
-	(*Event)(nil),                      // 34: gearbox.master.v1.Event
-	(*Subscribed)(nil),                 // 35: gearbox.master.v1.Subscribed
-	nil,                                // 36: gearbox.master.v1.AgentInfo.AttributesEntry
-	nil,                                // 37: gearbox.master.v1.Register.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
-	(v1.TaskState)(0),                  // 39: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                     // 40: gearbox.types.v1.Reason
-	(*v11.LaunchContainerRequest)(nil), // 41: gearbox.agent.v1.LaunchContainerRequest
-	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
+	(*Framework)(nil),                  // 16: gearbox.master.v1.Framework
+	(*GetFrameworksRequest)(nil),       // 17: gearbox.master.v1.GetFrameworksRequest
+	(*GetFrameworksResponse)(nil),      // 18: gearbox.master.v1.GetFrameworksResponse
+	(*Role)(nil),                       // 19: gearbox.master.v1.Role
+	(*GetRolesRequest)(nil),            // 20: gearbox.master.v1.GetRolesRequest
+	(*GetRolesResponse)(nil),           // 21: gearbox.master.v1.GetRolesResponse
+	(*WeightInfo)(nil),                 // 22: gearbox.master.v1.WeightInfo
+	(*GetWeightsRequest)(nil),          // 23: gearbox.master.v1.GetWeightsRequest
+	(*GetWeightsResponse)(nil),         // 24: gearbox.master.v1.GetWeightsResponse
+	(*UpdateWeightsRequest)(nil),       // 25: gearbox.master.v1.UpdateWeightsRequest
+	(*UpdateWeightsResponse)(nil),      // 26: gearbox.master.v1.UpdateWeightsResponse
+	(*TeardownFrameworkRequest)(nil),   // 27: gearbox.master.v1.TeardownFrameworkRequest
+	(*TeardownFrameworkResponse)(nil),  // 28: gearbox.master.v1.TeardownFrameworkResponse
+	(*OfferInfo)(nil),                  // 29: gearbox.master.v1.OfferInfo
+	(*GetOffersRequest)(nil),           // 30: gearbox.master.v1.GetOffersRequest
+	(*GetOffersResponse)(nil),          // 31: gearbox.master.v1.GetOffersResponse
+	(*GetHealthRequest)(nil),           // 32: gearbox.master.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),          // 33: gearbox.master.v1.GetHealthResponse
+	(*GetStateRequest)(nil),            // 34: gearbox.master.v1.GetStateRequest
+	(*GetStateResponse)(nil),           // 35: gearbox.master.v1.GetStateResponse
+	(*GetAgentsRequest)(nil),           // 36: gearbox.master.v1.GetAgentsRequest
+	(*GetAgentsResponse)(nil),          // 37: gearbox.master.v1.GetAgentsResponse
+	(*GetTasksRequest)(nil),            // 38: gearbox.master.v1.GetTasksRequest
+	(*GetTasksResponse)(nil),           // 39: gearbox.master.v1.GetTasksResponse
+	(*LaunchTaskRequest)(nil),          // 40: gearbox.master.v1.LaunchTaskRequest
+	(*LaunchTaskResponse)(nil),         // 41: gearbox.master.v1.LaunchTaskResponse
+	(*KillTaskRequest)(nil),            // 42: gearbox.master.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),           // 43: gearbox.master.v1.KillTaskResponse
+	(*ReconcileTasksRequest)(nil),      // 44: gearbox.master.v1.ReconcileTasksRequest
+	(*ReconcileTasksResponse)(nil),     // 45: gearbox.master.v1.ReconcileTasksResponse
+	(*MarkAgentGoneRequest)(nil),       // 46: gearbox.master.v1.MarkAgentGoneRequest
+	(*MarkAgentGoneResponse)(nil),      // 47: gearbox.master.v1.MarkAgentGoneResponse
+	(*SubscribeRequest)(nil),           // 48: gearbox.master.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),          // 49: gearbox.master.v1.SubscribeResponse
+	(*Event)(nil),                      // 50: gearbox.master.v1.Event
+	(*Subscribed)(nil),                 // 51: gearbox.master.v1.Subscribed
+	nil,                                // 52: gearbox.master.v1.AgentInfo.AttributesEntry
+	nil,                                // 53: gearbox.master.v1.Register.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 54: google.protobuf.Timestamp
+	(v1.TaskState)(0),                  // 55: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                     // 56: gearbox.types.v1.Reason
+	(*v11.LaunchContainerRequest)(nil), // 57: gearbox.agent.v1.LaunchContainerRequest
+	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
 	2,  // 1: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
-	36, // 2: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
+	52, // 2: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
 	0,  // 3: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
-	38, // 4: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
-	38, // 5: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
-	38, // 6: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	2,  // 7: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
-	39, // 8: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
-	40, // 9: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
-	38, // 10: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	38, // 11: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	41, // 12: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	6,  // 13: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 14: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 15: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 16: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	37, // 17: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 18: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	39, // 19: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	40, // 20: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	38, // 21: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 22: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 23: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 24: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 25: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 26: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 27: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	42, // 28: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 29: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	42, // 30: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	38, // 31: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 32: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 33: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 34: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 35: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 36: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 37: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 38: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 39: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	41, // 40: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 41: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	42, // 42: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 43: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 44: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	34, // 45: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 46: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	38, // 47: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 48: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 49: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 50: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	19, // 51: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	42, // 52: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 53: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	16, // 54: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	18, // 55: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	20, // 56: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	22, // 57: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	24, // 58: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	26, // 59: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	28, // 60: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	30, // 61: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	32, // 62: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	10, // 63: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	17, // 64: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	19, // 65: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	21, // 66: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	23, // 67: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	25, // 68: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	27, // 69: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	29, // 70: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	31, // 71: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	33, // 72: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	63, // [63:73] is the sub-list for method output_type
-	53, // [53:63] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	54, // 4: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
+	54, // 5: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
+	54, // 6: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	2,  // 7: gearbox.master.v1.AgentInfo.offered:type_name -> gearbox.master.v1.Resources
+	2,  // 8: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
+	55, // 9: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
+	56, // 10: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
+	54, // 11: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	54, // 12: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	57, // 13: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	6,  // 14: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 15: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 16: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 17: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	53, // 18: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 19: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	55, // 20: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	56, // 21: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	54, // 22: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	7,  // 23: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 24: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 25: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 26: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 27: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 28: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	58, // 29: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 30: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	58, // 31: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	58, // 32: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
+	54, // 33: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
+	54, // 34: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
+	2,  // 35: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
+	2,  // 36: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
+	16, // 37: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
+	2,  // 38: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
+	2,  // 39: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
+	19, // 40: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
+	22, // 41: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
+	22, // 42: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
+	2,  // 43: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
+	54, // 44: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
+	29, // 45: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
+	54, // 46: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 47: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 48: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 49: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 50: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 51: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 52: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 53: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 54: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	57, // 55: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 56: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	58, // 57: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 58: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 59: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	50, // 60: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 61: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	54, // 62: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 63: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 64: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 65: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	16, // 66: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
+	35, // 67: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	58, // 68: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 69: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	32, // 70: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	34, // 71: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	36, // 72: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	38, // 73: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	40, // 74: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	42, // 75: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	44, // 76: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	46, // 77: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	48, // 78: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	17, // 79: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
+	20, // 80: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
+	23, // 81: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
+	25, // 82: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
+	27, // 83: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
+	30, // 84: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
+	10, // 85: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	33, // 86: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	35, // 87: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	37, // 88: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	39, // 89: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	41, // 90: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	43, // 91: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	45, // 92: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	47, // 93: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	49, // 94: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	18, // 95: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
+	21, // 96: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
+	24, // 97: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
+	26, // 98: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
+	28, // 99: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
+	31, // 100: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
+	85, // [85:101] is the sub-list for method output_type
+	69, // [69:85] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }
@@ -2660,14 +3701,14 @@ func file_gearbox_master_v1_master_proto_init() {
 		(*MasterMessage_Launch)(nil),
 		(*MasterMessage_Kill)(nil),
 	}
-	file_gearbox_master_v1_master_proto_msgTypes[22].OneofWrappers = []any{}
+	file_gearbox_master_v1_master_proto_msgTypes[38].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_master_v1_master_proto_rawDesc), len(file_gearbox_master_v1_master_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

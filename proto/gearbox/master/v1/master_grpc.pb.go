@@ -134,15 +134,21 @@ var AgentGateway_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Operator_GetHealth_FullMethodName      = "/gearbox.master.v1.Operator/GetHealth"
-	Operator_GetState_FullMethodName       = "/gearbox.master.v1.Operator/GetState"
-	Operator_GetAgents_FullMethodName      = "/gearbox.master.v1.Operator/GetAgents"
-	Operator_GetTasks_FullMethodName       = "/gearbox.master.v1.Operator/GetTasks"
-	Operator_LaunchTask_FullMethodName     = "/gearbox.master.v1.Operator/LaunchTask"
-	Operator_KillTask_FullMethodName       = "/gearbox.master.v1.Operator/KillTask"
-	Operator_ReconcileTasks_FullMethodName = "/gearbox.master.v1.Operator/ReconcileTasks"
-	Operator_MarkAgentGone_FullMethodName  = "/gearbox.master.v1.Operator/MarkAgentGone"
-	Operator_Subscribe_FullMethodName      = "/gearbox.master.v1.Operator/Subscribe"
+	Operator_GetHealth_FullMethodName         = "/gearbox.master.v1.Operator/GetHealth"
+	Operator_GetState_FullMethodName          = "/gearbox.master.v1.Operator/GetState"
+	Operator_GetAgents_FullMethodName         = "/gearbox.master.v1.Operator/GetAgents"
+	Operator_GetTasks_FullMethodName          = "/gearbox.master.v1.Operator/GetTasks"
+	Operator_LaunchTask_FullMethodName        = "/gearbox.master.v1.Operator/LaunchTask"
+	Operator_KillTask_FullMethodName          = "/gearbox.master.v1.Operator/KillTask"
+	Operator_ReconcileTasks_FullMethodName    = "/gearbox.master.v1.Operator/ReconcileTasks"
+	Operator_MarkAgentGone_FullMethodName     = "/gearbox.master.v1.Operator/MarkAgentGone"
+	Operator_Subscribe_FullMethodName         = "/gearbox.master.v1.Operator/Subscribe"
+	Operator_GetFrameworks_FullMethodName     = "/gearbox.master.v1.Operator/GetFrameworks"
+	Operator_GetRoles_FullMethodName          = "/gearbox.master.v1.Operator/GetRoles"
+	Operator_GetWeights_FullMethodName        = "/gearbox.master.v1.Operator/GetWeights"
+	Operator_UpdateWeights_FullMethodName     = "/gearbox.master.v1.Operator/UpdateWeights"
+	Operator_TeardownFramework_FullMethodName = "/gearbox.master.v1.Operator/TeardownFramework"
+	Operator_GetOffers_FullMethodName         = "/gearbox.master.v1.Operator/GetOffers"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -167,6 +173,19 @@ type OperatorClient interface {
 	// since, every event after that sequence number), then each event as it
 	// happens, and HEARTBEAT when nothing happens.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
+	// Frameworks (the scheduler API): who is registered, in which roles,
+	// with which tasks and outstanding offers.
+	GetFrameworks(ctx context.Context, in *GetFrameworksRequest, opts ...grpc.CallOption) (*GetFrameworksResponse, error)
+	// GetRoles: every role with frameworks, tasks or a weight, and its
+	// allocated resources.
+	GetRoles(ctx context.Context, in *GetRolesRequest, opts ...grpc.CallOption) (*GetRolesResponse, error)
+	GetWeights(ctx context.Context, in *GetWeightsRequest, opts ...grpc.CallOption) (*GetWeightsResponse, error)
+	UpdateWeights(ctx context.Context, in *UpdateWeightsRequest, opts ...grpc.CallOption) (*UpdateWeightsResponse, error)
+	// TeardownFramework removes a framework at once: its offers are
+	// rescinded, its tasks killed.
+	TeardownFramework(ctx context.Context, in *TeardownFrameworkRequest, opts ...grpc.CallOption) (*TeardownFrameworkResponse, error)
+	// GetOffers lists the outstanding offers.
+	GetOffers(ctx context.Context, in *GetOffersRequest, opts ...grpc.CallOption) (*GetOffersResponse, error)
 }
 
 type operatorClient struct {
@@ -276,6 +295,66 @@ func (c *operatorClient) Subscribe(ctx context.Context, in *SubscribeRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Operator_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 
+func (c *operatorClient) GetFrameworks(ctx context.Context, in *GetFrameworksRequest, opts ...grpc.CallOption) (*GetFrameworksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFrameworksResponse)
+	err := c.cc.Invoke(ctx, Operator_GetFrameworks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) GetRoles(ctx context.Context, in *GetRolesRequest, opts ...grpc.CallOption) (*GetRolesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRolesResponse)
+	err := c.cc.Invoke(ctx, Operator_GetRoles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) GetWeights(ctx context.Context, in *GetWeightsRequest, opts ...grpc.CallOption) (*GetWeightsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetWeightsResponse)
+	err := c.cc.Invoke(ctx, Operator_GetWeights_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) UpdateWeights(ctx context.Context, in *UpdateWeightsRequest, opts ...grpc.CallOption) (*UpdateWeightsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateWeightsResponse)
+	err := c.cc.Invoke(ctx, Operator_UpdateWeights_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) TeardownFramework(ctx context.Context, in *TeardownFrameworkRequest, opts ...grpc.CallOption) (*TeardownFrameworkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TeardownFrameworkResponse)
+	err := c.cc.Invoke(ctx, Operator_TeardownFramework_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) GetOffers(ctx context.Context, in *GetOffersRequest, opts ...grpc.CallOption) (*GetOffersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetOffersResponse)
+	err := c.cc.Invoke(ctx, Operator_GetOffers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -298,6 +377,19 @@ type OperatorServer interface {
 	// since, every event after that sequence number), then each event as it
 	// happens, and HEARTBEAT when nothing happens.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
+	// Frameworks (the scheduler API): who is registered, in which roles,
+	// with which tasks and outstanding offers.
+	GetFrameworks(context.Context, *GetFrameworksRequest) (*GetFrameworksResponse, error)
+	// GetRoles: every role with frameworks, tasks or a weight, and its
+	// allocated resources.
+	GetRoles(context.Context, *GetRolesRequest) (*GetRolesResponse, error)
+	GetWeights(context.Context, *GetWeightsRequest) (*GetWeightsResponse, error)
+	UpdateWeights(context.Context, *UpdateWeightsRequest) (*UpdateWeightsResponse, error)
+	// TeardownFramework removes a framework at once: its offers are
+	// rescinded, its tasks killed.
+	TeardownFramework(context.Context, *TeardownFrameworkRequest) (*TeardownFrameworkResponse, error)
+	// GetOffers lists the outstanding offers.
+	GetOffers(context.Context, *GetOffersRequest) (*GetOffersResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -334,6 +426,24 @@ func (UnimplementedOperatorServer) MarkAgentGone(context.Context, *MarkAgentGone
 }
 func (UnimplementedOperatorServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedOperatorServer) GetFrameworks(context.Context, *GetFrameworksRequest) (*GetFrameworksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFrameworks not implemented")
+}
+func (UnimplementedOperatorServer) GetRoles(context.Context, *GetRolesRequest) (*GetRolesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRoles not implemented")
+}
+func (UnimplementedOperatorServer) GetWeights(context.Context, *GetWeightsRequest) (*GetWeightsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetWeights not implemented")
+}
+func (UnimplementedOperatorServer) UpdateWeights(context.Context, *UpdateWeightsRequest) (*UpdateWeightsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateWeights not implemented")
+}
+func (UnimplementedOperatorServer) TeardownFramework(context.Context, *TeardownFrameworkRequest) (*TeardownFrameworkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TeardownFramework not implemented")
+}
+func (UnimplementedOperatorServer) GetOffers(context.Context, *GetOffersRequest) (*GetOffersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOffers not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -511,6 +621,114 @@ func _Operator_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Operator_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
 
+func _Operator_GetFrameworks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFrameworksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).GetFrameworks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_GetFrameworks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).GetFrameworks(ctx, req.(*GetFrameworksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_GetRoles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRolesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).GetRoles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_GetRoles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).GetRoles(ctx, req.(*GetRolesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_GetWeights_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWeightsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).GetWeights(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_GetWeights_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).GetWeights(ctx, req.(*GetWeightsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_UpdateWeights_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateWeightsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).UpdateWeights(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_UpdateWeights_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).UpdateWeights(ctx, req.(*UpdateWeightsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_TeardownFramework_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TeardownFrameworkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).TeardownFramework(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_TeardownFramework_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).TeardownFramework(ctx, req.(*TeardownFrameworkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_GetOffers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOffersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).GetOffers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_GetOffers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).GetOffers(ctx, req.(*GetOffersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -549,6 +767,30 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MarkAgentGone",
 			Handler:    _Operator_MarkAgentGone_Handler,
+		},
+		{
+			MethodName: "GetFrameworks",
+			Handler:    _Operator_GetFrameworks_Handler,
+		},
+		{
+			MethodName: "GetRoles",
+			Handler:    _Operator_GetRoles_Handler,
+		},
+		{
+			MethodName: "GetWeights",
+			Handler:    _Operator_GetWeights_Handler,
+		},
+		{
+			MethodName: "UpdateWeights",
+			Handler:    _Operator_UpdateWeights_Handler,
+		},
+		{
+			MethodName: "TeardownFramework",
+			Handler:    _Operator_TeardownFramework_Handler,
+		},
+		{
+			MethodName: "GetOffers",
+			Handler:    _Operator_GetOffers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -134,6 +134,20 @@ const (
 	Reason_REASON_AGENT_DISCONNECTED          Reason = 11
 	// containerd no longer knows the container or its task.
 	Reason_REASON_CONTAINER_VANISHED Reason = 12
+	// Frameworks and offers (Mesos's names); 26-35 are the scheduler API's.
+	// The task's framework was torn down or did not fail over in time.
+	Reason_REASON_FRAMEWORK_REMOVED Reason = 26
+	// An accept named an offer that is unknown, expired, rescinded or
+	// another framework's.
+	Reason_REASON_INVALID_OFFERS Reason = 27
+	// The task (or its group) is invalid: duplicate ID, more than the offer
+	// holds, a role the framework may not use, a bad container spec.
+	Reason_REASON_TASK_INVALID       Reason = 28
+	Reason_REASON_TASK_GROUP_INVALID Reason = 29
+	// The framework asked for the task's state and the master knows it.
+	Reason_REASON_RECONCILIATION Reason = 30
+	// The task's agent is unknown to the master.
+	Reason_REASON_AGENT_UNKNOWN Reason = 31
 )
 
 // Enum value maps for Reason.
@@ -152,6 +166,12 @@ var (
 		10: "REASON_AGENT_RESTARTED",
 		11: "REASON_AGENT_DISCONNECTED",
 		12: "REASON_CONTAINER_VANISHED",
+		26: "REASON_FRAMEWORK_REMOVED",
+		27: "REASON_INVALID_OFFERS",
+		28: "REASON_TASK_INVALID",
+		29: "REASON_TASK_GROUP_INVALID",
+		30: "REASON_RECONCILIATION",
+		31: "REASON_AGENT_UNKNOWN",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":                 0,
@@ -167,6 +187,12 @@ var (
 		"REASON_AGENT_RESTARTED":             10,
 		"REASON_AGENT_DISCONNECTED":          11,
 		"REASON_CONTAINER_VANISHED":          12,
+		"REASON_FRAMEWORK_REMOVED":           26,
+		"REASON_INVALID_OFFERS":              27,
+		"REASON_TASK_INVALID":                28,
+		"REASON_TASK_GROUP_INVALID":          29,
+		"REASON_RECONCILIATION":              30,
+		"REASON_AGENT_UNKNOWN":               31,
 	}
 )
 
@@ -269,7 +295,7 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\tTASK_GONE\x10\v\x12\x19\n" +
 	"\x15TASK_GONE_BY_OPERATOR\x10\f\x12\x10\n" +
 	"\fTASK_UNKNOWN\x10\r\x12\x10\n" +
-	"\fTASK_KILLING\x10\x0e*\x9d\x03\n" +
+	"\fTASK_KILLING\x10\x0e*\xc3\x04\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASON_COMMAND_EXITED\x10\x01\x12\x1b\n" +
@@ -284,7 +310,13 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x16REASON_AGENT_RESTARTED\x10\n" +
 	"\x12\x1d\n" +
 	"\x19REASON_AGENT_DISCONNECTED\x10\v\x12\x1d\n" +
-	"\x19REASON_CONTAINER_VANISHED\x10\fB<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
+	"\x19REASON_CONTAINER_VANISHED\x10\f\x12\x1c\n" +
+	"\x18REASON_FRAMEWORK_REMOVED\x10\x1a\x12\x19\n" +
+	"\x15REASON_INVALID_OFFERS\x10\x1b\x12\x17\n" +
+	"\x13REASON_TASK_INVALID\x10\x1c\x12\x1d\n" +
+	"\x19REASON_TASK_GROUP_INVALID\x10\x1d\x12\x19\n" +
+	"\x15REASON_RECONCILIATION\x10\x1e\x12\x18\n" +
+	"\x14REASON_AGENT_UNKNOWN\x10\x1fB<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
 
 var (
 	file_gearbox_types_v1_types_proto_rawDescOnce sync.Once
