@@ -24,10 +24,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -381,7 +383,7 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 		case *masterv1.MasterMessage_Launch:
 			mc.tasks.Go(func() { mc.launchTask(x.Launch.GetTask()) })
 		case *masterv1.MasterMessage_Kill:
-			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration()) })
+			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod()) })
 		}
 	}
 }
@@ -444,17 +446,11 @@ func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
 func (mc *masterClient) launchTask(t *masterv1.Task) {
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, 10*time.Minute)
 	defer cancel()
-	cfg := containerizer.LaunchConfig{
-		ID: containerizer.ContainerID(t.GetId()), Image: t.GetImage(),
-		Resources: isolators.Resources{CPUs: t.GetResources().GetCpus(), Memory: t.GetResources().GetMemoryBytes()},
-		Labels:    map[string]string{LabelTask: "true"},
-	}
-	if len(t.GetCommand()) > 0 {
-		cfg.Cmd = t.GetCommand()
-	}
+	cfg := taskLaunch(t)
+	cfg.PullProgress = mc.pullProgress(t.GetId())
 	_, err := mc.adm.launch(ctx, cfg)
 	if err == nil {
-		mc.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
+		mc.log.Info("task launched", "task_id", t.GetId(), "image", cfg.Image)
 		return
 	}
 	c, gerr := mc.adm.cz.Get(ctx, cfg.ID)
@@ -468,6 +464,66 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		mc.mu.Lock()
 		mc.queueLocked(u)
 		mc.mu.Unlock()
+	}
+}
+
+// taskLaunch is the container a task runs: its whole container spec when
+// the master sent one (older masters send image, command and resources
+// only), under the task's ID and labelled as the master's task.
+func taskLaunch(t *masterv1.Task) containerizer.LaunchConfig {
+	var cfg containerizer.LaunchConfig
+	if spec := t.GetContainer(); spec != nil {
+		cfg = launchFromProto(spec)
+	} else {
+		cfg = containerizer.LaunchConfig{
+			Image:     t.GetImage(),
+			Resources: isolators.Resources{CPUs: t.GetResources().GetCpus(), Memory: t.GetResources().GetMemoryBytes()},
+		}
+		if len(t.GetCommand()) > 0 {
+			cfg.Cmd = t.GetCommand()
+		}
+	}
+	cfg.ID = containerizer.ContainerID(t.GetId())
+	labels := make(map[string]string, len(cfg.Labels)+1)
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	labels[LabelTask] = "true"
+	cfg.Labels = labels
+	return cfg
+}
+
+// pullProgressEvery bounds how often a pull's progress becomes a
+// TASK_STAGING update: each is checkpointed and sent to the master.
+const pullProgressEvery = time.Second
+
+// pullProgress reports a task's pull as TASK_STAGING updates whose
+// message says how much is fetched.
+func (mc *masterClient) pullProgress(id string) func(containerizer.PullProgress) {
+	var (
+		mu     sync.Mutex
+		layers = map[string]containerizer.PullProgress{}
+		last   time.Time
+	)
+	return func(p containerizer.PullProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		layers[p.Digest] = p
+		if time.Since(last) < pullProgressEvery {
+			return
+		}
+		last = time.Now()
+		var done, total int64
+		for _, l := range layers {
+			done, total = done+l.Offset, total+l.Total
+		}
+		msg := fmt.Sprintf("pulling the image: %s of %s in %d layers", units.Human(done), units.Human(total), len(layers))
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		if st, ok := mc.last[id]; ok && st != typesv1.TaskState_TASK_STAGING {
+			return // the container reports for itself now
+		}
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: typesv1.TaskState_TASK_STAGING, Message: msg})
 	}
 }
 
@@ -490,12 +546,19 @@ func afterFailedLaunch(id string, err error, c containerizer.Container, gerr err
 		err = fmt.Errorf("a container named %s already exists on this agent and is not this task's (it was started through the Agent API, e.g. gearbox run --name %s); "+
 			"it was left alone: launch the task under another ID, or remove that container (gearbox rm -f %s) and launch again", id, id, id)
 	}
-	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: containerizer.ReasonContainerLaunchFailed, Message: err.Error()}
+	reason := containerizer.ReasonContainerLaunchFailed
+	var pe *containerizer.PullError
+	if errors.As(err, &pe) {
+		reason = pe.Reason
+	}
+	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: reason, Message: err.Error()}
 }
 
 // killTask kills the task's container, and only a task's: a container of
-// the same ID that is not labelled as a task is left alone.
-func (mc *masterClient) killTask(id string, grace time.Duration) {
+// the same ID that is not labelled as a task is left alone. Without a
+// grace period named (nil) the task's kill policy applies.
+func (mc *masterClient) killTask(id string, named *durationpb.Duration) {
+	grace := named.AsDuration()
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, time.Minute+grace)
 	defer cancel()
 	c, err := mc.adm.cz.Get(ctx, containerizer.ContainerID(id))
@@ -510,9 +573,12 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 			Message: fmt.Sprintf("the task had no container on this agent; container %s there is not the task's and was left alone", id)})
 		return
 	}
-	req := containerizer.KillRequest{Signal: syscall.SIGKILL}
-	if grace > 0 {
+	req := containerizer.KillRequest{} // the kill policy
+	switch {
+	case named != nil && grace > 0:
 		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
+	case named != nil:
+		req = containerizer.KillRequest{Signal: syscall.SIGKILL}
 	}
 	if err == nil {
 		err = mc.adm.cz.Kill(ctx, containerizer.ContainerID(id), req)

@@ -42,7 +42,7 @@ func TestTaskUpdatesWithoutAContainer(t *testing.T) {
 	fake.launchErr = errs.New(errdefs.ErrNotFound, "image %q not found", "nope:1")
 	mc.launchTask(&masterv1.Task{Id: "noimage", Image: "nope:1"})
 	// A kill for a task this agent never had.
-	mc.killTask("ghost", 0)
+	mc.killTask("ghost", nil)
 
 	mc2 := newTestMasterClient(t, dir, fake, ResourceSet{})
 	var got []string
@@ -76,7 +76,7 @@ func TestTaskLaunchFailureWithAContainer(t *testing.T) {
 		t.Errorf("%d updates queued; the container's own states are the updates", n)
 	}
 	// A kill of a task that exists reaches the containerizer.
-	mc.killTask("t1", 0)
+	mc.killTask("t1", nil)
 	if len(fake.kills) != 1 || fake.kills[0] != "t1" || mc.pendingCount() != 0 {
 		t.Errorf("kill of t1: kills %v, %d updates queued", fake.kills, mc.pendingCount())
 	}

@@ -139,7 +139,7 @@ func TestBoltUnknownTaskState(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("tasks")).Put([]byte("t-1"), []byte(`{"id":"t-1","state":"TASK_KILLING"}`))
+		return tx.Bucket([]byte("tasks")).Put([]byte("t-1"), []byte(`{"id":"t-1","state":"TASK_FROM_A_NEWER_GEARBOX"}`))
 	})
 	db.Close()
 	s, err = store.OpenBolt(path, time.Second)
@@ -147,7 +147,7 @@ func TestBoltUnknownTaskState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Tasks(context.Background()); err == nil || !strings.Contains(err.Error(), `"t-1"`) || !strings.Contains(err.Error(), "TASK_KILLING") {
+	if _, err := s.Tasks(context.Background()); err == nil || !strings.Contains(err.Error(), `"t-1"`) || !strings.Contains(err.Error(), "TASK_FROM_A_NEWER_GEARBOX") {
 		t.Errorf("unknown state: %v", err)
 	}
 }

@@ -15,6 +15,9 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -79,6 +82,26 @@ type Task struct {
 	Adopted   bool      `json:"adopted,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Container is the whole container spec the task runs, as the agent
+	// gets it: registry credentials included (the master needs them to
+	// send; the registry file is the master's alone, and no API returns
+	// them). Nil for tasks of older masters and adopted ones.
+	Container *Container `json:"container,omitempty"`
+}
+
+// Container keeps a task's container spec in protobuf's JSON form, so
+// that fields added to the spec later are kept by a master that knows them.
+type Container struct {
+	Spec *agentv1.LaunchContainerRequest
+}
+
+func (c *Container) MarshalJSON() ([]byte, error) {
+	return protojson.MarshalOptions{UseProtoNames: true}.Marshal(c.Spec)
+}
+
+func (c *Container) UnmarshalJSON(b []byte) error {
+	c.Spec = &agentv1.LaunchContainerRequest{}
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, c.Spec)
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
