@@ -322,6 +322,7 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Reason:         t.Reason,
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		Container: publicSpec(t.Container),
 	}
 }
 
