@@ -1,0 +1,102 @@
+//go:build bench
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// Pull at launch, measured against its baseline in the same run: a task
+// whose image is absent (launch → TASK_RUNNING, the pull included) vs
+// `ctr image pull` of the same kind of image followed by a task launch of
+// the pulled image; and eight concurrent launches of one absent image vs
+// a single launch with its pull.
+func TestBenchPullAtLaunch(t *testing.T) {
+	m := startMasterProc(t)
+	a := startClusterAgentWith(t, m, "benchpull", "rack:bp", false, "")
+	id := a.agentID(t)
+	ns := h.namespace + "-benchpull"
+	auth := &agentv1.RegistryAuth{Username: regUser, Password: regPass}
+	seq := 0
+	launch := func(task, ref string) {
+		t.Helper()
+		if _, err := m.c.LaunchTask(context.Background(), &masterv1.LaunchTaskRequest{TaskId: task, AgentId: id,
+			Container: &agentv1.LaunchContainerRequest{Image: ref, Cmd: &agentv1.StringList{Values: []string{"sleep", "600"}}, RegistryAuth: auth}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := func() string { seq++; return pushAs(t, fmt.Sprintf("gearbox/bench-%d:1", seq)) }
+	const rounds = 5
+	var withPull, baseline []time.Duration
+	for i := range rounds {
+		ref := fresh()
+		start := time.Now()
+		launch(fmt.Sprintf("pull-%d", i), ref)
+		waitTaskState(t, m, fmt.Sprintf("pull-%d", i), typesv1.TaskState_TASK_RUNNING, time.Minute)
+		withPull = append(withPull, time.Since(start))
+
+		ref = fresh()
+		start = time.Now()
+		out, err := exec.Command("ctr", "--address", h.containerd.Address, "-n", ns, "image", "pull", "--plain-http",
+			"--user", regUser+":"+regPass, ref).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr image pull: %v\n%s", err, out)
+		}
+		launch(fmt.Sprintf("ctr-%d", i), ref)
+		waitTaskState(t, m, fmt.Sprintf("ctr-%d", i), typesv1.TaskState_TASK_RUNNING, time.Minute)
+		baseline = append(baseline, time.Since(start))
+	}
+	mp, mb := medianDur(withPull), medianDur(baseline)
+	t.Logf("absent image, launch→TASK_RUNNING (median of %d): %s; ctr image pull + launch: %s; ratio %.2f (target ≤ 1.1)",
+		rounds, mp, mb, float64(mp)/float64(mb))
+
+	// Eight at once, through a counting proxy: one pull.
+	proxy := startCountingProxy(t)
+	pushAs(t, "gearbox/bench-single:1")
+	start := time.Now()
+	launch("single", proxy.addr+"/gearbox/bench-single:1")
+	waitTaskState(t, m, "single", typesv1.TaskState_TASK_RUNNING, time.Minute)
+	one := time.Since(start)
+	pushAs(t, "gearbox/bench-eight:1")
+	before := proxy.counts()
+	start = time.Now()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() { launch(fmt.Sprintf("eight-%d", i), proxy.addr+"/gearbox/bench-eight:1") })
+	}
+	wg.Wait()
+	for i := range 8 {
+		waitTaskState(t, m, fmt.Sprintf("eight-%d", i), typesv1.TaskState_TASK_RUNNING, time.Minute)
+	}
+	eight := time.Since(start)
+	fetched, twice := 0, 0
+	for path, n := range proxy.counts() {
+		if before[path] == 0 {
+			fetched++
+			if n > 1 {
+				twice++
+			}
+		}
+	}
+	t.Logf("8 concurrent launches of one absent image: %s; one launch with a pull: %s; ratio %.2f (target ≤ 1.2); registry GETs: %d paths, %d fetched more than once",
+		eight, one, float64(eight)/float64(one), fetched, twice)
+	if twice > 0 {
+		t.Errorf("%d manifests or blobs were fetched more than once: launches did not share one pull", twice)
+	}
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
