@@ -35,7 +35,9 @@ func TestValidate(t *testing.T) {
 		{"env entry", func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"NOVALUE"} }},
 		{"env entry", func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"A B=1"} }},
 		{"label", func(r *agentv1.LaunchContainerRequest) { r.Labels = map[string]string{"": "v"} }},
-		{"label", func(r *agentv1.LaunchContainerRequest) { r.Labels = map[string]string{"k": strings.Repeat("v", MaxLabel)} }},
+		{"label", func(r *agentv1.LaunchContainerRequest) {
+			r.Labels = map[string]string{"k": strings.Repeat("v", MaxLabel)}
+		}},
 		{"size", func(r *agentv1.LaunchContainerRequest) { r.Size = &agentv1.WindowSize{Height: 24} }},
 		{"resources.cpus", func(r *agentv1.LaunchContainerRequest) { r.Resources.Cpus = math.NaN() }},
 		{"resources", func(r *agentv1.LaunchContainerRequest) { r.Resources.Memory = -1 }},
