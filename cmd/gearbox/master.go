@@ -267,14 +267,14 @@ func printTasks(w io.Writer, tasks []*masterv1.Task) {
 	tw.Flush()
 }
 
-func newTaskCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "task", Short: "Launch and kill tasks through the master"}
+// newTaskLaunchCmd is task launch: run's container flags (specflags.go)
+// and where to place the task.
+func newTaskLaunchCmd() *cobra.Command {
 	var (
 		agentID, output string
 		id              string
 		constraints     []string
 		partitionAware  bool
-		grace           time.Duration
 		spec            *specFlags
 	)
 	launch := &cobra.Command{
@@ -339,6 +339,12 @@ policy, pull policy); its ID is the task's.`,
 	spec = addSpecFlags(lf)
 	addOutputFlag(launch, &output)
 
+	return launch
+}
+
+func newTaskCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Launch and kill tasks through the master"}
+	var grace time.Duration
 	kill := &cobra.Command{
 		Use:   "kill [--grace DURATION] ID…",
 		Short: "Kill tasks (as their kill policy says, else SIGKILL; with --grace, SIGTERM first)",
@@ -369,7 +375,7 @@ policy, pull policy); its ID is the task's.`,
 		},
 	}
 	kill.Flags().DurationVar(&grace, "grace", 0, "SIGTERM, then SIGKILL after this long (0: SIGKILL now); default: the task's kill policy (--stop-timeout)")
-	cmd.AddCommand(launch, kill)
+	cmd.AddCommand(newTaskLaunchCmd(), kill)
 	return cmd
 }
 
