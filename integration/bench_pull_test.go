@@ -35,7 +35,9 @@ func TestBenchPullAtLaunch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fresh := func() string { seq++; return pushAs(t, fmt.Sprintf("gearbox/bench-%d:1", seq)) }
+	// 16 MiB of new content per image, as a small service's layer.
+	const layer = 16 << 20
+	fresh := func() string { seq++; return pushSized(t, fmt.Sprintf("gearbox/bench-%d:1", seq), layer) }
 	const rounds = 5
 	var withPull, baseline []time.Duration
 	for i := range rounds {
@@ -62,12 +64,12 @@ func TestBenchPullAtLaunch(t *testing.T) {
 
 	// Eight at once, through a counting proxy: one pull.
 	proxy := startCountingProxy(t)
-	pushAs(t, "gearbox/bench-single:1")
+	pushSized(t, "gearbox/bench-single:1", layer)
 	start := time.Now()
 	launch("single", proxy.addr+"/gearbox/bench-single:1")
 	waitTaskState(t, m, "single", typesv1.TaskState_TASK_RUNNING, time.Minute)
 	one := time.Since(start)
-	pushAs(t, "gearbox/bench-eight:1")
+	pushSized(t, "gearbox/bench-eight:1", layer)
 	before := proxy.counts()
 	start = time.Now()
 	var wg sync.WaitGroup

@@ -19,6 +19,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -26,16 +29,28 @@ import (
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
-// pushAs pushes the test image to the test registry under repo:tag, so
-// that no agent holds it yet; it returns the reference.
-func pushAs(t testing.TB, repo string) string {
+// pushAs pushes the test image with a layer of random bytes of its own
+// on top to the test registry under repo:tag, and returns the reference.
+// No agent holds its content yet: containerd shares content between
+// namespaces, so an image of known layers would not be fetched at all.
+func pushAs(t testing.TB, repo string) string { return pushSized(t, repo, 256<<10) }
+
+func pushSized(t testing.TB, repo string, layer int64) string {
 	t.Helper()
 	ref := h.registry + "/" + repo
 	tag, err := name.NewTag(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(tag, h.img, remote.WithAuth(&authn.Basic{Username: regUser, Password: regPass})); err != nil {
+	l, err := random.Layer(layer, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(h.img, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img, remote.WithAuth(&authn.Basic{Username: regUser, Password: regPass})); err != nil {
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 	return ref
@@ -217,7 +232,8 @@ func closedPort(t *testing.T) int {
 }
 
 // countingProxy stands in front of the test registry and counts the GETs
-// of manifests and blobs it answered with success, by path.
+// and HEADs of manifests and blobs it answered with success, by method and
+// path.
 type countingProxy struct {
 	addr string
 	mu   sync.Mutex
@@ -236,9 +252,12 @@ func startCountingProxy(t testing.TB) *countingProxy {
 	p := &countingProxy{addr: ln.Addr().String(), gets: map[string]int{}}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		req := resp.Request
-		if req.Method == http.MethodGet && resp.StatusCode/100 == 2 && (strings.Contains(req.URL.Path, "/blobs/") || strings.Contains(req.URL.Path, "/manifests/")) {
+		// A pull resolves its tag with a HEAD of the manifest, then GETs
+		// what it lacks: each counts.
+		if (req.Method == http.MethodGet || req.Method == http.MethodHead) && resp.StatusCode/100 == 2 &&
+			(strings.Contains(req.URL.Path, "/blobs/") || strings.Contains(req.URL.Path, "/manifests/")) {
 			p.mu.Lock()
-			p.gets[req.URL.Path]++
+			p.gets[req.Method+" "+req.URL.Path]++
 			p.mu.Unlock()
 		}
 		return nil
@@ -261,7 +280,9 @@ func (p *countingProxy) counts() map[string]int {
 }
 
 // Eight tasks of one absent image, launched at once, cause one pull: the
-// registry serves each blob and the manifest once.
+// registry resolves the tag once and serves each blob and manifest once.
+// (Without the shared pull, containerd's ingest locks still fetch each
+// blob once, but each pull resolves the tag: eight HEADs.)
 func TestConcurrentTaskLaunchesShareOnePull(t *testing.T) {
 	pushAs(t, "gearbox/shared:1")
 	proxy := startCountingProxy(t)
