@@ -1612,7 +1612,10 @@ func (x *WaitContainerResponse) GetContainer() *Container {
 type KillContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	// A signal name (SIGTERM, TERM) or number; SIGKILL when empty.
+	// A signal name (SIGTERM, TERM) or number. Empty, and no grace_period:
+	// the container's kill policy (SIGTERM, then SIGKILL once its grace has
+	// passed; TASK_KILLING meanwhile), or SIGKILL when it has none. Empty
+	// with a grace_period: SIGKILL.
 	Signal string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
 	// When set and the signal is not SIGKILL: SIGKILL follows after this long.
 	GracePeriod   *durationpb.Duration `protobuf:"bytes,3,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
