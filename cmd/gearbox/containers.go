@@ -89,7 +89,10 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE [CMD…]",
 		Short: "Run a container",
-		Long: `Run a container from an image present on the agent (gearbox image pull / import).
+		Long: `Run a container from an image. The agent pulls it if it does not hold it
+(--pull if-not-present, the default), before every run (--pull always) or never
+(--pull never: import or pull it first), with the registry credentials of its
+config (registries.config).
 
 In the foreground, run streams the container's output and exits with its exit
 status; SIGINT and SIGTERM are passed on to the container. With -d it prints
