@@ -35,11 +35,12 @@ func TestBenchPullAtLaunch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// 16 MiB of new content per image, as a small service's layer.
-	const layer = 16 << 20
+	// New content per image (GEARBOX_BENCH_PULL_LAYER_MB, 16 MiB): a small
+	// service's layer.
+	layer := int64(envInt("GEARBOX_BENCH_PULL_LAYER_MB", 16)) << 20
 	fresh := func() string { seq++; return pushSized(t, fmt.Sprintf("gearbox/bench-%d:1", seq), layer) }
 	const rounds = 5
-	var withPull, baseline []time.Duration
+	var withPull, baseline, ctrPull []time.Duration
 	for i := range rounds {
 		ref := fresh()
 		start := time.Now()
@@ -54,11 +55,13 @@ func TestBenchPullAtLaunch(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ctr image pull: %v\n%s", err, out)
 		}
+		ctrPull = append(ctrPull, time.Since(start))
 		launch(fmt.Sprintf("ctr-%d", i), ref)
 		waitTaskState(t, m, fmt.Sprintf("ctr-%d", i), typesv1.TaskState_TASK_RUNNING, time.Minute)
 		baseline = append(baseline, time.Since(start))
 	}
 	mp, mb := medianDur(withPull), medianDur(baseline)
+	t.Logf("samples: launch with pull %v; ctr image pull %v; ctr image pull + launch %v", withPull, ctrPull, baseline)
 	t.Logf("absent image, launch→TASK_RUNNING (median of %d): %s; ctr image pull + launch: %s; ratio %.2f (target ≤ 1.1)",
 		rounds, mp, mb, float64(mp)/float64(mb))
 
