@@ -76,6 +76,16 @@ type masterClient struct {
 	// tasks are the launches and kills the master asked for; run waits
 	// for them, so that none outlives the containerizer.
 	tasks sync.WaitGroup
+	// launching are the task launches under way (a pull can take long),
+	// so that a kill ends the launch rather than miss it.
+	launching map[string]*taskLaunching
+}
+
+// taskLaunching is a task launch under way.
+type taskLaunching struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when launchTask has returned
+	killed bool          // under mc.mu: a kill cancelled it and reports for it
 }
 
 type pendingUpdate struct {
@@ -446,12 +456,21 @@ func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
 func (mc *masterClient) launchTask(t *masterv1.Task) {
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, 10*time.Minute)
 	defer cancel()
+	l := mc.startLaunching(t.GetId(), cancel)
+	defer mc.endLaunching(t.GetId(), l)
 	cfg := taskLaunch(t)
 	cfg.PullProgress = mc.pullProgress(t.GetId())
 	_, err := mc.adm.launch(ctx, cfg)
 	if err == nil {
 		mc.log.Info("task launched", "task_id", t.GetId(), "image", cfg.Image)
 		return
+	}
+	mc.mu.Lock()
+	killed := l.killed
+	mc.mu.Unlock()
+	if killed {
+		mc.log.Info("task launch ended by a kill", "task_id", t.GetId(), "err", err)
+		return // killTask reports it
 	}
 	c, gerr := mc.adm.cz.Get(ctx, cfg.ID)
 	u := afterFailedLaunch(t.GetId(), err, c, gerr)
@@ -464,6 +483,47 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		mc.mu.Lock()
 		mc.queueLocked(u)
 		mc.mu.Unlock()
+	}
+}
+
+func (mc *masterClient) startLaunching(id string, cancel context.CancelFunc) *taskLaunching {
+	l := &taskLaunching{cancel: cancel, done: make(chan struct{})}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.launching == nil {
+		mc.launching = map[string]*taskLaunching{}
+	}
+	if mc.launching[id] == nil { // a launch sent twice: the first one is the one a kill ends
+		mc.launching[id] = l
+	}
+	return l
+}
+
+func (mc *masterClient) endLaunching(id string, l *taskLaunching) {
+	mc.mu.Lock()
+	if mc.launching[id] == l {
+		delete(mc.launching, id)
+	}
+	mc.mu.Unlock()
+	close(l.done)
+}
+
+// stopLaunching ends a launch of task id under way (waiting for its
+// image, say) and waits until it has returned, so that the kill that
+// follows finds its container if the launch made one.
+func (mc *masterClient) stopLaunching(ctx context.Context, id string) {
+	mc.mu.Lock()
+	l := mc.launching[id]
+	if l != nil {
+		l.killed = true
+		l.cancel()
+	}
+	mc.mu.Unlock()
+	if l != nil {
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+		}
 	}
 }
 
@@ -561,6 +621,7 @@ func (mc *masterClient) killTask(id string, named *durationpb.Duration) {
 	grace := named.AsDuration()
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, time.Minute+grace)
 	defer cancel()
+	mc.stopLaunching(ctx, id)
 	c, err := mc.adm.cz.Get(ctx, containerizer.ContainerID(id))
 	if err == nil && !isTask(c) {
 		mc.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)

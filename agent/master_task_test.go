@@ -81,3 +81,25 @@ func TestTaskLaunchFailureWithAContainer(t *testing.T) {
 		t.Errorf("kill of t1: kills %v, %d updates queued", fake.kills, mc.pendingCount())
 	}
 }
+
+// A kill that arrives while the task's launch waits (for its image, say)
+// ends the launch: the task is killed, not started later, and reported
+// once, as killed.
+func TestKillDuringTaskLaunch(t *testing.T) {
+	fake := newFake()
+	mc := newTestMasterClient(t, t.TempDir(), fake, ResourceSet{CPUs: 1, Memory: 1 << 30})
+	fake.launching = make(chan containerizer.LaunchConfig)
+	fake.hold = make(chan struct{}) // never released: the launch waits until cancelled
+	done := make(chan struct{})
+	go func() { defer close(done); mc.launchTask(&masterv1.Task{Id: "slow", Image: "busybox"}) }()
+	<-fake.launching
+	mc.killTask("slow", nil)
+	<-done
+	var got []string
+	for _, u := range mc.pending {
+		got = append(got, u.TaskID+" "+u.State.String())
+	}
+	if strings.Join(got, ",") != "slow TASK_KILLED" {
+		t.Errorf("updates %v, want only slow TASK_KILLED", got)
+	}
+}
