@@ -239,6 +239,10 @@ master = %q
 	return a
 }
 
+// clusterAgentBinary, when set, is the gearbox binary cluster agents run
+// (a benchmark's, built without the race detector).
+var clusterAgentBinary string
+
 func masterTLSConfig(m *masterProc) string {
 	if m.tlsEnv == nil {
 		return ""
@@ -254,7 +258,11 @@ func (a *clusterAgent) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	a.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), a.args...)
+	bin := filepath.Join(h.bin, "gearbox")
+	if clusterAgentBinary != "" {
+		bin = clusterAgentBinary
+	}
+	a.cmd = exec.Command(bin, a.args...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := a.cmd.Start(); err != nil {
