@@ -21,8 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
