@@ -146,9 +146,15 @@ func TestTaskSpecPullAndKillPolicy(t *testing.T) {
 	if tk.Reason != typesv1.Reason_REASON_TASK_KILLED {
 		t.Errorf("killed task: %v", tk)
 	}
-	states := strings.Join(events.taskStates("spec"), " ")
-	if !strings.Contains(states, "TASK_RUNNING TASK_KILLING TASK_KILLED") {
-		t.Errorf("task states in events: %s", states)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		states := strings.Join(events.taskStates("spec"), " ")
+		if strings.Contains(states, "TASK_RUNNING TASK_KILLING TASK_KILLED") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("task states in events: %s", states)
+			break
+		}
 	}
 
 	// gearbox run on the same kind of agent: an absent image is pulled;

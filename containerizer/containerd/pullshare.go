@@ -126,7 +126,7 @@ func (z *Containerizer) launchImage(ctx context.Context, ref string, cfg contain
 		}
 		if cfg.Pull == containerizer.PullNever {
 			return nil, &containerizer.PullError{Reason: containerizer.ReasonImageNotFound, Err: errs.WithInfo(
-				errs.New(errdefs.ErrNotFound, "image %q is not present on this agent and the pull policy is never (--pull never): pull or import it first, or launch with --pull if-not-present", ref),
+				errs.New(errdefs.ErrNotFound, "image %q is not present on this agent and the pull policy is never (--pull never)", ref),
 				typesv1.ErrorReasonImageNotFound, "image", cfg.Image)}
 		}
 	}
