@@ -494,6 +494,12 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	if ct.Privileged {
 		row("Privileged", "true")
 	}
+	if g := ct.KillPolicy.GetGracePeriod(); g != nil {
+		row("Kill policy", fmt.Sprintf("SIGTERM, SIGKILL after %s", g.AsDuration()))
+	}
+	if ct.PullPolicy != typesv1.PullPolicy_PULL_POLICY_UNSPECIFIED {
+		row("Pull policy", ct.PullPolicy.String())
+	}
 	if r := ct.Resources; r != nil {
 		if r.Cpus > 0 {
 			row("CPUs", strconv.FormatFloat(r.Cpus, 'f', -1, 64))
