@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/launchspec"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
@@ -460,7 +461,15 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 	defer mc.endLaunching(t.GetId(), l)
 	cfg := taskLaunch(t)
 	cfg.PullProgress = mc.pullProgress(t.GetId())
-	_, err := mc.adm.launch(ctx, cfg)
+	// Checked as LaunchContainer checks it: a master of another version
+	// may not have.
+	err := launchspec.Validate(t.GetContainer())
+	if t.GetContainer() == nil {
+		err = nil
+	}
+	if err == nil {
+		_, err = mc.adm.launch(ctx, cfg)
+	}
 	if err == nil {
 		mc.log.Info("task launched", "task_id", t.GetId(), "image", cfg.Image)
 		return
