@@ -3,11 +3,13 @@ package agent
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // The one place where domain and proto types meet (round-trip tested).
@@ -27,6 +29,9 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Resources:  resourcesFromProto(r.GetResources()),
 		Stdin:      r.GetStdin(),
 		TTY:        r.GetTty(),
+		KillGrace:  r.GetKillPolicy().GetGracePeriod().AsDuration(),
+		Pull:       r.GetPullPolicy(),
+		Auth:       authFromProto(r.GetRegistryAuth()),
 	}
 	if sz := r.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.GetWidth(), sz.GetHeight()
@@ -55,6 +60,11 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		Resources:   resourcesToProto(cfg.Resources),
 		Stdin:       cfg.Stdin,
 		Tty:         cfg.TTY,
+		KillPolicy:  killPolicyToProto(cfg.KillGrace),
+		PullPolicy:  cfg.Pull,
+	}
+	if a := cfg.Auth; a != nil {
+		r.RegistryAuth = &agentv1.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
 	}
 	if cfg.Width > 0 || cfg.Height > 0 {
 		r.Size = &agentv1.WindowSize{Width: cfg.Width, Height: cfg.Height}
@@ -109,7 +119,23 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		Resources:       resourcesToProto(c.Resources),
 		Stdin:           c.Stdin,
 		Tty:             c.TTY,
+		KillPolicy:      killPolicyToProto(c.KillGrace),
+		PullPolicy:      c.Pull,
 	}
+}
+
+func killPolicyToProto(grace time.Duration) *typesv1.KillPolicy {
+	if grace <= 0 {
+		return nil
+	}
+	return &typesv1.KillPolicy{GracePeriod: durationpb.New(grace)}
+}
+
+func authFromProto(a *agentv1.RegistryAuth) *containerizer.RegistryAuth {
+	if a == nil {
+		return nil
+	}
+	return &containerizer.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
 }
 
 func containerFromProto(p *agentv1.Container) containerizer.Container {
@@ -139,6 +165,8 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		Resources:       resourcesFromProto(p.GetResources()),
 		Stdin:           p.GetStdin(),
 		TTY:             p.GetTty(),
+		KillGrace:       p.GetKillPolicy().GetGracePeriod().AsDuration(),
+		Pull:            p.GetPullPolicy(),
 	}
 }
 

@@ -24,10 +24,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/launchspec"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
+	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
 	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
@@ -74,6 +77,16 @@ type masterClient struct {
 	// tasks are the launches and kills the master asked for; run waits
 	// for them, so that none outlives the containerizer.
 	tasks sync.WaitGroup
+	// launching are the task launches under way (a pull can take long),
+	// so that a kill ends the launch rather than miss it.
+	launching map[string]*taskLaunching
+}
+
+// taskLaunching is a task launch under way.
+type taskLaunching struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when launchTask has returned
+	killed bool          // under mc.mu: a kill cancelled it and reports for it
 }
 
 type pendingUpdate struct {
@@ -381,7 +394,7 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 		case *masterv1.MasterMessage_Launch:
 			mc.tasks.Go(func() { mc.launchTask(x.Launch.GetTask()) })
 		case *masterv1.MasterMessage_Kill:
-			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod().AsDuration()) })
+			mc.tasks.Go(func() { mc.killTask(x.Kill.GetTaskId(), x.Kill.GetGracePeriod()) })
 		}
 	}
 }
@@ -444,18 +457,29 @@ func isTask(c containerizer.Container) bool { return c.Labels[LabelTask] != "" }
 func (mc *masterClient) launchTask(t *masterv1.Task) {
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, 10*time.Minute)
 	defer cancel()
-	cfg := containerizer.LaunchConfig{
-		ID: containerizer.ContainerID(t.GetId()), Image: t.GetImage(),
-		Resources: isolators.Resources{CPUs: t.GetResources().GetCpus(), Memory: t.GetResources().GetMemoryBytes()},
-		Labels:    map[string]string{LabelTask: "true"},
+	l := mc.startLaunching(t.GetId(), cancel)
+	defer mc.endLaunching(t.GetId(), l)
+	cfg := taskLaunch(t)
+	cfg.PullProgress = mc.pullProgress(t.GetId())
+	// Checked as LaunchContainer checks it: a master of another version
+	// may not have.
+	err := launchspec.Validate(t.GetContainer())
+	if t.GetContainer() == nil {
+		err = nil
 	}
-	if len(t.GetCommand()) > 0 {
-		cfg.Cmd = t.GetCommand()
-	}
-	_, err := mc.adm.launch(ctx, cfg)
 	if err == nil {
-		mc.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())
+		_, err = mc.adm.launch(ctx, cfg)
+	}
+	if err == nil {
+		mc.log.Info("task launched", "task_id", t.GetId(), "image", cfg.Image)
 		return
+	}
+	mc.mu.Lock()
+	killed := l.killed
+	mc.mu.Unlock()
+	if killed {
+		mc.log.Info("task launch ended by a kill", "task_id", t.GetId(), "err", err)
+		return // killTask reports it
 	}
 	c, gerr := mc.adm.cz.Get(ctx, cfg.ID)
 	u := afterFailedLaunch(t.GetId(), err, c, gerr)
@@ -468,6 +492,107 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		mc.mu.Lock()
 		mc.queueLocked(u)
 		mc.mu.Unlock()
+	}
+}
+
+func (mc *masterClient) startLaunching(id string, cancel context.CancelFunc) *taskLaunching {
+	l := &taskLaunching{cancel: cancel, done: make(chan struct{})}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.launching == nil {
+		mc.launching = map[string]*taskLaunching{}
+	}
+	if mc.launching[id] == nil { // a launch sent twice: the first one is the one a kill ends
+		mc.launching[id] = l
+	}
+	return l
+}
+
+func (mc *masterClient) endLaunching(id string, l *taskLaunching) {
+	mc.mu.Lock()
+	if mc.launching[id] == l {
+		delete(mc.launching, id)
+	}
+	mc.mu.Unlock()
+	close(l.done)
+}
+
+// stopLaunching ends a launch of task id under way (waiting for its
+// image, say) and waits until it has returned, so that the kill that
+// follows finds its container if the launch made one.
+func (mc *masterClient) stopLaunching(ctx context.Context, id string) {
+	mc.mu.Lock()
+	l := mc.launching[id]
+	if l != nil {
+		l.killed = true
+		l.cancel()
+	}
+	mc.mu.Unlock()
+	if l != nil {
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// taskLaunch is the container a task runs: its whole container spec when
+// the master sent one (older masters send image, command and resources
+// only), under the task's ID and labelled as the master's task.
+func taskLaunch(t *masterv1.Task) containerizer.LaunchConfig {
+	var cfg containerizer.LaunchConfig
+	if spec := t.GetContainer(); spec != nil {
+		cfg = launchFromProto(spec)
+	} else {
+		cfg = containerizer.LaunchConfig{
+			Image:     t.GetImage(),
+			Resources: isolators.Resources{CPUs: t.GetResources().GetCpus(), Memory: t.GetResources().GetMemoryBytes()},
+		}
+		if len(t.GetCommand()) > 0 {
+			cfg.Cmd = t.GetCommand()
+		}
+	}
+	cfg.ID = containerizer.ContainerID(t.GetId())
+	labels := make(map[string]string, len(cfg.Labels)+1)
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	labels[LabelTask] = "true"
+	cfg.Labels = labels
+	return cfg
+}
+
+// pullProgressEvery bounds how often a pull's progress becomes a
+// TASK_STAGING update: each is checkpointed and sent to the master.
+const pullProgressEvery = time.Second
+
+// pullProgress reports a task's pull as TASK_STAGING updates whose
+// message says how much is fetched.
+func (mc *masterClient) pullProgress(id string) func(containerizer.PullProgress) {
+	var (
+		mu     sync.Mutex
+		layers = map[string]containerizer.PullProgress{}
+		last   time.Time
+	)
+	return func(p containerizer.PullProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		layers[p.Digest] = p
+		if time.Since(last) < pullProgressEvery {
+			return
+		}
+		last = time.Now()
+		var done, total int64
+		for _, l := range layers {
+			done, total = done+l.Offset, total+l.Total
+		}
+		msg := fmt.Sprintf("pulling the image: %s of %s in %d layers", units.Human(done), units.Human(total), len(layers))
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		if st, ok := mc.last[id]; ok && st != typesv1.TaskState_TASK_STAGING {
+			return // the container reports for itself now
+		}
+		mc.queueLocked(&pendingUpdate{TaskID: id, State: typesv1.TaskState_TASK_STAGING, Message: msg})
 	}
 }
 
@@ -490,14 +615,22 @@ func afterFailedLaunch(id string, err error, c containerizer.Container, gerr err
 		err = fmt.Errorf("a container named %s already exists on this agent and is not this task's (it was started through the Agent API, e.g. gearbox run --name %s); "+
 			"it was left alone: launch the task under another ID, or remove that container (gearbox rm -f %s) and launch again", id, id, id)
 	}
-	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: containerizer.ReasonContainerLaunchFailed, Message: err.Error()}
+	reason := containerizer.ReasonContainerLaunchFailed
+	var pe *containerizer.PullError
+	if errors.As(err, &pe) {
+		reason = pe.Reason
+	}
+	return &pendingUpdate{TaskID: id, State: containerizer.TaskFailed, Reason: reason, Message: err.Error()}
 }
 
 // killTask kills the task's container, and only a task's: a container of
-// the same ID that is not labelled as a task is left alone.
-func (mc *masterClient) killTask(id string, grace time.Duration) {
+// the same ID that is not labelled as a task is left alone. Without a
+// grace period named (nil) the task's kill policy applies.
+func (mc *masterClient) killTask(id string, named *durationpb.Duration) {
+	grace := named.AsDuration()
 	ctx, cancel := context.WithTimeout(mc.gate.streamsCtx, time.Minute+grace)
 	defer cancel()
+	mc.stopLaunching(ctx, id)
 	c, err := mc.adm.cz.Get(ctx, containerizer.ContainerID(id))
 	if err == nil && !isTask(c) {
 		mc.log.Warn("the master asked to kill a task whose ID names a container that is not a task's; left it alone", "task_id", id)
@@ -510,9 +643,12 @@ func (mc *masterClient) killTask(id string, grace time.Duration) {
 			Message: fmt.Sprintf("the task had no container on this agent; container %s there is not the task's and was left alone", id)})
 		return
 	}
-	req := containerizer.KillRequest{Signal: syscall.SIGKILL}
-	if grace > 0 {
+	req := containerizer.KillRequest{} // the kill policy
+	switch {
+	case named != nil && grace > 0:
 		req = containerizer.KillRequest{Signal: syscall.SIGTERM, Grace: grace}
+	case named != nil:
+		req = containerizer.KillRequest{Signal: syscall.SIGKILL}
 	}
 	if err == nil {
 		err = mc.adm.cz.Kill(ctx, containerizer.ContainerID(id), req)

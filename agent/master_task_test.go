@@ -6,9 +6,11 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
@@ -42,7 +44,7 @@ func TestTaskUpdatesWithoutAContainer(t *testing.T) {
 	fake.launchErr = errs.New(errdefs.ErrNotFound, "image %q not found", "nope:1")
 	mc.launchTask(&masterv1.Task{Id: "noimage", Image: "nope:1"})
 	// A kill for a task this agent never had.
-	mc.killTask("ghost", 0)
+	mc.killTask("ghost", nil)
 
 	mc2 := newTestMasterClient(t, dir, fake, ResourceSet{})
 	var got []string
@@ -76,8 +78,52 @@ func TestTaskLaunchFailureWithAContainer(t *testing.T) {
 		t.Errorf("%d updates queued; the container's own states are the updates", n)
 	}
 	// A kill of a task that exists reaches the containerizer.
-	mc.killTask("t1", 0)
+	mc.killTask("t1", nil)
 	if len(fake.kills) != 1 || fake.kills[0] != "t1" || mc.pendingCount() != 0 {
 		t.Errorf("kill of t1: kills %v, %d updates queued", fake.kills, mc.pendingCount())
+	}
+}
+
+// A kill that arrives while the task's launch waits (for its image, say)
+// ends the launch: the task is killed, not started later, and reported
+// once, as killed.
+func TestKillDuringTaskLaunch(t *testing.T) {
+	fake := newFake()
+	mc := newTestMasterClient(t, t.TempDir(), fake, ResourceSet{CPUs: 1, Memory: 1 << 30})
+	fake.launching = make(chan containerizer.LaunchConfig)
+	fake.hold = make(chan struct{}) // never released: the launch waits until cancelled
+	done := make(chan struct{})
+	go func() { defer close(done); mc.launchTask(&masterv1.Task{Id: "slow", Image: "busybox"}) }()
+	<-fake.launching
+	mc.killTask("slow", nil)
+	<-done
+	var got []string
+	for _, u := range mc.pending {
+		got = append(got, u.TaskID+" "+u.State.String())
+	}
+	if strings.Join(got, ",") != "slow TASK_KILLED" {
+		t.Errorf("updates %v, want only slow TASK_KILLED", got)
+	}
+}
+
+// A spec the master should have refused is refused here too, as
+// LaunchContainer would refuse it, and reported.
+func TestTaskSpecCheckedOnTheAgent(t *testing.T) {
+	fake := newFake()
+	mc := newTestMasterClient(t, t.TempDir(), fake, ResourceSet{CPUs: 1, Memory: 1 << 30})
+	mc.launchTask(&masterv1.Task{Id: "bad", Container: &agentv1.LaunchContainerRequest{ContainerId: "bad", Image: "busybox", Env: []string{"NOVALUE"}}})
+	if len(mc.pending) != 1 || mc.pending[0].State != containerizer.TaskFailed || !strings.Contains(mc.pending[0].Message, "NOVALUE") {
+		t.Errorf("updates %+v, want one TASK_FAILED naming the bad env entry", mc.pending)
+	}
+	if fake.launchCount() != 0 {
+		t.Errorf("the containerizer saw %d launches, want none", fake.launchCount())
+	}
+	// A good spec reaches the containerizer whole, labelled as the task's.
+	fake.launching = make(chan containerizer.LaunchConfig, 1)
+	mc.launchTask(&masterv1.Task{Id: "good", Container: &agentv1.LaunchContainerRequest{ContainerId: "good", Image: "busybox",
+		Env: []string{"A=1"}, User: proto.String("7"), Labels: map[string]string{"team": "core"}}})
+	cfg := <-fake.launching
+	if cfg.ID != "good" || cfg.Env[0] != "A=1" || *cfg.User != "7" || cfg.Labels["team"] != "core" || cfg.Labels[LabelTask] != "true" {
+		t.Errorf("launched %+v", cfg)
 	}
 }

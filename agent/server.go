@@ -20,6 +20,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/launchspec"
 	"github.com/gearboxd/gearbox/internal/version"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -112,7 +113,7 @@ func (s *server) GetState(ctx context.Context, _ *agentv1.GetStateRequest) (*age
 	}
 	for _, c := range cs {
 		r.ContainersTotal++
-		if c.State == containerizer.TaskRunning {
+		if c.State.Running() {
 			r.ContainersRunning++
 		}
 	}
@@ -147,8 +148,8 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if _, ok := req.GetLabels()[LabelTask]; ok {
 		return nil, status.Errorf(codes.InvalidArgument, "label %s is reserved for tasks the master launches: use gearbox task launch, or another label", LabelTask)
 	}
-	if sz := req.GetSize(); sz != nil && (sz.Width == 0 || sz.Height == 0) {
-		return nil, status.Errorf(codes.InvalidArgument, "window size %dx%d: both must be positive", sz.Width, sz.Height)
+	if err := launchspec.Validate(req); err != nil {
+		return nil, toStatus(err)
 	}
 	cfg := launchFromProto(req)
 	if cfg.ID == "" {
@@ -242,6 +243,9 @@ func (s *server) KillContainer(ctx context.Context, req *agentv1.KillContainerRe
 		return nil, toStatus(err)
 	}
 	kr := containerizer.KillRequest{Signal: sig}
+	if req.GetSignal() == "" && req.GetGracePeriod() == nil {
+		kr.Signal = 0 // none named: the container's kill policy
+	}
 	if g := req.GetGracePeriod(); g != nil {
 		if err := g.CheckValid(); err != nil || g.AsDuration() < 0 {
 			return nil, status.Errorf(codes.InvalidArgument, "grace_period must be a non-negative duration")
@@ -290,7 +294,7 @@ func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContaine
 			return nil, toStatus(err)
 		}
 		for _, c := range cs {
-			if c.State == containerizer.TaskRunning {
+			if c.State.Running() {
 				idList = append(idList, string(c.ID))
 			}
 		}
@@ -365,10 +369,7 @@ func (s *server) PullImage(req *agentv1.PullImageRequest, stream agentv1.Agent_P
 	if err := s.gate.admit(); err != nil {
 		return err
 	}
-	var auth *containerizer.RegistryAuth
-	if a := req.GetAuth(); a != nil {
-		auth = &containerizer.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
-	}
+	auth := authFromProto(req.GetAuth())
 	var sendErr error
 	img, err := s.images.Pull(stream.Context(), req.GetImage(), auth, func(p containerizer.PullProgress) {
 		if sendErr != nil {

@@ -27,7 +27,9 @@ type TaskState = typesv1.TaskState
 // The states the containerizer gives a container. TaskState.Terminal says
 // whether no further state can follow.
 const (
+	TaskStaging  = typesv1.TaskState_TASK_STAGING
 	TaskStarting = typesv1.TaskState_TASK_STARTING
+	TaskKilling  = typesv1.TaskState_TASK_KILLING
 	TaskRunning  = typesv1.TaskState_TASK_RUNNING
 	TaskFinished = typesv1.TaskState_TASK_FINISHED
 	TaskFailed   = typesv1.TaskState_TASK_FAILED
@@ -47,6 +49,9 @@ const (
 	ReasonContainerLaunchFailed = typesv1.Reason_REASON_CONTAINER_LAUNCH_FAILED
 	ReasonContainerVanished     = typesv1.Reason_REASON_CONTAINER_VANISHED
 	ReasonAgentRestarted        = typesv1.Reason_REASON_AGENT_RESTARTED
+	ReasonImagePullFailed       = typesv1.Reason_REASON_IMAGE_PULL_FAILED
+	ReasonImageNotFound         = typesv1.Reason_REASON_IMAGE_NOT_FOUND
+	ReasonImageAuthFailed       = typesv1.Reason_REASON_IMAGE_AUTH_FAILED
 )
 
 // LaunchFailure classifies why a container's command could not be started,
@@ -94,7 +99,37 @@ type LaunchConfig struct {
 	// Width and Height are the terminal's size at start (TTY only; zero:
 	// none until the first resize).
 	Width, Height uint32
+	// KillGrace is the kill policy: a kill that names no signal sends
+	// SIGTERM, then SIGKILL once this has passed (zero: SIGKILL at once).
+	KillGrace time.Duration
+	// Pull says when the image is pulled (zero: if it is not present);
+	// Auth is the credential for its registry (nil: the agent's
+	// registry_config). Neither is kept with the container.
+	Pull PullPolicy
+	Auth *RegistryAuth
+	// PullProgress hears of a pull this launch waits for (maybe one that
+	// another launch of the same image started); nil: nobody listens.
+	PullProgress func(PullProgress) `json:"-"`
 }
+
+// PullPolicy says when a launch pulls its image: the types.v1 enum.
+type PullPolicy = typesv1.PullPolicy
+
+const (
+	PullIfNotPresent = typesv1.PullPolicy_PULL_IF_NOT_PRESENT
+	PullAlways       = typesv1.PullPolicy_PULL_ALWAYS
+	PullNever        = typesv1.PullPolicy_PULL_NEVER
+)
+
+// PullError is a launch's failure to get its image; Reason says which
+// (REASON_IMAGE_NOT_FOUND, REASON_IMAGE_AUTH_FAILED, REASON_IMAGE_PULL_FAILED).
+type PullError struct {
+	Reason Reason
+	Err    error
+}
+
+func (e *PullError) Error() string { return e.Err.Error() }
+func (e *PullError) Unwrap() error { return e.Err }
 
 // LogConfig chooses and tunes a container's logger.
 type LogConfig struct {
@@ -133,6 +168,8 @@ type Container struct {
 	Resources       isolators.Resources
 	Stdin           bool
 	TTY             bool
+	KillGrace       time.Duration
+	Pull            PullPolicy
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the

@@ -50,7 +50,9 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 		{"ID taken", launchReq(func(r *agentv1.LaunchContainerRequest) { r.ContainerId = "taken" }), codes.AlreadyExists, "already exists"},
 		{"malformed image", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "UPPER CASE::bad" }), codes.InvalidArgument, "malformed"},
 		{"no image", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "" }), codes.InvalidArgument, "no image"},
-		{"image not present", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Image = "localhost/absent:1" }), codes.NotFound, "not present on this agent"},
+		{"image not present", launchReq(func(r *agentv1.LaunchContainerRequest) {
+			r.Image, r.PullPolicy = "localhost/absent:1", typesv1.PullPolicy_PULL_NEVER
+		}), codes.NotFound, "not present on this agent and the pull policy is never"},
 		{"unknown runtime", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Runtime = "nope" }), codes.InvalidArgument, "runc"},
 		{"malformed env", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"NOEQUALS"} }), codes.InvalidArgument, "KEY=VALUE"},
 		{"env with empty key", launchReq(func(r *agentv1.LaunchContainerRequest) { r.Env = []string{"=v"} }), codes.InvalidArgument, "KEY=VALUE"},
@@ -137,7 +139,7 @@ func TestBadInputIsRefusedAndDamagesNothing(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "localhost/absent:1"}, `is not present on this agent: pull it first (gearbox image pull localhost/absent:1)`},
+		{[]string{"run", "--pull", "never", "localhost/absent:1"}, `is not present on this agent and the pull policy is never (--pull never): pull it first (gearbox image pull localhost/absent:1)`},
 		{[]string{"rm", "bystander"}, `container "bystander" is running: kill it first (gearbox kill bystander) or force the removal (gearbox rm -f bystander)`},
 		{[]string{"run", "--name", "taken", testImage, "true"}, `container "taken" already exists: choose another name or remove it (gearbox rm taken)`},
 		{[]string{"image", "rm", "localhost/absent:1"}, `is not present on this agent (gearbox image ls lists them)`},

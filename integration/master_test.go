@@ -187,6 +187,13 @@ type clusterAgent struct {
 // test image into its namespace.
 func startClusterAgent(t *testing.T, m *masterProc, name, attrs string, image bool) *clusterAgent {
 	t.Helper()
+	return startClusterAgentWith(t, m, name, attrs, image, "")
+}
+
+// startClusterAgentWith is startClusterAgent with more of the agent's
+// config (TOML, appended).
+func startClusterAgentWith(t *testing.T, m *masterProc, name, attrs string, image bool, extra string) *clusterAgent {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	a := &clusterAgent{name: name, dir: dir, sock: filepath.Join(dir, "run", "agent.sock"), log: filepath.Join(dir, "agent.log")}
 	cfg := fmt.Sprintf(`version = 1
@@ -199,8 +206,9 @@ resources = "cpus:2;mem:1024"
 attributes = %q
 logger_binary = %q
 master = %q
+%s
 %s`, h.containerd.Address, h.namespace+"-"+name, filepath.Join(dir, "work"), filepath.Join(dir, "run"), a.sock, attrs,
-		filepath.Join(h.bin, "gearbox-logger"), m.addr, masterTLSConfig(m))
+		filepath.Join(h.bin, "gearbox-logger"), m.addr, masterTLSConfig(m), extra)
 	os.MkdirAll(dir, 0o755)
 	if err := os.WriteFile(filepath.Join(dir, "agent.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -231,6 +239,10 @@ master = %q
 	return a
 }
 
+// clusterAgentBinary, when set, is the gearbox binary cluster agents run
+// (a benchmark's, built without the race detector).
+var clusterAgentBinary string
+
 func masterTLSConfig(m *masterProc) string {
 	if m.tlsEnv == nil {
 		return ""
@@ -246,7 +258,11 @@ func (a *clusterAgent) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	a.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), a.args...)
+	bin := filepath.Join(h.bin, "gearbox")
+	if clusterAgentBinary != "" {
+		bin = clusterAgentBinary
+	}
+	a.cmd = exec.Command(bin, a.args...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := a.cmd.Start(); err != nil {
@@ -458,7 +474,7 @@ func TestMasterLaunchKillAndRefusals(t *testing.T) {
 		{[]string{"task", "launch", "--cpus", "64", testImage}, []string{"no agent has 64 cpus free", id1 + " (", id2 + " (", "free of 2 cpus, 1.0 GiB memory, "}},
 		{[]string{"task", "launch", "--memory", "3g", "--constraint", "rack:r1", testImage}, []string{"no agent has 3.0 GiB memory free", id1, "has 2 cpus, 1.0 GiB memory, ", " GiB disk free"}},
 		{[]string{"task", "launch", "--constraint", "rack", testImage}, []string{`constraint "rack": write ATTRIBUTE:VALUE`}},
-		{[]string{"task", "launch", "--cpus", "1.5abc", testImage}, []string{`--cpus "1.5abc": give a non-negative number`}},
+		{[]string{"task", "launch", "--cpus", "1.5abc", testImage}, []string{`--cpus "1.5abc": give a positive number`}},
 		{[]string{"task", "launch", "--constraint", "rack:r9", testImage}, []string{"no active agent has attributes rack:r9"}},
 		{[]string{"task", "launch", "--id", "web", testImage}, []string{`task "web" exists`, "pick another"}},
 		{[]string{"task", "kill", "web"}, []string{"already ended: TASK_KILLED"}},

@@ -6,8 +6,9 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/gearboxd/gearbox/internal/launchspec"
 	"github.com/gearboxd/gearbox/master/store"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -188,7 +189,7 @@ func (m *Master) checkTaskInfo(f *frameworkEntry, ti *schedulerv1.TaskInfo, agen
 	if _, err := reference.ParseNormalizedNamed(c.GetImage()); err != nil {
 		return nil, bad("container.image %q: %v", c.GetImage(), err)
 	}
-	spec, err := containerBytes(c, ti.GetTaskId())
+	spec, err := containerSpec(c, ti.GetTaskId())
 	if err != nil {
 		return nil, bad("container: %v", err)
 	}
@@ -200,11 +201,16 @@ func (m *Master) checkTaskInfo(f *frameworkEntry, ti *schedulerv1.TaskInfo, agen
 
 // containerBytes is the container spec as the registry keeps it, with the
 // task's ID as its container ID.
-func containerBytes(c *agentv1.LaunchContainerRequest, taskID string) ([]byte, error) {
+func containerSpec(c *agentv1.LaunchContainerRequest, taskID string) (*store.Container, error) {
 	if c.GetContainerId() != "" && c.GetContainerId() != taskID {
 		return nil, fmt.Errorf("container_id %q differs from the task ID %q: leave it empty", c.GetContainerId(), taskID)
 	}
-	return protojson.Marshal(c)
+	spec := proto.Clone(c).(*agentv1.LaunchContainerRequest)
+	spec.ContainerId = taskID
+	if err := launchspec.Validate(spec); err != nil {
+		return nil, err
+	}
+	return &store.Container{Spec: spec}, nil
 }
 
 // sendLaunches tells the tasks' agents to launch them, once the registry
@@ -228,7 +234,7 @@ func (m *Master) sendLaunches(ctx context.Context, tasks []*store.Task, gen uint
 			continue
 		}
 		if a := m.agents[t.AgentID]; a != nil && a.conn != nil && t.State == typesv1.TaskState_TASK_STAGING && !t.KillRequested {
-			out = append(out, launch{a.conn, &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}}})
+			out = append(out, launch{a.conn, &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToAgent(t)}}}})
 		}
 	}
 	m.mu.Unlock()

@@ -481,6 +481,12 @@ func rank(state typesv1.TaskState) int {
 	return 3
 }
 
+// killMsgNamed kills with the grace period an operator named; nil: the
+// task's kill policy.
+func killMsgNamed(taskID string, grace *durationpb.Duration) *masterv1.MasterMessage {
+	return &masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Kill{Kill: &masterv1.KillTask{TaskId: taskID, GracePeriod: grace}}}
+}
+
 func killMsg(taskID string, grace time.Duration) *masterv1.MasterMessage {
 	k := &masterv1.KillTask{TaskId: taskID}
 	if grace > 0 {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,16 +99,15 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	if err := checkTaskID(req.GetTaskId()); err != nil {
 		return nil, err
 	}
-	if req.GetImage() == "" {
-		return nil, status.Error(codes.InvalidArgument, "no image: name the image the task runs")
-	}
-	if _, err := reference.ParseNormalizedNamed(req.GetImage()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "image %q: %v", req.GetImage(), err)
-	}
 	if err := checkResources(req.GetResources()); err != nil {
 		return nil, err
 	}
+	spec, err := taskSpec(req)
+	if err != nil {
+		return nil, err
+	}
 	want := resFromProto(req.GetResources())
+	want.CPUs, want.Memory = spec.GetResources().GetCpus(), spec.GetResources().GetMemory()
 	cons := map[string]string{}
 	for _, c := range req.GetConstraints() {
 		k, v, err := ParseConstraint(c)
@@ -136,9 +134,9 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 		return nil, err
 	}
 	now := time.Now().UTC()
-	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: req.GetImage(), Command: req.GetCommand(),
+	t := &store.Task{ID: req.GetTaskId(), AgentID: a.ID, Image: spec.GetImage(), Command: spec.GetCmd().GetValues(),
 		Resources: want, PartitionAware: req.PartitionAware == nil || req.GetPartitionAware(),
-		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now}
+		State: typesv1.TaskState_TASK_STAGING, CreatedAt: now, UpdatedAt: now, Container: &store.Container{Spec: spec}}
 	if err := m.claim(t); err != nil {
 		m.mu.Unlock()
 		return nil, status.Errorf(codes.ResourceExhausted, "agent %s cannot hold %s: %v", a.ID, fmtWant(want), err)
@@ -160,7 +158,7 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	// registry was written.
 	m.mu.Lock()
 	if cur := m.agents[a.ID]; cur != nil && cur.conn != nil && t.State == typesv1.TaskState_TASK_STAGING {
-		cur.conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToProto(t)}}})
+		cur.conn.send(&masterv1.MasterMessage{Msg: &masterv1.MasterMessage_Launch{Launch: &masterv1.LaunchTask{Task: taskToAgent(t)}}})
 	}
 	pt := taskToProto(t)
 	m.mu.Unlock()
@@ -281,8 +279,7 @@ func (o *operator) KillTask(ctx context.Context, req *masterv1.KillTaskRequest) 
 	if err := checkTaskID(req.GetTaskId()); err != nil {
 		return nil, err
 	}
-	grace := req.GetGracePeriod().AsDuration()
-	if req.GetGracePeriod() != nil && (req.GetGracePeriod().CheckValid() != nil || grace < 0) {
+	if g := req.GetGracePeriod(); g != nil && (g.CheckValid() != nil || g.AsDuration() < 0) {
 		return nil, status.Error(codes.InvalidArgument, "grace period: give a non-negative duration")
 	}
 	m.mu.Lock()
@@ -304,7 +301,7 @@ func (o *operator) KillTask(ctx context.Context, req *masterv1.KillTaskRequest) 
 	// An agent that is not connected now gets the kill when it registers.
 	m.mu.Lock()
 	if a := m.agents[t.AgentID]; a != nil && a.State == store.AgentActive && a.conn != nil && !terminal(t.State) {
-		a.conn.send(killMsg(t.ID, grace))
+		a.conn.send(killMsgNamed(t.ID, req.GetGracePeriod()))
 	}
 	pt := taskToProto(t)
 	m.mu.Unlock()

@@ -13,11 +13,9 @@ import (
 	"unicode"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gearboxd/gearbox/master/store"
-	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -334,22 +332,10 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
 		FrameworkId: t.FrameworkID, Role: t.Role, GroupId: t.GroupID,
-		Container: containerFromBytes(t.Container),
+		Container: publicSpec(t.Container),
 	}
 }
 
-// containerFromBytes reads a task's stored container spec; nil without
-// one (or, never expected, one this master cannot read).
-func containerFromBytes(b []byte) *agentv1.LaunchContainerRequest {
-	if len(b) == 0 {
-		return nil
-	}
-	c := &agentv1.LaunchContainerRequest{}
-	if protojson.Unmarshal(b, c) != nil {
-		return nil
-	}
-	return c
-}
 
 var agentStates = map[store.AgentState]masterv1.AgentState{
 	store.AgentActive: masterv1.AgentState_AGENT_ACTIVE, store.AgentUnreachable: masterv1.AgentState_AGENT_UNREACHABLE, store.AgentGone: masterv1.AgentState_AGENT_GONE,

@@ -34,19 +34,11 @@ func addContainerCmds(root *cobra.Command) {
 }
 
 type runOpts struct {
-	detach     bool
-	rm         bool
-	name       string
-	runtime    string
-	env        []string
-	workdir    string
-	user       string
-	entrypoint string
-	labels     []string
-	logDriver  string
-	logOpts    []string
-	privileged bool
-	res        resourceFlags
+	detach bool
+	rm     bool
+	name   string
+	// spec is what the container is launched with, as task launch takes it.
+	spec *specFlags
 	// interactive keeps stdin open, tty gives a terminal; detachKeys leave
 	// an attached foreground run.
 	interactive, tty bool
@@ -97,7 +89,10 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE [CMD…]",
 		Short: "Run a container",
-		Long: `Run a container from an image present on the agent (gearbox image pull / import).
+		Long: `Run a container from an image. The agent pulls it if it does not hold it
+(--pull if-not-present, the default), before every run (--pull always) or never
+(--pull never: import or pull it first), with the registry credentials of its
+config (registries.config).
 
 In the foreground, run streams the container's output and exits with its exit
 status; SIGINT and SIGTERM are passed on to the container. With -d it prints
@@ -113,16 +108,7 @@ the container's ID and returns.`,
 	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID")
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
 	f.StringVar(&o.name, "name", "", "container ID (default: random)")
-	f.StringVar(&o.runtime, "runtime", "", "runtime profile (default: the agent's default)")
-	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE, or KEY to pass this shell's)")
-	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
-	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
-	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
-	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (KEY=VALUE)")
-	o.res.add(f, true)
-	f.BoolVar(&o.privileged, "privileged", false, "all capabilities and devices, no seccomp (if the agent allows it)")
-	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
-	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
+	o.spec = addSpecFlags(f)
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open for attach (needs -t)")
 	f.BoolVarP(&o.tty, "tty", "t", false, "give the container a terminal")
 	f.StringVar(&o.detachKeys, "detach-keys", "", "keys that detach from a -it run and leave it running (default ctrl-p,ctrl-q)")
@@ -138,9 +124,7 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	req := &agentv1.LaunchContainerRequest{
 		ContainerId: o.name,
 		Image:       args[0],
-		Runtime:     o.runtime,
 		AutoRemove:  o.rm && o.detach, // in the foreground the client removes it after reading all output
-		Privileged:  o.privileged,
 		Stdin:       o.interactive,
 		Tty:         o.tty,
 	}
@@ -154,42 +138,8 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	if len(args) > 1 {
 		req.Cmd = &agentv1.StringList{Values: args[1:]}
 	}
-	if cmd.Flags().Changed("entrypoint") {
-		req.Entrypoint = &agentv1.StringList{}
-		if o.entrypoint != "" {
-			req.Entrypoint.Values = []string{o.entrypoint}
-		}
-	}
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") {
-			if v, ok := os.LookupEnv(e); ok {
-				e = e + "=" + v
-			} else {
-				continue // Docker's rule: an unset KEY is left out
-			}
-		}
-		req.Env = append(req.Env, e)
-	}
-	if cmd.Flags().Changed("workdir") {
-		req.WorkingDir = &o.workdir
-	}
-	if cmd.Flags().Changed("user") {
-		req.User = &o.user
-	}
-	lo, err := parseLogOpts(o.logDriver, o.logOpts)
-	if err != nil {
+	if err := o.spec.apply(req); err != nil {
 		return &exitError{code: 125, err: err}
-	}
-	if req.Resources, err = o.res.proto(); err != nil {
-		return &exitError{code: 125, err: err}
-	}
-	req.Log = lo
-	for _, l := range o.labels {
-		k, v, _ := strings.Cut(l, "=")
-		if req.Labels == nil {
-			req.Labels = map[string]string{}
-		}
-		req.Labels[k] = v
 	}
 
 	c, closeConn, err := dial(cmd)
@@ -544,6 +494,12 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	if ct.Privileged {
 		row("Privileged", "true")
 	}
+	if g := ct.KillPolicy.GetGracePeriod(); g != nil {
+		row("Kill policy", fmt.Sprintf("SIGTERM, SIGKILL after %s", g.AsDuration()))
+	}
+	if ct.PullPolicy != typesv1.PullPolicy_PULL_POLICY_UNSPECIFIED {
+		row("Pull policy", ct.PullPolicy.String())
+	}
 	if r := ct.Resources; r != nil {
 		if r.Cpus > 0 {
 			row("CPUs", strconv.FormatFloat(r.Cpus, 'f', -1, 64))
@@ -610,8 +566,10 @@ func newKillCmd() *cobra.Command {
 	var grace time.Duration
 	cmd := &cobra.Command{
 		Use:   "kill [-s SIGNAL] [--grace DURATION] ID…",
-		Short: "Signal containers (SIGKILL by default)",
-		Long: `Send a signal to containers' main processes, SIGKILL by default.
+		Short: "Signal containers (by default as their kill policy says, else SIGKILL)",
+		Long: `Send a signal to containers' main processes. Without -s and --grace, a
+container launched with --stop-timeout gets SIGTERM, then SIGKILL once that
+has passed (it is TASK_KILLING meanwhile); any other gets SIGKILL.
 With --grace and another signal, SIGKILL follows if the container still runs after it.`,
 		Example: "  gearbox kill web\n  gearbox kill -s TERM --grace 10s web",
 		Args:    needArgs(1, "a container ID"),
@@ -627,7 +585,7 @@ With --grace and another signal, SIGKILL follows if the container still runs aft
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&signal, "signal", "s", "KILL", "signal name or number")
+	cmd.Flags().StringVarP(&signal, "signal", "s", "", "signal name or number (default: the kill policy's, else KILL)")
 	cmd.Flags().DurationVar(&grace, "grace", 0, "send SIGKILL after this long if the container still runs")
 	return cmd
 }

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -25,6 +23,7 @@ import (
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/master"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 )
 
@@ -272,41 +271,47 @@ func printTasks(w io.Writer, tasks []*masterv1.Task) {
 	tw.Flush()
 }
 
-func newTaskCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "task", Short: "Launch and kill tasks through the master"}
+// newTaskLaunchCmd is task launch: run's container flags (specflags.go)
+// and where to place the task.
+func newTaskLaunchCmd() *cobra.Command {
 	var (
-		agentID, cpus, memory, output string
-		id                            string
-		constraints                   []string
-		partitionAware                bool
-		grace                         time.Duration
+		agentID, output string
+		id              string
+		constraints     []string
+		partitionAware  bool
+		spec            *specFlags
 	)
 	launch := &cobra.Command{
-		Use:   "launch [--agent-id ID | --constraint k:v…] [--cpus N] [--memory SIZE] IMAGE [CMD…]",
+		Use:   "launch [--agent-id ID | --constraint k:v…] [run's flags: -e, -u, -w, --cpus, --memory, --pull, --stop-timeout, …] IMAGE [CMD…]",
 		Short: "Place a task on an agent that has the resources free, and start it there",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Place a task on an agent that has the resources free, and start it there.
+
+The task's container takes the same flags as gearbox run (environment, user,
+working directory, entrypoint, labels, runtime, resources, logger, kill
+policy, pull policy); its ID is the task's.`,
+		Example: `  gearbox task launch --cpus 0.5 -m 64m -e MODE=prod --stop-timeout 10 registry:5000/web:1.2
+  gearbox task launch --constraint rack:r1 --pull always -u nobody -w /tmp busybox sh -c 'id; pwd'`,
+		Args: needArgs(1, "an IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			req := &masterv1.LaunchTaskRequest{TaskId: id, Image: args[0], Command: args[1:], AgentId: agentID,
-				Constraints: constraints, PartitionAware: &partitionAware, Resources: &masterv1.Resources{}}
+				Constraints: constraints, PartitionAware: &partitionAware}
 			if req.TaskId == "" {
 				req.TaskId = newTaskID()
 			}
-			if cpus != "" {
-				v, err := strconv.ParseFloat(cpus, 64)
-				if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-					return &exitError{code: 125, err: fmt.Errorf("--cpus %q: give a non-negative number, e.g. 0.5", cpus)}
-				}
-				req.Resources.Cpus = v
+			ct := &agentv1.LaunchContainerRequest{Image: args[0]}
+			if len(args) > 1 {
+				ct.Cmd = &agentv1.StringList{Values: args[1:]}
 			}
-			if memory != "" {
-				v, err := units.ParseSize(memory)
-				if err != nil {
-					return &exitError{code: 125, err: fmt.Errorf("--memory: %w", err)}
-				}
-				req.Resources.MemoryBytes = v
+			if err := spec.apply(ct); err != nil {
+				return &exitError{code: 125, err: err}
+			}
+			req.Container = ct
+			// Older masters read only these.
+			if r := ct.GetResources(); r != nil {
+				req.Resources = &masterv1.Resources{Cpus: r.GetCpus(), MemoryBytes: r.GetMemory()}
 			}
 			for _, c := range constraints {
 				if _, _, err := master.ParseConstraint(c); err != nil {
@@ -334,14 +339,19 @@ func newTaskCmd() *cobra.Command {
 	lf.StringVar(&id, "id", "", "task ID (default: a new one)")
 	lf.StringVar(&agentID, "agent-id", "", "launch on this agent")
 	lf.StringArrayVar(&constraints, "constraint", nil, "launch on an agent with this attribute (ATTRIBUTE:VALUE; repeatable)")
-	lf.StringVar(&cpus, "cpus", "", "CPUs for the task (e.g. 0.5)")
-	lf.StringVar(&memory, "memory", "", "memory limit (e.g. 64m, 1g)")
 	lf.BoolVar(&partitionAware, "partition-aware", true, "the task becomes TASK_UNREACHABLE while its agent is unreachable; false: TASK_LOST")
+	spec = addSpecFlags(lf)
 	addOutputFlag(launch, &output)
 
+	return launch
+}
+
+func newTaskCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Launch and kill tasks through the master"}
+	var grace time.Duration
 	kill := &cobra.Command{
 		Use:   "kill [--grace DURATION] ID…",
-		Short: "Kill tasks (SIGKILL; with --grace, SIGTERM first)",
+		Short: "Kill tasks (as their kill policy says, else SIGKILL; with --grace, SIGTERM first)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, closeConn, err := dialMaster(cmd)
@@ -352,8 +362,8 @@ func newTaskCmd() *cobra.Command {
 			failed := false
 			for _, id := range args {
 				req := &masterv1.KillTaskRequest{TaskId: id}
-				if grace > 0 {
-					req.GracePeriod = durationpb.New(grace)
+				if cmd.Flags().Changed("grace") {
+					req.GracePeriod = durationpb.New(grace) // named: overrides the kill policy
 				}
 				if _, err := c.KillTask(ctxOf(cmd), req); err != nil {
 					fmt.Fprintln(cmd.ErrOrStderr(), "gearbox:", describe(err))
@@ -368,8 +378,8 @@ func newTaskCmd() *cobra.Command {
 			return nil
 		},
 	}
-	kill.Flags().DurationVar(&grace, "grace", 0, "SIGTERM, then SIGKILL after this long")
-	cmd.AddCommand(launch, kill)
+	kill.Flags().DurationVar(&grace, "grace", 0, "SIGTERM, then SIGKILL after this long (0: SIGKILL now); default: the task's kill policy (--stop-timeout)")
+	cmd.AddCommand(newTaskLaunchCmd(), kill)
 	return cmd
 }
 

@@ -122,6 +122,8 @@ type Containerizer struct {
 	execSlots chan struct{}
 	// importSlots bounds the imports under way at once (Import).
 	importSlots chan struct{}
+	// pulls are the pulls launches wait for (pullshare.go).
+	pulls pullGroup
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr

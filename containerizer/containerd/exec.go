@@ -32,7 +32,7 @@ func (z *Containerizer) Exec(ctx context.Context, id containerizer.ContainerID, 
 	c.mu.Lock()
 	info, task, cont := c.info, c.task, c.cont
 	c.mu.Unlock()
-	if task == nil || info.State != containerizer.TaskRunning {
+	if task == nil || !info.State.Running() {
 		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): a session needs a running container", id, info.State)
 	}
 	if len(cfg.Args) == 0 && cfg.Image == "" {

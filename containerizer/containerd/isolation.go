@@ -93,7 +93,7 @@ func (z *Containerizer) Update(ctx context.Context, id containerizer.ContainerID
 		return containerizer.Container{}, err
 	}
 	info := c.snapshot()
-	if info.State != containerizer.TaskRunning {
+	if !info.State.Running() {
 		return containerizer.Container{}, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): only a running container's resources change", id, info.State)
 	}
 	merged := info.Resources
@@ -137,7 +137,7 @@ func (z *Containerizer) Usage(ctx context.Context, id containerizer.ContainerID)
 		return u, err
 	}
 	info := c.snapshot()
-	if info.State != containerizer.TaskRunning {
+	if !info.State.Running() {
 		return u, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): it has no usage", id, info.State)
 	}
 	var errList []error

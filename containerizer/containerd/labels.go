@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/launchspec"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // Labels on every gearbox container in containerd. They are the record a
@@ -31,12 +33,14 @@ const (
 	labelResources   = "gearbox.resources"
 	labelStdin       = "gearbox.stdin"
 	labelTTY         = "gearbox.tty"
+	labelKillGrace   = "gearbox.kill_grace"
+	labelPull        = "gearbox.pull"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
 
 // containerd refuses labels whose key and value exceed 4096 bytes together.
-const maxLabelValue = 3000
+const maxLabelValue = launchspec.MaxLabel
 
 func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]string {
 	l := map[string]string{
@@ -59,6 +63,12 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	}
 	if cfg.TTY {
 		l[labelTTY] = "true"
+	}
+	if cfg.KillGrace > 0 {
+		l[labelKillGrace] = cfg.KillGrace.String()
+	}
+	if cfg.Pull != 0 {
+		l[labelPull] = cfg.Pull.String()
 	}
 	if b, err := json.Marshal(cfg.Resources); err == nil {
 		l[labelResources] = string(b)
@@ -102,6 +112,8 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Privileged = l[labelPrivileged] == "true"
 	info.Stdin = l[labelStdin] == "true"
 	info.TTY = l[labelTTY] == "true"
+	info.KillGrace, _ = time.ParseDuration(l[labelKillGrace])
+	info.Pull = containerizer.PullPolicy(typesv1.PullPolicy_value[l[labelPull]])
 	if r := l[labelResources]; r != "" {
 		json.Unmarshal([]byte(r), &info.Resources)
 	}

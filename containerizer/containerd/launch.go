@@ -15,11 +15,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/distribution/reference"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
+	"github.com/gearboxd/gearbox/internal/launchspec"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -34,16 +34,11 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if err := ids.Validate(string(cfg.ID)); err != nil {
 		return errs.New(errdefs.ErrInvalidArgument, "%w", err)
 	}
-	for _, e := range cfg.Env {
-		k, _, ok := strings.Cut(e, "=")
-		if !ok || k == "" || strings.ContainsAny(k, " \t\n\x00") || strings.Contains(e, "\x00") {
-			return errs.New(errdefs.ErrInvalidArgument, "env entry %q is malformed: write KEY=VALUE", e)
-		}
+	if err := launchspec.CheckEnv(cfg.Env); err != nil {
+		return err
 	}
-	for k, v := range cfg.Labels {
-		if k == "" || len(k)+len(v) > maxLabelValue {
-			return errs.New(errdefs.ErrInvalidArgument, "label %q: keys must be non-empty and key plus value at most %d bytes", k, maxLabelValue)
-		}
+	if err := launchspec.CheckLabels(cfg.Labels); err != nil {
+		return err
 	}
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
@@ -87,16 +82,7 @@ func joinSorted(names []string) string {
 }
 
 // NormalizeRef turns a Docker-style reference into containerd's full form.
-func NormalizeRef(ref string) (string, error) {
-	if ref == "" {
-		return "", errs.New(errdefs.ErrInvalidArgument, "no image given")
-	}
-	named, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return "", errs.New(errdefs.ErrInvalidArgument, "image reference %q is malformed: %v (expected e.g. busybox, registry:5000/team/app:1.2)", ref, err)
-	}
-	return named.String(), nil
-}
+func NormalizeRef(ref string) (string, error) { return launchspec.NormalizeRef(ref) }
 
 func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConfig) (launched containerizer.Container, err error) {
 	start := time.Now()
@@ -108,13 +94,9 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	if err != nil {
 		return containerizer.Container{}, err
 	}
-	img, err := z.client.GetImage(ctx, ref)
-	if errdefs.IsNotFound(err) {
-		return containerizer.Container{}, errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", ref),
-			typesv1.ErrorReasonImageNotFound, "image", cfg.Image)
-	}
+	img, err := z.launchImage(ctx, ref, cfg)
 	if err != nil {
-		return containerizer.Container{}, fmt.Errorf("looking up image %q: %w", ref, err)
+		return containerizer.Container{}, err
 	}
 	imgSpec, err := img.Spec(ctx)
 	if err != nil {
@@ -133,6 +115,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
 		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
+		KillGrace: cfg.KillGrace, Pull: cfg.Pull,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {

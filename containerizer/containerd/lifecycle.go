@@ -185,11 +185,15 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 	if err != nil {
 		return err
 	}
-	if req.Signal == 0 {
-		req.Signal = syscall.SIGKILL
-	}
 	c.mu.Lock()
 	task, state := c.task, c.info.State
+	if req.Signal == 0 {
+		// No signal named: the container's kill policy.
+		req.Signal = syscall.SIGKILL
+		if c.info.KillGrace > 0 {
+			req.Signal, req.Grace = syscall.SIGTERM, c.info.KillGrace
+		}
+	}
 	if task == nil || state.Terminal() {
 		c.mu.Unlock()
 		return errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s)", id, state)
@@ -201,6 +205,18 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 			return errs.New(errdefs.ErrFailedPrecondition, "container %q is not running", id)
 		}
 		return fmt.Errorf("sending %s to container %s: %w", unix.SignalName(req.Signal), id, err)
+	}
+	if req.Grace > 0 && req.Signal != syscall.SIGKILL {
+		// While the grace period runs the container is TASK_KILLING
+		// (Mesos's state for it); its end makes it TASK_KILLED. Told
+		// under the lock, so that the end cannot be told first.
+		c.mu.Lock()
+		if c.info.State == containerizer.TaskRunning {
+			c.info.State = containerizer.TaskKilling
+			c.info.Message = fmt.Sprintf("%s sent; SIGKILL follows in %s unless it exits", unix.SignalName(req.Signal), req.Grace)
+			z.changed(c.info, false)
+		}
+		c.mu.Unlock()
 	}
 	if req.Grace > 0 && req.Signal != syscall.SIGKILL {
 		z.wg.Add(1)

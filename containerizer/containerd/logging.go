@@ -87,7 +87,7 @@ func (z *Containerizer) checkLogger(c *ctr) {
 	c.mu.Lock()
 	info, task := c.info, c.task
 	c.mu.Unlock()
-	if task == nil || info.State != containerizer.TaskRunning {
+	if task == nil || !info.State.Running() {
 		return
 	}
 	l, err := z.loggerOf(info)
@@ -122,7 +122,7 @@ func (z *Containerizer) checkLimits(c *ctr) {
 	c.mu.Lock()
 	info, task, already := c.info, c.task, c.limit != nil
 	c.mu.Unlock()
-	if task == nil || info.State != containerizer.TaskRunning || already || len(z.cfg.Isolators) == 0 {
+	if task == nil || !info.State.Running() || already || len(z.cfg.Isolators) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(z.ctx, 5*time.Second)
@@ -145,7 +145,7 @@ func (z *Containerizer) recoverIsolators(ctx context.Context) {
 	var running []isolators.Container
 	z.mu.Lock()
 	for _, c := range z.containers {
-		if info := c.snapshot(); info.State == containerizer.TaskRunning {
+		if info := c.snapshot(); info.State.Running() {
 			running = append(running, z.isoContainer(info))
 		}
 	}

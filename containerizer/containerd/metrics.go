@@ -12,7 +12,11 @@ type metrics struct {
 	loggerFailures prometheus.Counter
 	launches       *prometheus.CounterVec
 	launchSeconds  prometheus.Histogram
+	launchPulls    *prometheus.CounterVec
 }
+
+func (m *metrics) pullsStarted() { m.launchPulls.WithLabelValues("pulled").Inc() }
+func (m *metrics) pullJoined()   { m.launchPulls.WithLabelValues("shared").Inc() }
 
 func newMetrics() *metrics {
 	return &metrics{
@@ -29,6 +33,10 @@ func newMetrics() *metrics {
 			Help:    "Time from a launch request to the container's process running.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
+		launchPulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_launch_pulls_total",
+			Help: "Images launches pulled: pulled (a pull started), shared (a launch joined a pull of the same image under way).",
+		}, []string{"kind"}),
 	}
 }
 
@@ -55,7 +63,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 // Collectors are the metrics to register.
 func (z *Containerizer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds,
+		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds, z.metrics.launchPulls,
 		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
 	}
 }

@@ -81,7 +81,7 @@ func (z *Containerizer) LaunchNested(ctx context.Context, cfg containerizer.Nest
 	}
 	c.mu.Lock()
 	parent, task, cont := c.info, c.task, c.cont
-	if task == nil || parent.State != containerizer.TaskRunning {
+	if task == nil || !parent.State.Running() {
 		c.mu.Unlock()
 		return containerizer.NestedContainer{}, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s): a nested container needs a running parent", parent.ID, parent.State)
 	}
@@ -374,7 +374,7 @@ func (z *Containerizer) AttachInput(ctx context.Context, id containerizer.Contai
 	if !c.info.Stdin {
 		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %q was launched without stdin open: nothing can be attached to its input (launch it with -i -t)", id)
 	}
-	if c.task == nil || c.info.State != containerizer.TaskRunning {
+	if c.task == nil || !c.info.State.Running() {
 		return nil, errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s)", id, c.info.State)
 	}
 	if c.attached {

@@ -15,6 +15,9 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -85,15 +88,17 @@ type Task struct {
 	FrameworkID string `json:"framework_id,omitempty"`
 	Role        string `json:"role,omitempty"`
 	GroupID     string `json:"group_id,omitempty"`
-	// Container is the task's whole container spec (agentv1
-	// LaunchContainerRequest in protojson), when it was launched with one.
-	Container []byte `json:"container,omitempty"`
 	// Pending are the status updates of a framework's task that the
 	// framework has not acknowledged yet, oldest first: the master sends
 	// the first until it is acknowledged, then the next (Mesos's
 	// at-least-once, in-order rule). They are written in the same batch as
 	// the state they report, so a restarted master resends them.
 	Pending []Update `json:"pending,omitempty"`
+	// Container is the whole container spec the task runs, as the agent
+	// gets it: registry credentials included (the master needs them to
+	// send; the registry file is the master's alone, and no API returns
+	// them). Nil for tasks of older masters and adopted ones.
+	Container *Container `json:"container,omitempty"`
 }
 
 // Update is a status update for a framework, kept until it acknowledges it.
@@ -121,6 +126,21 @@ type Framework struct {
 	RegisteredAt     time.Time     `json:"registered_at"`
 	// SuppressedRoles get no offers until the framework revives them.
 	SuppressedRoles []string `json:"suppressed_roles,omitempty"`
+}
+
+// Container keeps a task's container spec in protobuf's JSON form, so
+// that fields added to the spec later are kept by a master that knows them.
+type Container struct {
+	Spec *agentv1.LaunchContainerRequest
+}
+
+func (c *Container) MarshalJSON() ([]byte, error) {
+	return protojson.MarshalOptions{UseProtoNames: true}.Marshal(c.Spec)
+}
+
+func (c *Container) UnmarshalJSON(b []byte) error {
+	c.Spec = &agentv1.LaunchContainerRequest{}
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, c.Spec)
 }
 
 // Batch is a set of writes applied in one durable transaction: the master

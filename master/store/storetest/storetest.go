@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/gearboxd/gearbox/master/store"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
@@ -29,6 +33,15 @@ func Run(t *testing.T, open Opener) {
 		ID: "t-1", AgentID: "a-2", Image: "localhost/demo:latest", Command: []string{"sleep", "10"},
 		Resources: store.Resources{CPUs: 0.5, Memory: 64 << 20}, PartitionAware: true,
 		State: typesv1.TaskState_TASK_RUNNING, CreatedAt: now, UpdatedAt: now.Add(time.Second),
+		// The whole spec, credentials included: the registry keeps them.
+		Container: &store.Container{Spec: &agentv1.LaunchContainerRequest{
+			ContainerId: "t-1", Image: "localhost/demo:latest", Cmd: &agentv1.StringList{Values: []string{"sleep", "10"}},
+			Env: []string{"A=1"}, WorkingDir: proto.String("/w"), User: proto.String("1:2"), Labels: map[string]string{"k": "v"},
+			Log:        &agentv1.LogOptions{Driver: "logrotate", MaxSize: 1 << 20},
+			Resources:  &agentv1.Resources{Cpus: 0.5, Memory: 64 << 20},
+			KillPolicy: &typesv1.KillPolicy{GracePeriod: durationpb.New(3 * time.Second)},
+			PullPolicy: typesv1.PullPolicy_PULL_ALWAYS, RegistryAuth: &agentv1.RegistryAuth{Username: "u", Password: "p"},
+		}},
 	}
 
 	first := agent
@@ -37,6 +50,7 @@ func Run(t *testing.T, open Opener) {
 	done := task
 	done.ID, done.State, done.ExitCode, done.KillRequested = "t-9", typesv1.TaskState_TASK_FAILED, &code, true
 	done.Reason = typesv1.Reason_REASON_COMMAND_EXITED
+	done.Container = nil // as older masters wrote them
 	check := func(s store.Store, step string, wantAgents []store.Agent, wantTasks []store.Task) {
 		t.Helper()
 		as, err := s.Agents(ctx)
@@ -44,7 +58,7 @@ func Run(t *testing.T, open Opener) {
 			t.Fatalf("%s: agents %+v (%v), want %+v", step, as, err, wantAgents)
 		}
 		ts, err := s.Tasks(ctx)
-		if err != nil || !reflect.DeepEqual(ts, wantTasks) {
+		if err != nil || !tasksEqual(ts, wantTasks) {
 			t.Fatalf("%s: tasks %+v (%v), want %+v", step, ts, err, wantTasks)
 		}
 	}
@@ -81,7 +95,7 @@ func Run(t *testing.T, open Opener) {
 	fw1.ID, fw1.Roles, fw1.SuppressedRoles = "fw-1", []string{"*"}, nil
 	ftask := task
 	ftask.ID, ftask.FrameworkID, ftask.Role, ftask.GroupID = "t-7", "fw-2", "web", "t-7"
-	ftask.Container = []byte(`{"image":"busybox"}`)
+	ftask.Container = &store.Container{Spec: &agentv1.LaunchContainerRequest{ContainerId: "t-7", Image: "busybox"}}
 	ftask.Pending = []store.Update{{UUID: "u-1", State: typesv1.TaskState_TASK_RUNNING, Timestamp: now},
 		{UUID: "u-2", State: typesv1.TaskState_TASK_FAILED, Reason: typesv1.Reason_REASON_COMMAND_EXITED, ExitCode: &code, Timestamp: now}}
 	if err := s.Apply(ctx, store.Batch{Frameworks: []store.Framework{fw, fw1}, Tasks: []store.Task{ftask},
@@ -112,4 +126,26 @@ func Run(t *testing.T, open Opener) {
 	defer s.Close()
 	check(s, "after reopening", []store.Agent{gone}, []store.Task{task, ftask})
 	checkFw(s, "after reopening", []store.Framework{fw}, map[string]float64{"web": 2})
+}
+
+// tasksEqual compares tasks field by field, their container specs as
+// protobuf messages.
+func tasksEqual(a, b []store.Task) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if (x.Container == nil) != (y.Container == nil) {
+			return false
+		}
+		if x.Container != nil && !proto.Equal(x.Container.Spec, y.Container.Spec) {
+			return false
+		}
+		x.Container, y.Container = nil, nil
+		if !reflect.DeepEqual(x, y) {
+			return false
+		}
+	}
+	return true
 }

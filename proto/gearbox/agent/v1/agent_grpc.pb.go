@@ -60,8 +60,10 @@ type AgentClient interface {
 	LaunchContainer(ctx context.Context, in *LaunchContainerRequest, opts ...grpc.CallOption) (*LaunchContainerResponse, error)
 	// WaitContainer blocks until the container is terminal.
 	WaitContainer(ctx context.Context, in *WaitContainerRequest, opts ...grpc.CallOption) (*WaitContainerResponse, error)
-	// KillContainer sends a signal (SIGKILL by default); with a grace period,
-	// SIGKILL follows if the container still runs when it ends.
+	// KillContainer sends a signal (by default as the container's kill
+	// policy says, else SIGKILL); with a grace period, SIGKILL follows if the
+	// container still runs when it ends. While a grace runs the container is
+	// TASK_KILLING.
 	KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*KillContainerResponse, error)
 	RemoveContainer(ctx context.Context, in *RemoveContainerRequest, opts ...grpc.CallOption) (*RemoveContainerResponse, error)
 	// UpdateContainer changes a running container's resources in place.
@@ -382,8 +384,10 @@ type AgentServer interface {
 	LaunchContainer(context.Context, *LaunchContainerRequest) (*LaunchContainerResponse, error)
 	// WaitContainer blocks until the container is terminal.
 	WaitContainer(context.Context, *WaitContainerRequest) (*WaitContainerResponse, error)
-	// KillContainer sends a signal (SIGKILL by default); with a grace period,
-	// SIGKILL follows if the container still runs when it ends.
+	// KillContainer sends a signal (by default as the container's kill
+	// policy says, else SIGKILL); with a grace period, SIGKILL follows if the
+	// container still runs when it ends. While a grace runs the container is
+	// TASK_KILLING.
 	KillContainer(context.Context, *KillContainerRequest) (*KillContainerResponse, error)
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*RemoveContainerResponse, error)
 	// UpdateContainer changes a running container's resources in place.

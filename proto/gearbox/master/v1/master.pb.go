@@ -384,7 +384,9 @@ type Task struct {
 	// An operator asked to kill it; it is killed as soon as its agent can be told.
 	KillRequested bool `protobuf:"varint,13,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
 	// The whole container the task runs, as the Agent API's LaunchContainer
-	// takes it (its container_id is the task's id).
+	// takes it (its container_id is the task's id). Its registry_auth is
+	// kept by the master and sent to the agent only: never in GetTasks,
+	// GetState, ReconcileTasks or events.
 	Container *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
 	// The framework that launched it (empty: an operator's task launch) and
 	// the role its resources were offered in.
@@ -1245,7 +1247,8 @@ func (x *LaunchTask) GetTask() *Task {
 type KillTask struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	// Zero: SIGKILL at once. Otherwise SIGTERM, then SIGKILL after this.
+	// Absent: the task's kill policy. Zero: SIGKILL at once. Otherwise
+	// SIGTERM, then SIGKILL after this.
 	GracePeriod   *durationpb.Duration `protobuf:"bytes,2,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2720,9 +2723,12 @@ func (x *LaunchTaskResponse) GetTask() *Task {
 }
 
 type KillTaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	GracePeriod   *durationpb.Duration   `protobuf:"bytes,2,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Absent: the task's kill policy (its container's kill_policy), else
+	// SIGKILL. Zero: SIGKILL at once. Otherwise SIGTERM, then SIGKILL after
+	// this.
+	GracePeriod   *durationpb.Duration `protobuf:"bytes,2,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

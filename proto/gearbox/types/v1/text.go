@@ -24,6 +24,12 @@ func (s TaskState) Terminal() bool {
 	return false
 }
 
+// Running says whether the task's process runs: TASK_RUNNING, or
+// TASK_KILLING while a kill's grace period lasts.
+func (s TaskState) Running() bool {
+	return s == TaskState_TASK_RUNNING || s == TaskState_TASK_KILLING
+}
+
 // MarshalText writes s's name ("TASK_RUNNING"); TASK_STATE_UNSPECIFIED is "".
 func (s TaskState) MarshalText() ([]byte, error) {
 	if s == TaskState_TASK_STATE_UNSPECIFIED {

@@ -148,6 +148,14 @@ const (
 	Reason_REASON_RECONCILIATION Reason = 30
 	// The task's agent is unknown to the master.
 	Reason_REASON_AGENT_UNKNOWN Reason = 31
+	// The image could not be pulled: the registry could not be reached, or
+	// failed; the message says which.
+	Reason_REASON_IMAGE_PULL_FAILED Reason = 13
+	// The registry has no such image (or tag), or the pull policy is never
+	// and the agent does not hold it.
+	Reason_REASON_IMAGE_NOT_FOUND Reason = 14
+	// The registry refused the credentials (or asked for some).
+	Reason_REASON_IMAGE_AUTH_FAILED Reason = 15
 )
 
 // Enum value maps for Reason.
@@ -172,6 +180,9 @@ var (
 		29: "REASON_TASK_GROUP_INVALID",
 		30: "REASON_RECONCILIATION",
 		31: "REASON_AGENT_UNKNOWN",
+		13: "REASON_IMAGE_PULL_FAILED",
+		14: "REASON_IMAGE_NOT_FOUND",
+		15: "REASON_IMAGE_AUTH_FAILED",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":                 0,
@@ -193,6 +204,9 @@ var (
 		"REASON_TASK_GROUP_INVALID":          29,
 		"REASON_RECONCILIATION":              30,
 		"REASON_AGENT_UNKNOWN":               31,
+		"REASON_IMAGE_PULL_FAILED":           13,
+		"REASON_IMAGE_NOT_FOUND":             14,
+		"REASON_IMAGE_AUTH_FAILED":           15,
 	}
 )
 
@@ -221,6 +235,64 @@ func (x Reason) Number() protoreflect.EnumNumber {
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
+// PullPolicy says when a launch pulls its image (Docker's --pull,
+// Kubernetes's imagePullPolicy).
+type PullPolicy int32
+
+const (
+	// The default: PULL_IF_NOT_PRESENT.
+	PullPolicy_PULL_POLICY_UNSPECIFIED PullPolicy = 0
+	// Pull only when the agent does not hold the image.
+	PullPolicy_PULL_IF_NOT_PRESENT PullPolicy = 1
+	// Pull before every launch (a tag that moved is followed).
+	PullPolicy_PULL_ALWAYS PullPolicy = 2
+	// Never pull: the image must be present (imported or pulled before).
+	PullPolicy_PULL_NEVER PullPolicy = 3
+)
+
+// Enum value maps for PullPolicy.
+var (
+	PullPolicy_name = map[int32]string{
+		0: "PULL_POLICY_UNSPECIFIED",
+		1: "PULL_IF_NOT_PRESENT",
+		2: "PULL_ALWAYS",
+		3: "PULL_NEVER",
+	}
+	PullPolicy_value = map[string]int32{
+		"PULL_POLICY_UNSPECIFIED": 0,
+		"PULL_IF_NOT_PRESENT":     1,
+		"PULL_ALWAYS":             2,
+		"PULL_NEVER":              3,
+	}
+)
+
+func (x PullPolicy) Enum() *PullPolicy {
+	p := new(PullPolicy)
+	*p = x
+	return p
+}
+
+func (x PullPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PullPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_gearbox_types_v1_types_proto_enumTypes[2].Descriptor()
+}
+
+func (PullPolicy) Type() protoreflect.EnumType {
+	return &file_gearbox_types_v1_types_proto_enumTypes[2]
+}
+
+func (x PullPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PullPolicy.Descriptor instead.
+func (PullPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 // KillPolicy says how a container or task is killed (Mesos's KillPolicy):
@@ -295,7 +367,7 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\tTASK_GONE\x10\v\x12\x19\n" +
 	"\x15TASK_GONE_BY_OPERATOR\x10\f\x12\x10\n" +
 	"\fTASK_UNKNOWN\x10\r\x12\x10\n" +
-	"\fTASK_KILLING\x10\x0e*\xc3\x04\n" +
+	"\fTASK_KILLING\x10\x0e*\x9b\x05\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASON_COMMAND_EXITED\x10\x01\x12\x1b\n" +
@@ -316,7 +388,17 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x13REASON_TASK_INVALID\x10\x1c\x12\x1d\n" +
 	"\x19REASON_TASK_GROUP_INVALID\x10\x1d\x12\x19\n" +
 	"\x15REASON_RECONCILIATION\x10\x1e\x12\x18\n" +
-	"\x14REASON_AGENT_UNKNOWN\x10\x1fB<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
+	"\x14REASON_AGENT_UNKNOWN\x10\x1f\x12\x1c\n" +
+	"\x18REASON_IMAGE_PULL_FAILED\x10\r\x12\x1a\n" +
+	"\x16REASON_IMAGE_NOT_FOUND\x10\x0e\x12\x1c\n" +
+	"\x18REASON_IMAGE_AUTH_FAILED\x10\x0f*c\n" +
+	"\n" +
+	"PullPolicy\x12\x1b\n" +
+	"\x17PULL_POLICY_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13PULL_IF_NOT_PRESENT\x10\x01\x12\x0f\n" +
+	"\vPULL_ALWAYS\x10\x02\x12\x0e\n" +
+	"\n" +
+	"PULL_NEVER\x10\x03B<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
 
 var (
 	file_gearbox_types_v1_types_proto_rawDescOnce sync.Once
@@ -330,16 +412,17 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 	return file_gearbox_types_v1_types_proto_rawDescData
 }
 
-var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
 	(TaskState)(0),              // 0: gearbox.types.v1.TaskState
 	(Reason)(0),                 // 1: gearbox.types.v1.Reason
-	(*KillPolicy)(nil),          // 2: gearbox.types.v1.KillPolicy
-	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(PullPolicy)(0),             // 2: gearbox.types.v1.PullPolicy
+	(*KillPolicy)(nil),          // 3: gearbox.types.v1.KillPolicy
+	(*durationpb.Duration)(nil), // 4: google.protobuf.Duration
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	3, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	4, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
 	1, // [1:1] is the sub-list for method output_type
 	1, // [1:1] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
@@ -357,7 +440,7 @@ func file_gearbox_types_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
