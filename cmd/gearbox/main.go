@@ -70,7 +70,7 @@ master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
 	ac.AddCommand(newMarkGoneCmd())
 	root.AddCommand(ac, newDevCmd(), newMasterCmd(), newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd())
 	addContainerCmds(root)
-	root.AddCommand(newImageCmd(), newVersionCmd())
+	root.AddCommand(newImageCmd(), newFsCmd(), newVersionCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: 125, err: fmt.Errorf("%v (see gearbox %s --help)", err, c.Name())}
 	})
