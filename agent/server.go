@@ -42,6 +42,9 @@ type server struct {
 	// node fills the agent's own part of GetState: host, IDs, master.
 	node func(*agentv1.GetStateResponse)
 	log  *slog.Logger
+	// imageMinAge is image_gc.min_age: PruneImages without all keeps
+	// images used more recently.
+	imageMinAge time.Duration
 }
 
 // auditor keeps the audit log; the Agent does (session.go).
@@ -458,4 +461,32 @@ func (s *server) RemoveImage(ctx context.Context, req *agentv1.RemoveImageReques
 	}
 	s.log.Info("image removed", "image", req.GetImage())
 	return &agentv1.RemoveImageResponse{}, nil
+}
+
+func (s *server) TagImage(ctx context.Context, req *agentv1.TagImageRequest) (*agentv1.TagImageResponse, error) {
+	if req.GetSource() == "" || req.GetTarget() == "" {
+		return nil, status.Error(codes.InvalidArgument, "source and target: give the image to tag and its new name (gearbox image tag SRC DST)")
+	}
+	im, err := s.images.Tag(ctx, req.GetSource(), req.GetTarget())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentv1.TagImageResponse{Image: imageToProto(im)}, nil
+}
+
+func (s *server) PruneImages(ctx context.Context, req *agentv1.PruneImagesRequest) (*agentv1.PruneImagesResponse, error) {
+	pr := containerizer.PruneRequest{Keep: req.GetExcludedImages()}
+	if !req.GetAll() {
+		pr.UnusedFor = s.imageMinAge
+	}
+	res, err := s.images.Prune(ctx, pr)
+	resp := &agentv1.PruneImagesResponse{ReclaimedBytes: res.ReclaimedBytes}
+	for _, im := range res.Removed {
+		resp.Removed = append(resp.Removed, imageToProto(im))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("images pruned", "images", len(res.Removed), "bytes", res.ReclaimedBytes)
+	return resp, nil
 }

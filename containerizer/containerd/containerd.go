@@ -122,6 +122,8 @@ type Containerizer struct {
 	execSlots chan struct{}
 	// importSlots bounds the imports under way at once (Import).
 	importSlots chan struct{}
+	// pruneMu makes prunes (the image GC's, PruneImages) one at a time.
+	pruneMu sync.Mutex
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr

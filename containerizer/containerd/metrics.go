@@ -12,6 +12,10 @@ type metrics struct {
 	loggerFailures prometheus.Counter
 	launches       *prometheus.CounterVec
 	launchSeconds  prometheus.Histogram
+	// imagesPruned and imageBytesPruned count what image pruning (the
+	// image GC and PruneImages) removed.
+	imagesPruned     prometheus.Counter
+	imageBytesPruned prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -28,6 +32,14 @@ func newMetrics() *metrics {
 			Name:    "gearbox_containerizer_launch_duration_seconds",
 			Help:    "Time from a launch request to the container's process running.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+		imagesPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_images_pruned_total",
+			Help: "Images removed by the image GC and PruneImages.",
+		}),
+		imageBytesPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_image_bytes_pruned_total",
+			Help: "Bytes of image content freed by the image GC and PruneImages.",
 		}),
 	}
 }
@@ -56,6 +68,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 func (z *Containerizer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds,
+		z.metrics.imagesPruned, z.metrics.imageBytesPruned,
 		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
 	}
 }
