@@ -167,4 +167,3 @@ func (z *Containerizer) Prune(ctx context.Context, req containerizer.PruneReques
 	}
 	return res, nil
 }
-

@@ -2,8 +2,8 @@ package containerd
 
 import (
 	"archive/tar"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
