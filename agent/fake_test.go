@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -172,6 +173,8 @@ func (f *fakeContainerizer) Tag(ctx context.Context, src, dst string) (container
 func (f *fakeContainerizer) Prune(ctx context.Context, req containerizer.PruneRequest) (containerizer.PruneResult, error) {
 	return containerizer.PruneResult{}, nil
 }
+
+func (f *fakeContainerizer) ImageFS(ctx context.Context) (string, error) { return os.TempDir(), nil }
 
 func (f *fakeContainerizer) Exec(ctx context.Context, id containerizer.ContainerID, cfg containerizer.ExecConfig, eio containerizer.ExecIO) (containerizer.Exec, error) {
 	if _, err := f.Get(ctx, id); err != nil {

@@ -45,6 +45,8 @@ type server struct {
 	// imageMinAge is image_gc.min_age: PruneImages without all keeps
 	// images used more recently.
 	imageMinAge time.Duration
+	// gcDue says when the sandbox GC removes a container (nil: never).
+	gcDue func(containerizer.Container) time.Time
 }
 
 // auditor keeps the audit log; the Agent does (session.go).
@@ -60,6 +62,7 @@ func (a *Agent) apiServer() *server {
 		containers: a.cz, images: a.cz, execs: a.cz, host: a.cz,
 		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, aud: a,
 		node: a.nodeState, log: a.log,
+		imageMinAge: a.cfg.ImageGC.MinAge, gcDue: a.gc.dueAt,
 	}
 }
 
@@ -132,7 +135,13 @@ func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRe
 	r := &agentv1.GetContainersResponse{}
 	for _, c := range cs {
 		if req.GetAll() || !c.State.Terminal() {
-			r.Containers = append(r.Containers, containerToProto(c))
+			pc := containerToProto(c)
+			if s.gcDue != nil {
+				if due := s.gcDue(c); !due.IsZero() {
+					pc.GcAt = timestamppb.New(due)
+				}
+			}
+			r.Containers = append(r.Containers, pc)
 		}
 	}
 	return r, nil

@@ -311,6 +311,9 @@ type Images interface {
 	// debug ones included), least recently used first, keeping those in
 	// req.Keep; see PruneRequest.
 	Prune(ctx context.Context, req PruneRequest) (PruneResult, error)
+	// ImageFS is a directory on the filesystem images are stored on (the
+	// image GC watches its usage).
+	ImageFS(ctx context.Context) (string, error)
 }
 
 // PruneRequest says which images a prune may remove.

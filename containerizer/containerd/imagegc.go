@@ -167,3 +167,18 @@ func (z *Containerizer) Prune(ctx context.Context, req containerizer.PruneReques
 	}
 	return res, nil
 }
+
+// ImageFS is a directory on the filesystem that holds the images: the
+// root of containerd's content store, as containerd reports it.
+func (z *Containerizer) ImageFS(ctx context.Context) (string, error) {
+	resp, err := z.client.IntrospectionService().Plugins(ctx, `type=="io.containerd.content.v1"`)
+	if err != nil {
+		return "", fmt.Errorf("asking containerd where its content store is: %w", err)
+	}
+	for _, p := range resp.GetPlugins() {
+		if root := p.GetExports()["root"]; root != "" {
+			return root, nil
+		}
+	}
+	return "", errs.New(errdefs.ErrNotFound, "containerd reports no content store root")
+}
