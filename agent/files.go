@@ -205,11 +205,17 @@ func (s *server) ReadFile(req *agentv1.ReadFileRequest, stream agentv1.Agent_Rea
 	if !req.GetFollow() {
 		return r.copyTo(r.size())
 	}
-	return s.gate.stoppingErr(r.follow(ctx, s.terminal(ctx, req.GetContainerId())))
+	fctx, cancel := context.WithCancel(ctx)
+	terminal := s.terminal(fctx, req.GetContainerId())
+	err = r.follow(fctx, terminal)
+	cancel()
+	<-terminal // its goroutine has ended
+	return s.gate.stoppingErr(err)
 }
 
 // terminal returns a channel closed once the container (or nested
-// container) is terminal; its goroutine ends with ctx.
+// container) is terminal, or ctx has ended: its goroutine has then
+// returned, so the caller waits for it by receiving.
 func (s *server) terminal(ctx context.Context, id string) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
