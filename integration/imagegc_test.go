@@ -183,4 +183,19 @@ func TestImageGCOnSmallFilesystem(t *testing.T) {
 			t.Errorf("%s kept: %v, want %v (the in-use gc-a stays; the two least recently used go; then usage is below low):\n%s", n, !want, want, ls)
 		}
 	}
+
+	// PruneImages by hand: --keep is kept, an image in use always is.
+	if r := a.cli("image", "prune", "--all", "--keep", "localhost/gc-d:1"); r.code != 0 || !strings.Contains(r.stdout, "0 image(s) removed") {
+		t.Errorf("prune --all --keep gc-d: %s", r)
+	}
+	if r := a.cli("image", "prune", "--all"); r.code != 0 || !strings.Contains(r.stdout, "removed docker.io/localhost/gc-d:1") && !strings.Contains(r.stdout, "removed localhost/gc-d:1") {
+		t.Errorf("prune --all: %s", r)
+	}
+	if ls := a.cli("image", "ls").stdout; !strings.Contains(ls, "localhost/gc-a:1") || strings.Contains(ls, "localhost/gc-d:1") {
+		t.Errorf("after prune --all, want only the in-use gc-a:\n%s", ls)
+	}
+	a.cli("rm", "user")
+	if r := a.cli("image", "prune", "--all"); !strings.Contains(r.stdout, "localhost/gc-a:1") {
+		t.Errorf("prune --all once gc-a's container is removed: %s", r)
+	}
 }
