@@ -30,8 +30,9 @@ import (
 const (
 	// maxListEntries bounds one ListFiles answer.
 	maxListEntries = 10000
-	// readChunk is the most data one ReadFileResponse carries.
-	readChunk = 64 << 10
+	// readChunk is the most data one ReadFileResponse carries (under gRPC's
+	// 4 MiB default message limit; large, so a read is not bound by round trips).
+	readChunk = 1 << 20
 	// tailScan bounds how far back tail_lines looks for line starts.
 	tailScan = 8 << 20
 	// followPoll is how often a followed file is looked at for growth.
