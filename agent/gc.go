@@ -42,8 +42,9 @@ func newCollector(cz containerizer.Containerizer, cfg Config, log *slog.Logger) 
 	return &collector{cz: cz, cfg: cfg, log: log}
 }
 
-// diskUsage is the used fraction of the filesystem holding path, as df
-// counts it (blocks not available to unprivileged users are used).
+// diskUsage is the used fraction of the filesystem holding path, as
+// kubelet's image GC counts it: 1 − available/capacity (blocks reserved
+// for root count as used).
 func diskUsage(path string) (float64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
