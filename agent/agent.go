@@ -49,6 +49,7 @@ type Agent struct {
 	mc        *masterClient
 	startedAt time.Time
 	ready     chan struct{}
+	gc        *collector
 	*gate
 }
 
@@ -102,6 +103,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer b.close()
+	a.gc = newCollector(a.cz, a.cfg, a.log)
 	srv := grpcserver.New(grpcserver.Config{
 		Services:  []string{agentv1.Agent_ServiceDesc.ServiceName},
 		Register:  func(s *grpc.Server) { agentv1.RegisterAgentServer(s, a.apiServer()) },
@@ -143,6 +145,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { defer close(mcDone); a.mc.run(mcCtx) }()
 		defer func() { stopMC(); <-mcDone }()
 	}
+	gcCtx, stopGC := context.WithCancel(ctx)
+	gcDone := make(chan struct{})
+	go func() { defer close(gcDone); a.gc.run(gcCtx) }()
+	defer func() { stopGC(); <-gcDone }()
 	select {
 	case err = <-srv.Err():
 		err = fmt.Errorf("serving the Agent API: %w", err)

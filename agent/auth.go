@@ -59,7 +59,8 @@ func ParseRole(s string) (Role, error) {
 var needs = map[string]Role{
 	"GetHealth": RoleReadOnly, "GetVersion": RoleReadOnly, "GetState": RoleReadOnly,
 	"GetContainers": RoleReadOnly, "WaitContainer": RoleReadOnly, "ReadLogs": RoleReadOnly,
-	"ListImages":      RoleReadOnly,
+	"ListImages": RoleReadOnly,
+	"ListFiles":  RoleOperator, "ReadFile": RoleOperator, "TagImage": RoleOperator, "PruneImages": RoleOperator,
 	"LaunchContainer": RoleOperator, "KillContainer": RoleOperator, "RemoveContainer": RoleOperator,
 	"PullImage": RoleOperator, "ImportImage": RoleOperator, "RemoveImage": RoleOperator,
 }

@@ -158,3 +158,13 @@ type fakeStream struct {
 }
 
 func (f fakeStream) SendMsg(m any) error { f.send(m); return nil }
+
+// The sandbox files and image management calls are the operator's: a
+// sandbox holds what the container wrote (secrets included).
+func TestFilesAndImageCallsNeedOperator(t *testing.T) {
+	for _, m := range []string{"ListFiles", "ReadFile", "TagImage", "PruneImages"} {
+		if needs[m] != RoleOperator {
+			t.Errorf("%s needs %v, want operator", m, needs[m])
+		}
+	}
+}

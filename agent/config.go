@@ -91,6 +91,30 @@ type Config struct {
 	// MaxImports caps the imports under way at once; one more is refused
 	// (ResourceExhausted), so at most MaxImports × ImportMaxSize is spooled.
 	MaxImports int `toml:"max_imports"`
+	// GCDelay is how long the sandbox of an ended container is kept before
+	// the agent removes it, and the container's record with it, as rm does
+	// (Mesos's --gc_delay; a week by default).
+	GCDelay time.Duration `toml:"gc_delay"`
+	// GCDiskHeadroom makes sandboxes go sooner as the work dir's disk
+	// fills: they are kept gc_delay × max(0, 1 − gc_disk_headroom − disk
+	// usage) (Mesos's --gc_disk_headroom, 0.1).
+	GCDiskHeadroom float64 `toml:"gc_disk_headroom"`
+	// DiskWatchInterval is how often the sandbox and image GCs look at the
+	// disks (Mesos's --disk_watch_interval, 1m).
+	DiskWatchInterval time.Duration `toml:"disk_watch_interval"`
+	// ImageGC removes unused images as the image filesystem fills.
+	ImageGC ImageGC `toml:"image_gc"`
+}
+
+// ImageGC is the image garbage collector (kubelet's thresholds): when the
+// filesystem holding containerd's content store is used beyond
+// HighThreshold percent, images no container uses (in any state) are
+// removed, least recently used first, until usage is at most
+// LowThreshold percent. Images used within MinAge are kept.
+type ImageGC struct {
+	HighThreshold float64       `toml:"high_threshold"` // percent; 100 turns the GC off
+	LowThreshold  float64       `toml:"low_threshold"`  // percent
+	MinAge        time.Duration `toml:"min_age"`
 }
 
 // IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
@@ -201,6 +225,10 @@ func DefaultConfig() Config {
 		ImportMaxSize:     4 << 30,
 		MaxImports:        2,
 		UnknownContainers: "destroy",
+		GCDelay:           7 * 24 * time.Hour,
+		GCDiskHeadroom:    0.1,
+		DiskWatchInterval: time.Minute,
+		ImageGC:           ImageGC{HighThreshold: 85, LowThreshold: 80, MinAge: 2 * time.Minute},
 		Runtimes: map[string]Runtime{
 			"runc": {Type: "io.containerd.runc.v2", Binary: "runc"},
 		},
@@ -287,6 +315,7 @@ func (c Config) Validate() error {
 		}
 	}
 	c.validateNetwork(bad)
+	c.validateGC(bad)
 	if c.MaxSessions < 1 {
 		bad("max_sessions", "%d: at least 1", c.MaxSessions)
 	}
@@ -351,6 +380,29 @@ func (c Config) validateContainers(bad func(key, format string, a ...any)) {
 	}
 	if c.UnknownContainers != "destroy" && c.UnknownContainers != "keep" {
 		bad("unknown_containers", "%q: use destroy or keep", c.UnknownContainers)
+	}
+}
+
+// validateGC checks the sandbox and image GCs' keys.
+func (c Config) validateGC(bad func(key, format string, a ...any)) {
+	if c.GCDelay <= 0 {
+		bad("gc_delay", "%s: write a positive duration such as 168h", c.GCDelay)
+	}
+	if c.GCDiskHeadroom < 0 || c.GCDiskHeadroom > 1 {
+		bad("gc_disk_headroom", "%v: a fraction between 0 and 1 (0.1 is 10%%)", c.GCDiskHeadroom)
+	}
+	if c.DiskWatchInterval <= 0 {
+		bad("disk_watch_interval", "%s: write a positive duration such as 1m", c.DiskWatchInterval)
+	}
+	g := c.ImageGC
+	if g.HighThreshold <= 0 || g.HighThreshold > 100 {
+		bad("image_gc.high_threshold", "%v: a percentage above 0, at most 100 (100 turns the image GC off)", g.HighThreshold)
+	}
+	if g.LowThreshold <= 0 || g.LowThreshold > g.HighThreshold {
+		bad("image_gc.low_threshold", "%v: a percentage above 0, at most image_gc.high_threshold (%v)", g.LowThreshold, g.HighThreshold)
+	}
+	if g.MinAge < 0 {
+		bad("image_gc.min_age", "%s: must not be negative", g.MinAge)
 	}
 }
 

@@ -24,7 +24,8 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.Runtimes["crun"].Binary != "crun" || cfg.Registries.Insecure[0] != "registry.internal:5000" ||
 		cfg.Logging.Driver != "logrotate" || cfg.Logging.MaxFiles != 5 || cfg.Loggers["syslog"].Args["socket"] != "/dev/log" ||
 		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" ||
-		cfg.ImportMaxSize != 4<<30 || cfg.MaxImports != 2 {
+		cfg.ImportMaxSize != 4<<30 || cfg.MaxImports != 2 ||
+		cfg.GCDelay != 168*time.Hour || cfg.ImageGC.HighThreshold != 85 || cfg.ImageGC.MinAge != 2*time.Minute || cfg.Isolation == nil {
 		t.Errorf("example config read wrongly: %+v", cfg)
 	}
 }

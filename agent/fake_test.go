@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -165,6 +166,16 @@ func (f *fakeContainerizer) RemoveImage(ctx context.Context, ref string, force b
 
 // Exec starts a fake process: it copies its stdin to its stdout and, once
 // stdin ends, exits with len(cfg.Args).
+func (f *fakeContainerizer) Tag(ctx context.Context, src, dst string) (containerizer.Image, error) {
+	return containerizer.Image{Name: dst}, nil
+}
+
+func (f *fakeContainerizer) Prune(ctx context.Context, req containerizer.PruneRequest) (containerizer.PruneResult, error) {
+	return containerizer.PruneResult{}, nil
+}
+
+func (f *fakeContainerizer) ImageFS(ctx context.Context) (string, error) { return os.TempDir(), nil }
+
 func (f *fakeContainerizer) Exec(ctx context.Context, id containerizer.ContainerID, cfg containerizer.ExecConfig, eio containerizer.ExecIO) (containerizer.Exec, error) {
 	if _, err := f.Get(ctx, id); err != nil {
 		return nil, err

@@ -43,6 +43,11 @@ type server struct {
 	// node fills the agent's own part of GetState: host, IDs, master.
 	node func(*agentv1.GetStateResponse)
 	log  *slog.Logger
+	// imageMinAge is image_gc.min_age: PruneImages without all keeps
+	// images used more recently.
+	imageMinAge time.Duration
+	// gcDue says when the sandbox GC removes a container (nil: never).
+	gcDue func(containerizer.Container) time.Time
 }
 
 // auditor keeps the audit log; the Agent does (session.go).
@@ -58,6 +63,7 @@ func (a *Agent) apiServer() *server {
 		containers: a.cz, images: a.cz, execs: a.cz, host: a.cz,
 		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, aud: a,
 		node: a.nodeState, log: a.log,
+		imageMinAge: a.cfg.ImageGC.MinAge, gcDue: a.gc.dueAt,
 	}
 }
 
@@ -130,7 +136,13 @@ func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRe
 	r := &agentv1.GetContainersResponse{}
 	for _, c := range cs {
 		if req.GetAll() || !c.State.Terminal() {
-			r.Containers = append(r.Containers, containerToProto(c))
+			pc := containerToProto(c)
+			if s.gcDue != nil {
+				if due := s.gcDue(c); !due.IsZero() {
+					pc.GcAt = timestamppb.New(due)
+				}
+			}
+			r.Containers = append(r.Containers, pc)
 		}
 	}
 	return r, nil
@@ -459,4 +471,32 @@ func (s *server) RemoveImage(ctx context.Context, req *agentv1.RemoveImageReques
 	}
 	s.log.Info("image removed", "image", req.GetImage())
 	return &agentv1.RemoveImageResponse{}, nil
+}
+
+func (s *server) TagImage(ctx context.Context, req *agentv1.TagImageRequest) (*agentv1.TagImageResponse, error) {
+	if req.GetSource() == "" || req.GetTarget() == "" {
+		return nil, status.Error(codes.InvalidArgument, "source and target: give the image to tag and its new name (gearbox image tag SRC DST)")
+	}
+	im, err := s.images.Tag(ctx, req.GetSource(), req.GetTarget())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agentv1.TagImageResponse{Image: imageToProto(im)}, nil
+}
+
+func (s *server) PruneImages(ctx context.Context, req *agentv1.PruneImagesRequest) (*agentv1.PruneImagesResponse, error) {
+	pr := containerizer.PruneRequest{Keep: req.GetExcludedImages()}
+	if !req.GetAll() {
+		pr.UnusedFor = s.imageMinAge
+	}
+	res, err := s.images.Prune(ctx, pr)
+	resp := &agentv1.PruneImagesResponse{ReclaimedBytes: res.ReclaimedBytes}
+	for _, im := range res.Removed {
+		resp.Removed = append(resp.Removed, imageToProto(im))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("images pruned", "images", len(res.Removed), "bytes", res.ReclaimedBytes)
+	return resp, nil
 }

@@ -341,6 +341,34 @@ type Images interface {
 	Import(ctx context.Context, r io.Reader, name string) ([]Image, error)
 	Images(ctx context.Context) ([]Image, error)
 	RemoveImage(ctx context.Context, ref string, force bool) error
+	// Tag gives the image src the further name dst (replacing an image of
+	// that name).
+	Tag(ctx context.Context, src, dst string) (Image, error)
+	// Prune removes images no container uses (in any state, nested and
+	// debug ones included), least recently used first, keeping those in
+	// req.Keep; see PruneRequest.
+	Prune(ctx context.Context, req PruneRequest) (PruneResult, error)
+	// ImageFS is a directory on the filesystem images are stored on (the
+	// image GC watches its usage).
+	ImageFS(ctx context.Context) (string, error)
+}
+
+// PruneRequest says which images a prune may remove.
+type PruneRequest struct {
+	// Keep names images never removed.
+	Keep []string
+	// UnusedFor: only images not used (launched, pulled, imported) for at
+	// least this long. Zero: any image no container uses.
+	UnusedFor time.Duration
+	// Enough, when set, is asked before each removal: true stops the
+	// prune (the image GC's way down to its low threshold).
+	Enough func() bool
+}
+
+// PruneResult is what a prune removed.
+type PruneResult struct {
+	Removed        []Image
+	ReclaimedBytes int64
 }
 
 // Sessions runs things inside a running container: execs and debug

@@ -20,6 +20,7 @@ if [ "$what" = test ]; then
   have gcc || need+=(gcc libc6-dev)  # go test -race needs cgo
   have systemd-analyze || need+=(systemd)  # checks the unit file
   have tmux || need+=(tmux)  # a real terminal for the session tests
+  have mkfs.ext4 || need+=(e2fsprogs)  # the image GC test's small loop-mounted filesystem
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

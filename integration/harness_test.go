@@ -389,6 +389,11 @@ client_ca = %q
 [roles]
 operator = ["cn:deployer", "gid:64123"]
 
+# The test images are imported once, unused between tests: no image GC
+# however full the machine's disk (TestImageGCOnSmallFilesystem runs its own).
+[image_gc]
+high_threshold = 100.0
+
 # The example isolator plugin, required.
 [[isolator_plugins]]
 name = "disk-quota"

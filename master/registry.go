@@ -336,7 +336,6 @@ func taskToProto(t *store.Task) *masterv1.Task {
 	}
 }
 
-
 var agentStates = map[store.AgentState]masterv1.AgentState{
 	store.AgentActive: masterv1.AgentState_AGENT_ACTIVE, store.AgentUnreachable: masterv1.AgentState_AGENT_UNREACHABLE, store.AgentGone: masterv1.AgentState_AGENT_GONE,
 }

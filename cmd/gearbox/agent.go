@@ -69,6 +69,12 @@ var agentFlags = []configFlag[agent.Config]{
 	{"master", "register with the master at host:port (default: run alone)", func(c *agent.Config) any { return &c.Master }},
 	{"max-sessions", "debug sessions open at once (exec, debug); more are refused", func(c *agent.Config) any { return &c.MaxSessions }},
 	{"isolation", "isolators, comma-separated (Mesos's --isolation)", func(c *agent.Config) any { return &c.Isolation }},
+	{"gc-delay", "keep an ended container's sandbox (and record) this long (Mesos's --gc_delay)", func(c *agent.Config) any { return &c.GCDelay }},
+	{"gc-disk-headroom", "sandboxes go sooner as the disk fills: kept gc_delay × max(0, 1 − headroom − usage)", func(c *agent.Config) any { return &c.GCDiskHeadroom }},
+	{"disk-watch-interval", "how often the sandbox and image GCs look at the disks", func(c *agent.Config) any { return &c.DiskWatchInterval }},
+	{"image-gc-high-threshold", "image filesystem usage (%) that starts the image GC; 100: off", func(c *agent.Config) any { return &c.ImageGC.HighThreshold }},
+	{"image-gc-low-threshold", "image filesystem usage (%) the image GC frees down to", func(c *agent.Config) any { return &c.ImageGC.LowThreshold }},
+	{"image-gc-min-age", "the image GC keeps images used more recently than this", func(c *agent.Config) any { return &c.ImageGC.MinAge }},
 }
 
 // newLogger logs text to a terminal and JSON otherwise.

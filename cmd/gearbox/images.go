@@ -21,7 +21,7 @@ import (
 
 func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage images on the agent"}
-	cmd.AddCommand(newPullCmd(), newImportCmd(), newImagesCmd(), newImageRmCmd())
+	cmd.AddCommand(newPullCmd(), newImportCmd(), newImagesCmd(), newImageRmCmd(), newImageTagCmd(), newImagePruneCmd())
 	return cmd
 }
 
@@ -170,7 +170,7 @@ func newImportCmd() *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
 		Use:   "import [--name REF] FILE",
-		Short: "Import a docker-archive (docker save) or an OCI layout tar; - reads stdin",
+		Short: "Import a docker-archive (docker save), an OCI layout tar or an ACI (.aci); - reads stdin",
 		Args:  exactArgs(1, "one FILE (- for stdin)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r io.Reader = cmd.InOrStdin()
@@ -219,7 +219,7 @@ func newImportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "name for an image the archive does not name fully (an OCI layout tagged only \"latest\")")
+	cmd.Flags().StringVar(&name, "name", "", "REPO:TAG names the archive's one image exactly so; REPO keeps the archive's tags under REPO")
 	return cmd
 }
 

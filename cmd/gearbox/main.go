@@ -71,7 +71,7 @@ master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
 	root.AddCommand(ac, newDevCmd(), newMasterCmd(), newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd())
 	root.AddCommand(newFrameworksCmd(), newFrameworkCmd(), newRolesCmd(), newOffersCmd(), newWeightsCmd())
 	addContainerCmds(root)
-	root.AddCommand(newImageCmd(), newVersionCmd())
+	root.AddCommand(newImageCmd(), newFsCmd(), newVersionCmd())
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: 125, err: fmt.Errorf("%v (see gearbox %s --help)", err, c.Name())}
 	})

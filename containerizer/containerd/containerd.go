@@ -124,6 +124,8 @@ type Containerizer struct {
 	importSlots chan struct{}
 	// pulls are the pulls launches wait for (pullshare.go).
 	pulls pullGroup
+	// pruneMu makes prunes (the image GC's, PruneImages) one at a time.
+	pruneMu sync.Mutex
 
 	mu         sync.Mutex
 	containers map[containerizer.ContainerID]*ctr

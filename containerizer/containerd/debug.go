@@ -43,6 +43,7 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	if err != nil {
 		return nil, fmt.Errorf("looking up image %q: %w", ref, err)
 	}
+	z.touchImage(ctx, ref)
 	release, err := z.execSlot(ctx)
 	if err != nil {
 		return nil, err

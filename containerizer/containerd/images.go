@@ -3,6 +3,7 @@ package containerd
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -352,22 +354,51 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// archiveInfo is what inspectArchive learnt of an archive.
+type archiveInfo struct {
+	kind archiveKind
+	// images is how many images the archive names at its top (the
+	// manifests of index.json, else the entries of manifest.json).
+	images int
+	// aciManifest is an ACI's manifest file.
+	aciManifest []byte
+}
+
+type archiveKind int
+
+const (
+	archiveDocker archiveKind = iota + 1
+	archiveOCI
+	archiveACI
+)
+
+// maxArchiveIndex bounds the index files inspectArchive keeps to parse.
+const maxArchiveIndex = 4 << 20
+
 // checkArchive reads a whole tar (gzip allowed) and says whether it is a
-// docker-archive or an OCI layout; a truncated or foreign file, or one
-// that decompresses to more than limit bytes, is refused before anything
-// is imported. It stops when ctx ends, also in the middle of
+// docker-archive, an OCI layout or an ACI; a truncated or foreign file, or
+// one that decompresses to more than limit bytes, is refused before
+// anything is imported. It stops when ctx ends, also in the middle of
 // decompressing.
 func checkArchive(ctx context.Context, r io.Reader, limit int64) error {
+	_, err := inspectArchive(ctx, r, limit)
+	return err
+}
+
+// inspectArchive is checkArchive, also saying what the archive holds.
+func inspectArchive(ctx context.Context, r io.Reader, limit int64) (archiveInfo, error) {
+	var info archiveInfo
 	dr, err := compression.DecompressStream(ctxReader{ctx, r})
 	if cerr := ctx.Err(); cerr != nil {
-		return cerr
+		return info, cerr
 	}
 	if err != nil {
-		return errs.New(errdefs.ErrInvalidArgument, "cannot read the archive: %v", err)
+		return info, errs.New(errdefs.ErrInvalidArgument, "cannot read the archive: %v", err)
 	}
 	defer dr.Close()
 	tr := tar.NewReader(&countingReader{r: ctxReader{ctx, dr}, limit: limit})
-	var docker, oci bool
+	files := map[string][]byte{}
+	var rootfs bool
 	n := 0
 	for {
 		h, err := tr.Next()
@@ -375,33 +406,129 @@ func checkArchive(ctx context.Context, r io.Reader, limit int64) error {
 			break
 		}
 		if err == nil {
-			_, err = io.Copy(io.Discard, tr)
+			err = keepIndexFile(tr, h, files)
 		}
 		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		if errors.Is(err, errDecompressedTooLarge) {
-			return tooLarge(limit, "decompresses to")
+			return info, cerr
 		}
 		if err != nil {
-			switch {
-			case n == 0 && h == nil:
-				return errs.New(errdefs.ErrInvalidArgument, "not a tar archive (%v): give a docker-archive (docker save) or an OCI layout tar", err)
-			case h == nil:
-				return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt after %d entries: %v", n, err)
-			}
-			return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt in %s: %v", h.Name, err)
+			return info, archiveErr(err, n, h, limit)
 		}
 		n++
-		switch path.Clean(h.Name) {
-		case "manifest.json":
-			docker = true
-		case "index.json", "oci-layout":
-			oci = true
+		if c := path.Clean(h.Name); c == "rootfs" || strings.HasPrefix(c, "rootfs/") {
+			rootfs = true
 		}
 	}
-	if !docker && !oci {
-		return errs.New(errdefs.ErrInvalidArgument, "the archive is neither a docker-archive (no manifest.json) nor an OCI layout (no index.json)")
+	return classifyArchive(files, rootfs)
+}
+
+// keepIndexFile reads the current entry, keeping the files that say what
+// the archive is (manifest.json, index.json, oci-layout, manifest).
+func keepIndexFile(tr *tar.Reader, h *tar.Header, files map[string][]byte) error {
+	switch c := path.Clean(h.Name); c {
+	case "manifest.json", "index.json", "oci-layout", "manifest":
+		if h.Typeflag != tar.TypeReg {
+			break
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, maxArchiveIndex+1))
+		if err != nil {
+			return err
+		}
+		if len(b) > maxArchiveIndex {
+			b = []byte{} // present, too large to parse: counts no image
+		}
+		files[c] = b
+	}
+	_, err := io.Copy(io.Discard, tr)
+	return err
+}
+
+func archiveErr(err error, n int, h *tar.Header, limit int64) error {
+	switch {
+	case errdefs.IsInvalidArgument(err):
+		return err
+	case errors.Is(err, errDecompressedTooLarge):
+		return tooLarge(limit, "decompresses to")
+	case n == 0 && h == nil:
+		return errs.New(errdefs.ErrInvalidArgument, "not a tar archive (%v): give a docker-archive (docker save), an OCI layout tar or an ACI", err)
+	case h == nil:
+		return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt after %d entries: %v", n, err)
+	}
+	return errs.New(errdefs.ErrInvalidArgument, "the archive is truncated or corrupt in %s: %v", h.Name, err)
+}
+
+func classifyArchive(files map[string][]byte, rootfs bool) (archiveInfo, error) {
+	var info archiveInfo
+	_, hasIndex := files["index.json"]
+	_, hasLayout := files["oci-layout"]
+	switch {
+	case hasIndex || hasLayout:
+		info.kind = archiveOCI
+		var idx struct {
+			Manifests []json.RawMessage `json:"manifests"`
+		}
+		if json.Unmarshal(files["index.json"], &idx) == nil {
+			info.images = len(idx.Manifests)
+		}
+	case files["manifest.json"] != nil:
+		// docker save
+		info.kind = archiveDocker
+		var m []json.RawMessage
+		if json.Unmarshal(files["manifest.json"], &m) == nil {
+			info.images = len(m)
+		}
+	case files["manifest"] != nil && rootfs:
+		info.kind, info.images, info.aciManifest = archiveACI, 1, files["manifest"]
+	default:
+		return info, errs.New(errdefs.ErrInvalidArgument, "the archive is neither a docker-archive (no manifest.json), an OCI layout (no index.json) nor an ACI (no manifest and rootfs/)")
+	}
+	return info, nil
+}
+
+// importName is what an import's --name asks for.
+type importName struct {
+	// repo: the archive's tags are kept, under this repository
+	// (name:latest for an OCI layout tagged "latest"); name@digest for an
+	// image the archive does not name.
+	repo string
+	// exact: the one image of the archive gets exactly this name.
+	exact string
+	// familiar is exact's repository as the user writes it.
+	familiar string
+}
+
+// parseImportName reads --name: REPO keeps the archive's tags under REPO,
+// REPO:TAG names the archive's one image exactly so.
+func parseImportName(name string) (importName, error) {
+	if name == "" {
+		return importName{}, nil
+	}
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return importName{}, errs.New(errdefs.ErrInvalidArgument, "name %q is malformed: %v (expected REPO or REPO:TAG, e.g. team/tool:1.2)", name, err)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return importName{}, errs.New(errdefs.ErrInvalidArgument, "name %q holds a digest: give REPO or REPO:TAG (the digest is the archive's)", name)
+	}
+	if reference.IsNameOnly(named) {
+		return importName{repo: named.Name()}, nil
+	}
+	return importName{exact: named.String(), familiar: reference.FamiliarName(named)}, nil
+}
+
+func (n importName) opts() []client.ImportOpt {
+	switch {
+	case n.exact != "":
+		// Whatever the archive calls its image, it gets this name.
+		return []client.ImportOpt{client.WithImageRefTranslator(func(string) string { return n.exact }),
+			client.WithDigestRef(func(digest.Digest) string { return n.exact }),
+			client.WithSkipDigestRef(func(imageName string) bool { return imageName != "" })}
+	case n.repo != "":
+		// Tags in the archive ("latest") become repo:tag; an image the
+		// archive does not name at all becomes repo@digest.
+		return []client.ImportOpt{client.WithImageRefTranslator(archive.AddRefPrefix(n.repo)),
+			client.WithDigestRef(func(d digest.Digest) string { return n.repo + "@" + d.String() }),
+			client.WithSkipDigestRef(func(imageName string) bool { return imageName != "" })}
 	}
 	return nil
 }
@@ -409,16 +536,9 @@ func checkArchive(ctx context.Context, r io.Reader, limit int64) error {
 // Import spools the archive (see spoolPattern), checks it and imports its
 // images. The spool is removed however the import ends.
 func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([]containerizer.Image, error) {
-	if name != "" {
-		full, err := NormalizeRef(name)
-		if err != nil {
-			return nil, err
-		}
-		// AddRefPrefix wants a name without tag: "latest" → name:latest.
-		if i := strings.LastIndex(full, ":"); i > strings.LastIndex(full, "/") {
-			full = full[:i]
-		}
-		name = full
+	in, err := parseImportName(name)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case z.importSlots <- struct{}{}:
@@ -433,21 +553,27 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 		return nil, err
 	}
 	defer done()
-	if err := checkArchive(ctx, f, limit); err != nil {
+	info, err := inspectArchive(ctx, f, limit)
+	if err != nil {
 		return nil, err
+	}
+	if in.exact != "" && info.images > 1 {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "the archive holds %d images and --name %s names one: give only a repository (--name %s) to keep each image's tag under it",
+			info.images, name, in.familiar)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	var opts []client.ImportOpt
-	if name != "" {
-		// Tags in the archive ("latest") become name:tag; an image the
-		// archive does not name at all becomes name@digest.
-		opts = append(opts, client.WithImageRefTranslator(archive.AddRefPrefix(name)),
-			client.WithDigestRef(func(d digest.Digest) string { return name + "@" + d.String() }),
-			client.WithSkipDigestRef(func(imageName string) bool { return imageName != "" }))
+	var src io.Reader = ctxReader{ctx, f}
+	if info.kind == archiveACI {
+		conv, cleanup, err := z.convertACI(ctx, f, info.aciManifest, &in)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		src = ctxReader{ctx, conv}
 	}
-	imgs, err := z.client.Import(ctx, ctxReader{ctx, f}, opts...)
+	imgs, err := z.client.Import(ctx, src, in.opts()...)
 	if cerr := ctx.Err(); cerr != nil {
 		return nil, fmt.Errorf("importing the archive: %w", cerr)
 	}
@@ -457,6 +583,10 @@ func (z *Containerizer) Import(ctx context.Context, r io.Reader, name string) ([
 	if len(imgs) == 0 {
 		return nil, errs.WithInfo(errs.New(errdefs.ErrInvalidArgument, "the archive names no image, and the import gives no name"), typesv1.ErrorReasonImageUnnamed)
 	}
+	return z.unpackImported(ctx, imgs)
+}
+
+func (z *Containerizer) unpackImported(ctx context.Context, imgs []images.Image) ([]containerizer.Image, error) {
 	var out []containerizer.Image
 	for _, im := range imgs {
 		img := client.NewImageWithPlatform(z.client, im, platforms.Default())

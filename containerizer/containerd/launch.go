@@ -98,6 +98,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 	if err != nil {
 		return containerizer.Container{}, err
 	}
+	z.touchImage(ctx, ref)
 	imgSpec, err := img.Spec(ctx)
 	if err != nil {
 		return containerizer.Container{}, fmt.Errorf("reading the config of image %q: %w", ref, err)

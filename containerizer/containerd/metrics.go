@@ -13,6 +13,10 @@ type metrics struct {
 	launches       *prometheus.CounterVec
 	launchSeconds  prometheus.Histogram
 	launchPulls    *prometheus.CounterVec
+	// imagesPruned and imageBytesPruned count what image pruning (the
+	// image GC and PruneImages) removed.
+	imagesPruned     prometheus.Counter
+	imageBytesPruned prometheus.Counter
 }
 
 func (m *metrics) pullsStarted() { m.launchPulls.WithLabelValues("pulled").Inc() }
@@ -37,6 +41,14 @@ func newMetrics() *metrics {
 			Name: "gearbox_containerizer_launch_pulls_total",
 			Help: "Images launches pulled: pulled (a pull started), shared (a launch joined a pull of the same image under way).",
 		}, []string{"kind"}),
+		imagesPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_images_pruned_total",
+			Help: "Images removed by the image GC and PruneImages.",
+		}),
+		imageBytesPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_image_bytes_pruned_total",
+			Help: "Bytes of image content freed by the image GC and PruneImages.",
+		}),
 	}
 }
 
@@ -64,6 +76,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 func (z *Containerizer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds, z.metrics.launchPulls,
+		z.metrics.imagesPruned, z.metrics.imageBytesPruned,
 		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
 	}
 }

@@ -1209,8 +1209,12 @@ type Container struct {
 	Tty             bool           `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
 	KillPolicy      *v1.KillPolicy `protobuf:"bytes,26,opt,name=kill_policy,json=killPolicy,proto3" json:"kill_policy,omitempty"`
 	PullPolicy      v1.PullPolicy  `protobuf:"varint,27,opt,name=pull_policy,json=pullPolicy,proto3,enum=gearbox.types.v1.PullPolicy" json:"pull_policy,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the sandbox of this ended container is due to be removed by the
+	// agent's sandbox GC (gc_delay, sooner as the disk fills); the record
+	// goes with it. Unset while the container runs.
+	GcAt          *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=gc_at,json=gcAt,proto3" json:"gc_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1430,6 +1434,13 @@ func (x *Container) GetPullPolicy() v1.PullPolicy {
 		return x.PullPolicy
 	}
 	return v1.PullPolicy(0)
+}
+
+func (x *Container) GetGcAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GcAt
+	}
+	return nil
 }
 
 type GetContainersRequest struct {
@@ -4464,6 +4475,559 @@ func (*AttachOutputResponse_Stderr) isAttachOutputResponse_Frame() {}
 
 func (*AttachOutputResponse_Exit) isAttachOutputResponse_Frame() {}
 
+type TagImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An image the agent holds.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The new name (REPO[:TAG]); an existing one of that name is replaced.
+	Target        string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagImageRequest) Reset() {
+	*x = TagImageRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagImageRequest) ProtoMessage() {}
+
+func (x *TagImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagImageRequest.ProtoReflect.Descriptor instead.
+func (*TagImageRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *TagImageRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TagImageRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type TagImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TagImageResponse) Reset() {
+	*x = TagImageResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TagImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TagImageResponse) ProtoMessage() {}
+
+func (x *TagImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TagImageResponse.ProtoReflect.Descriptor instead.
+func (*TagImageResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *TagImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+type PruneImagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Images never removed (references, as in Mesos's excluded_images).
+	ExcludedImages []string `protobuf:"bytes,1,rep,name=excluded_images,json=excludedImages,proto3" json:"excluded_images,omitempty"`
+	// Without all, only images not used within the agent's image_gc.min_age
+	// are removed; with it, every image no container uses (docker image
+	// prune -a). Images of existing containers are never removed.
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneImagesRequest) Reset() {
+	*x = PruneImagesRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneImagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneImagesRequest) ProtoMessage() {}
+
+func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
+func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *PruneImagesRequest) GetExcludedImages() []string {
+	if x != nil {
+		return x.ExcludedImages
+	}
+	return nil
+}
+
+func (x *PruneImagesRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type PruneImagesResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Removed []*Image               `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Bytes freed on the image filesystem (content no longer referenced).
+	ReclaimedBytes int64 `protobuf:"varint,2,opt,name=reclaimed_bytes,json=reclaimedBytes,proto3" json:"reclaimed_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PruneImagesResponse) Reset() {
+	*x = PruneImagesResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneImagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneImagesResponse) ProtoMessage() {}
+
+func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
+func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *PruneImagesResponse) GetRemoved() []*Image {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *PruneImagesResponse) GetReclaimedBytes() int64 {
+	if x != nil {
+		return x.ReclaimedBytes
+	}
+	return 0
+}
+
+type ListFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A container, or a nested one (parent.child: its directory in the
+	// parent's sandbox).
+	ContainerId string `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// A directory relative to the sandbox; empty is the sandbox itself.
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesRequest) Reset() {
+	*x = ListFilesRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesRequest) ProtoMessage() {}
+
+func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
+func (*ListFilesRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListFilesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ListFilesRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// FileInfo describes one entry, as Mesos's FileInfo.
+type FileInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the sandbox.
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Nlink uint64                 `protobuf:"varint,2,opt,name=nlink,proto3" json:"nlink,omitempty"`
+	Size  int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Mtime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=mtime,proto3" json:"mtime,omitempty"`
+	// Type and permission bits, as stat(2)'s st_mode.
+	Mode          uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32 `protobuf:"varint,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,7,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *FileInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileInfo) GetNlink() uint64 {
+	if x != nil {
+		return x.Nlink
+	}
+	return 0
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMtime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Mtime
+	}
+	return nil
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileInfo) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+type ListFilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileInfos     []*FileInfo            `protobuf:"bytes,1,rep,name=file_infos,json=fileInfos,proto3" json:"file_infos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesResponse) Reset() {
+	*x = ListFilesResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesResponse) ProtoMessage() {}
+
+func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
+func (*ListFilesResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ListFilesResponse) GetFileInfos() []*FileInfo {
+	if x != nil {
+		return x.FileInfos
+	}
+	return nil
+}
+
+type ReadFileRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// A regular file relative to the sandbox.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Where to start reading.
+	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// At most this many bytes (to the end when absent). Without follow a
+	// read ends at the size the file had when it was opened.
+	Length *int64 `protobuf:"varint,4,opt,name=length,proto3,oneof" json:"length,omitempty"`
+	// Keep streaming what is appended until the container is terminal.
+	Follow bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Start at the last N lines instead of at offset.
+	TailLines     *int32 `protobuf:"varint,6,opt,name=tail_lines,json=tailLines,proto3,oneof" json:"tail_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ReadFileRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetLength() int64 {
+	if x != nil && x.Length != nil {
+		return *x.Length
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *ReadFileRequest) GetTailLines() int32 {
+	if x != nil && x.TailLines != nil {
+		return *x.TailLines
+	}
+	return 0
+}
+
+type ReadFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's size when this response was sent.
+	Size int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// Where data starts in the file.
+	Offset        int64  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileResponse) Reset() {
+	*x = ReadFileResponse{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileResponse) ProtoMessage() {}
+
+func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
+func (*ReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ReadFileResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReadFileResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadFileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_gearbox_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
@@ -4580,7 +5144,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xd0\b\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\x81\t\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -4618,7 +5182,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\vkill_policy\x18\x1a \x01(\v2\x1c.gearbox.types.v1.KillPolicyR\n" +
 	"killPolicy\x12=\n" +
 	"\vpull_policy\x18\x1b \x01(\x0e2\x1c.gearbox.types.v1.PullPolicyR\n" +
-	"pullPolicy\x1a9\n" +
+	"pullPolicy\x12/\n" +
+	"\x05gc_at\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\x04gcAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -4827,11 +5392,50 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x121\n" +
 	"\x04exit\x18\x03 \x01(\v2\x1b.gearbox.agent.v1.ContainerH\x00R\x04exitB\a\n" +
-	"\x05frame*F\n" +
+	"\x05frame\"A\n" +
+	"\x0fTagImageRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"A\n" +
+	"\x10TagImageResponse\x12-\n" +
+	"\x05image\x18\x01 \x01(\v2\x17.gearbox.agent.v1.ImageR\x05image\"O\n" +
+	"\x12PruneImagesRequest\x12'\n" +
+	"\x0fexcluded_images\x18\x01 \x03(\tR\x0eexcludedImages\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"q\n" +
+	"\x13PruneImagesResponse\x121\n" +
+	"\aremoved\x18\x01 \x03(\v2\x17.gearbox.agent.v1.ImageR\aremoved\x12'\n" +
+	"\x0freclaimed_bytes\x18\x02 \x01(\x03R\x0ereclaimedBytes\"I\n" +
+	"\x10ListFilesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\xb2\x01\n" +
+	"\bFileInfo\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05nlink\x18\x02 \x01(\x04R\x05nlink\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x120\n" +
+	"\x05mtime\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05mtime\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\a \x01(\rR\x03gid\"N\n" +
+	"\x11ListFilesResponse\x129\n" +
+	"\n" +
+	"file_infos\x18\x01 \x03(\v2\x1a.gearbox.agent.v1.FileInfoR\tfileInfos\"\xd3\x01\n" +
+	"\x0fReadFileRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1b\n" +
+	"\x06length\x18\x04 \x01(\x03H\x00R\x06length\x88\x01\x01\x12\x16\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\x12\"\n" +
+	"\n" +
+	"tail_lines\x18\x06 \x01(\x05H\x01R\ttailLines\x88\x01\x01B\t\n" +
+	"\a_lengthB\r\n" +
+	"\v_tail_lines\"R\n" +
+	"\x10ReadFileResponse\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data*F\n" +
 	"\x06Stream\x12\x16\n" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
-	"\rSTREAM_STDERR\x10\x022\xad\x11\n" +
+	"\rSTREAM_STDERR\x10\x022\x87\x14\n" +
 	"\x05Agent\x12T\n" +
 	"\tGetHealth\x12\".gearbox.agent.v1.GetHealthRequest\x1a#.gearbox.agent.v1.GetHealthResponse\x12W\n" +
 	"\n" +
@@ -4856,7 +5460,11 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\vImportImage\x12$.gearbox.agent.v1.ImportImageRequest\x1a%.gearbox.agent.v1.ImportImageResponse(\x01\x12W\n" +
 	"\n" +
 	"ListImages\x12#.gearbox.agent.v1.ListImagesRequest\x1a$.gearbox.agent.v1.ListImagesResponse\x12Z\n" +
-	"\vRemoveImage\x12$.gearbox.agent.v1.RemoveImageRequest\x1a%.gearbox.agent.v1.RemoveImageResponseB<Z:github.com/gearboxd/gearbox/proto/gearbox/agent/v1;agentv1b\x06proto3"
+	"\vRemoveImage\x12$.gearbox.agent.v1.RemoveImageRequest\x1a%.gearbox.agent.v1.RemoveImageResponse\x12Q\n" +
+	"\bTagImage\x12!.gearbox.agent.v1.TagImageRequest\x1a\".gearbox.agent.v1.TagImageResponse\x12Z\n" +
+	"\vPruneImages\x12$.gearbox.agent.v1.PruneImagesRequest\x1a%.gearbox.agent.v1.PruneImagesResponse\x12T\n" +
+	"\tListFiles\x12\".gearbox.agent.v1.ListFilesRequest\x1a#.gearbox.agent.v1.ListFilesResponse\x12S\n" +
+	"\bReadFile\x12!.gearbox.agent.v1.ReadFileRequest\x1a\".gearbox.agent.v1.ReadFileResponse0\x01B<Z:github.com/gearboxd/gearbox/proto/gearbox/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_gearbox_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -4871,7 +5479,7 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(Stream)(0),                           // 0: gearbox.agent.v1.Stream
 	(*GetHealthRequest)(nil),              // 1: gearbox.agent.v1.GetHealthRequest
@@ -4938,133 +5546,155 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*Detached)(nil),                      // 62: gearbox.agent.v1.Detached
 	(*AttachOutputRequest)(nil),           // 63: gearbox.agent.v1.AttachOutputRequest
 	(*AttachOutputResponse)(nil),          // 64: gearbox.agent.v1.AttachOutputResponse
-	nil,                                   // 65: gearbox.agent.v1.GetStateResponse.AttributesEntry
-	nil,                                   // 66: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	nil,                                   // 67: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                                   // 68: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
-	(*v1.KillPolicy)(nil),                 // 70: gearbox.types.v1.KillPolicy
-	(v1.PullPolicy)(0),                    // 71: gearbox.types.v1.PullPolicy
-	(v1.TaskState)(0),                     // 72: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                        // 73: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),           // 74: google.protobuf.Duration
+	(*TagImageRequest)(nil),               // 65: gearbox.agent.v1.TagImageRequest
+	(*TagImageResponse)(nil),              // 66: gearbox.agent.v1.TagImageResponse
+	(*PruneImagesRequest)(nil),            // 67: gearbox.agent.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),           // 68: gearbox.agent.v1.PruneImagesResponse
+	(*ListFilesRequest)(nil),              // 69: gearbox.agent.v1.ListFilesRequest
+	(*FileInfo)(nil),                      // 70: gearbox.agent.v1.FileInfo
+	(*ListFilesResponse)(nil),             // 71: gearbox.agent.v1.ListFilesResponse
+	(*ReadFileRequest)(nil),               // 72: gearbox.agent.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),              // 73: gearbox.agent.v1.ReadFileResponse
+	nil,                                   // 74: gearbox.agent.v1.GetStateResponse.AttributesEntry
+	nil,                                   // 75: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	nil,                                   // 76: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                                   // 77: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 78: google.protobuf.Timestamp
+	(*v1.KillPolicy)(nil),                 // 79: gearbox.types.v1.KillPolicy
+	(v1.PullPolicy)(0),                    // 80: gearbox.types.v1.PullPolicy
+	(v1.TaskState)(0),                     // 81: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 82: gearbox.types.v1.Reason
+	(*durationpb.Duration)(nil),           // 83: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	69, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	78, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	8,  // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	7,  // 2: gearbox.agent.v1.GetStateResponse.total:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 3: gearbox.agent.v1.GetStateResponse.allocated:type_name -> gearbox.agent.v1.ResourceSet
 	7,  // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
-	65, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
-	66, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	74, // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
+	75, // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
 	9,  // 7: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	9,  // 8: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	67, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	76, // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	13, // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
 	28, // 12: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
-	70, // 13: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	71, // 14: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	79, // 13: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	80, // 14: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
 	38, // 15: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
 	12, // 16: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
 	15, // 17: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	72, // 18: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	73, // 19: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	69, // 20: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	69, // 21: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	69, // 22: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	68, // 23: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	81, // 18: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	82, // 19: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	78, // 20: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	78, // 21: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	78, // 22: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	77, // 23: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
 	13, // 24: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
 	11, // 25: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	70, // 26: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	71, // 27: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	15, // 28: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	15, // 29: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	74, // 30: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	25, // 31: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
-	26, // 32: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 33: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 34: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 35: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	11, // 36: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30, // 37: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11, // 38: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 39: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35, // 40: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	69, // 41: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 42: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 43: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	69, // 44: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 45: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38, // 46: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41, // 47: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45, // 48: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43, // 49: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45, // 50: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	69, // 51: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45, // 52: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52, // 53: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	72, // 54: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	73, // 55: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	69, // 56: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	69, // 57: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52, // 58: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60, // 59: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26, // 60: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 61: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 62: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 63: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62, // 64: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15, // 65: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	1,  // 66: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 67: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 68: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16, // 69: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10, // 70: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18, // 71: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20, // 72: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22, // 73: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31, // 74: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33, // 75: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24, // 76: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50, // 77: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53, // 78: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55, // 79: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57, // 80: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59, // 81: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63, // 82: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36, // 83: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39, // 84: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42, // 85: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46, // 86: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48, // 87: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 88: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 89: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 90: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17, // 91: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14, // 92: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19, // 93: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21, // 94: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23, // 95: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32, // 96: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34, // 97: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29, // 98: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51, // 99: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54, // 100: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56, // 101: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58, // 102: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61, // 103: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64, // 104: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37, // 105: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40, // 106: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44, // 107: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47, // 108: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49, // 109: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	88, // [88:110] is the sub-list for method output_type
-	66, // [66:88] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	79, // 26: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	80, // 27: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	78, // 28: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
+	15, // 29: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15, // 30: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	83, // 31: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25, // 32: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26, // 33: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 34: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 35: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 36: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	11, // 37: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30, // 38: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11, // 39: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 40: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35, // 41: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	78, // 42: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 43: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 44: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	78, // 45: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 46: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38, // 47: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41, // 48: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45, // 49: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43, // 50: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45, // 51: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	78, // 52: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45, // 53: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52, // 54: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	81, // 55: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	82, // 56: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	78, // 57: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	78, // 58: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52, // 59: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60, // 60: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26, // 61: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 62: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 63: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 64: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62, // 65: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15, // 66: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	45, // 67: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
+	45, // 68: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
+	78, // 69: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
+	70, // 70: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
+	1,  // 71: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 72: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 73: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 74: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 75: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 76: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 77: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 78: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31, // 79: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33, // 80: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24, // 81: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50, // 82: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53, // 83: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55, // 84: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57, // 85: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59, // 86: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63, // 87: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36, // 88: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39, // 89: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42, // 90: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46, // 91: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48, // 92: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	65, // 93: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
+	67, // 94: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
+	69, // 95: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
+	72, // 96: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
+	2,  // 97: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 98: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 99: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 100: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 101: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 102: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 103: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 104: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32, // 105: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34, // 106: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 107: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51, // 108: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54, // 109: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56, // 110: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58, // 111: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61, // 112: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64, // 113: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37, // 114: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40, // 115: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44, // 116: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47, // 117: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49, // 118: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	66, // 119: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
+	68, // 120: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
+	71, // 121: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
+	73, // 122: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
+	97, // [97:123] is the sub-list for method output_type
+	71, // [71:97] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -5113,13 +5743,14 @@ func file_gearbox_agent_v1_agent_proto_init() {
 		(*AttachOutputResponse_Stderr)(nil),
 		(*AttachOutputResponse_Exit)(nil),
 	}
+	file_gearbox_agent_v1_agent_proto_msgTypes[71].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   68,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,10 @@ const (
 	Agent_ImportImage_FullMethodName                  = "/gearbox.agent.v1.Agent/ImportImage"
 	Agent_ListImages_FullMethodName                   = "/gearbox.agent.v1.Agent/ListImages"
 	Agent_RemoveImage_FullMethodName                  = "/gearbox.agent.v1.Agent/RemoveImage"
+	Agent_TagImage_FullMethodName                     = "/gearbox.agent.v1.Agent/TagImage"
+	Agent_PruneImages_FullMethodName                  = "/gearbox.agent.v1.Agent/PruneImages"
+	Agent_ListFiles_FullMethodName                    = "/gearbox.agent.v1.Agent/ListFiles"
+	Agent_ReadFile_FullMethodName                     = "/gearbox.agent.v1.Agent/ReadFile"
 )
 
 // AgentClient is the client API for Agent service.
@@ -104,6 +108,18 @@ type AgentClient interface {
 	ImportImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportImageRequest, ImportImageResponse], error)
 	ListImages(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
 	RemoveImage(ctx context.Context, in *RemoveImageRequest, opts ...grpc.CallOption) (*RemoveImageResponse, error)
+	// TagImage gives an image a further name (docker tag).
+	TagImage(ctx context.Context, in *TagImageRequest, opts ...grpc.CallOption) (*TagImageResponse, error)
+	// PruneImages removes images no container uses (Mesos's PRUNE_IMAGES),
+	// least recently used first, keeping the excluded ones.
+	PruneImages(ctx context.Context, in *PruneImagesRequest, opts ...grpc.CallOption) (*PruneImagesResponse, error)
+	// ListFiles lists a directory of a container's sandbox (Mesos's
+	// LIST_FILES); ReadFile reads a file of it (READ_FILE), following it as
+	// it grows when asked. Paths are relative to the sandbox and resolved by
+	// the kernel beneath it: "..", symlinks, FIFOs and devices are refused.
+	// Both need the operator role: a sandbox holds what the container wrote.
+	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
+	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error)
 }
 
 type agentClient struct {
@@ -370,6 +386,55 @@ func (c *agentClient) RemoveImage(ctx context.Context, in *RemoveImageRequest, o
 	return out, nil
 }
 
+func (c *agentClient) TagImage(ctx context.Context, in *TagImageRequest, opts ...grpc.CallOption) (*TagImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TagImageResponse)
+	err := c.cc.Invoke(ctx, Agent_TagImage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) PruneImages(ctx context.Context, in *PruneImagesRequest, opts ...grpc.CallOption) (*PruneImagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PruneImagesResponse)
+	err := c.cc.Invoke(ctx, Agent_PruneImages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFilesResponse)
+	err := c.cc.Invoke(ctx, Agent_ListFiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[6], Agent_ReadFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadFileRequest, ReadFileResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ReadFileClient = grpc.ServerStreamingClient[ReadFileResponse]
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -428,6 +493,18 @@ type AgentServer interface {
 	ImportImage(grpc.ClientStreamingServer[ImportImageRequest, ImportImageResponse]) error
 	ListImages(context.Context, *ListImagesRequest) (*ListImagesResponse, error)
 	RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error)
+	// TagImage gives an image a further name (docker tag).
+	TagImage(context.Context, *TagImageRequest) (*TagImageResponse, error)
+	// PruneImages removes images no container uses (Mesos's PRUNE_IMAGES),
+	// least recently used first, keeping the excluded ones.
+	PruneImages(context.Context, *PruneImagesRequest) (*PruneImagesResponse, error)
+	// ListFiles lists a directory of a container's sandbox (Mesos's
+	// LIST_FILES); ReadFile reads a file of it (READ_FILE), following it as
+	// it grows when asked. Paths are relative to the sandbox and resolved by
+	// the kernel beneath it: "..", symlinks, FIFOs and devices are refused.
+	// Both need the operator role: a sandbox holds what the container wrote.
+	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
+	ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -503,6 +580,18 @@ func (UnimplementedAgentServer) ListImages(context.Context, *ListImagesRequest) 
 }
 func (UnimplementedAgentServer) RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveImage not implemented")
+}
+func (UnimplementedAgentServer) TagImage(context.Context, *TagImageRequest) (*TagImageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TagImage not implemented")
+}
+func (UnimplementedAgentServer) PruneImages(context.Context, *PruneImagesRequest) (*PruneImagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PruneImages not implemented")
+}
+func (UnimplementedAgentServer) ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFiles not implemented")
+}
+func (UnimplementedAgentServer) ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadFile not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -867,6 +956,71 @@ func _Agent_RemoveImage_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_TagImage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TagImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).TagImage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_TagImage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).TagImage(ctx, req.(*TagImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_PruneImages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PruneImagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).PruneImages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_PruneImages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).PruneImages(ctx, req.(*PruneImagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_ListFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ListFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ListFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ListFiles(ctx, req.(*ListFilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_ReadFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadFileRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).ReadFile(m, &grpc.GenericServerStream[ReadFileRequest, ReadFileResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ReadFileServer = grpc.ServerStreamingServer[ReadFileResponse]
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -938,6 +1092,18 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RemoveImage",
 			Handler:    _Agent_RemoveImage_Handler,
 		},
+		{
+			MethodName: "TagImage",
+			Handler:    _Agent_TagImage_Handler,
+		},
+		{
+			MethodName: "PruneImages",
+			Handler:    _Agent_PruneImages_Handler,
+		},
+		{
+			MethodName: "ListFiles",
+			Handler:    _Agent_ListFiles_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -971,6 +1137,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ImportImage",
 			Handler:       _Agent_ImportImage_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadFile",
+			Handler:       _Agent_ReadFile_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "gearbox/agent/v1/agent.proto",
