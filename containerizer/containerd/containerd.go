@@ -140,6 +140,10 @@ type ctr struct {
 	cont    client.Container      // nil while launching
 	task    client.Task           // nil when no task runs
 	killed  bool                  // a KillContainer was received
+	// killReason and killMessage: why the agent itself killed it (a failed
+	// health check), for its terminal state.
+	killReason  containerizer.Reason
+	killMessage string
 	limit   *isolators.Limitation // a limit that made the agent end it
 	done    chan struct{}         // closed when terminal and output complete
 	removed bool
