@@ -79,6 +79,11 @@ type Task struct {
 	Adopted   bool      `json:"adopted,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// Healthy and HealthOutput: what the task's health check last said
+	// (Mesos's TaskStatus.healthy); nil without a check.
+	Healthy      *bool  `json:"healthy,omitempty"`
+	HealthOutput string `json:"health_output,omitempty"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
