@@ -51,6 +51,7 @@ type runOpts struct {
 	// an attached foreground run.
 	interactive, tty bool
 	detachKeys       string
+	health           *healthFlags
 }
 
 // parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
@@ -126,6 +127,7 @@ the container's ID and returns.`,
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open for attach (needs -t)")
 	f.BoolVarP(&o.tty, "tty", "t", false, "give the container a terminal")
 	f.StringVar(&o.detachKeys, "detach-keys", "", "keys that detach from a -it run and leave it running (default ctrl-p,ctrl-q)")
+	o.health = addHealthFlags(f)
 	return cmd
 }
 
@@ -184,6 +186,9 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		return &exitError{code: 125, err: err}
 	}
 	req.Log = lo
+	if err := o.health.apply(req); err != nil {
+		return &exitError{code: 125, err: err}
+	}
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		if req.Labels == nil {
@@ -432,7 +437,7 @@ func humanDuration(d time.Duration) string {
 func humanStatus(ct *agentv1.Container) string {
 	switch ct.State {
 	case typesv1.TaskState_TASK_RUNNING:
-		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime()))
+		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime())) + healthSuffix(ct)
 	case typesv1.TaskState_TASK_STARTING:
 		return "Starting"
 	}
@@ -521,6 +526,10 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 		row("Reason", ct.Reason.String())
 	}
 	row("Message", ct.Message)
+	if ct.Health != typesv1.HealthState_HEALTH_STATE_UNSPECIFIED {
+		row("Health", fmt.Sprintf("%s (%d failures in a row, checked %s)", healthWord(ct.Health), ct.HealthFailures, tsf(ct.HealthCheckedAt, ct.HealthCheckedAt != nil)))
+		row("Health output", strings.TrimSpace(ct.HealthOutput))
+	}
 	if ct.ExitCode != nil {
 		row("Exit code", fmt.Sprint(*ct.ExitCode))
 	}
