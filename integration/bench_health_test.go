@@ -1,0 +1,188 @@
+//go:build bench
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
+)
+
+// 100 containers, each serving HTTP on its own loopback, each with an HTTP
+// check every second: the agent's added CPU against the same 100
+// containers without checks, in the same run (target <= 0.05 core), and
+// how late checks start after their due time (p99, target <= 100 ms, from
+// the agent's gearbox_checks_lateness_seconds histogram). The agent is
+// built without the race detector for this, as it runs in production.
+func TestBenchHealthChecks(t *testing.T) {
+	const n = 100
+	const window = 20 * time.Second
+	useAgentWithoutRace(t)
+	serve := []string{"sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"}
+	launchAll := func(prefix string, hc *typesv1.HealthCheck) {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for i := range n {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				id := fmt.Sprintf("%s-%d", prefix, i)
+				if _, err := h.client.LaunchContainer(context.Background(), &agentv1.LaunchContainerRequest{
+					ContainerId: id, Image: testImage, Cmd: &agentv1.StringList{Values: serve}, HealthCheck: hc,
+				}); err != nil {
+					t.Errorf("launch %s: %v", id, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	removeAll := func(prefix string) {
+		for i := range n {
+			h.client.RemoveContainer(context.Background(), &agentv1.RemoveContainerRequest{ContainerId: fmt.Sprintf("%s-%d", prefix, i), Force: true})
+		}
+	}
+	pid := h.agentCmd.Process.Pid
+	cpuOver := func() time.Duration {
+		time.Sleep(3 * time.Second) // let the launches' work settle
+		start := procCPU(pid)
+		time.Sleep(window)
+		return procCPU(pid) - start
+	}
+
+	launchAll("plain", nil)
+	t.Cleanup(func() { removeAll("plain") })
+	base := cpuOver()
+	removeAll("plain")
+
+	launchAll("hc", &typesv1.HealthCheck{Http: &typesv1.HTTPCheck{Port: 8080, Path: "/index.html"},
+		Interval: d(time.Second), Timeout: d(time.Second), GracePeriod: d(0), ConsecutiveFailures: 1000})
+	t.Cleanup(func() { removeAll("hc") })
+	deadline := time.Now().Add(2 * time.Minute)
+	for healthy := 0; healthy < n; {
+		resp, err := h.client.GetContainers(ctxT(t), &agentv1.GetContainersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		healthy = 0
+		for _, c := range resp.Containers {
+			if strings.HasPrefix(c.Id, "hc-") && c.Health == typesv1.HealthState_HEALTH_STATE_HEALTHY {
+				healthy++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d containers healthy after 2 minutes", healthy, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	before := latenessHistogram(t)
+	with := cpuOver()
+	after := latenessHistogram(t)
+	runs := after.count - before.count
+	p50, p99 := after.sub(before).quantile(0.50), after.sub(before).quantile(0.99)
+	added := (with - base).Seconds() / window.Seconds()
+	report(t, "health checks: %d containers, an HTTP check each every 1s, over %s: %.0f checks run (%.1f/s)\n"+
+		"  agent CPU without checks %.3f core, with %.3f core: added %.3f core (target <= 0.05)\n"+
+		"  lateness after the due time: p50 <= %s, p99 <= %s (histogram bucket bounds; target <= 100ms)",
+		n, window, runs, runs/window.Seconds(), base.Seconds()/window.Seconds(), with.Seconds()/window.Seconds(), added, p50, p99)
+}
+
+// useAgentWithoutRace restarts the harness's agent from a binary built
+// without -race, and puts the race-built one back when the test ends.
+func useAgentWithoutRace(t *testing.T) {
+	t.Helper()
+	plain := filepath.Join(h.dir, "bin-norace", "gearbox")
+	cmd := exec.Command("go", "build", "-o", plain, "../cmd/gearbox")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building gearbox without -race: %v\n%s", err, out)
+	}
+	race := filepath.Join(h.bin, "gearbox")
+	if err := os.Rename(race, race+".race"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(plain, race); err != nil {
+		t.Fatal(err)
+	}
+	restartAgent(t, syscall.SIGTERM)
+	t.Cleanup(func() {
+		os.Remove(race)
+		os.Rename(race+".race", race)
+		restartAgent(t, syscall.SIGTERM)
+	})
+}
+
+// histogram is a Prometheus histogram's cumulative buckets as scraped.
+type histogram struct {
+	bounds []float64
+	counts []float64
+	count  float64
+}
+
+func (a histogram) sub(b histogram) histogram {
+	out := histogram{bounds: a.bounds, counts: make([]float64, len(a.counts)), count: a.count - b.count}
+	for i := range a.counts {
+		out.counts[i] = a.counts[i] - b.counts[i]
+	}
+	return out
+}
+
+// quantile is the upper bound of the bucket the q-quantile falls in.
+func (a histogram) quantile(q float64) time.Duration {
+	want := q * a.count
+	for i, c := range a.counts {
+		if c >= want {
+			if math.IsInf(a.bounds[i], 1) {
+				return time.Duration(math.MaxInt64)
+			}
+			return time.Duration(a.bounds[i] * float64(time.Second))
+		}
+	}
+	return time.Duration(math.MaxInt64)
+}
+
+func latenessHistogram(t *testing.T) histogram {
+	t.Helper()
+	resp, err := http.Get("http://" + h.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var hg histogram
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, `gearbox_checks_lateness_seconds_bucket{le="`); ok {
+			le, val, _ := strings.Cut(rest, `"} `)
+			b, _ := strconv.ParseFloat(le, 64)
+			if le == "+Inf" {
+				b = math.Inf(1)
+			}
+			v, _ := strconv.ParseFloat(val, 64)
+			hg.bounds, hg.counts = append(hg.bounds, b), append(hg.counts, v)
+		}
+		if rest, ok := strings.CutPrefix(line, "gearbox_checks_lateness_seconds_count "); ok {
+			hg.count, _ = strconv.ParseFloat(rest, 64)
+		}
+	}
+	if len(hg.bounds) == 0 {
+		t.Fatal("the agent's metrics have no gearbox_checks_lateness_seconds")
+	}
+	return hg
+}
