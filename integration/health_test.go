@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gearboxd/gearbox/checks"
 	"github.com/gearboxd/gearbox/internal/demoimage"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -99,20 +102,21 @@ func execIn(t *testing.T, id string, args ...string) {
 	}
 }
 
-// An HTTP check against busybox httpd, made inside the container's own
-// network namespace: unhealthy once the served file is gone, healthy again
+// An HTTP check against busybox httpd: unhealthy once the served file is gone, healthy again
 // once it is back; ps and inspect show it.
 func TestHealthHTTPFollowsTheServedFile(t *testing.T) {
+	port, err := freePort() // containers share the host's network until they get their own
+	if err != nil {
+		t.Fatal(err)
+	}
 	launchChecked(t, "hc-http", &typesv1.HealthCheck{
-		Http: &typesv1.HTTPCheck{Port: 8080, Path: "/index.html"}, Interval: d(300 * time.Millisecond),
+		Http: &typesv1.HTTPCheck{Port: uint32(port), Path: "/index.html"}, Interval: d(300 * time.Millisecond),
 		GracePeriod: d(0), ConsecutiveFailures: 1000,
-	}, "sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www")
+	}, "sh", "-c", fmt.Sprintf("mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:%d -h /www", port))
 	c := waitHealth(t, "hc-http", typesv1.HealthState_HEALTH_STATE_HEALTHY)
 	if !strings.Contains(c.HealthOutput, "200") || c.HealthCheckedAt == nil {
 		t.Errorf("healthy: output %q checked at %v", c.HealthOutput, c.HealthCheckedAt)
 	}
-	// The container listens on its own loopback: the host cannot reach it,
-	// only a check made in its network namespace can.
 	if r := h.cli("ps"); !strings.Contains(r.stdout, "(healthy)") {
 		t.Errorf("ps does not show the health:\n%s", r.stdout)
 	}
@@ -133,8 +137,12 @@ func TestHealthHTTPFollowsTheServedFile(t *testing.T) {
 
 // A TCP check on an nc -l loop, from the CLI's flags.
 func TestHealthTCPOnAnNcLoop(t *testing.T) {
-	r := h.cli("run", "-d", "--name", "hc-tcp", "--health-tcp", "9000", "--health-interval", "300ms", "--health-start-period", "0s",
-		testImage, "sh", "-c", "while true; do nc -l -p 9000 </dev/null; done")
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.cli("run", "-d", "--name", "hc-tcp", "--health-tcp", fmt.Sprint(port), "--health-interval", "300ms", "--health-start-period", "0s",
+		testImage, "sh", "-c", fmt.Sprintf("while true; do nc -l -p %d </dev/null; done", port))
 	t.Cleanup(func() {
 		h.client.RemoveContainer(context.Background(), &agentv1.RemoveContainerRequest{ContainerId: "hc-tcp", Force: true})
 	})
@@ -142,7 +150,7 @@ func TestHealthTCPOnAnNcLoop(t *testing.T) {
 		t.Fatal(r)
 	}
 	c := waitHealth(t, "hc-tcp", typesv1.HealthState_HEALTH_STATE_HEALTHY)
-	if !strings.Contains(c.HealthOutput, "connected to 127.0.0.1:9000") {
+	if !strings.Contains(c.HealthOutput, fmt.Sprintf("connected to 127.0.0.1:%d", port)) {
 		t.Errorf("output %q", c.HealthOutput)
 	}
 }
@@ -319,5 +327,56 @@ func waitTaskHealthy(t *testing.T, m *masterProc, id string, want bool) *masterv
 			t.Fatalf("task %s never healthy=%v: %v %v", id, want, r, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// HTTP and TCP checks are made inside the target's network namespace: a
+// server in a namespace of its own (unshare -n), on a loopback port the
+// host does not serve, is reached by the checks and not from the host.
+// (Containers run on the host's network until they get networks of their
+// own; this is the path their checks will take then.)
+func TestHealthProbesEnterTheNetworkNamespace(t *testing.T) {
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	www := t.TempDir()
+	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bb := mustLookPath("busybox")
+	srv := exec.Command(mustLookPath("unshare"), "-n", bb, "sh", "-c",
+		fmt.Sprintf("%[1]s ip link set lo up && exec %[1]s httpd -f -p 127.0.0.1:%[2]d -h %[3]s", bb, port, www))
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	s := checks.New(checks.Config{Env: checks.Env{
+		Pid: func(context.Context, string) (uint32, error) { return uint32(srv.Process.Pid), nil },
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	every := 200 * time.Millisecond
+	s.Add("ns-http", checks.Check{Kind: checks.HTTP, Port: uint16(port), Path: "/index.html", Scheme: "http", Interval: every, Timeout: every, ConsecutiveFailures: 1000}, time.Now())
+	s.Add("ns-tcp", checks.Check{Kind: checks.TCP, Port: uint16(port), Interval: every, Timeout: every, ConsecutiveFailures: 1000}, time.Now())
+	for _, id := range []string{"ns-http", "ns-tcp"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st, _ := s.Status(id)
+			if st.State == checks.Healthy {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s %q, want healthy", id, st.State, st.Output)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the host reaches 127.0.0.1:%d: the server is not in a namespace of its own, the test proves nothing", port)
 	}
 }
