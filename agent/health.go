@@ -139,8 +139,13 @@ func (h *health) start(info containerizer.Container, c *checks.Check, noImage bo
 	h.recs[info.ID] = r
 	h.mu.Unlock()
 	h.observe(info, false)
-	// It may have ended before its check was known.
-	if now, err := h.cz.Get(context.Background(), info.ID); err == nil && now.State.Terminal() {
+	// It may have ended, or even been removed (auto_remove), before its
+	// check was known.
+	now, err := h.cz.Get(context.Background(), info.ID)
+	switch {
+	case errdefs.IsNotFound(err):
+		h.observe(info, true)
+	case err == nil && now.State.Terminal():
 		h.observe(now, false)
 	}
 }
