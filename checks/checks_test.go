@@ -169,10 +169,13 @@ func TestProbeHTTPAndTCP(t *testing.T) {
 	if ok, out := probe(ctx, env, "c", Check{Kind: TCP, Port: closed, Timeout: time.Second}, &proc); ok || !strings.Contains(out, "refused") {
 		t.Errorf("tcp to a closed port: ok=%v %q, want refused", ok, out)
 	}
-	// A pid whose start time is not the one recorded was reused.
-	stale := process{pid: uint32(os.Getpid()), start: proc.start + 1}
-	if ok, out := probe(ctx, env, "c", check, &stale); ok || !strings.Contains(out, ErrProcessGone.Error()) {
-		t.Errorf("reused pid: ok=%v %q", ok, out)
+	// The start time that, with the pid, names the process for good.
+	if a, err := procStart(uint32(os.Getpid())); err != nil || a == 0 || a != proc.start {
+		t.Errorf("own start time %d (%v), recorded %d", a, err, proc.start)
+	}
+	// A process that is gone.
+	if _, err := dialIn(ctx, process{pid: 1 << 30}, "127.0.0.1:1"); !errors.Is(err, ErrProcessGone) {
+		t.Errorf("dial into a vanished process's namespace: %v", err)
 	}
 }
 

@@ -107,24 +107,38 @@ func probe(ctx context.Context, env Env, id string, c Check, proc *process) (boo
 	return httpGet(ctx, c, addr, dial)
 }
 
+// dialerKey carries a check's dialer to the shared transport.
+type dialerKey struct{}
+
+// transport is shared by every HTTP check: it dials with the dialer the
+// request's context carries (into the container's network namespace) and
+// keeps no connection; https is not verified (as Mesos).
+var transport = &http.Transport{
+	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dial, _ := ctx.Value(dialerKey{}).(func(context.Context) (net.Conn, error))
+		if dial == nil {
+			return nil, errors.New("no dialer for the health check")
+		}
+		return dial(ctx)
+	},
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+	DisableKeepAlives: true,
+}
+
+var httpClient = &http.Client{Transport: transport,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 // httpGet makes the check's GET over a connection dialled in the
 // container's network namespace. 200-399 is healthy; redirects are not
-// followed; https is not verified (as Mesos).
+// followed.
 func httpGet(ctx context.Context, c Check, addr string, dial func(context.Context) (net.Conn, error)) (bool, string) {
-	tr := &http.Transport{
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	url := c.Scheme + "://" + addr + c.Path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, dialerKey{}, dial), http.MethodGet, url, nil)
 	if err != nil {
 		return false, err.Error()
 	}
 	req.Header.Set("User-Agent", "gearbox-health-check")
-	resp, err := cl.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return false, fmt.Sprintf("GET %s: %v", url, err)
 	}
@@ -155,15 +169,24 @@ func procStart(pid uint32) (uint64, error) {
 }
 
 // dialIn connects to addr from inside the network namespace of process p.
-// The namespace is opened through /proc/PID/ns/net, then the process's
-// start time is read again: if it changed, the pid was reused and the
-// namespace is someone else's, and nothing is dialled. The dial runs on a
-// locked OS thread moved into the namespace (the containernetworking ns
-// package); the socket stays in that namespace whatever thread uses it
-// next. A namespace that is the agent's own (a container on the host's
-// network) needs no setns, which also lets unit tests run unprivileged.
+// A namespace that is the agent's own (a container on the host's network)
+// needs no setns: one stat says so, and a reused pid changes nothing there.
+// Otherwise the namespace is opened through /proc/PID/ns/net, then the
+// process's start time is read again: if it changed, the pid was reused
+// and the namespace is someone else's, and nothing is dialled. The dial
+// runs on a locked OS thread moved into the namespace (the
+// containernetworking ns package); the socket stays in that namespace
+// whatever thread uses it next.
 func dialIn(ctx context.Context, p process, addr string) (net.Conn, error) {
+	var d net.Dialer
 	path := fmt.Sprintf("/proc/%d/ns/net", p.pid)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProcessGone, err)
+	}
+	if own, err := ownNetns(); err == nil && own == (nsID{st.Dev, st.Ino}) {
+		return d.DialContext(ctx, "tcp", addr)
+	}
 	target, err := ns.GetNS(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProcessGone, err)
@@ -171,10 +194,6 @@ func dialIn(ctx context.Context, p process, addr string) (net.Conn, error) {
 	defer target.Close()
 	if start, err := procStart(p.pid); err != nil || start != p.start {
 		return nil, fmt.Errorf("%w: pid %d is another process now", ErrProcessGone, p.pid)
-	}
-	var d net.Dialer
-	if same, err := ownNetns(target); err == nil && same {
-		return d.DialContext(ctx, "tcp", addr)
 	}
 	var conn net.Conn
 	err = target.Do(func(ns.NetNS) error {
@@ -188,14 +207,22 @@ func dialIn(ctx context.Context, p process, addr string) (net.Conn, error) {
 	return conn, err
 }
 
-// ownNetns says whether target is the agent's own network namespace.
-func ownNetns(target ns.NetNS) (bool, error) {
-	var a, b unix.Stat_t
-	if err := unix.Fstat(int(target.Fd()), &a); err != nil {
-		return false, err
-	}
-	if err := unix.Stat("/proc/self/ns/net", &b); err != nil {
-		return false, err
-	}
-	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+// nsID names a namespace: the device and inode of its nsfs file.
+type nsID struct{ dev, ino uint64 }
+
+var ownNS struct {
+	once sync.Once
+	id   nsID
+	err  error
+}
+
+// ownNetns is the agent's own network namespace (its main thread's; the
+// agent moves only locked threads, which it throws away).
+func ownNetns() (nsID, error) {
+	ownNS.once.Do(func() {
+		var st unix.Stat_t
+		ownNS.err = unix.Stat("/proc/self/ns/net", &st)
+		ownNS.id = nsID{st.Dev, st.Ino}
+	})
+	return ownNS.id, ownNS.err
 }
