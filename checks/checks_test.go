@@ -278,3 +278,26 @@ func TestSchedulerRunsChecksChangesAndFails(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+func TestNextBatchesChecksDueSoon(t *testing.T) {
+	s := New(Config{})
+	now := time.Now()
+	add := func(id string, in, interval time.Duration) {
+		s.Add(id, Check{Kind: TCP, Port: 1, Interval: interval, Timeout: interval}, now.Add(in))
+	}
+	add("due", 0, time.Second)
+	add("soon", 50*time.Millisecond, time.Second)
+	add("later", 500*time.Millisecond, time.Second)
+	add("soon-but-frequent", 50*time.Millisecond, 100*time.Millisecond) // may run 25ms early at most
+	batch, _ := s.next(now)
+	var got []string
+	for _, e := range batch {
+		got = append(got, e.id)
+	}
+	if strings.Join(got, ",") != "due,soon" {
+		t.Fatalf("batch %v, want due,soon", got)
+	}
+	if batch, wait := s.next(now); len(batch) != 0 || wait != 50*time.Millisecond {
+		t.Fatalf("then %d entries, wait %v; want none for 50ms", len(batch), wait)
+	}
+}

@@ -1,6 +1,7 @@
 package checks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -107,43 +108,42 @@ func probe(ctx context.Context, env Env, id string, c Check, proc *process) (boo
 	return httpGet(ctx, c, addr, dial)
 }
 
-// dialerKey carries a check's dialer to the shared transport.
-type dialerKey struct{}
-
-// transport is shared by every HTTP check: it dials with the dialer the
-// request's context carries (into the container's network namespace) and
-// keeps no connection; https is not verified (as Mesos).
-var transport = &http.Transport{
-	DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		dial, _ := ctx.Value(dialerKey{}).(func(context.Context) (net.Conn, error))
-		if dial == nil {
-			return nil, errors.New("no dialer for the health check")
-		}
-		return dial(ctx)
-	},
-	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-	DisableKeepAlives: true,
-}
-
-var httpClient = &http.Client{Transport: transport,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
 // httpGet makes the check's GET over a connection dialled in the
-// container's network namespace. 200-399 is healthy; redirects are not
-// followed.
+// container's network namespace, in the calling goroutine (no transport:
+// one connection per check, Connection: close, nothing pooled). 200-399 is
+// healthy; redirects are not followed; https is not verified (as Mesos).
 func httpGet(ctx context.Context, c Check, addr string, dial func(context.Context) (net.Conn, error)) (bool, string) {
 	url := c.Scheme + "://" + addr + c.Path
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, dialerKey{}, dial), http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false, err.Error()
 	}
 	req.Header.Set("User-Agent", "gearbox-health-check")
-	resp, err := httpClient.Do(req)
+	req.Close = true
+	conn, err := dial(ctx)
 	if err != nil {
 		return false, fmt.Sprintf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if c.Scheme == "https" {
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1"})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return false, fmt.Sprintf("GET %s: %v", url, err)
+		}
+		conn = tc
+	}
+	if err := req.Write(conn); err != nil {
+		return false, fmt.Sprintf("GET %s: %v", url, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 4096), req)
+	if err != nil {
+		return false, fmt.Sprintf("GET %s: %v", url, err)
+	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
 	out := fmt.Sprintf("GET %s: %s", url, resp.Status)
 	return resp.StatusCode >= 200 && resp.StatusCode < 400, out
 }

@@ -141,8 +141,8 @@ func (s *Scheduler) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		e, wait := s.next(time.Now())
-		if e == nil {
+		batch, wait := s.next(time.Now())
+		if len(batch) == 0 {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
@@ -153,45 +153,70 @@ func (s *Scheduler) Run(ctx context.Context) {
 			timer.Stop()
 			continue
 		}
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
+		for _, e := range batch {
+			if !s.dispatch(ctx, e, &wg) {
+				return
+			}
 		}
-		pctx, cancel := context.WithTimeout(ctx, e.check.Timeout)
-		s.mu.Lock()
-		if e.removed {
-			s.mu.Unlock()
-			cancel()
-			<-s.sem
-			continue
-		}
-		e.cancel = cancel
-		s.mu.Unlock()
-		s.m.lateness.Observe(time.Since(e.due).Seconds())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-s.sem }()
-			defer cancel()
-			s.runOne(pctx, e)
-		}()
 	}
 }
 
-// next pops the entry due at now, or says how long until one is.
-func (s *Scheduler) next(now time.Time) (*entry, time.Duration) {
+// dispatch runs e's probe in a worker once one is free; false when ctx
+// ended first.
+func (s *Scheduler) dispatch(ctx context.Context, e *entry, wg *sync.WaitGroup) bool {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, e.check.Timeout)
+	s.mu.Lock()
+	if e.removed {
+		s.mu.Unlock()
+		cancel()
+		<-s.sem
+		return true
+	}
+	e.cancel = cancel
+	s.mu.Unlock()
+	s.m.lateness.Observe(max(time.Since(e.due), 0).Seconds())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() { <-s.sem }()
+		defer cancel()
+		s.runOne(pctx, e)
+	}()
+	return true
+}
+
+// coalesce is how early a check may run to share a wake-up with one that
+// is due (at most a quarter of its interval). Waking the agent costs more
+// than a check on a busy or virtual machine: a hundred checks a second
+// spread out cost four times the CPU of the same checks run in batches.
+const coalesce = 100 * time.Millisecond
+
+// next pops the entries due at now, with those due soon enough to run
+// with them, or says how long until one is due.
+func (s *Scheduler) next(now time.Time) ([]*entry, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.queue) == 0 {
 		return nil, time.Hour
 	}
-	e := s.queue[0]
-	if d := e.due.Sub(now); d > 0 {
+	if d := s.queue[0].due.Sub(now); d > 0 {
 		return nil, d
 	}
-	heap.Pop(&s.queue)
-	return e, 0
+	var batch []*entry
+	for len(s.queue) > 0 {
+		e := s.queue[0]
+		if early := e.due.Sub(now); early > 0 && early > min(coalesce, e.check.Interval/4) {
+			break
+		}
+		heap.Pop(&s.queue)
+		batch = append(batch, e)
+	}
+	return batch, 0
 }
 
 // runOne probes e once and records the result.
