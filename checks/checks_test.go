@@ -300,4 +300,7 @@ func TestNextBatchesChecksDueSoon(t *testing.T) {
 	if batch, wait := s.next(now); len(batch) != 0 || wait != 50*time.Millisecond {
 		t.Fatalf("then %d entries, wait %v; want none for 50ms", len(batch), wait)
 	}
+	if batch, _ := s.next(now.Add(50 * time.Millisecond)); len(batch) != 1 || batch[0].id != "soon-but-frequent" {
+		t.Fatalf("at its due time: %v, want soon-but-frequent", batch)
+	}
 }

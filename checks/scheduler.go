@@ -207,14 +207,17 @@ func (s *Scheduler) next(now time.Time) ([]*entry, time.Duration) {
 	if d := s.queue[0].due.Sub(now); d > 0 {
 		return nil, d
 	}
-	var batch []*entry
-	for len(s.queue) > 0 {
-		e := s.queue[0]
-		if early := e.due.Sub(now); early > 0 && early > min(coalesce, e.check.Interval/4) {
-			break
+	var batch, notYet []*entry
+	for len(s.queue) > 0 && s.queue[0].due.Sub(now) <= coalesce {
+		e := heap.Pop(&s.queue).(*entry)
+		if early := e.due.Sub(now); early > 0 && early > e.check.Interval/4 {
+			notYet = append(notYet, e)
+			continue
 		}
-		heap.Pop(&s.queue)
 		batch = append(batch, e)
+	}
+	for _, e := range notYet {
+		heap.Push(&s.queue, e)
 	}
 	return batch, 0
 }
