@@ -140,16 +140,17 @@ type ctr struct {
 	cont    client.Container      // nil while launching
 	task    client.Task           // nil when no task runs
 	killed  bool                  // a KillContainer was received
-	// killReason and killMessage: why the agent itself killed it (a failed
-	// health check), for its terminal state.
-	killReason  containerizer.Reason
-	killMessage string
 	limit   *isolators.Limitation // a limit that made the agent end it
 	done    chan struct{}         // closed when terminal and output complete
 	removed bool
 	nested  map[string]*nested // by child name
 	// attached: a client writes to the stdin (one at a time).
 	attached bool
+
+	// killReason and killMessage: why the agent itself killed it (a failed
+	// health check), for its terminal state.
+	killReason  containerizer.Reason
+	killMessage string
 }
 
 // loggerContainer is what the container's logger knows of it.
