@@ -55,7 +55,7 @@ func TestBenchHealthChecks(t *testing.T) {
 				var hc *typesv1.HealthCheck
 				if check {
 					hc = &typesv1.HealthCheck{Http: &typesv1.HTTPCheck{Port: uint32(basePort + i), Path: "/index.html"},
-						Interval: d(time.Second), Timeout: d(time.Second), GracePeriod: d(0), ConsecutiveFailures: 1000}
+						Interval: hcDur(time.Second), Timeout: hcDur(time.Second), GracePeriod: hcDur(0), ConsecutiveFailures: 1000}
 				}
 				if _, err := h.client.LaunchContainer(context.Background(), &agentv1.LaunchContainerRequest{
 					ContainerId: id, Image: testImage, Cmd: &agentv1.StringList{Values: serve(i)}, HealthCheck: hc,

@@ -61,14 +61,14 @@ func healthImageTar(t *testing.T) string {
 	return healthTar
 }
 
-func d(x time.Duration) *durationpb.Duration { return durationpb.New(x) }
+func hcDur(x time.Duration) *durationpb.Duration { return durationpb.New(x) }
 
 // launchChecked launches a container of img running args with a check.
 func launchChecked(t *testing.T, id string, hc *typesv1.HealthCheck, args ...string) *agentv1.Container {
 	t.Helper()
 	resp, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{
 		ContainerId: id, Image: testImage, Cmd: &agentv1.StringList{Values: args}, HealthCheck: hc,
-		KillPolicy: &typesv1.KillPolicy{GracePeriod: d(time.Second)},
+		KillPolicy: &typesv1.KillPolicy{GracePeriod: hcDur(time.Second)},
 	})
 	if err != nil {
 		t.Fatalf("launch %s: %v", id, err)
@@ -110,8 +110,8 @@ func TestHealthHTTPFollowsTheServedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	launchChecked(t, "hc-http", &typesv1.HealthCheck{
-		Http: &typesv1.HTTPCheck{Port: uint32(port), Path: "/index.html"}, Interval: d(300 * time.Millisecond),
-		GracePeriod: d(0), ConsecutiveFailures: 1000,
+		Http: &typesv1.HTTPCheck{Port: uint32(port), Path: "/index.html"}, Interval: hcDur(300 * time.Millisecond),
+		GracePeriod: hcDur(0), ConsecutiveFailures: 1000,
 	}, "sh", "-c", fmt.Sprintf("mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 127.0.0.1:%d -h /www", port))
 	c := waitHealth(t, "hc-http", typesv1.HealthState_HEALTH_STATE_HEALTHY)
 	if !strings.Contains(c.HealthOutput, "200") || c.HealthCheckedAt == nil {
@@ -161,7 +161,7 @@ func TestHealthTCPOnAnNcLoop(t *testing.T) {
 func TestHealthCommandFailuresKillTheContainer(t *testing.T) {
 	launchChecked(t, "hc-cmd", &typesv1.HealthCheck{
 		Command:  []string{"sh", "-c", "test -f /tmp/ok || { echo no ok file; exit 1; }"},
-		Interval: d(200 * time.Millisecond), GracePeriod: d(0), ConsecutiveFailures: 3,
+		Interval: hcDur(200 * time.Millisecond), GracePeriod: hcDur(0), ConsecutiveFailures: 3,
 	}, "sh", "-c", `touch /tmp/ok; trap "exit 143" TERM; while true; do sleep 1; done`)
 	waitHealth(t, "hc-cmd", typesv1.HealthState_HEALTH_STATE_HEALTHY)
 	execIn(t, "hc-cmd", "rm", "/tmp/ok")
@@ -184,7 +184,7 @@ func TestHealthCommandFailuresKillTheContainer(t *testing.T) {
 func TestHealthGracePeriodIsRespected(t *testing.T) {
 	const grace = 2 * time.Second
 	launchChecked(t, "hc-grace", &typesv1.HealthCheck{
-		Command: []string{"false"}, Interval: d(200 * time.Millisecond), GracePeriod: d(grace), ConsecutiveFailures: 1,
+		Command: []string{"false"}, Interval: hcDur(200 * time.Millisecond), GracePeriod: hcDur(grace), ConsecutiveFailures: 1,
 	}, "sleep", "600")
 	c := waitHealth(t, "hc-grace", typesv1.HealthState_HEALTH_STATE_STARTING)
 	if c.HealthFailures != 0 {
@@ -239,8 +239,8 @@ func TestHealthCheckValidation(t *testing.T) {
 		hc    *typesv1.HealthCheck
 		field string
 	}{
-		{&typesv1.HealthCheck{Command: []string{"true"}, Interval: d(time.Second), Timeout: d(5 * time.Second)}, "health_check.timeout"},
-		{&typesv1.HealthCheck{Command: []string{"true"}, Interval: d(time.Millisecond)}, "health_check.interval"},
+		{&typesv1.HealthCheck{Command: []string{"true"}, Interval: hcDur(time.Second), Timeout: hcDur(5 * time.Second)}, "health_check.timeout"},
+		{&typesv1.HealthCheck{Command: []string{"true"}, Interval: hcDur(time.Millisecond)}, "health_check.interval"},
 		{&typesv1.HealthCheck{Tcp: &typesv1.TCPCheck{Port: 70000}}, "health_check.tcp.port"},
 		{&typesv1.HealthCheck{Http: &typesv1.HTTPCheck{Port: 0}}, "health_check.http.port"},
 		{&typesv1.HealthCheck{Type: typesv1.HealthCheck_COMMAND}, "health_check.command"},
@@ -265,7 +265,7 @@ func TestHealthCheckValidation(t *testing.T) {
 func TestHealthChecksSurviveAgentRestart(t *testing.T) {
 	launchChecked(t, "hc-restart", &typesv1.HealthCheck{
 		Command:  []string{"sh", "-c", "test -f /tmp/ok || { echo gone; exit 1; }"},
-		Interval: d(200 * time.Millisecond), GracePeriod: d(0), ConsecutiveFailures: 2,
+		Interval: hcDur(200 * time.Millisecond), GracePeriod: hcDur(0), ConsecutiveFailures: 2,
 	}, "sh", "-c", "touch /tmp/ok; exec sleep 600")
 	waitHealth(t, "hc-restart", typesv1.HealthState_HEALTH_STATE_HEALTHY)
 	if err := h.stopAgent(syscall.SIGKILL); err != nil {
