@@ -104,6 +104,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer b.close()
 	a.gc = newCollector(a.cz, a.cfg, a.log)
+	// Health checks run while the agent serves; they stop before the
+	// containerizer closes (b.close).
+	hctx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() { defer close(healthDone); a.adm.health.sched.Run(hctx) }()
+	defer func() { stopHealth(); <-healthDone }()
 	srv := grpcserver.New(grpcserver.Config{
 		Services:  []string{agentv1.Agent_ServiceDesc.ServiceName},
 		Register:  func(s *grpc.Server) { agentv1.RegisterAgentServer(s, a.apiServer()) },

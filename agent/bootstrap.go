@@ -100,6 +100,12 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 			a.masterID.Store(a.mc.agentID)
 		}
 	}
+	if a.adm.health, err = newHealth(a.cfg.WorkDir, a.log); err != nil {
+		return nil, err
+	}
+	if a.mc != nil {
+		a.adm.health.onChange = a.mc.healthChanged
+	}
 	recoverStart := time.Now()
 	isos, err := a.isolators(b)
 	if err != nil {
@@ -113,6 +119,9 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 		return nil, fmt.Errorf("writing the checkpoint: %w", err)
 	}
 	all, _ := a.cz.Containers(ctx)
+	a.adm.health.cz, a.adm.health.sx = a.cz, a.cz
+	a.adm.health.recover(all)
+	b.metrics = append(b.metrics, a.adm.health.sched.Collectors()...)
 	recovery := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gearbox_agent_recovery_duration_seconds", Help: "How long the last start's recovery took."})
 	recovery.Set(time.Since(recoverStart).Seconds())
 	a.log.Info("recovery done", "agent_id", a.id(), "containers", len(all), "duration", time.Since(recoverStart).Round(time.Millisecond))
@@ -203,7 +212,7 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 	for n, rt := range a.cfg.Runtimes {
 		runtimes[n] = containerd.RuntimeProfile{Type: rt.Type, Binary: rt.Binary}
 	}
-	cp := a.cp
+	cp, health := a.cp, a.adm.health
 	cz, err := containerd.New(ctx, containerd.Config{
 		Address: a.cfg.ContainerdAddress, Namespace: a.cfg.Namespace,
 		WorkDir: a.cfg.WorkDir, RunDir: a.cfg.RunDir, Snapshotter: a.cfg.Snapshotter,
@@ -228,6 +237,7 @@ func (a *Agent) openContainerizer(ctx context.Context, b *bootstrapped, rec reco
 			if a.mc != nil {
 				a.mc.observe(c, removed)
 			}
+			health.observe(c, removed)
 		},
 		Log: a.log,
 	})

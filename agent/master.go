@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gearboxd/gearbox/checks"
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/launchspec"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
@@ -67,6 +68,11 @@ type masterClient struct {
 	pending []*pendingUpdate // by seq
 	nextSeq uint64
 	last    map[string]typesv1.TaskState // task → state of its last queued update
+
+	// health: task → what its health check last said, sent with each of
+	// its updates.
+	health map[string]taskHealth
+
 	agentID string
 	wake    chan struct{}
 	creds   credentials.TransportCredentials
@@ -98,7 +104,11 @@ type pendingUpdate struct {
 	Message  string            `json:"message,omitempty"`
 	ExitCode *int32            `json:"exit_code,omitempty"`
 	Time     time.Time         `json:"time"`
-	sent     *masterSession
+	// Healthy and HealthOutput: what the task's health check last said
+	// (Mesos's TaskStatus.healthy), when it has one.
+	Healthy      *bool  `json:"healthy,omitempty"`
+	HealthOutput string `json:"health_output,omitempty"`
+	sent         *masterSession
 }
 
 type masterMeta struct {
@@ -126,7 +136,7 @@ type nodeInfo struct {
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
 		onID: func(id string) { a.masterID.Store(id) },
-		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
+		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, health: map[string]taskHealth{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -180,12 +190,41 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	defer mc.mu.Unlock()
 	if removed {
 		delete(mc.last, string(c.ID))
+		delete(mc.health, string(c.ID))
 		return
 	}
 	if mc.last[string(c.ID)] == c.State {
 		return
 	}
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode})
+	h := mc.health[string(c.ID)]
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
+		Healthy: h.healthy, HealthOutput: h.output})
+}
+
+// taskHealth is what a task's health check last said.
+type taskHealth struct {
+	healthy *bool
+	output  string
+}
+
+// healthChanged sends a running task's change of health to the master
+// (Mesos: an update with REASON_TASK_HEALTH_CHECK_STATUS_UPDATED on each
+// change). A container still starting (in its grace period) has said
+// nothing yet.
+func (mc *masterClient) healthChanged(c containerizer.Container, s checks.Status) {
+	if !isTask(c) || (s.State != checks.Healthy && s.State != checks.Unhealthy) {
+		return
+	}
+	healthy := s.State == checks.Healthy
+	msg := "health check passed"
+	if !healthy {
+		msg = "health check failed: " + s.Output
+	}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	mc.health[string(c.ID)] = taskHealth{healthy: &healthy, output: s.Output}
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: typesv1.Reason_REASON_TASK_HEALTH_CHECK_STATUS_UPDATED,
+		Message: msg, Healthy: &healthy, HealthOutput: s.Output})
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -239,7 +278,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	mc.mu.Unlock()
 	for _, u := range todo {
 		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
-			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time),
+			Healthy: u.Healthy, HealthOutput: u.HealthOutput}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -437,9 +477,12 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 		if c.Labels[LabelTask] == "" {
 			continue
 		}
+		mc.mu.Lock()
+		h := mc.health[string(c.ID)]
+		mc.mu.Unlock()
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
 			State: c.State, Reason: c.Reason,
-			Message: c.Message, ExitCode: c.ExitCode})
+			Message: c.Message, ExitCode: c.ExitCode, Healthy: h.healthy, HealthOutput: h.output})
 	}
 	return reg, nil
 }
@@ -468,7 +511,7 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 		err = nil
 	}
 	if err == nil {
-		_, err = mc.adm.launch(ctx, cfg)
+		_, err = mc.adm.launchChecked(ctx, cfg, t.GetContainer())
 	}
 	if err == nil {
 		mc.log.Info("task launched", "task_id", t.GetId(), "image", cfg.Image)

@@ -48,6 +48,9 @@ type server struct {
 	imageMinAge time.Duration
 	// gcDue says when the sandbox GC removes a container (nil: never).
 	gcDue func(containerizer.Container) time.Time
+
+	// health says a container's health (nil: none are checked).
+	health *health
 }
 
 // auditor keeps the audit log; the Agent does (session.go).
@@ -63,7 +66,7 @@ func (a *Agent) apiServer() *server {
 		containers: a.cz, images: a.cz, execs: a.cz, host: a.cz,
 		adm: a.adm, gate: a.gate, authz: a.authz, sessions: &a.sessions, aud: a,
 		node: a.nodeState, log: a.log,
-		imageMinAge: a.cfg.ImageGC.MinAge, gcDue: a.gc.dueAt,
+		imageMinAge: a.cfg.ImageGC.MinAge, gcDue: a.gc.dueAt, health: a.adm.health,
 	}
 }
 
@@ -143,6 +146,7 @@ func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRe
 				}
 			}
 			r.Containers = append(r.Containers, pc)
+			r.Containers = append(r.Containers, s.containerProto(c))
 		}
 	}
 	return r, nil
@@ -167,19 +171,22 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())
 	}
-	c, err := s.adm.launch(ctx, cfg)
+	c, err := s.adm.launchChecked(ctx, cfg, req)
 	if err != nil {
 		s.log.Info("launch refused or failed", "container_id", req.GetContainerId(), "image", req.GetImage(), "err", err)
 		return nil, toStatus(err)
 	}
 	s.log.Info("container launched", "container_id", c.ID, "image", c.Image, "pid", c.Pid)
-	return &agentv1.LaunchContainerResponse{Container: containerToProto(c)}, nil
+	return &agentv1.LaunchContainerResponse{Container: s.containerProto(c)}, nil
 }
 
 // admission admits launches against the agent's resources.
 type admission struct {
 	cz     containerizer.Containers
 	ledger *ledger
+	// health runs the launched containers' health checks (nil in tests
+	// that build an admission over a fake).
+	health *health
 }
 
 // launch admits a launch against the agent's resources and runs it: the
@@ -211,7 +218,7 @@ func (s *server) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRe
 	if err != nil {
 		return nil, s.gate.stoppingErr(err)
 	}
-	return &agentv1.WaitContainerResponse{Container: containerToProto(c)}, nil
+	return &agentv1.WaitContainerResponse{Container: s.containerProto(c)}, nil
 }
 
 // ParseSignal reads a signal name (SIGTERM, TERM, term) or number.
@@ -294,7 +301,7 @@ func (s *server) UpdateContainer(ctx context.Context, req *agentv1.UpdateContain
 		return nil, toStatus(err)
 	}
 	s.log.Info("container updated", "container_id", c.ID, "cpus", c.Resources.CPUs, "memory", c.Resources.Memory)
-	return &agentv1.UpdateContainerResponse{Container: containerToProto(c)}, nil
+	return &agentv1.UpdateContainerResponse{Container: s.containerProto(c)}, nil
 }
 
 func (s *server) GetContainerUsage(ctx context.Context, req *agentv1.GetContainerUsageRequest) (*agentv1.GetContainerUsageResponse, error) {
@@ -499,4 +506,16 @@ func (s *server) PruneImages(ctx context.Context, req *agentv1.PruneImagesReques
 	}
 	s.log.Info("images pruned", "images", len(res.Removed), "bytes", res.ReclaimedBytes)
 	return resp, nil
+}
+
+// containerProto is a container as the Agent API shows it, its health
+// included.
+func (s *server) containerProto(c containerizer.Container) *agentv1.Container {
+	p := containerToProto(c)
+	if s.health != nil {
+		if st, ok := s.health.status(c.ID); ok {
+			healthToProto(p, st)
+		}
+	}
+	return p
 }

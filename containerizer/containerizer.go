@@ -170,6 +170,20 @@ type Container struct {
 	TTY             bool
 	KillGrace       time.Duration
 	Pull            PullPolicy
+	// ImageHealthcheck is the image's own HEALTHCHECK (Docker image
+	// config), nil when it has none.
+	ImageHealthcheck *ImageHealthcheck `json:",omitempty"`
+}
+
+// ImageHealthcheck is a Docker image config's Healthcheck. Test is
+// ["CMD", args...], ["CMD-SHELL", command] or ["NONE"]; zero durations and
+// retries mean Docker's defaults.
+type ImageHealthcheck struct {
+	Test        []string
+	Interval    time.Duration
+	Timeout     time.Duration
+	StartPeriod time.Duration
+	Retries     int
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the
@@ -177,6 +191,11 @@ type Container struct {
 type KillRequest struct {
 	Signal syscall.Signal
 	Grace  time.Duration
+	// Reason and Message, when set, say why the agent itself killed the
+	// container (a failed health check): its terminal state carries them
+	// instead of REASON_TASK_KILLED. An earlier kill's reason stands.
+	Reason  Reason
+	Message string
 }
 
 // Stream names one of a container's output streams.

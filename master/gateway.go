@@ -328,7 +328,7 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			m.log.Info("killing a task the master had ended", "task_id", t.ID, "agent_id", id, "state", t.State)
 			c.send(killMsg(t.ID, 0))
 		case ok:
-			m.setTask(t, rep.GetState(), rep.GetReason(), rep.GetMessage(), rep.ExitCode)
+			m.setTaskStatus(t, rep.GetState(), rep.GetReason(), rep.GetMessage(), rep.ExitCode, setHealth(t, rep))
 			if t.KillRequested && !terminal(t.State) {
 				c.send(killMsg(t.ID, 0))
 			}
@@ -529,7 +529,7 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
-		g = m.setTask(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode)
+		g = m.setTaskStatus(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode, setHealth(t, st))
 	}
 	m.mu.Unlock()
 	return &masterv1.StatusUpdateAck{Uuid: u.GetUuid(), TaskId: st.GetTaskId()}, g, nil

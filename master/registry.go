@@ -40,7 +40,13 @@ func terminal(state typesv1.TaskState) bool {
 // setTask changes a task's state, marks it for the store and publishes
 // TASK_UPDATED. Callers hold m.mu. It returns the generation to wait for.
 func (m *Master) setTask(t *store.Task, state typesv1.TaskState, reason typesv1.Reason, message string, exit *int32) uint64 {
-	if t.State == state && t.Reason == reason && t.Message == message {
+	return m.setTaskStatus(t, state, reason, message, exit, false)
+}
+
+// setTaskStatus is setTask; healthChanged says the task's health changed,
+// which is news even when its state is not.
+func (m *Master) setTaskStatus(t *store.Task, state typesv1.TaskState, reason typesv1.Reason, message string, exit *int32, healthChanged bool) uint64 {
+	if t.State == state && t.Reason == reason && t.Message == message && !healthChanged {
 		return m.p.markTask(t.ID)
 	}
 	wasTerminal := terminal(t.State)
@@ -333,7 +339,22 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
 		FrameworkId: t.FrameworkID, Role: t.Role, GroupId: t.GroupID,
 		Container: publicSpec(t.Container),
+		Healthy: t.Healthy, HealthOutput: t.HealthOutput,
 	}
+}
+
+// setHealth takes what a status says of the task's health into t and says
+// whether that changed. A status without it (nil) leaves t's as it is.
+func setHealth(t *store.Task, st *masterv1.TaskStatus) bool {
+	if st.Healthy == nil {
+		return false
+	}
+	if t.Healthy != nil && *t.Healthy == st.GetHealthy() && t.HealthOutput == st.GetHealthOutput() {
+		return false
+	}
+	h := st.GetHealthy()
+	t.Healthy, t.HealthOutput = &h, st.GetHealthOutput()
+	return true
 }
 
 var agentStates = map[store.AgentState]masterv1.AgentState{

@@ -382,7 +382,7 @@ func humanDuration(d time.Duration) string {
 func humanStatus(ct *agentv1.Container) string {
 	switch ct.State {
 	case typesv1.TaskState_TASK_RUNNING:
-		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime()))
+		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime())) + healthSuffix(ct)
 	case typesv1.TaskState_TASK_STARTING:
 		return "Starting"
 	}
@@ -471,6 +471,10 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 		row("Reason", ct.Reason.String())
 	}
 	row("Message", ct.Message)
+	if ct.Health != typesv1.HealthState_HEALTH_STATE_UNSPECIFIED {
+		row("Health", fmt.Sprintf("%s (%d failures in a row, checked %s)", healthWord(ct.Health), ct.HealthFailures, tsf(ct.HealthCheckedAt, ct.HealthCheckedAt != nil)))
+		row("Health output", strings.TrimSpace(ct.HealthOutput))
+	}
 	if ct.ExitCode != nil {
 		row("Exit code", fmt.Sprint(*ct.ExitCode))
 	}

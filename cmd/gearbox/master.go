@@ -266,7 +266,11 @@ func printTasks(w io.Writer, tasks []*masterv1.Task) {
 		if len(msg) > 60 {
 			msg = msg[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, t.State, reason, exit, fmtResources(t.Resources), msg)
+		state := t.State.String()
+		if t.Healthy != nil {
+			state += map[bool]string{true: " (healthy)", false: " (unhealthy)"}[t.GetHealthy()]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, state, reason, exit, fmtResources(t.Resources), msg)
 	}
 	tw.Flush()
 }

@@ -40,6 +40,7 @@ type specApplier interface {
 var specFeatures = []func(*pflag.FlagSet) specApplier{
 	func(fs *pflag.FlagSet) specApplier { return addKillFlags(fs) },
 	func(fs *pflag.FlagSet) specApplier { return addPullFlags(fs) },
+	func(fs *pflag.FlagSet) specApplier { return addHealthFlags(fs) },
 }
 
 func addSpecFlags(f *pflag.FlagSet) *specFlags {

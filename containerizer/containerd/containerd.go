@@ -150,6 +150,11 @@ type ctr struct {
 	nested  map[string]*nested // by child name
 	// attached: a client writes to the stdin (one at a time).
 	attached bool
+
+	// killReason and killMessage: why the agent itself killed it (a failed
+	// health check), for its terminal state.
+	killReason  containerizer.Reason
+	killMessage string
 }
 
 // loggerContainer is what the container's logger knows of it.

@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -117,6 +119,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
 		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
 		KillGrace: cfg.KillGrace, Pull: cfg.Pull,
+		ImageHealthcheck: imageHealthcheck(ctx, img),
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -385,4 +388,33 @@ func (s *stdioIO) Config() cio.Config {
 	c := s.IO.Config()
 	c.Stdin, c.Terminal = s.stdin, s.tty
 	return c
+}
+
+// imageHealthcheck reads the Healthcheck of a Docker image's config (OCI
+// image configs have none); nil when there is none or it cannot be read.
+func imageHealthcheck(ctx context.Context, img client.Image) *containerizer.ImageHealthcheck {
+	desc, err := img.Config(ctx)
+	if err != nil || desc.Size > 8<<20 {
+		return nil
+	}
+	data, err := content.ReadBlob(ctx, img.ContentStore(), desc)
+	if err != nil {
+		return nil
+	}
+	var cfg struct {
+		Config struct {
+			Healthcheck *struct {
+				Test        []string
+				Interval    time.Duration
+				Timeout     time.Duration
+				StartPeriod time.Duration
+				Retries     int
+			}
+		} `json:"config"`
+	}
+	if json.Unmarshal(data, &cfg) != nil || cfg.Config.Healthcheck == nil || len(cfg.Config.Healthcheck.Test) == 0 {
+		return nil
+	}
+	h := cfg.Config.Healthcheck
+	return &containerizer.ImageHealthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, Retries: h.Retries}
 }

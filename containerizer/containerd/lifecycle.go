@@ -96,6 +96,9 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	c.info.FinishedAt = exitedAt.UTC()
 	c.info.Pid = 0
 	c.info.State, c.info.Reason, c.info.Message = classifyExit(code, c.killed)
+	if c.killed && c.killReason != containerizer.ReasonNone {
+		c.info.Reason, c.info.Message = c.killReason, fmt.Sprintf("%s (exit status %d)", c.killMessage, code)
+	}
 	if limitation != nil && (!c.killed || c.limit != nil) {
 		c.info.State, c.info.Reason, c.info.Message = containerizer.TaskFailed, containerizer.Reason(limitation.Reason), limitation.Message
 	}
@@ -197,6 +200,9 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 	if task == nil || state.Terminal() {
 		c.mu.Unlock()
 		return errs.New(errdefs.ErrFailedPrecondition, "container %q is not running (%s)", id, state)
+	}
+	if !c.killed && req.Reason != containerizer.ReasonNone {
+		c.killReason, c.killMessage = req.Reason, req.Message
 	}
 	c.killed = true
 	c.mu.Unlock()

@@ -99,6 +99,10 @@ type Task struct {
 	// send; the registry file is the master's alone, and no API returns
 	// them). Nil for tasks of older masters and adopted ones.
 	Container *Container `json:"container,omitempty"`
+	// Healthy and HealthOutput: what the task's health check last said
+	// (Mesos's TaskStatus.healthy); nil without a check.
+	Healthy      *bool  `json:"healthy,omitempty"`
+	HealthOutput string `json:"health_output,omitempty"`
 }
 
 // Update is a status update for a framework, kept until it acknowledges it.

@@ -393,7 +393,12 @@ type Task struct {
 	FrameworkId string `protobuf:"bytes,26,opt,name=framework_id,json=frameworkId,proto3" json:"framework_id,omitempty"`
 	Role        string `protobuf:"bytes,27,opt,name=role,proto3" json:"role,omitempty"`
 	// A task launched in one LAUNCH_GROUP: the group's first task's ID.
-	GroupId       string `protobuf:"bytes,28,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupId string `protobuf:"bytes,28,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Whether the task's health check passes (Mesos's TaskStatus.healthy),
+	// as its agent last said; absent without a check or before the first.
+	Healthy *bool `protobuf:"varint,18,opt,name=healthy,proto3,oneof" json:"healthy,omitempty"`
+	// The last health check's output, as its agent last said.
+	HealthOutput  string `protobuf:"bytes,19,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -543,6 +548,20 @@ func (x *Task) GetRole() string {
 func (x *Task) GetGroupId() string {
 	if x != nil {
 		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Task) GetHealthy() bool {
+	if x != nil && x.Healthy != nil {
+		return *x.Healthy
+	}
+	return false
+}
+
+func (x *Task) GetHealthOutput() string {
+	if x != nil {
+		return x.HealthOutput
 	}
 	return ""
 }
@@ -741,13 +760,18 @@ func (x *Register) GetTasks() []*TaskStatus {
 }
 
 type TaskStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	State         v1.TaskState           `protobuf:"varint,2,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
-	Reason        v1.Reason              `protobuf:"varint,3,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	ExitCode      *int32                 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TaskId    string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	State     v1.TaskState           `protobuf:"varint,2,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
+	Reason    v1.Reason              `protobuf:"varint,3,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
+	Message   string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	ExitCode  *int32                 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Whether the task's health check passes (Mesos's TaskStatus.healthy);
+	// absent when it has none or none has decided yet.
+	Healthy *bool `protobuf:"varint,9,opt,name=healthy,proto3,oneof" json:"healthy,omitempty"`
+	// The last health check's output (bounded).
+	HealthOutput  string `protobuf:"bytes,10,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -822,6 +846,20 @@ func (x *TaskStatus) GetTimestamp() *timestamppb.Timestamp {
 		return x.Timestamp
 	}
 	return nil
+}
+
+func (x *TaskStatus) GetHealthy() bool {
+	if x != nil && x.Healthy != nil {
+		return *x.Healthy
+	}
+	return false
+}
+
+func (x *TaskStatus) GetHealthOutput() string {
+	if x != nil {
+		return x.HealthOutput
+	}
+	return ""
 }
 
 // A status update, checkpointed by the agent and resent until acknowledged.
@@ -3257,7 +3295,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\aoffered\x18\x10 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -3278,9 +3316,13 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainer\x12!\n" +
 	"\fframework_id\x18\x1a \x01(\tR\vframeworkId\x12\x12\n" +
 	"\x04role\x18\x1b \x01(\tR\x04role\x12\x19\n" +
-	"\bgroup_id\x18\x1c \x01(\tR\agroupIdB\f\n" +
+	"\bgroup_id\x18\x1c \x01(\tR\agroupId\x12\x1d\n" +
+	"\ahealthy\x18\x12 \x01(\bH\x01R\ahealthy\x88\x01\x01\x12#\n" +
+	"\rhealth_output\x18\x13 \x01(\tR\fhealthOutputB\f\n" +
 	"\n" +
-	"_exit_code\"\xc9\x01\n" +
+	"_exit_codeB\n" +
+	"\n" +
+	"\b_healthy\"\xc9\x01\n" +
 	"\fAgentMessage\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.gearbox.master.v1.RegisterH\x00R\bregister\x12<\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1c.gearbox.master.v1.HeartbeatH\x00R\theartbeat\x129\n" +
@@ -3298,7 +3340,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x03(\v2\x1d.gearbox.master.v1.TaskStatusR\x05tasks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x02\n" +
 	"\n" +
 	"TaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
@@ -3306,9 +3348,14 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\x0e2\x18.gearbox.types.v1.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12 \n" +
 	"\texit_code\x18\x05 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x128\n" +
-	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\f\n" +
+	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1d\n" +
+	"\ahealthy\x18\t \x01(\bH\x01R\ahealthy\x88\x01\x01\x12#\n" +
+	"\rhealth_output\x18\n" +
+	" \x01(\tR\fhealthOutputB\f\n" +
 	"\n" +
-	"_exit_code\"Y\n" +
+	"_exit_codeB\n" +
+	"\n" +
+	"\b_healthy\"Y\n" +
 	"\fStatusUpdate\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x125\n" +
 	"\x06status\x18\x02 \x01(\v2\x1d.gearbox.master.v1.TaskStatusR\x06status\"\x1d\n" +

@@ -156,6 +156,13 @@ const (
 	Reason_REASON_IMAGE_NOT_FOUND Reason = 14
 	// The registry refused the credentials (or asked for some).
 	Reason_REASON_IMAGE_AUTH_FAILED Reason = 15
+	// The container's health changed (Mesos's name): the update says
+	// healthy or not; its state is unchanged.
+	Reason_REASON_TASK_HEALTH_CHECK_STATUS_UPDATED Reason = 18
+	// The agent killed the container because its health check failed
+	// consecutive_failures times in a row; the message holds the last
+	// check's output.
+	Reason_REASON_TASK_UNHEALTHY Reason = 19
 )
 
 // Enum value maps for Reason.
@@ -183,30 +190,34 @@ var (
 		13: "REASON_IMAGE_PULL_FAILED",
 		14: "REASON_IMAGE_NOT_FOUND",
 		15: "REASON_IMAGE_AUTH_FAILED",
+		18: "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+		19: "REASON_TASK_UNHEALTHY",
 	}
 	Reason_value = map[string]int32{
-		"REASON_UNSPECIFIED":                 0,
-		"REASON_COMMAND_EXITED":              1,
-		"REASON_COMMAND_SIGNALED":            2,
-		"REASON_TASK_KILLED":                 3,
-		"REASON_TASK_KILLED_DURING_LAUNCH":   4,
-		"REASON_CONTAINER_LAUNCH_FAILED":     5,
-		"REASON_CONTAINER_LIMITATION":        6,
-		"REASON_CONTAINER_LIMITATION_MEMORY": 7,
-		"REASON_CONTAINER_LIMITATION_DISK":   8,
-		"REASON_AGENT_REMOVED":               9,
-		"REASON_AGENT_RESTARTED":             10,
-		"REASON_AGENT_DISCONNECTED":          11,
-		"REASON_CONTAINER_VANISHED":          12,
-		"REASON_FRAMEWORK_REMOVED":           26,
-		"REASON_INVALID_OFFERS":              27,
-		"REASON_TASK_INVALID":                28,
-		"REASON_TASK_GROUP_INVALID":          29,
-		"REASON_RECONCILIATION":              30,
-		"REASON_AGENT_UNKNOWN":               31,
-		"REASON_IMAGE_PULL_FAILED":           13,
-		"REASON_IMAGE_NOT_FOUND":             14,
-		"REASON_IMAGE_AUTH_FAILED":           15,
+		"REASON_UNSPECIFIED":                      0,
+		"REASON_COMMAND_EXITED":                   1,
+		"REASON_COMMAND_SIGNALED":                 2,
+		"REASON_TASK_KILLED":                      3,
+		"REASON_TASK_KILLED_DURING_LAUNCH":        4,
+		"REASON_CONTAINER_LAUNCH_FAILED":          5,
+		"REASON_CONTAINER_LIMITATION":             6,
+		"REASON_CONTAINER_LIMITATION_MEMORY":      7,
+		"REASON_CONTAINER_LIMITATION_DISK":        8,
+		"REASON_AGENT_REMOVED":                    9,
+		"REASON_AGENT_RESTARTED":                  10,
+		"REASON_AGENT_DISCONNECTED":               11,
+		"REASON_CONTAINER_VANISHED":               12,
+		"REASON_FRAMEWORK_REMOVED":                26,
+		"REASON_INVALID_OFFERS":                   27,
+		"REASON_TASK_INVALID":                     28,
+		"REASON_TASK_GROUP_INVALID":               29,
+		"REASON_RECONCILIATION":                   30,
+		"REASON_AGENT_UNKNOWN":                    31,
+		"REASON_IMAGE_PULL_FAILED":                13,
+		"REASON_IMAGE_NOT_FOUND":                  14,
+		"REASON_IMAGE_AUTH_FAILED":                15,
+		"REASON_TASK_HEALTH_CHECK_STATUS_UPDATED": 18,
+		"REASON_TASK_UNHEALTHY":                   19,
 	}
 )
 
@@ -295,6 +306,112 @@ func (PullPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
+// HealthState is what the agent's checks say of a container.
+type HealthState int32
+
+const (
+	HealthState_HEALTH_STATE_UNSPECIFIED HealthState = 0
+	// The container has a check and it has not yet passed.
+	HealthState_HEALTH_STATE_STARTING  HealthState = 1
+	HealthState_HEALTH_STATE_HEALTHY   HealthState = 2
+	HealthState_HEALTH_STATE_UNHEALTHY HealthState = 3
+)
+
+// Enum value maps for HealthState.
+var (
+	HealthState_name = map[int32]string{
+		0: "HEALTH_STATE_UNSPECIFIED",
+		1: "HEALTH_STATE_STARTING",
+		2: "HEALTH_STATE_HEALTHY",
+		3: "HEALTH_STATE_UNHEALTHY",
+	}
+	HealthState_value = map[string]int32{
+		"HEALTH_STATE_UNSPECIFIED": 0,
+		"HEALTH_STATE_STARTING":    1,
+		"HEALTH_STATE_HEALTHY":     2,
+		"HEALTH_STATE_UNHEALTHY":   3,
+	}
+)
+
+func (x HealthState) Enum() *HealthState {
+	p := new(HealthState)
+	*p = x
+	return p
+}
+
+func (x HealthState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HealthState) Descriptor() protoreflect.EnumDescriptor {
+	return file_gearbox_types_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (HealthState) Type() protoreflect.EnumType {
+	return &file_gearbox_types_v1_types_proto_enumTypes[3]
+}
+
+func (x HealthState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HealthState.Descriptor instead.
+func (HealthState) EnumDescriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+type HealthCheck_Type int32
+
+const (
+	HealthCheck_TYPE_UNSPECIFIED HealthCheck_Type = 0
+	HealthCheck_COMMAND          HealthCheck_Type = 1
+	HealthCheck_HTTP             HealthCheck_Type = 2
+	HealthCheck_TCP              HealthCheck_Type = 3
+)
+
+// Enum value maps for HealthCheck_Type.
+var (
+	HealthCheck_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "COMMAND",
+		2: "HTTP",
+		3: "TCP",
+	}
+	HealthCheck_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED": 0,
+		"COMMAND":          1,
+		"HTTP":             2,
+		"TCP":              3,
+	}
+)
+
+func (x HealthCheck_Type) Enum() *HealthCheck_Type {
+	p := new(HealthCheck_Type)
+	*p = x
+	return p
+}
+
+func (x HealthCheck_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HealthCheck_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_gearbox_types_v1_types_proto_enumTypes[4].Descriptor()
+}
+
+func (HealthCheck_Type) Type() protoreflect.EnumType {
+	return &file_gearbox_types_v1_types_proto_enumTypes[4]
+}
+
+func (x HealthCheck_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HealthCheck_Type.Descriptor instead.
+func (HealthCheck_Type) EnumDescriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{1, 0}
+}
+
 // KillPolicy says how a container or task is killed (Mesos's KillPolicy):
 // SIGTERM, then SIGKILL once grace_period has passed. Every kill of it uses
 // this grace unless the kill names its own.
@@ -342,6 +459,241 @@ func (x *KillPolicy) GetGracePeriod() *durationpb.Duration {
 	return nil
 }
 
+// HealthCheck is a check the agent runs against a container (Mesos's
+// HealthCheck): exactly one of command, http or tcp. COMMAND runs in the
+// container, sharing its namespaces and cgroup; HTTP and TCP are made from
+// inside its network namespace. A container that fails consecutive_failures
+// checks in a row (after grace_period) is killed with its kill policy.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Redundant with which of command/http/tcp is set; when set it must match.
+	Type HealthCheck_Type `protobuf:"varint,1,opt,name=type,proto3,enum=gearbox.types.v1.HealthCheck_Type" json:"type,omitempty"`
+	// A command run in the container: exit status 0 is healthy. As given
+	// (exec form); a shell form is ["/bin/sh", "-c", "..."].
+	Command []string   `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Http    *HTTPCheck `protobuf:"bytes,3,opt,name=http,proto3" json:"http,omitempty"`
+	Tcp     *TCPCheck  `protobuf:"bytes,4,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	// Wait this long after the container starts before the first check
+	// (Mesos's delay_seconds; default 0).
+	Delay *durationpb.Duration `protobuf:"bytes,5,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Time between checks (default 10s).
+	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
+	// A check that has not answered by then fails (default 20s, as Mesos;
+	// capped at the interval).
+	Timeout *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Failures in a row, after the grace period, that get the container
+	// killed (default 3).
+	ConsecutiveFailures uint32 `protobuf:"varint,8,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Failures during this time after the start are not counted, until the
+	// first success (default 10s, as Mesos).
+	GracePeriod   *durationpb.Duration `protobuf:"bytes,9,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HealthCheck) GetType() HealthCheck_Type {
+	if x != nil {
+		return x.Type
+	}
+	return HealthCheck_TYPE_UNSPECIFIED
+}
+
+func (x *HealthCheck) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetHttp() *HTTPCheck {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTcp() *TCPCheck {
+	if x != nil {
+		return x.Tcp
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
+// HTTPCheck is a GET of http(s)://127.0.0.1:port/path from inside the
+// container's network namespace; statuses 200-399 are healthy. https is not
+// verified, as in Mesos.
+type HTTPCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// http (default) or https.
+	Scheme        string `protobuf:"bytes,3,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPCheck) Reset() {
+	*x = HTTPCheck{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPCheck) ProtoMessage() {}
+
+func (x *HTTPCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPCheck.ProtoReflect.Descriptor instead.
+func (*HTTPCheck) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HTTPCheck) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *HTTPCheck) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HTTPCheck) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+// TCPCheck connects to 127.0.0.1:port inside the container's network
+// namespace; a connection is healthy.
+type TCPCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPCheck) Reset() {
+	*x = TCPCheck{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPCheck) ProtoMessage() {}
+
+func (x *TCPCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPCheck.ProtoReflect.Descriptor instead.
+func (*TCPCheck) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TCPCheck) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 var File_gearbox_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_gearbox_types_v1_types_proto_rawDesc = "" +
@@ -349,7 +701,28 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n" +
 	"\n" +
 	"KillPolicy\x12<\n" +
-	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod*\xa8\x02\n" +
+	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x8a\x04\n" +
+	"\vHealthCheck\x126\n" +
+	"\x04type\x18\x01 \x01(\x0e2\".gearbox.types.v1.HealthCheck.TypeR\x04type\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12/\n" +
+	"\x04http\x18\x03 \x01(\v2\x1b.gearbox.types.v1.HTTPCheckR\x04http\x12,\n" +
+	"\x03tcp\x18\x04 \x01(\v2\x1a.gearbox.types.v1.TCPCheckR\x03tcp\x12/\n" +
+	"\x05delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x125\n" +
+	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x121\n" +
+	"\x14consecutive_failures\x18\b \x01(\rR\x13consecutiveFailures\x12<\n" +
+	"\fgrace_period\x18\t \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"<\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aCOMMAND\x10\x01\x12\b\n" +
+	"\x04HTTP\x10\x02\x12\a\n" +
+	"\x03TCP\x10\x03\"K\n" +
+	"\tHTTPCheck\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06scheme\x18\x03 \x01(\tR\x06scheme\"\x1e\n" +
+	"\bTCPCheck\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port*\xa8\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTASK_STAGING\x10\x01\x12\x11\n" +
@@ -367,7 +740,7 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\tTASK_GONE\x10\v\x12\x19\n" +
 	"\x15TASK_GONE_BY_OPERATOR\x10\f\x12\x10\n" +
 	"\fTASK_UNKNOWN\x10\r\x12\x10\n" +
-	"\fTASK_KILLING\x10\x0e*\x9b\x05\n" +
+	"\fTASK_KILLING\x10\x0e*\xe3\x05\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASON_COMMAND_EXITED\x10\x01\x12\x1b\n" +
@@ -391,14 +764,21 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x14REASON_AGENT_UNKNOWN\x10\x1f\x12\x1c\n" +
 	"\x18REASON_IMAGE_PULL_FAILED\x10\r\x12\x1a\n" +
 	"\x16REASON_IMAGE_NOT_FOUND\x10\x0e\x12\x1c\n" +
-	"\x18REASON_IMAGE_AUTH_FAILED\x10\x0f*c\n" +
+	"\x18REASON_IMAGE_AUTH_FAILED\x10\x0f\x12+\n" +
+	"'REASON_TASK_HEALTH_CHECK_STATUS_UPDATED\x10\x12\x12\x19\n" +
+	"\x15REASON_TASK_UNHEALTHY\x10\x13*c\n" +
 	"\n" +
 	"PullPolicy\x12\x1b\n" +
 	"\x17PULL_POLICY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PULL_IF_NOT_PRESENT\x10\x01\x12\x0f\n" +
 	"\vPULL_ALWAYS\x10\x02\x12\x0e\n" +
 	"\n" +
-	"PULL_NEVER\x10\x03B<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
+	"PULL_NEVER\x10\x03*|\n" +
+	"\vHealthState\x12\x1c\n" +
+	"\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15HEALTH_STATE_STARTING\x10\x01\x12\x18\n" +
+	"\x14HEALTH_STATE_HEALTHY\x10\x02\x12\x1a\n" +
+	"\x16HEALTH_STATE_UNHEALTHY\x10\x03B<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
 
 var (
 	file_gearbox_types_v1_types_proto_rawDescOnce sync.Once
@@ -412,22 +792,34 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 	return file_gearbox_types_v1_types_proto_rawDescData
 }
 
-var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
 	(TaskState)(0),              // 0: gearbox.types.v1.TaskState
 	(Reason)(0),                 // 1: gearbox.types.v1.Reason
 	(PullPolicy)(0),             // 2: gearbox.types.v1.PullPolicy
-	(*KillPolicy)(nil),          // 3: gearbox.types.v1.KillPolicy
-	(*durationpb.Duration)(nil), // 4: google.protobuf.Duration
+	(HealthState)(0),            // 3: gearbox.types.v1.HealthState
+	(HealthCheck_Type)(0),       // 4: gearbox.types.v1.HealthCheck.Type
+	(*KillPolicy)(nil),          // 5: gearbox.types.v1.KillPolicy
+	(*HealthCheck)(nil),         // 6: gearbox.types.v1.HealthCheck
+	(*HTTPCheck)(nil),           // 7: gearbox.types.v1.HTTPCheck
+	(*TCPCheck)(nil),            // 8: gearbox.types.v1.TCPCheck
+	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	4, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	9, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	4, // 1: gearbox.types.v1.HealthCheck.type:type_name -> gearbox.types.v1.HealthCheck.Type
+	7, // 2: gearbox.types.v1.HealthCheck.http:type_name -> gearbox.types.v1.HTTPCheck
+	8, // 3: gearbox.types.v1.HealthCheck.tcp:type_name -> gearbox.types.v1.TCPCheck
+	9, // 4: gearbox.types.v1.HealthCheck.delay:type_name -> google.protobuf.Duration
+	9, // 5: gearbox.types.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	9, // 6: gearbox.types.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	9, // 7: gearbox.types.v1.HealthCheck.grace_period:type_name -> google.protobuf.Duration
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_types_v1_types_proto_init() }
@@ -440,8 +832,8 @@ func file_gearbox_types_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   1,
+			NumEnums:      5,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
