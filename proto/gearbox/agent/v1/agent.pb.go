@@ -716,7 +716,10 @@ type LaunchContainerRequest struct {
 	Size *WindowSize `protobuf:"bytes,16,opt,name=size,proto3" json:"size,omitempty"`
 	// How every kill of this container ends it; absent: SIGKILL at once
 	// unless the kill names a grace period.
-	KillPolicy    *v1.KillPolicy `protobuf:"bytes,17,opt,name=kill_policy,json=killPolicy,proto3" json:"kill_policy,omitempty"`
+	KillPolicy *v1.KillPolicy `protobuf:"bytes,17,opt,name=kill_policy,json=killPolicy,proto3" json:"kill_policy,omitempty"`
+	// Whether and when the process is started again when it ends (Docker's
+	// --restart); absent: never. Refused with auto_remove.
+	RestartPolicy *v1.RestartPolicy `protobuf:"bytes,23,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +869,13 @@ func (x *LaunchContainerRequest) GetSize() *WindowSize {
 func (x *LaunchContainerRequest) GetKillPolicy() *v1.KillPolicy {
 	if x != nil {
 		return x.KillPolicy
+	}
+	return nil
+}
+
+func (x *LaunchContainerRequest) GetRestartPolicy() *v1.RestartPolicy {
+	if x != nil {
+		return x.RestartPolicy
 	}
 	return nil
 }
@@ -1182,14 +1192,22 @@ type Container struct {
 	Log        *LogOptions       `protobuf:"bytes,20,opt,name=log,proto3" json:"log,omitempty"`
 	// Why the container's logger is not doing its job (it died, it cannot
 	// write), while that lasts; empty when all is well.
-	LoggingDegraded string         `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
-	Privileged      bool           `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
-	Resources       *Resources     `protobuf:"bytes,23,opt,name=resources,proto3" json:"resources,omitempty"`
-	Stdin           bool           `protobuf:"varint,24,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Tty             bool           `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
-	KillPolicy      *v1.KillPolicy `protobuf:"bytes,26,opt,name=kill_policy,json=killPolicy,proto3" json:"kill_policy,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	LoggingDegraded string            `protobuf:"bytes,21,opt,name=logging_degraded,json=loggingDegraded,proto3" json:"logging_degraded,omitempty"`
+	Privileged      bool              `protobuf:"varint,22,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	Resources       *Resources        `protobuf:"bytes,23,opt,name=resources,proto3" json:"resources,omitempty"`
+	Stdin           bool              `protobuf:"varint,24,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Tty             bool              `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
+	KillPolicy      *v1.KillPolicy    `protobuf:"bytes,26,opt,name=kill_policy,json=killPolicy,proto3" json:"kill_policy,omitempty"`
+	RestartPolicy   *v1.RestartPolicy `protobuf:"bytes,37,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
+	// How many times its process was started again.
+	RestartCount uint32 `protobuf:"varint,38,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	// How the last process that was restarted ended.
+	LastExit *v1.ProcessExit `protobuf:"bytes,39,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	// Set while a restart waits for its back-off (state TASK_STARTING):
+	// when the process starts again.
+	NextRestartAt *timestamppb.Timestamp `protobuf:"bytes,40,opt,name=next_restart_at,json=nextRestartAt,proto3" json:"next_restart_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1400,6 +1418,34 @@ func (x *Container) GetTty() bool {
 func (x *Container) GetKillPolicy() *v1.KillPolicy {
 	if x != nil {
 		return x.KillPolicy
+	}
+	return nil
+}
+
+func (x *Container) GetRestartPolicy() *v1.RestartPolicy {
+	if x != nil {
+		return x.RestartPolicy
+	}
+	return nil
+}
+
+func (x *Container) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *Container) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
+	}
+	return nil
+}
+
+func (x *Container) GetNextRestartAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRestartAt
 	}
 	return nil
 }
@@ -4492,7 +4538,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\x91\x06\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xd9\x06\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -4518,7 +4564,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x03tty\x18\x0f \x01(\bR\x03tty\x120\n" +
 	"\x04size\x18\x10 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04size\x12=\n" +
 	"\vkill_policy\x18\x11 \x01(\v2\x1c.gearbox.types.v1.KillPolicyR\n" +
-	"killPolicy\x1a9\n" +
+	"killPolicy\x12F\n" +
+	"\x0erestart_policy\x18\x17 \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -4546,7 +4593,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\x91\b\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xfe\t\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -4582,7 +4629,11 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x05stdin\x18\x18 \x01(\bR\x05stdin\x12\x10\n" +
 	"\x03tty\x18\x19 \x01(\bR\x03tty\x12=\n" +
 	"\vkill_policy\x18\x1a \x01(\v2\x1c.gearbox.types.v1.KillPolicyR\n" +
-	"killPolicy\x1a9\n" +
+	"killPolicy\x12F\n" +
+	"\x0erestart_policy\x18% \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x12#\n" +
+	"\rrestart_count\x18& \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18' \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExit\x12B\n" +
+	"\x0fnext_restart_at\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rnextRestartAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -4908,9 +4959,11 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	nil,                                   // 68: gearbox.agent.v1.Container.LabelsEntry
 	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
 	(*v1.KillPolicy)(nil),                 // 70: gearbox.types.v1.KillPolicy
-	(v1.TaskState)(0),                     // 71: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                        // 72: gearbox.types.v1.Reason
-	(*durationpb.Duration)(nil),           // 73: google.protobuf.Duration
+	(*v1.RestartPolicy)(nil),              // 71: gearbox.types.v1.RestartPolicy
+	(v1.TaskState)(0),                     // 72: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 73: gearbox.types.v1.Reason
+	(*v1.ProcessExit)(nil),                // 74: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),           // 75: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	69, // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
@@ -4927,104 +4980,108 @@ var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	11, // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
 	28, // 12: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
 	70, // 13: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	12, // 14: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
-	15, // 15: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	71, // 16: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	72, // 17: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	69, // 18: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	69, // 19: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	69, // 20: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	68, // 21: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	13, // 22: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	11, // 23: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	70, // 24: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	15, // 25: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	15, // 26: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	73, // 27: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	25, // 28: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
-	26, // 29: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 30: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 31: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 32: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	11, // 33: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30, // 34: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11, // 35: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15, // 36: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35, // 37: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	69, // 38: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11, // 39: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,  // 40: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	69, // 41: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 42: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38, // 43: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41, // 44: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45, // 45: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43, // 46: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45, // 47: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	69, // 48: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45, // 49: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52, // 50: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	71, // 51: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	72, // 52: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	69, // 53: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	69, // 54: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52, // 55: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60, // 56: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26, // 57: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28, // 58: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27, // 59: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28, // 60: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62, // 61: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15, // 62: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	1,  // 63: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,  // 64: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,  // 65: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16, // 66: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10, // 67: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18, // 68: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20, // 69: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22, // 70: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31, // 71: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33, // 72: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24, // 73: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50, // 74: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53, // 75: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55, // 76: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57, // 77: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59, // 78: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63, // 79: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36, // 80: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39, // 81: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42, // 82: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46, // 83: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48, // 84: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	2,  // 85: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,  // 86: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,  // 87: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17, // 88: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14, // 89: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19, // 90: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21, // 91: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23, // 92: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32, // 93: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34, // 94: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29, // 95: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51, // 96: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54, // 97: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56, // 98: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58, // 99: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61, // 100: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64, // 101: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37, // 102: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40, // 103: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44, // 104: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47, // 105: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49, // 106: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	85, // [85:107] is the sub-list for method output_type
-	63, // [63:85] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	71, // 14: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	12, // 15: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	15, // 16: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	72, // 17: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	73, // 18: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	69, // 19: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	69, // 20: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	69, // 21: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	68, // 22: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	13, // 23: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	11, // 24: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	70, // 25: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	71, // 26: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	74, // 27: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	69, // 28: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
+	15, // 29: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15, // 30: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	75, // 31: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25, // 32: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26, // 33: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 34: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 35: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 36: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	11, // 37: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30, // 38: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11, // 39: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15, // 40: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35, // 41: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	69, // 42: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 43: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,  // 44: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	69, // 45: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 46: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38, // 47: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41, // 48: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45, // 49: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43, // 50: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45, // 51: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	69, // 52: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45, // 53: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52, // 54: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	72, // 55: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	73, // 56: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	69, // 57: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	69, // 58: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52, // 59: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60, // 60: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26, // 61: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28, // 62: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27, // 63: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28, // 64: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62, // 65: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15, // 66: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	1,  // 67: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,  // 68: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,  // 69: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16, // 70: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10, // 71: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18, // 72: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20, // 73: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22, // 74: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31, // 75: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33, // 76: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24, // 77: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50, // 78: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53, // 79: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55, // 80: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57, // 81: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59, // 82: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63, // 83: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36, // 84: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39, // 85: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42, // 86: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46, // 87: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48, // 88: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	2,  // 89: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,  // 90: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,  // 91: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17, // 92: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14, // 93: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19, // 94: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21, // 95: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23, // 96: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32, // 97: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34, // 98: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29, // 99: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51, // 100: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54, // 101: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56, // 102: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58, // 103: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61, // 104: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64, // 105: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37, // 106: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40, // 107: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44, // 108: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47, // 109: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49, // 110: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	89, // [89:111] is the sub-list for method output_type
+	67, // [67:89] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }

@@ -367,7 +367,12 @@ type Task struct {
 	KillRequested bool `protobuf:"varint,13,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
 	// The whole container the task runs, as the Agent API's LaunchContainer
 	// takes it (its container_id is the task's id).
-	Container     *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	Container *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	// How many times the agent started its process again (its restart
+	// policy), and how the last one it restarted ended. A restart is not
+	// terminal: the task stays TASK_RUNNING, its message says so.
+	RestartCount  uint32          `protobuf:"varint,21,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit      *v1.ProcessExit `protobuf:"bytes,22,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +501,20 @@ func (x *Task) GetKillRequested() bool {
 func (x *Task) GetContainer() *v11.LaunchContainerRequest {
 	if x != nil {
 		return x.Container
+	}
+	return nil
+}
+
+func (x *Task) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *Task) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
 	}
 	return nil
 }
@@ -701,6 +720,8 @@ type TaskStatus struct {
 	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	ExitCode      *int32                 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
 	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	RestartCount  uint32                 `protobuf:"varint,12,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit      *v1.ProcessExit        `protobuf:"bytes,13,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -773,6 +794,20 @@ func (x *TaskStatus) GetExitCode() int32 {
 func (x *TaskStatus) GetTimestamp() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
 	}
 	return nil
 }
@@ -2328,7 +2363,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -2346,7 +2381,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
 	"\x0ekill_requested\x18\r \x01(\bR\rkillRequested\x12F\n" +
-	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainerB\f\n" +
+	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainer\x12#\n" +
+	"\rrestart_count\x18\x15 \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18\x16 \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
 	"\n" +
 	"_exit_code\"\xc9\x01\n" +
 	"\fAgentMessage\x129\n" +
@@ -2366,7 +2403,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x03(\v2\x1d.gearbox.master.v1.TaskStatusR\x05tasks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x02\n" +
 	"\n" +
 	"TaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
@@ -2374,7 +2411,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\x0e2\x18.gearbox.types.v1.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12 \n" +
 	"\texit_code\x18\x05 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x128\n" +
-	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\f\n" +
+	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12#\n" +
+	"\rrestart_count\x18\f \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18\r \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
 	"\n" +
 	"_exit_code\"Y\n" +
 	"\fStatusUpdate\x12\x12\n" +
@@ -2558,7 +2597,8 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(v1.TaskState)(0),                  // 39: gearbox.types.v1.TaskState
 	(v1.Reason)(0),                     // 40: gearbox.types.v1.Reason
 	(*v11.LaunchContainerRequest)(nil), // 41: gearbox.agent.v1.LaunchContainerRequest
-	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
+	(*v1.ProcessExit)(nil),             // 42: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),        // 43: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
@@ -2574,71 +2614,73 @@ var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	38, // 10: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
 	38, // 11: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
 	41, // 12: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	6,  // 13: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 14: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 15: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 16: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	37, // 17: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 18: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	39, // 19: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	40, // 20: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	38, // 21: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 22: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 23: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 24: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 25: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 26: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 27: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	42, // 28: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 29: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	42, // 30: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	38, // 31: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 32: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 33: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 34: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 35: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 36: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 37: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 38: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 39: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	41, // 40: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 41: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	42, // 42: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 43: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 44: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	34, // 45: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 46: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	38, // 47: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 48: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 49: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 50: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	19, // 51: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	42, // 52: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 53: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	16, // 54: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	18, // 55: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	20, // 56: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	22, // 57: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	24, // 58: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	26, // 59: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	28, // 60: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	30, // 61: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	32, // 62: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	10, // 63: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	17, // 64: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	19, // 65: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	21, // 66: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	23, // 67: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	25, // 68: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	27, // 69: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	29, // 70: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	31, // 71: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	33, // 72: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	63, // [63:73] is the sub-list for method output_type
-	53, // [53:63] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	42, // 13: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	6,  // 14: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 15: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 16: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 17: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	37, // 18: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 19: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	39, // 20: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	40, // 21: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	38, // 22: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	42, // 23: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	7,  // 24: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 25: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 26: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 27: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 28: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 29: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	43, // 30: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 31: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	43, // 32: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	38, // 33: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 34: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 35: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 36: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 37: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 38: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 39: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 40: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 41: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	41, // 42: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 43: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	43, // 44: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 45: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 46: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	34, // 47: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 48: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	38, // 49: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 50: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 51: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 52: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	19, // 53: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	43, // 54: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 55: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	16, // 56: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	18, // 57: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	20, // 58: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	22, // 59: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	24, // 60: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	26, // 61: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	28, // 62: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	30, // 63: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	32, // 64: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	10, // 65: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	17, // 66: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	19, // 67: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	21, // 68: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	23, // 69: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	25, // 70: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	27, // 71: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	29, // 72: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	31, // 73: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	33, // 74: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	65, // [65:75] is the sub-list for method output_type
+	55, // [55:65] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }
