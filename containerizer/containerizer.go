@@ -94,6 +94,43 @@ type LaunchConfig struct {
 	// Width and Height are the terminal's size at start (TTY only; zero:
 	// none until the first resize).
 	Width, Height uint32
+	// Restart says whether the process is started again when it ends.
+	Restart RestartPolicy
+}
+
+// RestartMode is Docker's --restart policy.
+type RestartMode string
+
+const (
+	RestartNo            RestartMode = "no"
+	RestartOnFailure     RestartMode = "on-failure"
+	RestartAlways        RestartMode = "always"
+	RestartUnlessStopped RestartMode = "unless-stopped"
+)
+
+// RestartPolicy says whether and when a container's process is started
+// again when it ends (containerizer/restart decides). Zero durations and
+// factor mean the defaults.
+type RestartPolicy struct {
+	Mode RestartMode `json:"mode,omitempty"` // "" is RestartNo
+	// MaxRetries bounds the restarts of on-failure; 0: no bound.
+	MaxRetries int `json:"max_retries,omitempty"`
+	// The back-off: Delay, then Delay*Factor, … at most MaxDelay; a run of
+	// ResetAfter or longer starts it again at Delay.
+	Delay      time.Duration `json:"delay,omitempty"`
+	Factor     float64       `json:"factor,omitempty"`
+	MaxDelay   time.Duration `json:"max_delay,omitempty"`
+	ResetAfter time.Duration `json:"reset_after,omitempty"`
+}
+
+// ProcessExit is how one process of a container ended: the state, reason
+// and message it would have ended the container with.
+type ProcessExit struct {
+	ExitCode *int32    `json:"exit_code,omitempty"`
+	State    TaskState `json:"state"`
+	Reason   Reason    `json:"reason,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -133,6 +170,15 @@ type Container struct {
 	Resources       isolators.Resources
 	Stdin           bool
 	TTY             bool
+	Restart         RestartPolicy
+	// RestartCount counts the restarts of its process; LastExit is how the
+	// last restarted one ended. While a restart waits for its back-off the
+	// container is TaskStarting with NextRestartAt set, and RestartDelay is
+	// that wait (the back-off goes on from it).
+	RestartCount  int
+	LastExit      *ProcessExit
+	NextRestartAt time.Time
+	RestartDelay  time.Duration
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the

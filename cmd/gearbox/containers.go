@@ -51,6 +51,7 @@ type runOpts struct {
 	// an attached foreground run.
 	interactive, tty bool
 	detachKeys       string
+	restart          *restartFlags
 }
 
 // parseLogOpts reads --log-opt max-size=64k, max-files=3, mode=drop.
@@ -126,6 +127,7 @@ the container's ID and returns.`,
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open for attach (needs -t)")
 	f.BoolVarP(&o.tty, "tty", "t", false, "give the container a terminal")
 	f.StringVar(&o.detachKeys, "detach-keys", "", "keys that detach from a -it run and leave it running (default ctrl-p,ctrl-q)")
+	o.restart = addRestartFlags(f)
 	return cmd
 }
 
@@ -184,6 +186,12 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		return &exitError{code: 125, err: err}
 	}
 	req.Log = lo
+	if err := o.restart.apply(req); err != nil {
+		return &exitError{code: 125, err: err}
+	}
+	if o.rm && restarts(req) {
+		return &exitError{code: 125, err: errors.New("--rm and --restart conflict: a container removed when it ends cannot be restarted")}
+	}
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		if req.Labels == nil {
@@ -434,6 +442,10 @@ func humanStatus(ct *agentv1.Container) string {
 	case typesv1.TaskState_TASK_RUNNING:
 		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime()))
 	case typesv1.TaskState_TASK_STARTING:
+		if e := ct.LastExit; ct.NextRestartAt != nil && e != nil {
+			// Docker's words: the last exit's status and how long ago.
+			return fmt.Sprintf("Restarting (%d) %s", e.GetExitCode(), ago(e.Time.AsTime()))
+		}
 		return "Starting"
 	}
 	s := strings.TrimPrefix(ct.State.String(), "TASK_")
@@ -527,6 +539,7 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	if ct.Pid != 0 {
 		row("Pid", fmt.Sprint(ct.Pid))
 	}
+	printRestarts(row, ct)
 	row("Created", tsf(ct.CreatedAt, ct.CreatedAt != nil))
 	row("Started", tsf(ct.StartedAt, ct.StartedAt != nil))
 	row("Finished", tsf(ct.FinishedAt, ct.FinishedAt != nil))

@@ -146,6 +146,9 @@ type ctr struct {
 	nested  map[string]*nested // by child name
 	// attached: a client writes to the stdin (one at a time).
 	attached bool
+	// restartStop is closed to end a restart that waits for its back-off
+	// (restart.go); nil when none waits.
+	restartStop chan struct{}
 }
 
 // loggerContainer is what the container's logger knows of it.

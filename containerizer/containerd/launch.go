@@ -18,6 +18,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/containerizer/restart"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
@@ -47,6 +48,12 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	}
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
+	}
+	if err := restart.Validate(cfg.Restart); err != nil {
+		return err
+	}
+	if cfg.AutoRemove && restart.Enabled(cfg.Restart) {
+		return errs.New(errdefs.ErrInvalidArgument, "restart_policy %s with auto_remove: a container removed when it ends cannot be restarted; choose one", restart.String(cfg.Restart))
 	}
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
@@ -133,6 +140,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
 		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
+		Restart: cfg.Restart,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {

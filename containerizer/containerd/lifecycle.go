@@ -102,6 +102,10 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	info := c.info
 	cont := c.cont
 	c.mu.Unlock()
+	info, restarting := z.restartOrEnd(c, info)
+	if restarting {
+		return
+	}
 	z.record(ctx, c, cont, info)
 }
 
@@ -187,6 +191,9 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 	}
 	if req.Signal == 0 {
 		req.Signal = syscall.SIGKILL
+	}
+	if z.stopRestart(ctx, c, "killed while waiting to restart") {
+		return nil
 	}
 	c.mu.Lock()
 	task, state := c.task, c.info.State
@@ -435,6 +442,8 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 		}
 		c.info = known
 	}
+	known, isKnown := z.cfg.Recovery.Known[c.info.ID]
+	recoverRestartState(&c.info, known, isKnown)
 	c.info.CreatedAt = cinfo.CreatedAt.UTC()
 	c.info.Sandbox = z.sandboxDir(c.info.ID)
 	if spec, err := cont.Spec(ctx); err == nil && spec.Process != nil {
@@ -466,6 +475,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 			info := c.info
 			c.mu.Unlock()
 			z.record(ctx, c, cont, info)
+			return nil
+		}
+		if z.recoverRestart(c, known) {
 			return nil
 		}
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")

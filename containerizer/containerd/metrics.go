@@ -12,6 +12,7 @@ type metrics struct {
 	loggerFailures prometheus.Counter
 	launches       *prometheus.CounterVec
 	launchSeconds  prometheus.Histogram
+	restarts       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -29,6 +30,10 @@ func newMetrics() *metrics {
 			Help:    "Time from a launch request to the container's process running.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_restarts_total",
+			Help: "Restarts by a restart policy, by result: scheduled (a back-off began), ok (the process runs again), failed (it could not start).",
+		}, []string{"result"}),
 	}
 }
 
@@ -55,7 +60,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 // Collectors are the metrics to register.
 func (z *Containerizer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds,
+		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds, z.metrics.restarts,
 		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
 	}
 }
