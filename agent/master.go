@@ -64,6 +64,8 @@ type masterClient struct {
 	pending []*pendingUpdate // by seq
 	nextSeq uint64
 	last    map[string]typesv1.TaskState // task → state of its last queued update
+	// lastRestart: task → restartKey of its last queued update.
+	lastRestart map[string]string
 	agentID string
 	wake    chan struct{}
 	creds   credentials.TransportCredentials
@@ -85,7 +87,11 @@ type pendingUpdate struct {
 	Message  string            `json:"message,omitempty"`
 	ExitCode *int32            `json:"exit_code,omitempty"`
 	Time     time.Time         `json:"time"`
-	sent     *masterSession
+	// The task's restarts (its restart policy): how many, and how the last
+	// restarted process ended.
+	RestartCount int                        `json:"restart_count,omitempty"`
+	LastExit     *containerizer.ProcessExit `json:"last_exit,omitempty"`
+	sent         *masterSession
 }
 
 type masterMeta struct {
@@ -113,7 +119,7 @@ type nodeInfo struct {
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
 		onID: func(id string) { a.masterID.Store(id) },
-		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, wake: make(chan struct{}, 1),
+		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, lastRestart: map[string]string{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -151,6 +157,7 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 		mc.pending = append(mc.pending, &u)
 		mc.nextSeq = max(mc.nextSeq, u.Seq)
 		mc.last[u.TaskID] = u.State
+		mc.lastRestart[u.TaskID] = restartKey(u.RestartCount, u.Message, u.LastExit)
 	}
 	sort.Slice(mc.pending, func(i, j int) bool { return mc.pending[i].Seq < mc.pending[j].Seq })
 	return mc, nil
@@ -167,12 +174,35 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	defer mc.mu.Unlock()
 	if removed {
 		delete(mc.last, string(c.ID))
+		delete(mc.lastRestart, string(c.ID))
 		return
 	}
-	if mc.last[string(c.ID)] == c.State {
+	state, rk := c.State, ""
+	if c.RestartCount > 0 || !c.NextRestartAt.IsZero() {
+		rk = restartKey(c.RestartCount, c.Message, c.LastExit)
+	}
+	if !c.NextRestartAt.IsZero() && !c.State.Terminal() {
+		// A restart is not the task starting over: Mesos has no in-place
+		// restart, and a master must not free the task's resources. It
+		// stays TASK_RUNNING; the message says it restarts, the reason is
+		// that of the exit (an OOM kill's memory reason, …).
+		state = containerizer.TaskRunning
+	}
+	if mc.last[string(c.ID)] == state && mc.lastRestart[string(c.ID)] == rk {
 		return
 	}
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode})
+	mc.lastRestart[string(c.ID)] = rk
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: state, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
+		RestartCount: c.RestartCount, LastExit: c.LastExit})
+}
+
+// restartKey tells a task's restart updates apart: one when a restart
+// waits (its message), one when it ran.
+func restartKey(count int, message string, last *containerizer.ProcessExit) string {
+	if count == 0 && last == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", count, message)
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -226,7 +256,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	mc.mu.Unlock()
 	for _, u := range todo {
 		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
-			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time),
+			RestartCount: uint32(u.RestartCount), LastExit: exitToProto(u.LastExit)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -452,6 +483,7 @@ func (mc *masterClient) launchTask(t *masterv1.Task) {
 	if len(t.GetCommand()) > 0 {
 		cfg.Cmd = t.GetCommand()
 	}
+	cfg.Restart = restartFromProto(t.GetContainer().GetRestartPolicy())
 	_, err := mc.adm.launch(ctx, cfg)
 	if err == nil {
 		mc.log.Info("task launched", "task_id", t.GetId(), "image", t.GetImage())

@@ -512,6 +512,7 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
+		t.RestartCount, t.LastExit = int(st.GetRestartCount()), exitFromProto(st.GetLastExit())
 		g = m.setTask(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode)
 	}
 	m.mu.Unlock()

@@ -322,7 +322,26 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Reason:         t.Reason,
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		RestartCount: uint32(t.RestartCount), LastExit: exitToProto(t.LastExit),
 	}
+}
+
+func exitToProto(e *store.TaskExit) *typesv1.ProcessExit {
+	if e == nil {
+		return nil
+	}
+	return &typesv1.ProcessExit{ExitCode: e.ExitCode, State: e.State, Reason: e.Reason, Message: e.Message, Time: ts(e.Time)}
+}
+
+func exitFromProto(p *typesv1.ProcessExit) *store.TaskExit {
+	if p == nil {
+		return nil
+	}
+	e := &store.TaskExit{ExitCode: p.ExitCode, State: p.GetState(), Reason: p.GetReason(), Message: p.GetMessage()}
+	if p.Time != nil {
+		e.Time = p.Time.AsTime().UTC()
+	}
+	return e
 }
 
 var agentStates = map[store.AgentState]masterv1.AgentState{

@@ -79,6 +79,19 @@ type Task struct {
 	Adopted   bool      `json:"adopted,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// RestartCount and LastExit: its agent restarted its process (its
+	// restart policy) so many times; how the last restarted one ended.
+	RestartCount int       `json:"restart_count,omitempty"`
+	LastExit     *TaskExit `json:"last_exit,omitempty"`
+}
+
+// TaskExit is how one process of a task ended.
+type TaskExit struct {
+	ExitCode *int32            `json:"exit_code,omitempty"`
+	State    typesv1.TaskState `json:"state"`
+	Reason   typesv1.Reason    `json:"reason,omitempty"`
+	Message  string            `json:"message,omitempty"`
+	Time     time.Time         `json:"time"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
