@@ -43,7 +43,7 @@ func (z *Containerizer) restartOrEnd(c *ctr, info containerizer.Container) (cont
 	again, delay := restart.Decide(info.Restart, exit, ran, info.RestartCount, info.RestartDelay)
 	if !again {
 		if p := info.Restart; p.MaxRetries > 0 && info.RestartCount >= p.MaxRetries && exit.State != containerizer.TaskFinished && !restart.KilledByUser(exit) {
-			info.Message += fmt.Sprintf("; not restarted: %s gave up after %d restarts", restart.String(p), info.RestartCount)
+			info.Message += fmt.Sprintf("; not restarted: %s gave up after %s", restart.String(p), plural(info.RestartCount, "restart"))
 			c.mu.Lock()
 			c.info.Message = info.Message
 			c.mu.Unlock()
@@ -58,7 +58,7 @@ func (z *Containerizer) restartOrEnd(c *ctr, info containerizer.Container) (cont
 	}
 	c.info.LastExit = &exit
 	c.info.State = containerizer.TaskStarting
-	c.info.Message = fmt.Sprintf("restarting after %s (%s)", exit.Message, restart.Count(info.Restart, info.RestartCount+1))
+	c.info.Message = fmt.Sprintf("%s; restarting (%s)", exit.Message, restart.Count(info.Restart, info.RestartCount+1))
 	c.info.ExitCode = nil
 	c.info.FinishedAt = time.Time{}
 	c.info.NextRestartAt = at.UTC()
@@ -244,4 +244,11 @@ func recoverRestartState(info *containerizer.Container, known containerizer.Cont
 	if info.StartedAt.IsZero() {
 		info.StartedAt = known.StartedAt
 	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
