@@ -64,8 +64,6 @@ type masterClient struct {
 	pending []*pendingUpdate // by seq
 	nextSeq uint64
 	last    map[string]typesv1.TaskState // task → state of its last queued update
-	// lastRestart: task → restartKey of its last queued update.
-	lastRestart map[string]string
 	agentID string
 	wake    chan struct{}
 	creds   credentials.TransportCredentials
@@ -76,6 +74,9 @@ type masterClient struct {
 	// tasks are the launches and kills the master asked for; run waits
 	// for them, so that none outlives the containerizer.
 	tasks sync.WaitGroup
+
+	// lastRestart: task → restartKey of its last queued update.
+	lastRestart map[string]string
 }
 
 type pendingUpdate struct {
