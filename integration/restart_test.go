@@ -258,3 +258,16 @@ func TestRestartPolicyValidation(t *testing.T) {
 		t.Errorf("a refused launch left a container:\n%s", r.stdout)
 	}
 }
+
+// run in the foreground with a restart policy streams the output of every
+// run and exits with the final status.
+func TestRunForegroundRestarts(t *testing.T) {
+	t.Cleanup(func() { h.cli("rm", "-f", "fg-restart") })
+	r := h.cli("run", "--name", "fg-restart", "--restart", "on-failure:2", "--restart-delay", "200ms", testImage, "sh", "-c", "echo run; exit 4")
+	if r.code != 4 || strings.Count(r.stdout, "run\n") != 3 {
+		t.Errorf("run --restart on-failure:2 of a command exiting 4: %s", r)
+	}
+	if c := inspect(t, "fg-restart"); c.RestartCount != 2 {
+		t.Errorf("%d restarts, want 2", c.RestartCount)
+	}
+}

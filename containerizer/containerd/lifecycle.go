@@ -477,7 +477,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 			z.record(ctx, c, cont, info)
 			return nil
 		}
-		if z.recoverRestart(c, known) {
+		if z.recoverRestart(c, known) || z.recoverLostExit(ctx, c, known) {
 			return nil
 		}
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
@@ -497,6 +497,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	if st.Status == client.Created {
 		z.deleteTask(ctx, task)
+		if z.recoverRestart(c, known) {
+			return nil // the agent stopped in the middle of a restart: again
+		}
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was started")
 		return nil
 	}
@@ -508,6 +511,12 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	c.mu.Lock()
 	c.task = task
 	c.info.State = containerizer.TaskRunning
+	if !c.info.NextRestartAt.IsZero() {
+		// A restart the agent made but had not yet checkpointed.
+		c.info.RestartCount++
+		c.info.NextRestartAt = time.Time{}
+		c.info.Reason, c.info.Message = containerizer.ReasonNone, ""
+	}
 	c.info.Pid = task.Pid()
 	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", task.Pid())); err == nil {
 		c.info.StartedAt = fi.ModTime().UTC()

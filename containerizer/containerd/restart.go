@@ -252,3 +252,24 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+// recoverLostExit handles a container with a restart policy whose process
+// ended and whose task finish deleted, but whose end the agent did not
+// record before it stopped (the checkpoint says running, containerd has no
+// task): the exit status is lost, and the end counts as a failure.
+func (z *Containerizer) recoverLostExit(ctx context.Context, c *ctr, known containerizer.Container) bool {
+	if known.State != containerizer.TaskRunning || !restart.Enabled(known.Restart) {
+		return false
+	}
+	c.mu.Lock()
+	c.info.State, c.info.Reason = containerizer.TaskFailed, containerizer.ReasonContainerVanished
+	c.info.Message = "its process ended while the agent was stopping, which lost its exit status"
+	c.info.FinishedAt = time.Now().UTC()
+	c.info.Pid = 0
+	info, cont := c.info, c.cont
+	c.mu.Unlock()
+	if info, restarting := z.restartOrEnd(c, info); !restarting {
+		z.record(ctx, c, cont, info)
+	}
+	return true
+}
