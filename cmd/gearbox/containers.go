@@ -137,67 +137,9 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		// still be removed (--rm).
 		o.name = ids.New()
 	}
-	req := &agentv1.LaunchContainerRequest{
-		ContainerId: o.name,
-		Image:       args[0],
-		Runtime:     o.runtime,
-		AutoRemove:  o.rm && o.detach, // in the foreground the client removes it after reading all output
-		Privileged:  o.privileged,
-		Stdin:       o.interactive,
-		Tty:         o.tty,
-	}
-	if o.tty {
-		// The process sees the terminal's size from its start; attach's
-		// resizes follow.
-		if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil && w > 0 && h > 0 {
-			req.Size = &agentv1.WindowSize{Width: uint32(w), Height: uint32(h)}
-		}
-	}
-	if len(args) > 1 {
-		req.Cmd = &agentv1.StringList{Values: args[1:]}
-	}
-	if cmd.Flags().Changed("entrypoint") {
-		req.Entrypoint = &agentv1.StringList{}
-		if o.entrypoint != "" {
-			req.Entrypoint.Values = []string{o.entrypoint}
-		}
-	}
-	for _, e := range o.env {
-		if !strings.Contains(e, "=") {
-			if v, ok := os.LookupEnv(e); ok {
-				e = e + "=" + v
-			} else {
-				continue // Docker's rule: an unset KEY is left out
-			}
-		}
-		req.Env = append(req.Env, e)
-	}
-	if cmd.Flags().Changed("workdir") {
-		req.WorkingDir = &o.workdir
-	}
-	if cmd.Flags().Changed("user") {
-		req.User = &o.user
-	}
-	lo, err := parseLogOpts(o.logDriver, o.logOpts)
+	req, err := runRequest(cmd, o, args)
 	if err != nil {
-		return &exitError{code: 125, err: err}
-	}
-	if req.Resources, err = o.res.proto(); err != nil {
-		return &exitError{code: 125, err: err}
-	}
-	req.Log = lo
-	if err := o.restart.apply(req); err != nil {
-		return &exitError{code: 125, err: err}
-	}
-	if o.rm && restarts(req) {
-		return &exitError{code: 125, err: errors.New("--rm and --restart conflict: a container removed when it ends cannot be restarted")}
-	}
-	for _, l := range o.labels {
-		k, v, _ := strings.Cut(l, "=")
-		if req.Labels == nil {
-			req.Labels = map[string]string{}
-		}
-		req.Labels[k] = v
+		return err
 	}
 
 	c, closeConn, err := dial(cmd)
@@ -266,6 +208,73 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		}
 	}
 	return containerExit(w.Container)
+}
+
+// runRequest is the launch run asks for, from its flags and arguments.
+func runRequest(cmd *cobra.Command, o runOpts, args []string) (*agentv1.LaunchContainerRequest, error) {
+	req := &agentv1.LaunchContainerRequest{
+		ContainerId: o.name,
+		Image:       args[0],
+		Runtime:     o.runtime,
+		AutoRemove:  o.rm && o.detach, // in the foreground the client removes it after reading all output
+		Privileged:  o.privileged,
+		Stdin:       o.interactive,
+		Tty:         o.tty,
+	}
+	if o.tty {
+		// The process sees the terminal's size from its start; attach's
+		// resizes follow.
+		if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil && w > 0 && h > 0 {
+			req.Size = &agentv1.WindowSize{Width: uint32(w), Height: uint32(h)}
+		}
+	}
+	if len(args) > 1 {
+		req.Cmd = &agentv1.StringList{Values: args[1:]}
+	}
+	if cmd.Flags().Changed("entrypoint") {
+		req.Entrypoint = &agentv1.StringList{}
+		if o.entrypoint != "" {
+			req.Entrypoint.Values = []string{o.entrypoint}
+		}
+	}
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			if v, ok := os.LookupEnv(e); ok {
+				e = e + "=" + v
+			} else {
+				continue // Docker's rule: an unset KEY is left out
+			}
+		}
+		req.Env = append(req.Env, e)
+	}
+	if cmd.Flags().Changed("workdir") {
+		req.WorkingDir = &o.workdir
+	}
+	if cmd.Flags().Changed("user") {
+		req.User = &o.user
+	}
+	lo, err := parseLogOpts(o.logDriver, o.logOpts)
+	if err != nil {
+		return nil, &exitError{code: 125, err: err}
+	}
+	if req.Resources, err = o.res.proto(); err != nil {
+		return nil, &exitError{code: 125, err: err}
+	}
+	req.Log = lo
+	if err := o.restart.apply(req); err != nil {
+		return nil, &exitError{code: 125, err: err}
+	}
+	if o.rm && restarts(req) {
+		return nil, &exitError{code: 125, err: errors.New("--rm and --restart conflict: a container removed when it ends cannot be restarted")}
+	}
+	for _, l := range o.labels {
+		k, v, _ := strings.Cut(l, "=")
+		if req.Labels == nil {
+			req.Labels = map[string]string{}
+		}
+		req.Labels[k] = v
+	}
+	return req, nil
 }
 
 // containerExit turns a terminal container into the CLI's exit status.

@@ -467,20 +467,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	task, err := cont.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		if z.cfg.Recovery.Rebooted {
-			c.mu.Lock()
-			c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
-			c.info.Message = "the host rebooted; the container did not survive"
-			c.info.FinishedAt = time.Now().UTC()
-			info := c.info
-			c.mu.Unlock()
-			z.record(ctx, c, cont, info)
-			return nil
-		}
-		if z.recoverRestart(c, known) || z.recoverLostExit(ctx, c, known) {
-			return nil
-		}
-		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
+		z.recoverTaskless(ctx, c, cont, known)
 		return nil
 	}
 	if err != nil {
@@ -529,6 +516,26 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	go z.watch(c, task, ch)
 	z.log.Info("recovered container", "container_id", c.info.ID, "status", st.Status)
 	return nil
+}
+
+// recoverTaskless recovers a container containerd holds with no task: the
+// host rebooted, a restart waits (or its exit was not yet recorded), or
+// the agent stopped half-way through its launch.
+func (z *Containerizer) recoverTaskless(ctx context.Context, c *ctr, cont client.Container, known containerizer.Container) {
+	if z.cfg.Recovery.Rebooted {
+		c.mu.Lock()
+		c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
+		c.info.Message = "the host rebooted; the container did not survive"
+		c.info.FinishedAt = time.Now().UTC()
+		info := c.info
+		c.mu.Unlock()
+		z.record(ctx, c, cont, info)
+		return
+	}
+	if z.recoverRestart(c, known) || z.recoverLostExit(ctx, c, known) {
+		return
+	}
+	z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
 }
 
 // recordUnlaunched records a container found half-launched at recovery.
