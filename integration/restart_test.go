@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -269,5 +273,48 @@ func TestRunForegroundRestarts(t *testing.T) {
 	}
 	if c := inspect(t, "fg-restart"); c.RestartCount != 2 {
 		t.Errorf("%d restarts, want 2", c.RestartCount)
+	}
+}
+
+// After a reboot (the boot ID changed, the task is gone) a container whose
+// policy restarts it starts again, as Docker's do when its daemon starts;
+// one without a policy is gone.
+func TestRestartAfterReboot(t *testing.T) {
+	p := &typesv1.RestartPolicy{Mode: typesv1.RestartMode_RESTART_MODE_UNLESS_STOPPED, Delay: durationpb.New(100 * time.Millisecond)}
+	c := launchRestart(t, "phoenix", p, nil, "sh", "-c", logStart+"sleep 300")
+	launch(t, "ashes", "sleep", "300")
+	if err := h.stopAgent(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx := namespaces.WithNamespace(context.Background(), h.namespace)
+	for _, id := range []string{"phoenix", "ashes"} {
+		cont, err := h.ctrd(t).LoadContainer(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, _ := cont.Task(ctx, nil)
+		task.Delete(ctx, client.WithProcessKill)
+	}
+	meta := filepath.Join(h.workDir(), "meta", "agent.json")
+	data, _ := os.ReadFile(meta)
+	var m map[string]any
+	json.Unmarshal(data, &m)
+	m["boot_id"] = "00000000-0000-0000-0000-000000000001"
+	data, _ = json.Marshal(m)
+	os.WriteFile(meta, data, 0o600)
+	if err := h.startAgent(); err != nil {
+		t.Fatal(err)
+	}
+	again := waitUntil(t, "phoenix", 30*time.Second, "restarted after the reboot", func(c *agentv1.Container) bool {
+		return c.State == typesv1.TaskState_TASK_RUNNING
+	})
+	if again.RestartCount != 1 || again.LastExit.GetReason() != typesv1.Reason_REASON_AGENT_RESTARTED {
+		t.Errorf("after the reboot: %d restarts, last exit %v", again.RestartCount, again.LastExit)
+	}
+	if n := len(uptimes(t, c)); n != 2 {
+		t.Errorf("%d starts in the sandbox, want 2", n)
+	}
+	if g := inspect(t, "ashes"); g.State != typesv1.TaskState_TASK_GONE {
+		t.Errorf("without a policy after the reboot: %v", g.State)
 	}
 }

@@ -523,6 +523,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 // the agent stopped half-way through its launch.
 func (z *Containerizer) recoverTaskless(ctx context.Context, c *ctr, cont client.Container, known containerizer.Container) {
 	if z.cfg.Recovery.Rebooted {
+		if z.restartAfterReboot(c) {
+			return
+		}
 		c.mu.Lock()
 		c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
 		c.info.Message = "the host rebooted; the container did not survive"

@@ -273,3 +273,24 @@ func (z *Containerizer) recoverLostExit(ctx context.Context, c *ctr, known conta
 	}
 	return true
 }
+
+// restartAfterReboot starts again, after its back-off, a container the
+// host's reboot ended when its restart policy restarts it: Docker's rule
+// when its daemon starts. The reboot counts as a failure (on-failure
+// restarts it too, within its count). It returns false when the policy
+// says no; the container is then gone, as without a policy.
+func (z *Containerizer) restartAfterReboot(c *ctr) bool {
+	c.mu.Lock()
+	if !restart.Enabled(c.info.Restart) {
+		c.mu.Unlock()
+		return false
+	}
+	c.info.State, c.info.Reason = containerizer.TaskFailed, containerizer.ReasonAgentRestarted
+	c.info.Message = "the host rebooted"
+	c.info.FinishedAt = time.Now().UTC()
+	c.info.ExitCode, c.info.Pid, c.info.NextRestartAt = nil, 0, time.Time{}
+	info := c.info
+	c.mu.Unlock()
+	_, again := z.restartOrEnd(c, info)
+	return again
+}
