@@ -112,6 +112,13 @@ func (z *Containerizer) restart(c *ctr, stop <-chan struct{}) {
 		return
 	default:
 	}
+	if err != nil && z.ctx.Err() != nil {
+		// The agent is stopping: the restart stays pending in the
+		// checkpoint, and the next agent makes it (a task left created is
+		// deleted by its recovery).
+		c.mu.Unlock()
+		return
+	}
 	c.restartStop = nil
 	if err != nil {
 		c.mu.Unlock()
