@@ -178,16 +178,9 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 		delete(mc.lastRestart, string(c.ID))
 		return
 	}
-	state, rk := c.State, ""
+	state, rk := reportedState(c), ""
 	if c.RestartCount > 0 || !c.NextRestartAt.IsZero() {
 		rk = restartKey(c.RestartCount, c.Message, c.LastExit)
-	}
-	if !c.NextRestartAt.IsZero() && !c.State.Terminal() {
-		// A restart is not the task starting over: Mesos has no in-place
-		// restart, and a master must not free the task's resources. It
-		// stays TASK_RUNNING; the message says it restarts, the reason is
-		// that of the exit (an OOM kill's memory reason, …).
-		state = containerizer.TaskRunning
 	}
 	if mc.last[string(c.ID)] == state && mc.lastRestart[string(c.ID)] == rk {
 		return
@@ -195,6 +188,18 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	mc.lastRestart[string(c.ID)] = rk
 	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: state, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
 		RestartCount: c.RestartCount, LastExit: c.LastExit})
+}
+
+// reportedState is the state the master is told of a task's container. A
+// restart is not the task starting over: Mesos has no in-place restart, and
+// a master must not free the task's resources. While a restart waits, the
+// task stays TASK_RUNNING; the message says it restarts, the reason is that
+// of the exit (an OOM kill's memory reason, …).
+func reportedState(c containerizer.Container) typesv1.TaskState {
+	if !c.NextRestartAt.IsZero() && !c.State.Terminal() {
+		return containerizer.TaskRunning
+	}
+	return c.State
 }
 
 // restartKey tells a task's restart updates apart: one when a restart
@@ -457,8 +462,9 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 			continue
 		}
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
-			State: c.State, Reason: c.Reason,
-			Message: c.Message, ExitCode: c.ExitCode})
+			State: reportedState(c), Reason: c.Reason,
+			Message: c.Message, ExitCode: c.ExitCode,
+			RestartCount: uint32(c.RestartCount), LastExit: exitToProto(c.LastExit)})
 	}
 	return reg, nil
 }
