@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -32,6 +33,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		KillGrace:  r.GetKillPolicy().GetGracePeriod().AsDuration(),
 		Pull:       r.GetPullPolicy(),
 		Auth:       authFromProto(r.GetRegistryAuth()),
+		Restart:    restartFromProto(r.GetRestartPolicy()),
 	}
 	if sz := r.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.GetWidth(), sz.GetHeight()
@@ -47,21 +49,22 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 
 func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerRequest {
 	r := &agentv1.LaunchContainerRequest{
-		ContainerId: string(cfg.ID),
-		Image:       cfg.Image,
-		Env:         cfg.Env,
-		WorkingDir:  cfg.WorkingDir,
-		User:        cfg.User,
-		Runtime:     cfg.Runtime,
-		Labels:      cfg.Labels,
-		AutoRemove:  cfg.AutoRemove,
-		Log:         logToProto(cfg.Log),
-		Privileged:  cfg.Privileged,
-		Resources:   resourcesToProto(cfg.Resources),
-		Stdin:       cfg.Stdin,
-		Tty:         cfg.TTY,
-		KillPolicy:  killPolicyToProto(cfg.KillGrace),
-		PullPolicy:  cfg.Pull,
+		ContainerId:   string(cfg.ID),
+		Image:         cfg.Image,
+		Env:           cfg.Env,
+		WorkingDir:    cfg.WorkingDir,
+		User:          cfg.User,
+		Runtime:       cfg.Runtime,
+		Labels:        cfg.Labels,
+		AutoRemove:    cfg.AutoRemove,
+		Log:           logToProto(cfg.Log),
+		Privileged:    cfg.Privileged,
+		Resources:     resourcesToProto(cfg.Resources),
+		Stdin:         cfg.Stdin,
+		Tty:           cfg.TTY,
+		KillPolicy:    killPolicyToProto(cfg.KillGrace),
+		PullPolicy:    cfg.Pull,
+		RestartPolicy: restartToProto(cfg.Restart),
 	}
 	if a := cfg.Auth; a != nil {
 		r.RegistryAuth = &agentv1.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
@@ -121,6 +124,10 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		Tty:             c.TTY,
 		KillPolicy:      killPolicyToProto(c.KillGrace),
 		PullPolicy:      c.Pull,
+		RestartPolicy:   restartToProto(c.Restart),
+		RestartCount:    uint32(c.RestartCount),
+		LastExit:        exitToProto(c.LastExit),
+		NextRestartAt:   ts(c.NextRestartAt),
 	}
 }
 
@@ -167,6 +174,10 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		TTY:             p.GetTty(),
 		KillGrace:       p.GetKillPolicy().GetGracePeriod().AsDuration(),
 		Pull:            p.GetPullPolicy(),
+		Restart:         restartFromProto(p.GetRestartPolicy()),
+		RestartCount:    int(p.GetRestartCount()),
+		LastExit:        exitFromProto(p.GetLastExit()),
+		NextRestartAt:   fromTS(p.NextRestartAt),
 	}
 }
 
@@ -237,4 +248,62 @@ func nestedToProto(n containerizer.NestedContainer) *agentv1.NestedContainer {
 		Message: n.Message, ExitCode: n.ExitCode, Pid: n.Pid, StartedAt: ts(n.StartedAt), FinishedAt: ts(n.FinishedAt),
 		Sandbox: n.Sandbox,
 	}
+}
+
+var restartModes = map[typesv1.RestartMode]containerizer.RestartMode{
+	typesv1.RestartMode_RESTART_MODE_NO:             containerizer.RestartNo,
+	typesv1.RestartMode_RESTART_MODE_ON_FAILURE:     containerizer.RestartOnFailure,
+	typesv1.RestartMode_RESTART_MODE_ALWAYS:         containerizer.RestartAlways,
+	typesv1.RestartMode_RESTART_MODE_UNLESS_STOPPED: containerizer.RestartUnlessStopped,
+}
+
+// restartFromProto: an enum value this agent does not know becomes a mode
+// the containerizer refuses, naming it.
+func restartFromProto(p *typesv1.RestartPolicy) containerizer.RestartPolicy {
+	if p == nil {
+		return containerizer.RestartPolicy{}
+	}
+	mode, ok := restartModes[p.GetMode()]
+	if !ok && p.GetMode() != typesv1.RestartMode_RESTART_MODE_UNSPECIFIED {
+		mode = containerizer.RestartMode(p.GetMode().String())
+	}
+	return containerizer.RestartPolicy{
+		Mode: mode, MaxRetries: int(p.GetMaxRetries()), Factor: p.GetFactor(),
+		Delay: p.GetDelay().AsDuration(), MaxDelay: p.GetMaxDelay().AsDuration(), ResetAfter: p.GetResetAfter().AsDuration(),
+	}
+}
+
+func restartToProto(r containerizer.RestartPolicy) *typesv1.RestartPolicy {
+	if r == (containerizer.RestartPolicy{}) {
+		return nil
+	}
+	p := &typesv1.RestartPolicy{MaxRetries: int32(min(r.MaxRetries, math.MaxInt32)), Factor: r.Factor,
+		Delay: dur(r.Delay), MaxDelay: dur(r.MaxDelay), ResetAfter: dur(r.ResetAfter)}
+	for m, name := range restartModes {
+		if name == r.Mode {
+			p.Mode = m
+		}
+	}
+	return p
+}
+
+func dur(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func exitToProto(e *containerizer.ProcessExit) *typesv1.ProcessExit {
+	if e == nil {
+		return nil
+	}
+	return &typesv1.ProcessExit{ExitCode: e.ExitCode, State: e.State, Reason: e.Reason, Message: e.Message, Time: ts(e.Time)}
+}
+
+func exitFromProto(p *typesv1.ProcessExit) *containerizer.ProcessExit {
+	if p == nil {
+		return nil
+	}
+	return &containerizer.ProcessExit{ExitCode: p.ExitCode, State: p.GetState(), Reason: p.GetReason(), Message: p.GetMessage(), Time: fromTS(p.Time)}
 }

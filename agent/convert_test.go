@@ -7,6 +7,7 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/isolators"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 func TestContainerRoundTrip(t *testing.T) {
@@ -27,6 +28,13 @@ func TestContainerRoundTrip(t *testing.T) {
 			Resources: isolators.Resources{CPUs: 0.5, Memory: 32 << 20, MemorySoft: 16 << 20, Pids: 20, BlkioWeight: 500,
 				Devices: []isolators.DeviceLimit{{Path: "/dev/vda", ReadBps: 1, WriteBps: 2, ReadIops: 3, WriteIops: 4}}},
 		},
+		{
+			ID: "r", State: containerizer.TaskStarting, Reason: containerizer.Reason(7), Message: "restarting after an OOM kill (restart 2 of 3)",
+			Restart: containerizer.RestartPolicy{Mode: containerizer.RestartOnFailure, MaxRetries: 3, Delay: time.Second, Factor: 1.5,
+				MaxDelay: time.Minute, ResetAfter: 30 * time.Second},
+			RestartCount: 1, NextRestartAt: now.Add(time.Minute),
+			LastExit: &containerizer.ProcessExit{ExitCode: &code, State: containerizer.TaskFailed, Reason: containerizer.Reason(7), Message: "oom", Time: now},
+		},
 	} {
 		got := containerFromProto(containerToProto(c))
 		if !reflect.DeepEqual(got, c) {
@@ -36,11 +44,26 @@ func TestContainerRoundTrip(t *testing.T) {
 	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
 		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true, Width: 80, Height: 24,
-		KillGrace: 3 * time.Second, Pull: containerizer.PullNever, Auth: &containerizer.RegistryAuth{Username: "u", Password: "p"}}
+		KillGrace: 3 * time.Second, Pull: containerizer.PullNever, Auth: &containerizer.RegistryAuth{Username: "u", Password: "p"},
+		Restart: containerizer.RestartPolicy{Mode: containerizer.RestartUnlessStopped, Delay: 2 * time.Second}}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}
 	if got := launchFromProto(launchToProto(containerizer.LaunchConfig{ID: "x"})); got.Entrypoint != nil || got.Cmd != nil {
 		t.Errorf("absent entrypoint/cmd came back as %#v / %#v", got.Entrypoint, got.Cmd)
+	}
+}
+
+func TestRestartModesRoundTrip(t *testing.T) {
+	for _, m := range []containerizer.RestartMode{containerizer.RestartNo, containerizer.RestartOnFailure, containerizer.RestartAlways, containerizer.RestartUnlessStopped} {
+		p := containerizer.RestartPolicy{Mode: m}
+		if got := restartFromProto(restartToProto(p)); got != p {
+			t.Errorf("mode %s came back as %q", m, got.Mode)
+		}
+	}
+	// A mode a newer client knows and this agent does not is kept by
+	// name, so that validation refuses it naming it.
+	if got := restartFromProto(&typesv1.RestartPolicy{Mode: 42}); got.Mode == "" || got.Mode == containerizer.RestartNo {
+		t.Errorf("an unknown mode became %q: it would be taken for no restart policy", got.Mode)
 	}
 }

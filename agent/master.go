@@ -86,6 +86,8 @@ type masterClient struct {
 	// launching are the task launches under way (a pull can take long),
 	// so that a kill ends the launch rather than miss it.
 	launching map[string]*taskLaunching
+	// lastRestart: task → restartKey of its last queued update.
+	lastRestart map[string]string
 }
 
 // taskLaunching is a task launch under way.
@@ -108,6 +110,10 @@ type pendingUpdate struct {
 	// (Mesos's TaskStatus.healthy), when it has one.
 	Healthy      *bool  `json:"healthy,omitempty"`
 	HealthOutput string `json:"health_output,omitempty"`
+	// The task's restarts (its restart policy): how many, and how the last
+	// restarted process ended.
+	RestartCount int                        `json:"restart_count,omitempty"`
+	LastExit     *containerizer.ProcessExit `json:"last_exit,omitempty"`
 	sent         *masterSession
 }
 
@@ -136,7 +142,7 @@ type nodeInfo struct {
 func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
 		onID: func(id string) { a.masterID.Store(id) },
-		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, health: map[string]taskHealth{}, wake: make(chan struct{}, 1),
+		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, health: map[string]taskHealth{}, lastRestart: map[string]string{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
 	if mt := a.cfg.MasterTLS; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
@@ -174,6 +180,7 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 		mc.pending = append(mc.pending, &u)
 		mc.nextSeq = max(mc.nextSeq, u.Seq)
 		mc.last[u.TaskID] = u.State
+		mc.lastRestart[u.TaskID] = restartKey(u.RestartCount, u.Message, u.LastExit)
 	}
 	sort.Slice(mc.pending, func(i, j int) bool { return mc.pending[i].Seq < mc.pending[j].Seq })
 	return mc, nil
@@ -191,14 +198,20 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	if removed {
 		delete(mc.last, string(c.ID))
 		delete(mc.health, string(c.ID))
+		delete(mc.lastRestart, string(c.ID))
 		return
 	}
-	if mc.last[string(c.ID)] == c.State {
+	state, rk := reportedState(c), ""
+	if c.RestartCount > 0 || !c.NextRestartAt.IsZero() {
+		rk = restartKey(c.RestartCount, c.Message, c.LastExit)
+	}
+	if mc.last[string(c.ID)] == state && mc.lastRestart[string(c.ID)] == rk {
 		return
 	}
+	mc.lastRestart[string(c.ID)] = rk
 	h := mc.health[string(c.ID)]
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
-		Healthy: h.healthy, HealthOutput: h.output})
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: state, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
+		RestartCount: c.RestartCount, LastExit: c.LastExit, Healthy: h.healthy, HealthOutput: h.output})
 }
 
 // taskHealth is what a task's health check last said.
@@ -225,6 +238,27 @@ func (mc *masterClient) healthChanged(c containerizer.Container, s checks.Status
 	mc.health[string(c.ID)] = taskHealth{healthy: &healthy, output: s.Output}
 	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: typesv1.Reason_REASON_TASK_HEALTH_CHECK_STATUS_UPDATED,
 		Message: msg, Healthy: &healthy, HealthOutput: s.Output})
+}
+
+// reportedState is the state the master is told of a task's container. A
+// restart is not the task starting over: Mesos has no in-place restart, and
+// a master must not free the task's resources. While a restart waits, the
+// task stays TASK_RUNNING; the message says it restarts, the reason is that
+// of the exit (an OOM kill's memory reason, …).
+func reportedState(c containerizer.Container) typesv1.TaskState {
+	if !c.NextRestartAt.IsZero() && !c.State.Terminal() {
+		return containerizer.TaskRunning
+	}
+	return c.State
+}
+
+// restartKey tells a task's restart updates apart: one when a restart
+// waits (its message), one when it ran.
+func restartKey(count int, message string, last *containerizer.ProcessExit) string {
+	if count == 0 && last == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", count, message)
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -279,7 +313,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	for _, u := range todo {
 		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
 			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time),
-			Healthy: u.Healthy, HealthOutput: u.HealthOutput}
+			Healthy: u.Healthy, HealthOutput: u.HealthOutput,
+			RestartCount: uint32(u.RestartCount), LastExit: exitToProto(u.LastExit)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -481,8 +516,9 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 		h := mc.health[string(c.ID)]
 		mc.mu.Unlock()
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
-			State: c.State, Reason: c.Reason,
-			Message: c.Message, ExitCode: c.ExitCode, Healthy: h.healthy, HealthOutput: h.output})
+			State: reportedState(c), Reason: c.Reason,
+			Message: c.Message, ExitCode: c.ExitCode, Healthy: h.healthy, HealthOutput: h.output,
+			RestartCount: uint32(c.RestartCount), LastExit: exitToProto(c.LastExit)})
 	}
 	return reg, nil
 }

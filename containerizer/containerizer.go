@@ -110,6 +110,43 @@ type LaunchConfig struct {
 	// PullProgress hears of a pull this launch waits for (maybe one that
 	// another launch of the same image started); nil: nobody listens.
 	PullProgress func(PullProgress) `json:"-"`
+	// Restart says whether the process is started again when it ends.
+	Restart RestartPolicy
+}
+
+// RestartMode is Docker's --restart policy.
+type RestartMode string
+
+const (
+	RestartNo            RestartMode = "no"
+	RestartOnFailure     RestartMode = "on-failure"
+	RestartAlways        RestartMode = "always"
+	RestartUnlessStopped RestartMode = "unless-stopped"
+)
+
+// RestartPolicy says whether and when a container's process is started
+// again when it ends (containerizer/restart decides). Zero durations and
+// factor mean the defaults.
+type RestartPolicy struct {
+	Mode RestartMode `json:"mode,omitempty"` // "" is RestartNo
+	// MaxRetries bounds the restarts of on-failure; 0: no bound.
+	MaxRetries int `json:"max_retries,omitempty"`
+	// The back-off: Delay, then Delay*Factor, … at most MaxDelay; a run of
+	// ResetAfter or longer starts it again at Delay.
+	Delay      time.Duration `json:"delay,omitempty"`
+	Factor     float64       `json:"factor,omitempty"`
+	MaxDelay   time.Duration `json:"max_delay,omitempty"`
+	ResetAfter time.Duration `json:"reset_after,omitempty"`
+}
+
+// ProcessExit is how one process of a container ended: the state, reason
+// and message it would have ended the container with.
+type ProcessExit struct {
+	ExitCode *int32    `json:"exit_code,omitempty"`
+	State    TaskState `json:"state"`
+	Reason   Reason    `json:"reason,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // PullPolicy says when a launch pulls its image: the types.v1 enum.
@@ -173,6 +210,15 @@ type Container struct {
 	// ImageHealthcheck is the image's own HEALTHCHECK (Docker image
 	// config), nil when it has none.
 	ImageHealthcheck *ImageHealthcheck `json:",omitempty"`
+	Restart          RestartPolicy
+	// RestartCount counts the restarts of its process; LastExit is how the
+	// last restarted one ended. While a restart waits for its back-off the
+	// container is TaskStarting with NextRestartAt set, and RestartDelay is
+	// that wait (the back-off goes on from it).
+	RestartCount  int
+	LastExit      *ProcessExit
+	NextRestartAt time.Time
+	RestartDelay  time.Duration
 }
 
 // ImageHealthcheck is a Docker image config's Healthcheck. Test is

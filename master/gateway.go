@@ -529,6 +529,7 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
+		t.RestartCount, t.LastExit = int(st.GetRestartCount()), exitFromProto(st.GetLastExit())
 		g = m.setTaskStatus(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode, setHealth(t, st))
 	}
 	m.mu.Unlock()

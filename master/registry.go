@@ -339,7 +339,8 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
 		FrameworkId: t.FrameworkID, Role: t.Role, GroupId: t.GroupID,
 		Container: publicSpec(t.Container),
-		Healthy: t.Healthy, HealthOutput: t.HealthOutput,
+		Healthy:   t.Healthy, HealthOutput: t.HealthOutput,
+		RestartCount: uint32(t.RestartCount), LastExit: exitToProto(t.LastExit),
 	}
 }
 
@@ -355,6 +356,24 @@ func setHealth(t *store.Task, st *masterv1.TaskStatus) bool {
 	h := st.GetHealthy()
 	t.Healthy, t.HealthOutput = &h, st.GetHealthOutput()
 	return true
+}
+
+func exitToProto(e *store.TaskExit) *typesv1.ProcessExit {
+	if e == nil {
+		return nil
+	}
+	return &typesv1.ProcessExit{ExitCode: e.ExitCode, State: e.State, Reason: e.Reason, Message: e.Message, Time: ts(e.Time)}
+}
+
+func exitFromProto(p *typesv1.ProcessExit) *store.TaskExit {
+	if p == nil {
+		return nil
+	}
+	e := &store.TaskExit{ExitCode: p.ExitCode, State: p.GetState(), Reason: p.GetReason(), Message: p.GetMessage()}
+	if p.Time != nil {
+		e.Time = p.Time.AsTime().UTC()
+	}
+	return e
 }
 
 var agentStates = map[store.AgentState]masterv1.AgentState{

@@ -141,6 +141,9 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	if err := o.spec.apply(req); err != nil {
 		return &exitError{code: 125, err: err}
 	}
+	if o.rm && restarts(req) {
+		return &exitError{code: 125, err: errors.New("--rm and --restart conflict: a container removed when it ends cannot be restarted")}
+	}
 
 	c, closeConn, err := dial(cmd)
 	if err != nil {
@@ -384,6 +387,10 @@ func humanStatus(ct *agentv1.Container) string {
 	case typesv1.TaskState_TASK_RUNNING:
 		return "Up " + humanDuration(time.Since(ct.StartedAt.AsTime())) + healthSuffix(ct)
 	case typesv1.TaskState_TASK_STARTING:
+		if e := ct.LastExit; ct.NextRestartAt != nil && e != nil {
+			// Docker's words: the last exit's status and how long ago.
+			return fmt.Sprintf("Restarting (%d) %s", e.GetExitCode(), ago(e.Time.AsTime()))
+		}
 		return "Starting"
 	}
 	s := strings.TrimPrefix(ct.State.String(), "TASK_")
@@ -481,6 +488,7 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	if ct.Pid != 0 {
 		row("Pid", fmt.Sprint(ct.Pid))
 	}
+	printRestarts(row, ct)
 	row("Created", tsf(ct.CreatedAt, ct.CreatedAt != nil))
 	row("Started", tsf(ct.StartedAt, ct.StartedAt != nil))
 	row("Finished", tsf(ct.FinishedAt, ct.FinishedAt != nil))

@@ -41,6 +41,7 @@ var specFeatures = []func(*pflag.FlagSet) specApplier{
 	func(fs *pflag.FlagSet) specApplier { return addKillFlags(fs) },
 	func(fs *pflag.FlagSet) specApplier { return addPullFlags(fs) },
 	func(fs *pflag.FlagSet) specApplier { return addHealthFlags(fs) },
+	func(fs *pflag.FlagSet) specApplier { return addRestartFlags(fs) },
 }
 
 func addSpecFlags(f *pflag.FlagSet) *specFlags {

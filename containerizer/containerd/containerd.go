@@ -155,6 +155,9 @@ type ctr struct {
 	// health check), for its terminal state.
 	killReason  containerizer.Reason
 	killMessage string
+	// restartStop is closed to end a restart that waits for its back-off
+	// (restart.go); nil when none waits.
+	restartStop chan struct{}
 }
 
 // loggerContainer is what the container's logger knows of it.

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/containerizer/restart"
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/internal/ids"
 	"github.com/gearboxd/gearbox/internal/launchspec"
@@ -44,6 +45,12 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	}
 	if err := z.resolveLog(&cfg.Log); err != nil {
 		return err
+	}
+	if err := restart.Validate(cfg.Restart); err != nil {
+		return err
+	}
+	if cfg.AutoRemove && restart.Enabled(cfg.Restart) {
+		return errs.New(errdefs.ErrInvalidArgument, "restart_policy %s with auto_remove: a container removed when it ends cannot be restarted; choose one", restart.String(cfg.Restart))
 	}
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
@@ -120,6 +127,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
 		KillGrace: cfg.KillGrace, Pull: cfg.Pull,
 		ImageHealthcheck: imageHealthcheck(ctx, img),
+		Restart:          cfg.Restart,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {

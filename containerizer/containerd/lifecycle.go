@@ -105,6 +105,10 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 	info := c.info
 	cont := c.cont
 	c.mu.Unlock()
+	info, restarting := z.restartOrEnd(c, info)
+	if restarting {
+		return
+	}
 	z.record(ctx, c, cont, info)
 }
 
@@ -187,6 +191,9 @@ func (z *Containerizer) Kill(ctx context.Context, id containerizer.ContainerID, 
 	c, err := z.lookup(id)
 	if err != nil {
 		return err
+	}
+	if z.stopRestart(ctx, c, "killed while waiting to restart") {
+		return nil
 	}
 	c.mu.Lock()
 	task, state := c.task, c.info.State
@@ -457,6 +464,8 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 		}
 		c.info = known
 	}
+	known, isKnown := z.cfg.Recovery.Known[c.info.ID]
+	recoverRestartState(&c.info, known, isKnown)
 	c.info.CreatedAt = cinfo.CreatedAt.UTC()
 	c.info.Sandbox = z.sandboxDir(c.info.ID)
 	if spec, err := cont.Spec(ctx); err == nil && spec.Process != nil {
@@ -480,17 +489,7 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	task, err := cont.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		if z.cfg.Recovery.Rebooted {
-			c.mu.Lock()
-			c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
-			c.info.Message = "the host rebooted; the container did not survive"
-			c.info.FinishedAt = time.Now().UTC()
-			info := c.info
-			c.mu.Unlock()
-			z.record(ctx, c, cont, info)
-			return nil
-		}
-		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
+		z.recoverTaskless(ctx, c, cont, known)
 		return nil
 	}
 	if err != nil {
@@ -507,6 +506,9 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	}
 	if st.Status == client.Created {
 		z.deleteTask(ctx, task)
+		if z.recoverRestart(c, known) {
+			return nil // the agent stopped in the middle of a restart: again
+		}
 		z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was started")
 		return nil
 	}
@@ -518,6 +520,12 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	c.mu.Lock()
 	c.task = task
 	c.info.State = containerizer.TaskRunning
+	if !c.info.NextRestartAt.IsZero() {
+		// A restart the agent made but had not yet checkpointed.
+		c.info.RestartCount++
+		c.info.NextRestartAt = time.Time{}
+		c.info.Reason, c.info.Message = containerizer.ReasonNone, ""
+	}
 	c.info.Pid = task.Pid()
 	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", task.Pid())); err == nil {
 		c.info.StartedAt = fi.ModTime().UTC()
@@ -530,6 +538,29 @@ func (z *Containerizer) recoverOne(ctx context.Context, cont client.Container) e
 	go z.watch(c, task, ch)
 	z.log.Info("recovered container", "container_id", c.info.ID, "status", st.Status)
 	return nil
+}
+
+// recoverTaskless recovers a container containerd holds with no task: the
+// host rebooted, a restart waits (or its exit was not yet recorded), or
+// the agent stopped half-way through its launch.
+func (z *Containerizer) recoverTaskless(ctx context.Context, c *ctr, cont client.Container, known containerizer.Container) {
+	if z.cfg.Recovery.Rebooted {
+		if z.restartAfterReboot(c) {
+			return
+		}
+		c.mu.Lock()
+		c.info.State, c.info.Reason = containerizer.TaskGone, containerizer.ReasonAgentRestarted
+		c.info.Message = "the host rebooted; the container did not survive"
+		c.info.FinishedAt = time.Now().UTC()
+		info := c.info
+		c.mu.Unlock()
+		z.record(ctx, c, cont, info)
+		return
+	}
+	if z.recoverRestart(c, known) || z.recoverLostExit(ctx, c, known) {
+		return
+	}
+	z.recordUnlaunched(ctx, c, "the agent stopped before the container's task was created")
 }
 
 // recordUnlaunched records a container found half-launched at recovery.

@@ -17,6 +17,7 @@ type metrics struct {
 	// image GC and PruneImages) removed.
 	imagesPruned     prometheus.Counter
 	imageBytesPruned prometheus.Counter
+	restarts         *prometheus.CounterVec
 }
 
 func (m *metrics) pullsStarted() { m.launchPulls.WithLabelValues("pulled").Inc() }
@@ -49,6 +50,10 @@ func newMetrics() *metrics {
 			Name: "gearbox_containerizer_image_bytes_pruned_total",
 			Help: "Bytes of image content freed by the image GC and PruneImages.",
 		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gearbox_containerizer_restarts_total",
+			Help: "Restarts by a restart policy, by result: scheduled (a back-off began), ok (the process runs again), failed (it could not start).",
+		}, []string{"result"}),
 	}
 }
 
@@ -76,7 +81,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 func (z *Containerizer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		z.metrics.loggerFailures, z.metrics.launches, z.metrics.launchSeconds, z.metrics.launchPulls,
-		z.metrics.imagesPruned, z.metrics.imageBytesPruned,
+		z.metrics.imagesPruned, z.metrics.imageBytesPruned, z.metrics.restarts,
 		stateCollector{z: z, desc: prometheus.NewDesc("gearbox_containerizer_containers", "Containers by task state.", []string{"state"}, nil)},
 	}
 }

@@ -103,6 +103,10 @@ type Task struct {
 	// (Mesos's TaskStatus.healthy); nil without a check.
 	Healthy      *bool  `json:"healthy,omitempty"`
 	HealthOutput string `json:"health_output,omitempty"`
+	// RestartCount and LastExit: its agent restarted its process (its
+	// restart policy) so many times; how the last restarted one ended.
+	RestartCount int       `json:"restart_count,omitempty"`
+	LastExit     *TaskExit `json:"last_exit,omitempty"`
 }
 
 // Update is a status update for a framework, kept until it acknowledges it.
@@ -145,6 +149,15 @@ func (c *Container) MarshalJSON() ([]byte, error) {
 func (c *Container) UnmarshalJSON(b []byte) error {
 	c.Spec = &agentv1.LaunchContainerRequest{}
 	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(b, c.Spec)
+}
+
+// TaskExit is how one process of a task ended.
+type TaskExit struct {
+	ExitCode *int32            `json:"exit_code,omitempty"`
+	State    typesv1.TaskState `json:"state"`
+	Reason   typesv1.Reason    `json:"reason,omitempty"`
+	Message  string            `json:"message,omitempty"`
+	Time     time.Time         `json:"time"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master

@@ -728,6 +728,9 @@ type LaunchContainerRequest struct {
 	HealthCheck *v1.HealthCheck `protobuf:"bytes,20,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
 	// Run no health check, not even the image's (docker run --no-healthcheck).
 	NoHealthcheck bool `protobuf:"varint,21,opt,name=no_healthcheck,json=noHealthcheck,proto3" json:"no_healthcheck,omitempty"`
+	// Whether and when the process is started again when it ends (Docker's
+	// --restart); absent: never. Refused with auto_remove.
+	RestartPolicy *v1.RestartPolicy `protobuf:"bytes,23,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +910,13 @@ func (x *LaunchContainerRequest) GetNoHealthcheck() bool {
 		return x.NoHealthcheck
 	}
 	return false
+}
+
+func (x *LaunchContainerRequest) GetRestartPolicy() *v1.RestartPolicy {
+	if x != nil {
+		return x.RestartPolicy
+	}
+	return nil
 }
 
 // Resources a container is given; zero means no limit.
@@ -1239,8 +1249,16 @@ type Container struct {
 	HealthOutput    string                 `protobuf:"bytes,34,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
 	HealthFailures  uint32                 `protobuf:"varint,35,opt,name=health_failures,json=healthFailures,proto3" json:"health_failures,omitempty"`
 	HealthCheckedAt *timestamppb.Timestamp `protobuf:"bytes,36,opt,name=health_checked_at,json=healthCheckedAt,proto3" json:"health_checked_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	RestartPolicy   *v1.RestartPolicy      `protobuf:"bytes,37,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
+	// How many times its process was started again.
+	RestartCount uint32 `protobuf:"varint,38,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	// How the last process that was restarted ended.
+	LastExit *v1.ProcessExit `protobuf:"bytes,39,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	// Set while a restart waits for its back-off (state TASK_STARTING):
+	// when the process starts again.
+	NextRestartAt *timestamppb.Timestamp `protobuf:"bytes,40,opt,name=next_restart_at,json=nextRestartAt,proto3" json:"next_restart_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1493,6 +1511,34 @@ func (x *Container) GetHealthFailures() uint32 {
 func (x *Container) GetHealthCheckedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.HealthCheckedAt
+	}
+	return nil
+}
+
+func (x *Container) GetRestartPolicy() *v1.RestartPolicy {
+	if x != nil {
+		return x.RestartPolicy
+	}
+	return nil
+}
+
+func (x *Container) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *Container) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
+	}
+	return nil
+}
+
+func (x *Container) GetNextRestartAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRestartAt
 	}
 	return nil
 }
@@ -5141,7 +5187,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xfe\a\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xc6\b\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -5172,7 +5218,8 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"pullPolicy\x12C\n" +
 	"\rregistry_auth\x18\x13 \x01(\v2\x1e.gearbox.agent.v1.RegistryAuthR\fregistryAuth\x12@\n" +
 	"\fhealth_check\x18\x14 \x01(\v2\x1d.gearbox.types.v1.HealthCheckR\vhealthCheck\x12%\n" +
-	"\x0eno_healthcheck\x18\x15 \x01(\bR\rnoHealthcheck\x1a9\n" +
+	"\x0eno_healthcheck\x18\x15 \x01(\bR\rnoHealthcheck\x12F\n" +
+	"\x0erestart_policy\x18\x17 \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -5200,8 +5247,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xce\n" +
-	"\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xbb\f\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -5244,7 +5290,11 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x06health\x18! \x01(\x0e2\x1d.gearbox.types.v1.HealthStateR\x06health\x12#\n" +
 	"\rhealth_output\x18\" \x01(\tR\fhealthOutput\x12'\n" +
 	"\x0fhealth_failures\x18# \x01(\rR\x0ehealthFailures\x12F\n" +
-	"\x11health_checked_at\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\x1a9\n" +
+	"\x11health_checked_at\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\x12F\n" +
+	"\x0erestart_policy\x18% \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x12#\n" +
+	"\rrestart_count\x18& \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18' \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExit\x12B\n" +
+	"\x0fnext_restart_at\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rnextRestartAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -5624,10 +5674,12 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*v1.KillPolicy)(nil),                 // 79: gearbox.types.v1.KillPolicy
 	(v1.PullPolicy)(0),                    // 80: gearbox.types.v1.PullPolicy
 	(*v1.HealthCheck)(nil),                // 81: gearbox.types.v1.HealthCheck
-	(v1.TaskState)(0),                     // 82: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                        // 83: gearbox.types.v1.Reason
-	(v1.HealthState)(0),                   // 84: gearbox.types.v1.HealthState
-	(*durationpb.Duration)(nil),           // 85: google.protobuf.Duration
+	(*v1.RestartPolicy)(nil),              // 82: gearbox.types.v1.RestartPolicy
+	(v1.TaskState)(0),                     // 83: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 84: gearbox.types.v1.Reason
+	(v1.HealthState)(0),                   // 85: gearbox.types.v1.HealthState
+	(*v1.ProcessExit)(nil),                // 86: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),           // 87: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	78,  // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
@@ -5647,120 +5699,124 @@ var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	80,  // 14: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
 	38,  // 15: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
 	81,  // 16: gearbox.agent.v1.LaunchContainerRequest.health_check:type_name -> gearbox.types.v1.HealthCheck
-	12,  // 17: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
-	15,  // 18: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	82,  // 19: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	83,  // 20: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 21: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	78,  // 22: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 23: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	77,  // 24: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	13,  // 25: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	11,  // 26: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	79,  // 27: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	80,  // 28: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	78,  // 29: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
-	84,  // 30: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
-	78,  // 31: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
-	15,  // 32: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	15,  // 33: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	85,  // 34: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	25,  // 35: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
-	26,  // 36: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28,  // 37: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27,  // 38: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28,  // 39: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	11,  // 40: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30,  // 41: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11,  // 42: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15,  // 43: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35,  // 44: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	78,  // 45: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11,  // 46: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,   // 47: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	78,  // 48: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,   // 49: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38,  // 50: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41,  // 51: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45,  // 52: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43,  // 53: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45,  // 54: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	78,  // 55: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45,  // 56: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52,  // 57: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	82,  // 58: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	83,  // 59: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 60: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 61: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52,  // 62: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60,  // 63: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26,  // 64: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28,  // 65: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27,  // 66: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28,  // 67: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62,  // 68: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15,  // 69: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	45,  // 70: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
-	45,  // 71: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
-	78,  // 72: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
-	70,  // 73: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
-	1,   // 74: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,   // 75: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,   // 76: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16,  // 77: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10,  // 78: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18,  // 79: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20,  // 80: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22,  // 81: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31,  // 82: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33,  // 83: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24,  // 84: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50,  // 85: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53,  // 86: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55,  // 87: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57,  // 88: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59,  // 89: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63,  // 90: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36,  // 91: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39,  // 92: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42,  // 93: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46,  // 94: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48,  // 95: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	65,  // 96: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
-	67,  // 97: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
-	69,  // 98: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
-	72,  // 99: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
-	2,   // 100: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,   // 101: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,   // 102: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17,  // 103: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14,  // 104: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19,  // 105: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21,  // 106: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23,  // 107: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32,  // 108: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34,  // 109: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29,  // 110: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51,  // 111: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54,  // 112: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56,  // 113: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58,  // 114: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61,  // 115: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64,  // 116: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37,  // 117: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40,  // 118: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44,  // 119: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47,  // 120: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49,  // 121: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	66,  // 122: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
-	68,  // 123: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
-	71,  // 124: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
-	73,  // 125: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
-	100, // [100:126] is the sub-list for method output_type
-	74,  // [74:100] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	82,  // 17: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	12,  // 18: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	15,  // 19: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	83,  // 20: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	84,  // 21: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	78,  // 22: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	78,  // 23: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	78,  // 24: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	77,  // 25: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	13,  // 26: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	11,  // 27: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	79,  // 28: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	80,  // 29: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	78,  // 30: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
+	85,  // 31: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
+	78,  // 32: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
+	82,  // 33: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	86,  // 34: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	78,  // 35: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
+	15,  // 36: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15,  // 37: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	87,  // 38: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25,  // 39: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26,  // 40: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28,  // 41: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27,  // 42: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28,  // 43: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	11,  // 44: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30,  // 45: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11,  // 46: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15,  // 47: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35,  // 48: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	78,  // 49: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11,  // 50: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,   // 51: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	78,  // 52: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,   // 53: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38,  // 54: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41,  // 55: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45,  // 56: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43,  // 57: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45,  // 58: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	78,  // 59: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45,  // 60: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52,  // 61: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	83,  // 62: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	84,  // 63: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	78,  // 64: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	78,  // 65: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52,  // 66: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60,  // 67: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26,  // 68: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28,  // 69: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27,  // 70: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28,  // 71: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62,  // 72: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15,  // 73: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	45,  // 74: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
+	45,  // 75: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
+	78,  // 76: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
+	70,  // 77: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
+	1,   // 78: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,   // 79: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,   // 80: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16,  // 81: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10,  // 82: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18,  // 83: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20,  // 84: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22,  // 85: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31,  // 86: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33,  // 87: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24,  // 88: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50,  // 89: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53,  // 90: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55,  // 91: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57,  // 92: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59,  // 93: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63,  // 94: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36,  // 95: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39,  // 96: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42,  // 97: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46,  // 98: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48,  // 99: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	65,  // 100: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
+	67,  // 101: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
+	69,  // 102: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
+	72,  // 103: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
+	2,   // 104: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,   // 105: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,   // 106: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17,  // 107: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14,  // 108: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19,  // 109: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21,  // 110: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23,  // 111: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32,  // 112: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34,  // 113: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29,  // 114: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51,  // 115: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54,  // 116: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56,  // 117: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58,  // 118: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61,  // 119: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64,  // 120: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37,  // 121: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40,  // 122: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44,  // 123: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47,  // 124: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49,  // 125: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	66,  // 126: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
+	68,  // 127: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
+	71,  // 128: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
+	73,  // 129: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
+	104, // [104:130] is the sub-list for method output_type
+	78,  // [78:104] is the sub-list for method input_type
+	78,  // [78:78] is the sub-list for extension type_name
+	78,  // [78:78] is the sub-list for extension extendee
+	0,   // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }

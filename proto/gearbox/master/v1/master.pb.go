@@ -398,7 +398,12 @@ type Task struct {
 	// as its agent last said; absent without a check or before the first.
 	Healthy *bool `protobuf:"varint,18,opt,name=healthy,proto3,oneof" json:"healthy,omitempty"`
 	// The last health check's output, as its agent last said.
-	HealthOutput  string `protobuf:"bytes,19,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	HealthOutput string `protobuf:"bytes,19,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	// How many times the agent started its process again (its restart
+	// policy), and how the last one it restarted ended. A restart is not
+	// terminal: the task stays TASK_RUNNING, its message says so.
+	RestartCount  uint32          `protobuf:"varint,21,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit      *v1.ProcessExit `protobuf:"bytes,22,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -564,6 +569,20 @@ func (x *Task) GetHealthOutput() string {
 		return x.HealthOutput
 	}
 	return ""
+}
+
+func (x *Task) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *Task) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
+	}
+	return nil
 }
 
 type AgentMessage struct {
@@ -771,7 +790,9 @@ type TaskStatus struct {
 	// absent when it has none or none has decided yet.
 	Healthy *bool `protobuf:"varint,9,opt,name=healthy,proto3,oneof" json:"healthy,omitempty"`
 	// The last health check's output (bounded).
-	HealthOutput  string `protobuf:"bytes,10,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	HealthOutput  string          `protobuf:"bytes,10,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	RestartCount  uint32          `protobuf:"varint,12,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit      *v1.ProcessExit `protobuf:"bytes,13,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +881,20 @@ func (x *TaskStatus) GetHealthOutput() string {
 		return x.HealthOutput
 	}
 	return ""
+}
+
+func (x *TaskStatus) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *TaskStatus) GetLastExit() *v1.ProcessExit {
+	if x != nil {
+		return x.LastExit
+	}
+	return nil
 }
 
 // A status update, checkpointed by the agent and resent until acknowledged.
@@ -3295,7 +3330,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\aoffered\x18\x10 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x06\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -3318,7 +3353,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x04role\x18\x1b \x01(\tR\x04role\x12\x19\n" +
 	"\bgroup_id\x18\x1c \x01(\tR\agroupId\x12\x1d\n" +
 	"\ahealthy\x18\x12 \x01(\bH\x01R\ahealthy\x88\x01\x01\x12#\n" +
-	"\rhealth_output\x18\x13 \x01(\tR\fhealthOutputB\f\n" +
+	"\rhealth_output\x18\x13 \x01(\tR\fhealthOutput\x12#\n" +
+	"\rrestart_count\x18\x15 \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18\x16 \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
 	"\n" +
 	"_exit_codeB\n" +
 	"\n" +
@@ -3340,7 +3377,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x03(\v2\x1d.gearbox.master.v1.TaskStatusR\x05tasks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x03\n" +
 	"\n" +
 	"TaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
@@ -3351,7 +3388,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1d\n" +
 	"\ahealthy\x18\t \x01(\bH\x01R\ahealthy\x88\x01\x01\x12#\n" +
 	"\rhealth_output\x18\n" +
-	" \x01(\tR\fhealthOutputB\f\n" +
+	" \x01(\tR\fhealthOutput\x12#\n" +
+	"\rrestart_count\x18\f \x01(\rR\frestartCount\x12:\n" +
+	"\tlast_exit\x18\r \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
 	"\n" +
 	"_exit_codeB\n" +
 	"\n" +
@@ -3624,7 +3663,8 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(v1.TaskState)(0),                  // 55: gearbox.types.v1.TaskState
 	(v1.Reason)(0),                     // 56: gearbox.types.v1.Reason
 	(*v11.LaunchContainerRequest)(nil), // 57: gearbox.agent.v1.LaunchContainerRequest
-	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
+	(*v1.ProcessExit)(nil),             // 58: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
@@ -3641,98 +3681,100 @@ var file_gearbox_master_v1_master_proto_depIdxs = []int32{
 	54, // 11: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
 	54, // 12: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
 	57, // 13: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	6,  // 14: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 15: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 16: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 17: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	53, // 18: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 19: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	55, // 20: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	56, // 21: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	54, // 22: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 23: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 24: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 25: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 26: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 27: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 28: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	58, // 29: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 30: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	58, // 31: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	58, // 32: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
-	54, // 33: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
-	54, // 34: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
-	2,  // 35: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
-	2,  // 36: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
-	16, // 37: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
-	2,  // 38: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
-	2,  // 39: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
-	19, // 40: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
-	22, // 41: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
-	22, // 42: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
-	2,  // 43: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
-	54, // 44: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
-	29, // 45: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
-	54, // 46: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 47: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 48: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 49: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 50: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 51: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 52: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 53: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 54: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	57, // 55: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 56: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	58, // 57: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 58: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 59: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	50, // 60: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 61: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	54, // 62: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	51, // 63: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 64: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 65: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	16, // 66: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
-	35, // 67: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	58, // 68: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 69: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	32, // 70: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	34, // 71: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	36, // 72: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	38, // 73: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	40, // 74: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	42, // 75: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	44, // 76: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	46, // 77: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	48, // 78: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	17, // 79: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
-	20, // 80: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
-	23, // 81: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
-	25, // 82: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
-	27, // 83: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
-	30, // 84: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
-	10, // 85: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	33, // 86: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	35, // 87: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	37, // 88: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	39, // 89: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	41, // 90: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	43, // 91: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	45, // 92: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	47, // 93: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	49, // 94: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	18, // 95: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
-	21, // 96: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
-	24, // 97: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
-	26, // 98: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
-	28, // 99: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
-	31, // 100: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
-	85, // [85:101] is the sub-list for method output_type
-	69, // [69:85] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	58, // 14: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	6,  // 15: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 16: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 17: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 18: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	53, // 19: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 20: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	55, // 21: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	56, // 22: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	54, // 23: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	58, // 24: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	7,  // 25: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 26: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 27: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 28: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 29: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 30: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	59, // 31: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 32: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	59, // 33: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	59, // 34: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
+	54, // 35: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
+	54, // 36: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
+	2,  // 37: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
+	2,  // 38: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
+	16, // 39: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
+	2,  // 40: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
+	2,  // 41: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
+	19, // 42: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
+	22, // 43: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
+	22, // 44: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
+	2,  // 45: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
+	54, // 46: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
+	29, // 47: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
+	54, // 48: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 49: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 50: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 51: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 52: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 53: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 54: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 55: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 56: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	57, // 57: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 58: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	59, // 59: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 60: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 61: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	50, // 62: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 63: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	54, // 64: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 65: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 66: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 67: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	16, // 68: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
+	35, // 69: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	59, // 70: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 71: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	32, // 72: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	34, // 73: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	36, // 74: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	38, // 75: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	40, // 76: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	42, // 77: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	44, // 78: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	46, // 79: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	48, // 80: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	17, // 81: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
+	20, // 82: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
+	23, // 83: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
+	25, // 84: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
+	27, // 85: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
+	30, // 86: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
+	10, // 87: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	33, // 88: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	35, // 89: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	37, // 90: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	39, // 91: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	41, // 92: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	43, // 93: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	45, // 94: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	47, // 95: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	49, // 96: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	18, // 97: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
+	21, // 98: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
+	24, // 99: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
+	26, // 100: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
+	28, // 101: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
+	31, // 102: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
+	87, // [87:103] is the sub-list for method output_type
+	71, // [71:87] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }

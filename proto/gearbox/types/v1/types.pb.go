@@ -13,6 +13,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -360,6 +361,70 @@ func (HealthState) EnumDescriptor() ([]byte, []int) {
 	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
+// RestartMode is Docker's --restart: whether the agent starts a container's
+// process again when it ends.
+type RestartMode int32
+
+const (
+	// As RESTART_MODE_NO.
+	RestartMode_RESTART_MODE_UNSPECIFIED RestartMode = 0
+	// Never: the first end is the container's end.
+	RestartMode_RESTART_MODE_NO RestartMode = 1
+	// When it fails (any end but exit status 0 or a kill asked of gearbox),
+	// at most max_retries times.
+	RestartMode_RESTART_MODE_ON_FAILURE RestartMode = 2
+	// Whenever it ends, but for a kill asked of gearbox.
+	RestartMode_RESTART_MODE_ALWAYS RestartMode = 3
+	// As always; and a container killed through gearbox is never started
+	// again, also not across agent restarts.
+	RestartMode_RESTART_MODE_UNLESS_STOPPED RestartMode = 4
+)
+
+// Enum value maps for RestartMode.
+var (
+	RestartMode_name = map[int32]string{
+		0: "RESTART_MODE_UNSPECIFIED",
+		1: "RESTART_MODE_NO",
+		2: "RESTART_MODE_ON_FAILURE",
+		3: "RESTART_MODE_ALWAYS",
+		4: "RESTART_MODE_UNLESS_STOPPED",
+	}
+	RestartMode_value = map[string]int32{
+		"RESTART_MODE_UNSPECIFIED":    0,
+		"RESTART_MODE_NO":             1,
+		"RESTART_MODE_ON_FAILURE":     2,
+		"RESTART_MODE_ALWAYS":         3,
+		"RESTART_MODE_UNLESS_STOPPED": 4,
+	}
+)
+
+func (x RestartMode) Enum() *RestartMode {
+	p := new(RestartMode)
+	*p = x
+	return p
+}
+
+func (x RestartMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_gearbox_types_v1_types_proto_enumTypes[4].Descriptor()
+}
+
+func (RestartMode) Type() protoreflect.EnumType {
+	return &file_gearbox_types_v1_types_proto_enumTypes[4]
+}
+
+func (x RestartMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartMode.Descriptor instead.
+func (RestartMode) EnumDescriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
 type HealthCheck_Type int32
 
 const (
@@ -396,11 +461,11 @@ func (x HealthCheck_Type) String() string {
 }
 
 func (HealthCheck_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_gearbox_types_v1_types_proto_enumTypes[4].Descriptor()
+	return file_gearbox_types_v1_types_proto_enumTypes[5].Descriptor()
 }
 
 func (HealthCheck_Type) Type() protoreflect.EnumType {
-	return &file_gearbox_types_v1_types_proto_enumTypes[4]
+	return &file_gearbox_types_v1_types_proto_enumTypes[5]
 }
 
 func (x HealthCheck_Type) Number() protoreflect.EnumNumber {
@@ -694,11 +759,181 @@ func (x *TCPCheck) GetPort() uint32 {
 	return 0
 }
 
+// RestartPolicy: the container keeps its ID and sandbox, and a new process
+// of the same spec starts after an exponential back-off: delay, then
+// delay*factor, … capped at max_delay; a run of reset_after or longer
+// starts the back-off again at delay. Defaults are Docker's (100ms, 2, 1m,
+// 10s); Nomad's restart block names delay and attempts (max_retries).
+type RestartPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  RestartMode            `protobuf:"varint,1,opt,name=mode,proto3,enum=gearbox.types.v1.RestartMode" json:"mode,omitempty"`
+	// on-failure only: at most this many restarts; 0: no bound.
+	MaxRetries int32                `protobuf:"varint,2,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	Delay      *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// At least 1.
+	Factor        float64              `protobuf:"fixed64,4,opt,name=factor,proto3" json:"factor,omitempty"`
+	MaxDelay      *durationpb.Duration `protobuf:"bytes,5,opt,name=max_delay,json=maxDelay,proto3" json:"max_delay,omitempty"`
+	ResetAfter    *durationpb.Duration `protobuf:"bytes,6,opt,name=reset_after,json=resetAfter,proto3" json:"reset_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartPolicy) Reset() {
+	*x = RestartPolicy{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartPolicy) ProtoMessage() {}
+
+func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
+func (*RestartPolicy) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RestartPolicy) GetMode() RestartMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RestartMode_RESTART_MODE_UNSPECIFIED
+}
+
+func (x *RestartPolicy) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *RestartPolicy) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetFactor() float64 {
+	if x != nil {
+		return x.Factor
+	}
+	return 0
+}
+
+func (x *RestartPolicy) GetMaxDelay() *durationpb.Duration {
+	if x != nil {
+		return x.MaxDelay
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetResetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResetAfter
+	}
+	return nil
+}
+
+// ProcessExit is how one process of a container ended: the state and reason
+// it would have ended the container with (REASON_CONTAINER_LIMITATION_MEMORY
+// for an OOM kill, …).
+type ProcessExit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExitCode      *int32                 `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	State         TaskState              `protobuf:"varint,2,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
+	Reason        Reason                 `protobuf:"varint,3,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessExit) Reset() {
+	*x = ProcessExit{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessExit) ProtoMessage() {}
+
+func (x *ProcessExit) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessExit.ProtoReflect.Descriptor instead.
+func (*ProcessExit) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProcessExit) GetExitCode() int32 {
+	if x != nil && x.ExitCode != nil {
+		return *x.ExitCode
+	}
+	return 0
+}
+
+func (x *ProcessExit) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *ProcessExit) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
+func (x *ProcessExit) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ProcessExit) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_gearbox_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n" +
+	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n" +
 	"\n" +
 	"KillPolicy\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x8a\x04\n" +
@@ -722,7 +957,24 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
 	"\x06scheme\x18\x03 \x01(\tR\x06scheme\"\x1e\n" +
 	"\bTCPCheck\x12\x12\n" +
-	"\x04port\x18\x01 \x01(\rR\x04port*\xa8\x02\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\"\xa0\x02\n" +
+	"\rRestartPolicy\x121\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1d.gearbox.types.v1.RestartModeR\x04mode\x12\x1f\n" +
+	"\vmax_retries\x18\x02 \x01(\x05R\n" +
+	"maxRetries\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
+	"\x06factor\x18\x04 \x01(\x01R\x06factor\x126\n" +
+	"\tmax_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxDelay\x12:\n" +
+	"\vreset_after\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"resetAfter\"\xec\x01\n" +
+	"\vProcessExit\x12 \n" +
+	"\texit_code\x18\x01 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.gearbox.types.v1.TaskStateR\x05state\x120\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x18.gearbox.types.v1.ReasonR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\f\n" +
+	"\n" +
+	"_exit_code*\xa8\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTASK_STAGING\x10\x01\x12\x11\n" +
@@ -778,7 +1030,13 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15HEALTH_STATE_STARTING\x10\x01\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x02\x12\x1a\n" +
-	"\x16HEALTH_STATE_UNHEALTHY\x10\x03B<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
+	"\x16HEALTH_STATE_UNHEALTHY\x10\x03*\x97\x01\n" +
+	"\vRestartMode\x12\x1c\n" +
+	"\x18RESTART_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fRESTART_MODE_NO\x10\x01\x12\x1b\n" +
+	"\x17RESTART_MODE_ON_FAILURE\x10\x02\x12\x17\n" +
+	"\x13RESTART_MODE_ALWAYS\x10\x03\x12\x1f\n" +
+	"\x1bRESTART_MODE_UNLESS_STOPPED\x10\x04B<Z:github.com/gearboxd/gearbox/proto/gearbox/types/v1;typesv1b\x06proto3"
 
 var (
 	file_gearbox_types_v1_types_proto_rawDescOnce sync.Once
@@ -792,34 +1050,45 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 	return file_gearbox_types_v1_types_proto_rawDescData
 }
 
-var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
-	(TaskState)(0),              // 0: gearbox.types.v1.TaskState
-	(Reason)(0),                 // 1: gearbox.types.v1.Reason
-	(PullPolicy)(0),             // 2: gearbox.types.v1.PullPolicy
-	(HealthState)(0),            // 3: gearbox.types.v1.HealthState
-	(HealthCheck_Type)(0),       // 4: gearbox.types.v1.HealthCheck.Type
-	(*KillPolicy)(nil),          // 5: gearbox.types.v1.KillPolicy
-	(*HealthCheck)(nil),         // 6: gearbox.types.v1.HealthCheck
-	(*HTTPCheck)(nil),           // 7: gearbox.types.v1.HTTPCheck
-	(*TCPCheck)(nil),            // 8: gearbox.types.v1.TCPCheck
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(TaskState)(0),                // 0: gearbox.types.v1.TaskState
+	(Reason)(0),                   // 1: gearbox.types.v1.Reason
+	(PullPolicy)(0),               // 2: gearbox.types.v1.PullPolicy
+	(HealthState)(0),              // 3: gearbox.types.v1.HealthState
+	(RestartMode)(0),              // 4: gearbox.types.v1.RestartMode
+	(HealthCheck_Type)(0),         // 5: gearbox.types.v1.HealthCheck.Type
+	(*KillPolicy)(nil),            // 6: gearbox.types.v1.KillPolicy
+	(*HealthCheck)(nil),           // 7: gearbox.types.v1.HealthCheck
+	(*HTTPCheck)(nil),             // 8: gearbox.types.v1.HTTPCheck
+	(*TCPCheck)(nil),              // 9: gearbox.types.v1.TCPCheck
+	(*RestartPolicy)(nil),         // 10: gearbox.types.v1.RestartPolicy
+	(*ProcessExit)(nil),           // 11: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	9, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
-	4, // 1: gearbox.types.v1.HealthCheck.type:type_name -> gearbox.types.v1.HealthCheck.Type
-	7, // 2: gearbox.types.v1.HealthCheck.http:type_name -> gearbox.types.v1.HTTPCheck
-	8, // 3: gearbox.types.v1.HealthCheck.tcp:type_name -> gearbox.types.v1.TCPCheck
-	9, // 4: gearbox.types.v1.HealthCheck.delay:type_name -> google.protobuf.Duration
-	9, // 5: gearbox.types.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	9, // 6: gearbox.types.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	9, // 7: gearbox.types.v1.HealthCheck.grace_period:type_name -> google.protobuf.Duration
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	12, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	5,  // 1: gearbox.types.v1.HealthCheck.type:type_name -> gearbox.types.v1.HealthCheck.Type
+	8,  // 2: gearbox.types.v1.HealthCheck.http:type_name -> gearbox.types.v1.HTTPCheck
+	9,  // 3: gearbox.types.v1.HealthCheck.tcp:type_name -> gearbox.types.v1.TCPCheck
+	12, // 4: gearbox.types.v1.HealthCheck.delay:type_name -> google.protobuf.Duration
+	12, // 5: gearbox.types.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	12, // 6: gearbox.types.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	12, // 7: gearbox.types.v1.HealthCheck.grace_period:type_name -> google.protobuf.Duration
+	4,  // 8: gearbox.types.v1.RestartPolicy.mode:type_name -> gearbox.types.v1.RestartMode
+	12, // 9: gearbox.types.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	12, // 10: gearbox.types.v1.RestartPolicy.max_delay:type_name -> google.protobuf.Duration
+	12, // 11: gearbox.types.v1.RestartPolicy.reset_after:type_name -> google.protobuf.Duration
+	0,  // 12: gearbox.types.v1.ProcessExit.state:type_name -> gearbox.types.v1.TaskState
+	1,  // 13: gearbox.types.v1.ProcessExit.reason:type_name -> gearbox.types.v1.Reason
+	13, // 14: gearbox.types.v1.ProcessExit.time:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_types_v1_types_proto_init() }
@@ -827,13 +1096,14 @@ func file_gearbox_types_v1_types_proto_init() {
 	if File_gearbox_types_v1_types_proto != nil {
 		return
 	}
+	file_gearbox_types_v1_types_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   4,
+			NumEnums:      6,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
