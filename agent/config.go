@@ -70,7 +70,7 @@ type Config struct {
 	// Attributes describe the machine: "rack:r1;zone:a".
 	Attributes string `toml:"attributes"`
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
-	// cgroups/mem, cgroups/pids, cgroups/blkio.
+	// cgroups/mem, cgroups/pids, cgroups/blkio, network/cni.
 	Isolation []string `toml:"isolation"`
 	// CgroupDriver is cgroupfs (default) or systemd (runc makes a scope per
 	// container in gearbox.slice; for hosts where systemd owns the tree).
@@ -91,6 +91,30 @@ type Config struct {
 	// MaxImports caps the imports under way at once; one more is refused
 	// (ResourceExhausted), so at most MaxImports × ImportMaxSize is spooled.
 	MaxImports int `toml:"max_imports"`
+	// CNIConfigDir holds the CNI networks containers may join, one
+	// .conflist (or .conf) file each (Mesos's --network_cni_config_dir).
+	// A bridge network "gearbox" exists unless a file names one so.
+	CNIConfigDir string `toml:"cni_config_dir"`
+	// CNIBinDir is where the CNI plugins are (Debian's
+	// containernetworking-plugins puts them in /usr/lib/cni).
+	CNIBinDir string `toml:"cni_bin_dir"`
+	// CNISubnet and CNIBridge shape the default network "gearbox".
+	CNISubnet string `toml:"cni_subnet"`
+	CNIBridge string `toml:"cni_bridge"`
+	// DefaultNetwork is the network of a container that names none: host
+	// (the default), none, or a CNI network.
+	DefaultNetwork string `toml:"default_network"`
+	// ContainerDNS is what containers off the host network resolve with
+	// (Mesos's --default_container_dns); empty: the host's resolv.conf
+	// without loopback servers.
+	ContainerDNS ContainerDNS `toml:"container_dns"`
+}
+
+// ContainerDNS is a container's resolv.conf.
+type ContainerDNS struct {
+	Servers []string `toml:"servers"`
+	Search  []string `toml:"search"`
+	Options []string `toml:"options"`
 }
 
 // IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
@@ -194,7 +218,11 @@ func DefaultConfig() Config {
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
 		Roles:             Roles{UnixDefault: "readonly", TCPDefault: "readonly"},
-		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
+		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio", "network/cni"},
+		CNIBinDir:         "/usr/lib/cni",
+		CNISubnet:         "10.89.0.0/16",
+		CNIBridge:         "gearbox0",
+		DefaultNetwork:    "host",
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",
 		MaxSessions:       64,
@@ -341,6 +369,20 @@ func (c Config) validateContainers(bad func(key, format string, a ...any)) {
 	for name, rt := range c.Runtimes {
 		if rt.Type == "" {
 			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
+		}
+	}
+	if _, _, err := net.ParseCIDR(c.CNISubnet); err != nil {
+		bad("cni_subnet", "%q is not a subnet such as 10.89.0.0/16", c.CNISubnet)
+	}
+	if c.CNIBridge == "" || len(c.CNIBridge) > 15 || strings.ContainsAny(c.CNIBridge, "/ :") {
+		bad("cni_bridge", "%q is not an interface name (1-15 characters, no / : or space)", c.CNIBridge)
+	}
+	if c.DefaultNetwork == "" {
+		bad("default_network", "is empty: use host, none or a CNI network's name")
+	}
+	for _, s := range c.ContainerDNS.Servers {
+		if net.ParseIP(s) == nil {
+			bad("container_dns.servers", "%q is not an IP address", s)
 		}
 	}
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {

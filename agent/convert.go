@@ -8,6 +8,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/isolators"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // The one place where domain and proto types meet (round-trip tested).
@@ -27,6 +28,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Resources:  resourcesFromProto(r.GetResources()),
 		Stdin:      r.GetStdin(),
 		TTY:        r.GetTty(),
+		Network:    networkFromProto(r.GetNetwork(), r.GetHostname(), r.GetPortMappings()),
 	}
 	if sz := r.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.GetWidth(), sz.GetHeight()
@@ -42,19 +44,22 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 
 func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerRequest {
 	r := &agentv1.LaunchContainerRequest{
-		ContainerId: string(cfg.ID),
-		Image:       cfg.Image,
-		Env:         cfg.Env,
-		WorkingDir:  cfg.WorkingDir,
-		User:        cfg.User,
-		Runtime:     cfg.Runtime,
-		Labels:      cfg.Labels,
-		AutoRemove:  cfg.AutoRemove,
-		Log:         logToProto(cfg.Log),
-		Privileged:  cfg.Privileged,
-		Resources:   resourcesToProto(cfg.Resources),
-		Stdin:       cfg.Stdin,
-		Tty:         cfg.TTY,
+		ContainerId:  string(cfg.ID),
+		Image:        cfg.Image,
+		Env:          cfg.Env,
+		WorkingDir:   cfg.WorkingDir,
+		User:         cfg.User,
+		Runtime:      cfg.Runtime,
+		Labels:       cfg.Labels,
+		AutoRemove:   cfg.AutoRemove,
+		Log:          logToProto(cfg.Log),
+		Privileged:   cfg.Privileged,
+		Resources:    resourcesToProto(cfg.Resources),
+		Stdin:        cfg.Stdin,
+		Tty:          cfg.TTY,
+		Network:      cfg.Network.Name,
+		Hostname:     cfg.Network.Hostname,
+		PortMappings: mappingsToProto(cfg.Network.PortMappings),
 	}
 	if cfg.Width > 0 || cfg.Height > 0 {
 		r.Size = &agentv1.WindowSize{Width: cfg.Width, Height: cfg.Height}
@@ -109,7 +114,41 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		Resources:       resourcesToProto(c.Resources),
 		Stdin:           c.Stdin,
 		Tty:             c.TTY,
+		Network:         c.Network.Name,
+		Hostname:        c.Network.Hostname,
+		PortMappings:    mappingsToProto(c.Network.PortMappings),
+		IpAddresses:     c.IPs,
 	}
+}
+
+func networkFromProto(name, hostname string, pms []*typesv1.PortMapping) isolators.Network {
+	n := isolators.Network{Name: name, Hostname: hostname}
+	for _, pm := range pms {
+		proto := pm.GetProtocol()
+		if proto == "" {
+			proto = "tcp"
+		}
+		// Out-of-range ports keep a value that admission refuses.
+		n.PortMappings = append(n.PortMappings, isolators.PortMapping{HostPort: clampPort(pm.GetHostPort()), ContainerPort: clampPort(pm.GetContainerPort()), Protocol: proto})
+	}
+	return n
+}
+
+// clampPort maps a port beyond 65535 to 0; requests with such ports are
+// refused before (checkPortNumbers).
+func clampPort(p uint32) uint16 {
+	if p > 65535 {
+		return 0
+	}
+	return uint16(p)
+}
+
+func mappingsToProto(pms []isolators.PortMapping) []*typesv1.PortMapping {
+	var out []*typesv1.PortMapping
+	for _, pm := range pms {
+		out = append(out, &typesv1.PortMapping{HostPort: uint32(pm.HostPort), ContainerPort: uint32(pm.ContainerPort), Protocol: pm.Protocol})
+	}
+	return out
 }
 
 func containerFromProto(p *agentv1.Container) containerizer.Container {
@@ -139,6 +178,8 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		Resources:       resourcesFromProto(p.GetResources()),
 		Stdin:           p.GetStdin(),
 		TTY:             p.GetTty(),
+		Network:         networkFromProto(p.GetNetwork(), p.GetHostname(), p.GetPortMappings()),
+		IPs:             p.GetIpAddresses(),
 	}
 }
 

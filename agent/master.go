@@ -85,7 +85,10 @@ type pendingUpdate struct {
 	Message  string            `json:"message,omitempty"`
 	ExitCode *int32            `json:"exit_code,omitempty"`
 	Time     time.Time         `json:"time"`
-	sent     *masterSession
+	// Where the task's container is reachable (CNI networks).
+	IPs          []string                `json:"ips,omitempty"`
+	PortMappings []isolators.PortMapping `json:"port_mappings,omitempty"`
+	sent         *masterSession
 }
 
 type masterMeta struct {
@@ -172,7 +175,8 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	if mc.last[string(c.ID)] == c.State {
 		return
 	}
-	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode})
+	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: c.State, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
+		IPs: c.IPs, PortMappings: c.Network.PortMappings})
 }
 
 // queueLocked checkpoints an update and wakes the sender.
@@ -226,7 +230,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 	mc.mu.Unlock()
 	for _, u := range todo {
 		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
-			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time)}
+			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time),
+			IpAddresses: u.IPs, PortMappings: mappingsToProto(u.PortMappings)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -416,7 +421,7 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 	host, _ := os.Hostname()
 	total := mc.adm.ledger.capacity()
 	reg := &masterv1.Register{Hostname: host, Address: mc.node.Address, Version: version.Version, Attributes: mc.node.Attributes,
-		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk}}
+		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk, Ports: portsToProto(total.Ports)}}
 	mc.mu.Lock()
 	reg.AgentId = mc.agentID
 	mc.mu.Unlock()
@@ -426,7 +431,8 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 		}
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
 			State: c.State, Reason: c.Reason,
-			Message: c.Message, ExitCode: c.ExitCode})
+			Message: c.Message, ExitCode: c.ExitCode,
+			IpAddresses: c.IPs, PortMappings: mappingsToProto(c.Network.PortMappings)})
 	}
 	return reg, nil
 }

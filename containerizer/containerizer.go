@@ -94,6 +94,8 @@ type LaunchConfig struct {
 	// Width and Height are the terminal's size at start (TTY only; zero:
 	// none until the first resize).
 	Width, Height uint32
+	// Network is the network it joins; the zero value is the host's.
+	Network isolators.Network
 }
 
 // LogConfig chooses and tunes a container's logger.
@@ -133,6 +135,9 @@ type Container struct {
 	Resources       isolators.Resources
 	Stdin           bool
 	TTY             bool
+	// Network is the network it asked for; IPs its addresses on it.
+	Network isolators.Network
+	IPs     []string
 }
 
 // KillRequest asks for a signal, and SIGKILL after Grace if Grace > 0 and the

@@ -42,6 +42,7 @@ type runOpts struct {
 	workdir    string
 	user       string
 	entrypoint string
+	net        *networkFlags
 	labels     []string
 	logDriver  string
 	logOpts    []string
@@ -120,6 +121,7 @@ the container's ID and returns.`,
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label (KEY=VALUE)")
 	o.res.add(f, true)
+	o.net = addNetworkFlags(f)
 	f.BoolVar(&o.privileged, "privileged", false, "all capabilities and devices, no seccomp (if the agent allows it)")
 	f.StringVar(&o.logDriver, "log-driver", "", "logger: sandbox, logrotate or one the agent's config names")
 	f.StringArrayVar(&o.logOpts, "log-opt", nil, "logger option: max-size=SIZE, max-files=N, mode=block|drop")
@@ -184,6 +186,9 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 		return &exitError{code: 125, err: err}
 	}
 	req.Log = lo
+	if err := o.net.apply(req); err != nil {
+		return &exitError{code: 125, err: err}
+	}
 	for _, l := range o.labels {
 		k, v, _ := strings.Cut(l, "=")
 		if req.Labels == nil {
@@ -374,10 +379,14 @@ func newPsCmd() *cobra.Command {
 				return printContainersJSON(cmd.OutOrStdout(), resp.Containers)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS")
+			fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNETWORK\tIP\tPORTS")
 			for _, ct := range resp.Containers {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
-					ago(ct.CreatedAt.AsTime()), humanStatus(ct))
+				network := ct.Network
+				if network == "" {
+					network = "host"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
+					ago(ct.CreatedAt.AsTime()), humanStatus(ct), network, strings.Join(ct.IpAddresses, ","), formatPorts(ct.PortMappings))
 			}
 			return tw.Flush()
 		},

@@ -51,6 +51,9 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
 	}
+	if err := z.checkNetwork(cfg.Network); err != nil {
+		return err
+	}
 	if cfg.Stdin && !cfg.TTY {
 		// The shim wires a logger binary's container to stdin only through
 		// a terminal.
@@ -133,6 +136,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		State: containerizer.TaskStarting, CreatedAt: time.Now().UTC(), Args: args,
 		Sandbox: z.sandboxDir(cfg.ID), Labels: cfg.Labels, AutoRemove: cfg.AutoRemove, Log: cfg.Log,
 		Privileged: cfg.Privileged, Resources: cfg.Resources, Stdin: cfg.Stdin, TTY: cfg.TTY,
+		Network: cfg.Network,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -155,6 +159,15 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		if err := z.removeSandbox(cfg.ID); err != nil {
 			z.log.Warn("removing the sandbox of a launch that failed", "container_id", cfg.ID, "err", err)
 		}
+		// Isolators may have made something in Prepare (a network
+		// attachment); their Cleanup is idempotent.
+		cctx, cancel := z.opCtx(ctx, 30*time.Second)
+		for _, iso := range z.cfg.Isolators {
+			if err := iso.Cleanup(cctx, z.isoContainer(c.snapshot())); err != nil {
+				z.log.Warn("isolator cleanup of a launch that failed", "container_id", cfg.ID, "isolator", iso.Name(), "err", err)
+			}
+		}
+		cancel()
 		z.changed(c.snapshot(), true)
 	}
 	return info, err
@@ -185,6 +198,7 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		}
 		specOpts = append(specOpts, opts...)
 	}
+	z.attachment(ctx, c)
 	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
 		client.WithImage(img),
 		client.WithSnapshotter(z.cfg.Snapshotter),
@@ -304,6 +318,7 @@ func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containe
 		}
 	}
 	z.changed(info, false)
+	z.detach(cctx, info)
 	err := errs.New(errdefs.ErrFailedPrecondition, "container %s failed to launch: %w", c.info.ID, cause)
 	if failure != containerizer.LaunchFailureNone {
 		err = &containerizer.LaunchError{Failure: failure, Err: errs.New(errdefs.ErrInvalidArgument, "container %s: %w", c.info.ID, cause)}

@@ -130,6 +130,7 @@ func (z *Containerizer) record(ctx context.Context, c *ctr, cont client.Containe
 		}
 	}
 	z.log.Info("container terminal", "container_id", info.ID, "state", info.State, "reason", info.Reason, "message", info.Message)
+	z.detach(ctx, info)
 	z.changed(info, false)
 	c.mu.Lock()
 	select {

@@ -20,18 +20,20 @@ import (
 // first, so that what the launch asks for overrides the image.
 
 // launchSpec is a container's spec: the image's config, the resolved
-// args, host networking, the sandbox bind-mounted at SandboxMount, the
+// args, host networking (unless it asks for another network), the sandbox bind-mounted at SandboxMount, the
 // cgroup path; unprivileged containers get no new privileges and the
 // default seccomp profile. Isolators' options follow it.
 func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args []string, sandbox, cgroup string) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		imageConfig,
 		oci.WithProcessArgs(args...),
-		// Host networking, as Mesos without a network isolator: gearbox has
-		// no CNI yet, and a private network namespace would have no route.
-		oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
+	}
+	if cfg.Network.IsHost() {
+		// Host networking, as Mesos without a network isolator; any other
+		// network is the network isolator's (its options follow).
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+	}
+	opts = append(opts,
 		oci.WithMounts([]specs.Mount{{
 			// nosuid,nodev: a setuid binary or a device node a container
 			// makes in its sandbox is inert, in it and in any other
@@ -41,7 +43,7 @@ func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args [
 		}}),
 		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
 		oci.WithCgroup(cgroup),
-	}
+	)
 	if cfg.Privileged {
 		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
 	} else {

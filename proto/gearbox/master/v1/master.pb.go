@@ -148,10 +148,12 @@ func (Event_Type) EnumDescriptor() ([]byte, []int) {
 
 // Resources of an agent or a task.
 type Resources struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cpus          float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	DiskBytes     int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cpus        float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	DiskBytes   int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// Host ports (Mesos's ports resource, e.g. [31000-32000]).
+	Ports         *v1.Ranges `protobuf:"bytes,4,opt,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +207,13 @@ func (x *Resources) GetDiskBytes() int64 {
 		return x.DiskBytes
 	}
 	return 0
+}
+
+func (x *Resources) GetPorts() *v1.Ranges {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 type AgentInfo struct {
@@ -367,7 +376,10 @@ type Task struct {
 	KillRequested bool `protobuf:"varint,13,opt,name=kill_requested,json=killRequested,proto3" json:"kill_requested,omitempty"`
 	// The whole container the task runs, as the Agent API's LaunchContainer
 	// takes it (its container_id is the task's id).
-	Container     *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	Container *v11.LaunchContainerRequest `protobuf:"bytes,14,opt,name=container,proto3" json:"container,omitempty"`
+	// Where the task's container is reachable, as its agent last reported.
+	IpAddresses   []string          `protobuf:"bytes,23,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	PortMappings  []*v1.PortMapping `protobuf:"bytes,24,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +508,20 @@ func (x *Task) GetKillRequested() bool {
 func (x *Task) GetContainer() *v11.LaunchContainerRequest {
 	if x != nil {
 		return x.Container
+	}
+	return nil
+}
+
+func (x *Task) GetIpAddresses() []string {
+	if x != nil {
+		return x.IpAddresses
+	}
+	return nil
+}
+
+func (x *Task) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
 	}
 	return nil
 }
@@ -694,13 +720,17 @@ func (x *Register) GetTasks() []*TaskStatus {
 }
 
 type TaskStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	State         v1.TaskState           `protobuf:"varint,2,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
-	Reason        v1.Reason              `protobuf:"varint,3,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	ExitCode      *int32                 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TaskId    string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	State     v1.TaskState           `protobuf:"varint,2,opt,name=state,proto3,enum=gearbox.types.v1.TaskState" json:"state,omitempty"`
+	Reason    v1.Reason              `protobuf:"varint,3,opt,name=reason,proto3,enum=gearbox.types.v1.Reason" json:"reason,omitempty"`
+	Message   string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	ExitCode  *int32                 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The container's addresses and port mappings (host ports resolved), on
+	// a CNI network.
+	IpAddresses   []string          `protobuf:"bytes,14,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	PortMappings  []*v1.PortMapping `protobuf:"bytes,15,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -773,6 +803,20 @@ func (x *TaskStatus) GetExitCode() int32 {
 func (x *TaskStatus) GetTimestamp() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetIpAddresses() []string {
+	if x != nil {
+		return x.IpAddresses
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
 	}
 	return nil
 }
@@ -2303,12 +2347,13 @@ var File_gearbox_master_v1_master_proto protoreflect.FileDescriptor
 
 const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
-	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/agent/v1/agent.proto\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/agent/v1/agent.proto\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n" +
 	"\tResources\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\"\xaa\x05\n" +
+	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\x12.\n" +
+	"\x05ports\x18\x04 \x01(\v2\x18.gearbox.types.v1.RangesR\x05ports\"\xaa\x05\n" +
 	"\tAgentInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -2328,7 +2373,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x05\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -2346,7 +2391,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n" +
 	"\x0ekill_requested\x18\r \x01(\bR\rkillRequested\x12F\n" +
-	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainerB\f\n" +
+	"\tcontainer\x18\x0e \x01(\v2(.gearbox.agent.v1.LaunchContainerRequestR\tcontainer\x12!\n" +
+	"\fip_addresses\x18\x17 \x03(\tR\vipAddresses\x12B\n" +
+	"\rport_mappings\x18\x18 \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappingsB\f\n" +
 	"\n" +
 	"_exit_code\"\xc9\x01\n" +
 	"\fAgentMessage\x129\n" +
@@ -2366,7 +2413,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x03(\v2\x1d.gearbox.master.v1.TaskStatusR\x05tasks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x02\n" +
 	"\n" +
 	"TaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
@@ -2374,7 +2421,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\x0e2\x18.gearbox.types.v1.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12 \n" +
 	"\texit_code\x18\x05 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x128\n" +
-	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\f\n" +
+	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12!\n" +
+	"\fip_addresses\x18\x0e \x03(\tR\vipAddresses\x12B\n" +
+	"\rport_mappings\x18\x0f \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappingsB\f\n" +
 	"\n" +
 	"_exit_code\"Y\n" +
 	"\fStatusUpdate\x12\x12\n" +
@@ -2554,91 +2603,96 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(*Subscribed)(nil),                 // 35: gearbox.master.v1.Subscribed
 	nil,                                // 36: gearbox.master.v1.AgentInfo.AttributesEntry
 	nil,                                // 37: gearbox.master.v1.Register.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
-	(v1.TaskState)(0),                  // 39: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                     // 40: gearbox.types.v1.Reason
-	(*v11.LaunchContainerRequest)(nil), // 41: gearbox.agent.v1.LaunchContainerRequest
-	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
+	(*v1.Ranges)(nil),                  // 38: gearbox.types.v1.Ranges
+	(*timestamppb.Timestamp)(nil),      // 39: google.protobuf.Timestamp
+	(v1.TaskState)(0),                  // 40: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                     // 41: gearbox.types.v1.Reason
+	(*v11.LaunchContainerRequest)(nil), // 42: gearbox.agent.v1.LaunchContainerRequest
+	(*v1.PortMapping)(nil),             // 43: gearbox.types.v1.PortMapping
+	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
-	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
-	2,  // 1: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
-	36, // 2: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
-	0,  // 3: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
-	38, // 4: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
-	38, // 5: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
-	38, // 6: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	2,  // 7: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
-	39, // 8: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
-	40, // 9: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
-	38, // 10: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	38, // 11: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	41, // 12: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	6,  // 13: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 14: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 15: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 16: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	37, // 17: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 18: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	39, // 19: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	40, // 20: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	38, // 21: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 22: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 23: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 24: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 25: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 26: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 27: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	42, // 28: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 29: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	42, // 30: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	38, // 31: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 32: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 33: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 34: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 35: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 36: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 37: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 38: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 39: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	41, // 40: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 41: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	42, // 42: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 43: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 44: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	34, // 45: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 46: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	38, // 47: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 48: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 49: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 50: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	19, // 51: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	42, // 52: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 53: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	16, // 54: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	18, // 55: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	20, // 56: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	22, // 57: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	24, // 58: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	26, // 59: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	28, // 60: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	30, // 61: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	32, // 62: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	10, // 63: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	17, // 64: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	19, // 65: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	21, // 66: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	23, // 67: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	25, // 68: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	27, // 69: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	29, // 70: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	31, // 71: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	33, // 72: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	63, // [63:73] is the sub-list for method output_type
-	53, // [53:63] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	38, // 0: gearbox.master.v1.Resources.ports:type_name -> gearbox.types.v1.Ranges
+	2,  // 1: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
+	2,  // 2: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
+	36, // 3: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
+	0,  // 4: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
+	39, // 5: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
+	39, // 6: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
+	39, // 7: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	2,  // 8: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
+	40, // 9: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
+	41, // 10: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
+	39, // 11: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	39, // 12: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	42, // 13: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	43, // 14: gearbox.master.v1.Task.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	6,  // 15: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 16: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 17: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 18: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	37, // 19: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 20: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	40, // 21: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	41, // 22: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	39, // 23: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	43, // 24: gearbox.master.v1.TaskStatus.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	7,  // 25: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 26: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 27: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 28: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 29: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 30: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	44, // 31: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 32: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	44, // 33: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	39, // 34: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 35: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 36: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 37: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 38: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 39: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 40: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 41: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 42: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	42, // 43: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 44: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	44, // 45: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 46: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 47: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	34, // 48: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 49: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	39, // 50: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 51: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 52: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 53: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	19, // 54: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	44, // 55: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 56: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	16, // 57: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	18, // 58: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	20, // 59: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	22, // 60: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	24, // 61: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	26, // 62: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	28, // 63: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	30, // 64: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	32, // 65: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	10, // 66: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	17, // 67: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	19, // 68: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	21, // 69: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	23, // 70: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	25, // 71: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	27, // 72: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	29, // 73: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	31, // 74: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	33, // 75: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	66, // [66:76] is the sub-list for method output_type
+	56, // [56:66] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }

@@ -244,6 +244,170 @@ func (x *KillPolicy) GetGracePeriod() *durationpb.Duration {
 	return nil
 }
 
+// PortMapping maps a host port to a container port (Mesos's
+// NetworkInfo.PortMapping; Docker's -p).
+type PortMapping struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 in a request: the agent picks a free port from its ports resource.
+	HostPort      uint32 `protobuf:"varint,1,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	ContainerPort uint32 `protobuf:"varint,2,opt,name=container_port,json=containerPort,proto3" json:"container_port,omitempty"`
+	// "tcp" (the default when empty) or "udp".
+	Protocol      string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortMapping) Reset() {
+	*x = PortMapping{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortMapping) ProtoMessage() {}
+
+func (x *PortMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortMapping.ProtoReflect.Descriptor instead.
+func (*PortMapping) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PortMapping) GetHostPort() uint32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
+}
+
+func (x *PortMapping) GetContainerPort() uint32 {
+	if x != nil {
+		return x.ContainerPort
+	}
+	return 0
+}
+
+func (x *PortMapping) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+// Range is an inclusive range of values, such as ports (Mesos's
+// Value.Range).
+type Range struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Begin         uint64                 `protobuf:"varint,1,opt,name=begin,proto3" json:"begin,omitempty"`
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Range) Reset() {
+	*x = Range{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Range) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Range) ProtoMessage() {}
+
+func (x *Range) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Range.ProtoReflect.Descriptor instead.
+func (*Range) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Range) GetBegin() uint64 {
+	if x != nil {
+		return x.Begin
+	}
+	return 0
+}
+
+func (x *Range) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+// Ranges is a set of ranges (Mesos's Value.Ranges), such as the ports
+// resource [31000-32000].
+type Ranges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         []*Range               `protobuf:"bytes,1,rep,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ranges) Reset() {
+	*x = Ranges{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ranges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ranges) ProtoMessage() {}
+
+func (x *Ranges) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ranges.ProtoReflect.Descriptor instead.
+func (*Ranges) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Ranges) GetRange() []*Range {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 var File_gearbox_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_gearbox_types_v1_types_proto_rawDesc = "" +
@@ -251,7 +415,16 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\x1cgearbox/types/v1/types.proto\x12\x10gearbox.types.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n" +
 	"\n" +
 	"KillPolicy\x12<\n" +
-	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod*\xa8\x02\n" +
+	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"m\n" +
+	"\vPortMapping\x12\x1b\n" +
+	"\thost_port\x18\x01 \x01(\rR\bhostPort\x12%\n" +
+	"\x0econtainer_port\x18\x02 \x01(\rR\rcontainerPort\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"/\n" +
+	"\x05Range\x12\x14\n" +
+	"\x05begin\x18\x01 \x01(\x04R\x05begin\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"7\n" +
+	"\x06Ranges\x12-\n" +
+	"\x05range\x18\x01 \x03(\v2\x17.gearbox.types.v1.RangeR\x05range*\xa8\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTASK_STAGING\x10\x01\x12\x11\n" +
@@ -299,20 +472,24 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
 	(TaskState)(0),              // 0: gearbox.types.v1.TaskState
 	(Reason)(0),                 // 1: gearbox.types.v1.Reason
 	(*KillPolicy)(nil),          // 2: gearbox.types.v1.KillPolicy
-	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(*PortMapping)(nil),         // 3: gearbox.types.v1.PortMapping
+	(*Range)(nil),               // 4: gearbox.types.v1.Range
+	(*Ranges)(nil),              // 5: gearbox.types.v1.Ranges
+	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	3, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	4, // 1: gearbox.types.v1.Ranges.range:type_name -> gearbox.types.v1.Range
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_types_v1_types_proto_init() }
@@ -326,7 +503,7 @@ func file_gearbox_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   1,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
