@@ -93,8 +93,9 @@ type PortMapping struct {
 
 // Attachment is where a container is on its network.
 type Attachment struct {
-	Network string
-	IPs     []string
+	Network  string
+	Hostname string
+	IPs      []string
 }
 
 // Networker is an isolator that attaches containers to networks (the

@@ -543,6 +543,12 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	row("Working dir", ct.WorkingDir)
 	row("User", ct.User)
 	row("Sandbox", ct.Sandbox)
+	if ct.Network != "" {
+		row("Network", ct.Network)
+		row("Hostname", ct.Hostname)
+		row("IP addresses", strings.Join(ct.IpAddresses, ", "))
+		row("Ports", formatPorts(ct.PortMappings))
+	}
 	if l := ct.Log; l != nil {
 		desc := l.Driver
 		if l.Driver == "logrotate" {

@@ -191,6 +191,9 @@ func (z *Containerizer) attachment(ctx context.Context, c *ctr) {
 	if ok {
 		c.mu.Lock()
 		c.info.IPs = a.IPs
+		if a.Hostname != "" {
+			c.info.Network.Hostname = a.Hostname
+		}
 		c.mu.Unlock()
 	}
 }

@@ -634,7 +634,7 @@ func (i *Isolator) Attachment(_ context.Context, c isolators.Container) (isolato
 	if err != nil || !ok {
 		return isolators.Attachment{}, false, err
 	}
-	return isolators.Attachment{Network: st.Network, IPs: st.IPs}, true, nil
+	return isolators.Attachment{Network: st.Network, Hostname: st.Hostname, IPs: st.IPs}, true, nil
 }
 
 func (i *Isolator) Isolate(context.Context, isolators.Container, int) error { return nil }
