@@ -25,6 +25,9 @@ func TestContainerRoundTrip(t *testing.T) {
 			LoggingDegraded: "gearbox-logger has exited", Privileged: true, Stdin: true, TTY: true,
 			Resources: isolators.Resources{CPUs: 0.5, Memory: 32 << 20, MemorySoft: 16 << 20, Pids: 20, BlkioWeight: 500,
 				Devices: []isolators.DeviceLimit{{Path: "/dev/vda", ReadBps: 1, WriteBps: 2, ReadIops: 3, WriteIops: 4}}},
+			Network: isolators.Network{Name: "gearbox", Hostname: "web", PortMappings: []isolators.PortMapping{
+				{HostPort: 31000, ContainerPort: 80, Protocol: "tcp"}, {HostPort: 31001, ContainerPort: 53, Protocol: "udp"}}},
+			IPs: []string{"10.89.0.2"},
 		},
 	} {
 		got := containerFromProto(containerToProto(c))
@@ -34,7 +37,8 @@ func TestContainerRoundTrip(t *testing.T) {
 	}
 	cfg := containerizer.LaunchConfig{ID: "x", Image: "i", Entrypoint: []string{}, Cmd: []string{"a"}, Env: []string{"A=1"},
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
-		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true, Width: 80, Height: 24}
+		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true, Width: 80, Height: 24,
+		Network: isolators.Network{Name: "none", Hostname: "h", PortMappings: []isolators.PortMapping{{ContainerPort: 8080, Protocol: "tcp"}}}}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}

@@ -115,6 +115,9 @@ func New(cfg Config) (*Isolator, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("cni: no state dir")
 	}
+	if _, _, err := net.ParseCIDR(cfg.Subnet); err != nil {
+		return nil, fmt.Errorf("the default network's subnet (cni_subnet): %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "containers"), 0o711); err != nil {
 		return nil, fmt.Errorf("creating the CNI state dir: %w", err)
 	}
@@ -478,7 +481,10 @@ func hostnameOf(id string) string {
 			b[k] = '-'
 		}
 	}
-	return strings.Trim(string(b[:min(len(b), 63)]), "-")
+	if h := strings.Trim(string(b[:min(len(b), 63)]), "-"); h != "" {
+		return h
+	}
+	return "container"
 }
 
 // writeFiles writes the hosts, hostname and resolv.conf the container sees.
