@@ -72,6 +72,7 @@ func (m *Master) used(id string) store.Resources {
 			r.CPUs += t.Resources.CPUs
 			r.Memory += t.Resources.Memory
 			r.Disk += t.Resources.Disk
+			r.Ports = unionPorts(r.Ports, taskPorts(t))
 		}
 	}
 	return r
@@ -300,11 +301,11 @@ func parseMesosDuration(s string) (time.Duration, error) {
 // ---- conversions ----
 
 func resToProto(r store.Resources) *masterv1.Resources {
-	return &masterv1.Resources{Cpus: r.CPUs, MemoryBytes: r.Memory, DiskBytes: r.Disk}
+	return &masterv1.Resources{Cpus: r.CPUs, MemoryBytes: r.Memory, DiskBytes: r.Disk, Ports: portsToProto(r.Ports)}
 }
 
 func resFromProto(r *masterv1.Resources) store.Resources {
-	return store.Resources{CPUs: r.GetCpus(), Memory: r.GetMemoryBytes(), Disk: r.GetDiskBytes()}
+	return store.Resources{CPUs: r.GetCpus(), Memory: r.GetMemoryBytes(), Disk: r.GetDiskBytes(), Ports: portsFromProto(r.GetPorts())}
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {
@@ -322,6 +323,7 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Reason:         t.Reason,
 		Message:        t.Message, ExitCode: t.ExitCode, KillRequested: t.KillRequested,
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt),
+		IpAddresses: t.IPAddresses, PortMappings: mappingsToProto(t.PortMappings),
 	}
 }
 

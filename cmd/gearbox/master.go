@@ -249,7 +249,7 @@ func newTasksCmd() *cobra.Command {
 
 func printTasks(w io.Writer, tasks []*masterv1.Task) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tCPUS/MEM\tMESSAGE")
+	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tCPUS/MEM\tIP\tPORTS\tMESSAGE")
 	for _, t := range tasks {
 		exit := "-"
 		if t.ExitCode != nil {
@@ -263,7 +263,14 @@ func printTasks(w io.Writer, tasks []*masterv1.Task) {
 		if len(msg) > 60 {
 			msg = msg[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, t.State, reason, exit, fmtResources(t.Resources), msg)
+		ip, ports := strings.Join(t.IpAddresses, ","), formatPorts(t.PortMappings)
+		if ip == "" {
+			ip = "-"
+		}
+		if ports == "" {
+			ports = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, t.State, reason, exit, fmtResources(t.Resources), ip, ports, msg)
 	}
 	tw.Flush()
 }
