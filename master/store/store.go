@@ -98,7 +98,7 @@ type Task struct {
 	IPAddresses  []string      `json:"ip_addresses,omitempty"`
 	PortMappings []PortMapping `json:"port_mappings,omitempty"`
 	CreatedAt    time.Time     `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	UpdatedAt    time.Time     `json:"updated_at"`
 }
 
 // Batch is a set of writes applied in one durable transaction: the master
