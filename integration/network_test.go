@@ -111,6 +111,12 @@ func TestNetworkBridgeTwoServers(t *testing.T) {
 		!strings.Contains(r.stdout, "nameserver") || !strings.Contains(r.stdout, "inet "+c1.IpAddresses[0]+"/") || !strings.Contains(r.stdout, "lo") {
 		t.Errorf("net-web1's hostname, hosts, resolv.conf and addresses:\n%s", r)
 	}
+	// A debug container joins the target's network and sees its files.
+	r = h.cli("debug", "--image", testImage, "net-web1", "sh", "-c", "hostname; cat /etc/hosts; ip -o -4 addr; wget -qO- http://127.0.0.1:8080/")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "net-web1\n") || !strings.Contains(r.stdout, c1.IpAddresses[0]+"\tnet-web1") ||
+		!strings.Contains(r.stdout, "inet "+c1.IpAddresses[0]+"/") || !strings.HasSuffix(strings.TrimSpace(r.stdout), "one") {
+		t.Errorf("debug of net-web1:\n%s", r)
+	}
 	if r := h.cli("ps"); !strings.Contains(r.stdout, c2.IpAddresses[0]) || !strings.Contains(r.stdout, fmt.Sprintf("%d->8080/tcp", p2)) {
 		t.Errorf("ps shows no IP or port:\n%s", r)
 	}
@@ -169,7 +175,8 @@ func ipamIPs(t *testing.T) []string {
 }
 
 // An agent SIGKILLed and restarted keeps its containers reachable; their
-// removal frees their IPs.
+// removal frees their IPs. One that exited while the agent was down has
+// its IP and host port released at the restart.
 func TestNetworkSurvivesAgentSIGKILL(t *testing.T) {
 	p := uint32(h.portsLo + 20)
 	c := launchNet(t, "net-keep", "gearbox", []*typesv1.PortMapping{{HostPort: p, ContainerPort: 8080, Protocol: "tcp"}}, httpd("kept")...)
@@ -177,7 +184,24 @@ func TestNetworkSurvivesAgentSIGKILL(t *testing.T) {
 	if got := get(t, url); got != "kept" {
 		t.Fatalf("before: %q", got)
 	}
-	restartAgent(t, syscall.SIGKILL)
+	dies := launchNet(t, "net-dies", "gearbox", []*typesv1.PortMapping{{HostPort: p + 1, ContainerPort: 8080, Protocol: "tcp"}}, "sleep", "2")
+	if err := h.stopAgent(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := h.startAgent(); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, "net-dies", time.Minute)
+	for _, ip := range ipamIPs(t) {
+		if ip == dies.IpAddresses[0] {
+			t.Errorf("IP %s of a container that exited while the agent was down is still held", ip)
+		}
+	}
+	if r := h.cli("run", "-d", "--name", "net-dies-2", "--network", "gearbox", "-p", fmt.Sprintf("%d:80", p+1), testImage, "true"); r.code != 0 {
+		t.Errorf("host port %d of a container that exited while the agent was down is still taken: %s", p+1, r)
+	}
+	h.cli("rm", "-f", "net-dies-2")
 	if got := get(t, url); got != "kept" {
 		t.Errorf("after the agent's restart: %q", got)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
@@ -64,7 +65,17 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 		// systemd's slices cannot nest a unit under a scope: a sibling.
 		cgroup = z.cgroupPath(containerizer.ContainerID(id))
 	}
-	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup)
+	var targetSpec *specs.Spec
+	if !target.Network.IsHost() {
+		cont, err := z.client.LoadContainer(ctx, string(target.ID))
+		if err == nil {
+			targetSpec, err = cont.Spec(ctx)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the spec of container %s: %w", target.ID, err)
+		}
+	}
+	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup, targetSpec)
 	// Limits asked for go through the isolators, as a container's do; none
 	// asked: the target's limits bound it from above.
 	iso := isolators.Container{ID: id, CgroupPath: CgroupDir(cgroup), Resources: cfg.Resources}
