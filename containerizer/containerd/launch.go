@@ -301,6 +301,9 @@ func (z *Containerizer) observeLaunch(start time.Time, c containerizer.Container
 
 // failLaunch records a launch that failed after the container was created.
 func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containerizer.LaunchFailure, cause error) (containerizer.Container, error) {
+	dctx, dcancel := z.opCtx(ctx, 30*time.Second)
+	z.detach(dctx, c.snapshot())
+	dcancel()
 	c.mu.Lock()
 	c.info.State = containerizer.TaskFailed
 	c.info.Reason = containerizer.ReasonContainerLaunchFailed
@@ -318,7 +321,6 @@ func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containe
 		}
 	}
 	z.changed(info, false)
-	z.detach(cctx, info)
 	err := errs.New(errdefs.ErrFailedPrecondition, "container %s failed to launch: %w", c.info.ID, cause)
 	if failure != containerizer.LaunchFailureNone {
 		err = &containerizer.LaunchError{Failure: failure, Err: errs.New(errdefs.ErrInvalidArgument, "container %s: %w", c.info.ID, cause)}
