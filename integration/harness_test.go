@@ -518,6 +518,11 @@ func (t *harness) teardown() {
 		t.conn.Close()
 	}
 	t.stopAgent(syscall.SIGTERM)
+	// CNI's bridge plugin never removes its bridge; this run's goes with
+	// it, so that runs leave no interface (or subnet) behind.
+	if t.cniBridge != "" {
+		exec.Command("ip", "link", "del", t.cniBridge).Run()
+	}
 	if t.syslog != nil {
 		t.syslog.close()
 	}
