@@ -189,13 +189,7 @@ func runContainer(cmd *cobra.Command, o runOpts, args []string) error {
 	if err := o.net.apply(req); err != nil {
 		return &exitError{code: 125, err: err}
 	}
-	for _, l := range o.labels {
-		k, v, _ := strings.Cut(l, "=")
-		if req.Labels == nil {
-			req.Labels = map[string]string{}
-		}
-		req.Labels[k] = v
-	}
+	req.Labels = parseLabels(o.labels)
 
 	c, closeConn, err := dial(cmd)
 	if err != nil {
@@ -722,4 +716,17 @@ back.`,
 	f.BoolVar(&stdout, "stdout", false, "only stdout")
 	f.BoolVar(&stderr, "stderr", false, "only stderr")
 	return cmd
+}
+
+// parseLabels reads -l K=V flags; nil when none.
+func parseLabels(labels []string) map[string]string {
+	var out map[string]string
+	for _, l := range labels {
+		k, v, _ := strings.Cut(l, "=")
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -65,15 +65,9 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 		// systemd's slices cannot nest a unit under a scope: a sibling.
 		cgroup = z.cgroupPath(containerizer.ContainerID(id))
 	}
-	var targetSpec *specs.Spec
-	if !target.Network.IsHost() {
-		cont, err := z.client.LoadContainer(ctx, string(target.ID))
-		if err == nil {
-			targetSpec, err = cont.Spec(ctx)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the spec of container %s: %w", target.ID, err)
-		}
+	targetSpec, err := z.networkSpec(ctx, target)
+	if err != nil {
+		return nil, err
 	}
 	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup, targetSpec)
 	// Limits asked for go through the isolators, as a container's do; none
@@ -147,4 +141,21 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	}
 	z.log.Info("debug container started", "container_id", id, "image", ref)
 	return e, nil
+}
+
+// networkSpec is the spec of a target off the host network (whose network
+// files a debug container sees); nil on the host network.
+func (z *Containerizer) networkSpec(ctx context.Context, target containerizer.Container) (*specs.Spec, error) {
+	if target.Network.IsHost() {
+		return nil, nil
+	}
+	cont, err := z.client.LoadContainer(ctx, string(target.ID))
+	if err != nil {
+		return nil, fmt.Errorf("loading container %s: %w", target.ID, err)
+	}
+	s, err := cont.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the spec of container %s: %w", target.ID, err)
+	}
+	return s, nil
 }

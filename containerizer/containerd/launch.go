@@ -188,17 +188,14 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
 	}
 	specOpts := launchSpec(oci.WithImageConfig(img), cfg, args, c.info.Sandbox, z.cgroupPath(cfg.ID))
-	for _, iso := range z.cfg.Isolators {
-		opts, err := iso.Prepare(ctx, z.isoContainer(c.info))
-		if errdefs.IsInvalidArgument(err) {
-			return containerizer.Container{}, err // the request is wrong: refused, nothing kept
-		}
-		if err != nil {
-			return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("isolator %s: %w", iso.Name(), err))
-		}
-		specOpts = append(specOpts, opts...)
+	isoOpts, refused, err := z.prepareIsolators(ctx, c)
+	if refused {
+		return containerizer.Container{}, err // the request is wrong: refused, nothing kept
 	}
-	z.attachment(ctx, c)
+	if err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
+	}
+	specOpts = append(specOpts, isoOpts...)
 	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
 		client.WithImage(img),
 		client.WithSnapshotter(z.cfg.Snapshotter),
@@ -284,6 +281,24 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	z.wg.Add(1)
 	go z.watch(c, task, exitCh)
 	return info, nil
+}
+
+// prepareIsolators asks the isolators for their spec options and records
+// the container's network attachment; refused says that an isolator found
+// the request wrong (InvalidArgument), so that nothing is kept.
+func (z *Containerizer) prepareIsolators(ctx context.Context, c *ctr) (opts []oci.SpecOpts, refused bool, err error) {
+	for _, iso := range z.cfg.Isolators {
+		o, err := iso.Prepare(ctx, z.isoContainer(c.snapshot()))
+		if errdefs.IsInvalidArgument(err) {
+			return nil, true, err
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("isolator %s: %w", iso.Name(), err)
+		}
+		opts = append(opts, o...)
+	}
+	z.attachment(ctx, c)
+	return opts, false, nil
 }
 
 // observeLaunch counts a launch by its result and times the good ones.
