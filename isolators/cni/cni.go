@@ -38,8 +38,11 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gearboxd/gearbox/internal/errs"
 	"github.com/gearboxd/gearbox/isolators"
@@ -122,7 +125,10 @@ func New(cfg Config) (*Isolator, error) {
 		return nil, fmt.Errorf("creating the CNI state dir: %w", err)
 	}
 	i := &Isolator{cfg: cfg, log: cfg.Log, networks: map[string]*libcni.NetworkConfigList{}, busy: map[string]*sync.Mutex{}}
-	i.cni = libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"), nil)
+	// The exec is given, not left to libcni to make on first use: it does
+	// that without a lock, a data race between concurrent launches.
+	i.cni = libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	if err := i.loadNetworks(); err != nil {
 		return nil, err
 	}
@@ -454,10 +460,19 @@ func (i *Isolator) attach(ctx context.Context, id string, list *libcni.NetworkCo
 	if err := i.writeState(id, *st); err != nil {
 		return nil, "", fmt.Errorf("recording the network of container %s: %w", id, err)
 	}
-	if _, err := i.cni.AddNetwork(ctx, i.loopback, rt(id, st.NetNS, nil)); err != nil {
-		return nil, "", fmt.Errorf("bringing up lo of container %s: %w", id, err)
-	}
+	// lo and eth0 are independent: brought up at once, one plugin run
+	// sooner.
+	var g errgroup.Group
+	g.Go(func() error {
+		if _, err := i.cni.AddNetwork(ctx, i.loopback, rt(id, st.NetNS, nil)); err != nil {
+			return fmt.Errorf("bringing up lo of container %s: %w", id, err)
+		}
+		return nil
+	})
 	res, err := i.cni.AddNetworkList(ctx, list, rt(id, st.NetNS, st.PortMappings))
+	if werr := g.Wait(); err == nil && werr != nil {
+		return nil, "", werr
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("attaching container %s to network %q: %w", id, list.Name, err)
 	}
