@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -279,6 +280,38 @@ func TestNetworkNoLeaks(t *testing.T) {
 		if _, err := h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: id, Force: true}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// And 8 at once: concurrent attachments get distinct IPs and ports,
+	// and leave nothing either.
+	var wg sync.WaitGroup
+	seen := make(chan string, 16)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			resp, err := h.client.LaunchContainer(ctxT(t), &agentv1.LaunchContainerRequest{ContainerId: id, Image: testImage, Network: "gearbox",
+				PortMappings: []*typesv1.PortMapping{{ContainerPort: 80}}, Cmd: &agentv1.StringList{Values: []string{"sleep", "60"}}})
+			if err != nil {
+				t.Errorf("concurrent launch %s: %v", id, err)
+				return
+			}
+			seen <- resp.Container.IpAddresses[0]
+			seen <- fmt.Sprint(resp.Container.PortMappings[0].HostPort)
+		}(fmt.Sprintf("net-conc-%d", i))
+	}
+	wg.Wait()
+	close(seen)
+	for i := 0; i < 8; i++ {
+		if _, err := h.client.RemoveContainer(ctxT(t), &agentv1.RemoveContainerRequest{ContainerId: fmt.Sprintf("net-conc-%d", i), Force: true}); err != nil {
+			t.Error(err)
+		}
+	}
+	distinct := map[string]bool{}
+	for s := range seen {
+		distinct[s] = true
+	}
+	if len(distinct) != 16 {
+		t.Errorf("8 concurrent launches: %d distinct IPs and ports of 16", len(distinct))
 	}
 	links, rules := hostCounts(t)
 	if links != links0 || rules != rules0 || len(ipamIPs(t)) != ips0 {
