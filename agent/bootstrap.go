@@ -16,6 +16,7 @@ import (
 	"github.com/gearboxd/gearbox/containerizer/containerd"
 	"github.com/gearboxd/gearbox/isolators"
 	"github.com/gearboxd/gearbox/isolators/cgroups"
+	"github.com/gearboxd/gearbox/isolators/cni"
 	isoplugin "github.com/gearboxd/gearbox/isolators/plugin"
 	"github.com/gearboxd/gearbox/logger"
 )
@@ -180,6 +181,9 @@ func (a *Agent) resources() (*ledger, map[string]string) {
 	if set["disk"] {
 		total.Disk = over.Disk
 	}
+	if set["ports"] {
+		total.Ports = over.Ports
+	}
 	attrs, _ := ParseAttributes(a.cfg.Attributes)
 	return &ledger{total: total}, attrs
 }
@@ -187,9 +191,33 @@ func (a *Agent) resources() (*ledger, map[string]string) {
 // isolators are the built-in cgroup isolators and the configured plugins'
 // clients.
 func (a *Agent) isolators(b *bootstrapped) ([]isolators.Isolator, error) {
-	isos, err := cgroups.New(a.cfg.Isolation, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
+	var names []string
+	var network *cni.Isolator
+	for _, n := range a.cfg.Isolation {
+		if n != cni.Name {
+			names = append(names, n)
+			continue
+		}
+		var err error
+		if network, err = a.networkIsolator(); err != nil {
+			return nil, err
+		}
+	}
+	isos, err := cgroups.New(names, cgroups.Options{CPUHardLimit: a.cfg.CPUHardLimit})
 	if err != nil {
 		return nil, fmt.Errorf("config key isolation: %w", err)
+	}
+	a.adm.defaultNetwork = a.cfg.DefaultNetwork
+	if network != nil {
+		isos = append(isos, network)
+	}
+	if dn := a.cfg.DefaultNetwork; dn != isolators.NetworkHost {
+		if network == nil {
+			return nil, fmt.Errorf("config key default_network: %q needs the %s isolator (config key isolation)", dn, cni.Name)
+		}
+		if err := network.Check(isolators.Network{Name: dn}); err != nil {
+			return nil, fmt.Errorf("config key default_network: %w", err)
+		}
 	}
 	for _, pc := range a.cfg.IsolatorPlugins {
 		p, err := isoplugin.NewClient(isoplugin.Config{Name: pc.Name, Socket: pc.Socket, Required: pc.Required, Timeout: pc.Timeout}, a.log)
@@ -203,6 +231,22 @@ func (a *Agent) isolators(b *bootstrapped) ([]isolators.Isolator, error) {
 		isos = append(isos, p)
 	}
 	return isos, nil
+}
+
+// networkIsolator is the network/cni isolator: its state (namespaces,
+// the files containers see, the default network's IPAM store) lives in the
+// run dir, which a reboot clears along with the namespaces.
+func (a *Agent) networkIsolator() (*cni.Isolator, error) {
+	iso, err := cni.New(cni.Config{
+		ConfDir: a.cfg.CNIConfigDir, BinDirs: []string{a.cfg.CNIBinDir},
+		StateDir: filepath.Join(a.cfg.RunDir, "cni"), Subnet: a.cfg.CNISubnet, Bridge: a.cfg.CNIBridge,
+		DNS: cni.DNS{Servers: a.cfg.ContainerDNS.Servers, Search: a.cfg.ContainerDNS.Search, Options: a.cfg.ContainerDNS.Options},
+		Log: a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the %s isolator: %w", cni.Name, err)
+	}
+	return iso, nil
 }
 
 // openContainerizer connects to containerd and recovers the containers.

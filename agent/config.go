@@ -70,7 +70,7 @@ type Config struct {
 	// Attributes describe the machine: "rack:r1;zone:a".
 	Attributes string `toml:"attributes"`
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
-	// cgroups/mem, cgroups/pids, cgroups/blkio.
+	// cgroups/mem, cgroups/pids, cgroups/blkio, network/cni.
 	Isolation []string `toml:"isolation"`
 	// CgroupDriver is cgroupfs (default) or systemd (runc makes a scope per
 	// container in gearbox.slice; for hosts where systemd owns the tree).
@@ -104,6 +104,23 @@ type Config struct {
 	DiskWatchInterval time.Duration `toml:"disk_watch_interval"`
 	// ImageGC removes unused images as the image filesystem fills.
 	ImageGC ImageGC `toml:"image_gc"`
+	// CNIConfigDir holds the CNI networks containers may join, one
+	// .conflist (or .conf) file each (Mesos's --network_cni_config_dir).
+	// A bridge network "gearbox" exists unless a file names one so.
+	CNIConfigDir string `toml:"cni_config_dir"`
+	// CNIBinDir is where the CNI plugins are (Debian's
+	// containernetworking-plugins puts them in /usr/lib/cni).
+	CNIBinDir string `toml:"cni_bin_dir"`
+	// CNISubnet and CNIBridge shape the default network "gearbox".
+	CNISubnet string `toml:"cni_subnet"`
+	CNIBridge string `toml:"cni_bridge"`
+	// DefaultNetwork is the network of a container that names none: host
+	// (the default), none, or a CNI network.
+	DefaultNetwork string `toml:"default_network"`
+	// ContainerDNS is what containers off the host network resolve with
+	// (Mesos's --default_container_dns); empty: the host's resolv.conf
+	// without loopback servers.
+	ContainerDNS ContainerDNS `toml:"container_dns"`
 }
 
 // ImageGC is the image garbage collector (kubelet's thresholds): when the
@@ -115,6 +132,13 @@ type ImageGC struct {
 	HighThreshold float64       `toml:"high_threshold"` // percent; 100 turns the GC off
 	LowThreshold  float64       `toml:"low_threshold"`  // percent
 	MinAge        time.Duration `toml:"min_age"`
+}
+
+// ContainerDNS is a container's resolv.conf.
+type ContainerDNS struct {
+	Servers []string `toml:"servers"`
+	Search  []string `toml:"search"`
+	Options []string `toml:"options"`
 }
 
 // IsolatorPlugin is an external isolator serving gearbox.isolator.v1 on a
@@ -218,7 +242,11 @@ func DefaultConfig() Config {
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
 		Roles:             Roles{UnixDefault: "readonly", TCPDefault: "readonly"},
-		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio"},
+		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio", "network/cni"},
+		CNIBinDir:         "/usr/lib/cni",
+		CNISubnet:         "10.89.0.0/16",
+		CNIBridge:         "gearbox0",
+		DefaultNetwork:    "host",
 		CPUHardLimit:      true,
 		CgroupDriver:      "cgroupfs",
 		MaxSessions:       64,
@@ -370,6 +398,20 @@ func (c Config) validateContainers(bad func(key, format string, a ...any)) {
 	for name, rt := range c.Runtimes {
 		if rt.Type == "" {
 			bad("runtimes."+name+".type", "is empty (e.g. io.containerd.runc.v2)")
+		}
+	}
+	if _, _, err := net.ParseCIDR(c.CNISubnet); err != nil {
+		bad("cni_subnet", "%q is not a subnet such as 10.89.0.0/16", c.CNISubnet)
+	}
+	if c.CNIBridge == "" || len(c.CNIBridge) > 15 || strings.ContainsAny(c.CNIBridge, "/ :") {
+		bad("cni_bridge", "%q is not an interface name (1-15 characters, no / : or space)", c.CNIBridge)
+	}
+	if c.DefaultNetwork == "" {
+		bad("default_network", "is empty: use host, none or a CNI network's name")
+	}
+	for _, s := range c.ContainerDNS.Servers {
+		if net.ParseIP(s) == nil {
+			bad("container_dns.servers", "%q is not an IP address", s)
 		}
 	}
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {

@@ -25,7 +25,8 @@ func TestExampleConfigLoads(t *testing.T) {
 		cfg.Logging.Driver != "logrotate" || cfg.Logging.MaxFiles != 5 || cfg.Loggers["syslog"].Args["socket"] != "/dev/log" ||
 		cfg.TCP.ClientCA != "/etc/gearbox/tls/ca.crt" || cfg.Roles.Operator[0] != "cn:deployer" || cfg.UnknownContainers != "destroy" ||
 		cfg.ImportMaxSize != 4<<30 || cfg.MaxImports != 2 ||
-		cfg.GCDelay != 168*time.Hour || cfg.ImageGC.HighThreshold != 85 || cfg.ImageGC.MinAge != 2*time.Minute || cfg.Isolation == nil {
+		cfg.GCDelay != 168*time.Hour || cfg.ImageGC.HighThreshold != 85 || cfg.ImageGC.MinAge != 2*time.Minute || cfg.Isolation == nil ||
+		cfg.CNISubnet != "10.89.0.0/16" || cfg.ContainerDNS.Search[0] != "internal.example" || cfg.DefaultNetwork != "host" {
 		t.Errorf("example config read wrongly: %+v", cfg)
 	}
 }
@@ -56,6 +57,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{`import_max_size = "big"`, "import_max_size"},
 		{`import_max_size = "1k"`, "import_max_size"},
 		{"max_imports = 0", "max_imports"},
+		{`cni_subnet = "10.1.2.3"`, "cni_subnet"},
+		{`cni_bridge = "a-bridge-name-too-long"`, "cni_bridge"},
+		{`default_network = ""`, "default_network"},
+		{"[container_dns]\nservers = [\"dns.example\"]", "container_dns.servers"},
+		{`resources = "ports:[1-70000]"`, "resources"},
 	} {
 		p := filepath.Join(t.TempDir(), "agent.toml")
 		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)

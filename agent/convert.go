@@ -34,6 +34,7 @@ func launchFromProto(r *agentv1.LaunchContainerRequest) containerizer.LaunchConf
 		Pull:       r.GetPullPolicy(),
 		Auth:       authFromProto(r.GetRegistryAuth()),
 		Restart:    restartFromProto(r.GetRestartPolicy()),
+		Network:    networkFromProto(r.GetNetwork(), r.GetHostname(), r.GetPortMappings()),
 	}
 	if sz := r.GetSize(); sz != nil {
 		cfg.Width, cfg.Height = sz.GetWidth(), sz.GetHeight()
@@ -65,6 +66,9 @@ func launchToProto(cfg containerizer.LaunchConfig) *agentv1.LaunchContainerReque
 		KillPolicy:    killPolicyToProto(cfg.KillGrace),
 		PullPolicy:    cfg.Pull,
 		RestartPolicy: restartToProto(cfg.Restart),
+		Network:       cfg.Network.Name,
+		Hostname:      cfg.Network.Hostname,
+		PortMappings:  mappingsToProto(cfg.Network.PortMappings),
 	}
 	if a := cfg.Auth; a != nil {
 		r.RegistryAuth = &agentv1.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
@@ -128,6 +132,10 @@ func containerToProto(c containerizer.Container) *agentv1.Container {
 		RestartCount:    uint32(c.RestartCount),
 		LastExit:        exitToProto(c.LastExit),
 		NextRestartAt:   ts(c.NextRestartAt),
+		Network:         c.Network.Name,
+		Hostname:        c.Network.Hostname,
+		PortMappings:    mappingsToProto(c.Network.PortMappings),
+		IpAddresses:     c.IPs,
 	}
 }
 
@@ -143,6 +151,36 @@ func authFromProto(a *agentv1.RegistryAuth) *containerizer.RegistryAuth {
 		return nil
 	}
 	return &containerizer.RegistryAuth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
+}
+
+func networkFromProto(name, hostname string, pms []*typesv1.PortMapping) isolators.Network {
+	n := isolators.Network{Name: name, Hostname: hostname}
+	for _, pm := range pms {
+		proto := pm.GetProtocol()
+		if proto == "" {
+			proto = "tcp"
+		}
+		// Out-of-range ports keep a value that admission refuses.
+		n.PortMappings = append(n.PortMappings, isolators.PortMapping{HostPort: clampPort(pm.GetHostPort()), ContainerPort: clampPort(pm.GetContainerPort()), Protocol: proto})
+	}
+	return n
+}
+
+// clampPort maps a port beyond 65535 to 0; requests with such ports are
+// refused before (checkPortNumbers).
+func clampPort(p uint32) uint16 {
+	if p > 65535 {
+		return 0
+	}
+	return uint16(p)
+}
+
+func mappingsToProto(pms []isolators.PortMapping) []*typesv1.PortMapping {
+	var out []*typesv1.PortMapping
+	for _, pm := range pms {
+		out = append(out, &typesv1.PortMapping{HostPort: uint32(pm.HostPort), ContainerPort: uint32(pm.ContainerPort), Protocol: pm.Protocol})
+	}
+	return out
 }
 
 func containerFromProto(p *agentv1.Container) containerizer.Container {
@@ -178,6 +216,8 @@ func containerFromProto(p *agentv1.Container) containerizer.Container {
 		RestartCount:    int(p.GetRestartCount()),
 		LastExit:        exitFromProto(p.GetLastExit()),
 		NextRestartAt:   fromTS(p.NextRestartAt),
+		Network:         networkFromProto(p.GetNetwork(), p.GetHostname(), p.GetPortMappings()),
+		IPs:             p.GetIpAddresses(),
 	}
 }
 

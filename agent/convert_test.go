@@ -27,6 +27,9 @@ func TestContainerRoundTrip(t *testing.T) {
 			KillGrace: 2 * time.Second, Pull: containerizer.PullAlways,
 			Resources: isolators.Resources{CPUs: 0.5, Memory: 32 << 20, MemorySoft: 16 << 20, Pids: 20, BlkioWeight: 500,
 				Devices: []isolators.DeviceLimit{{Path: "/dev/vda", ReadBps: 1, WriteBps: 2, ReadIops: 3, WriteIops: 4}}},
+			Network: isolators.Network{Name: "gearbox", Hostname: "web", PortMappings: []isolators.PortMapping{
+				{HostPort: 31000, ContainerPort: 80, Protocol: "tcp"}, {HostPort: 31001, ContainerPort: 53, Protocol: "udp"}}},
+			IPs: []string{"10.89.0.2"},
 		},
 		{
 			ID: "r", State: containerizer.TaskStarting, Reason: containerizer.Reason(7), Message: "restarting after an OOM kill (restart 2 of 3)",
@@ -45,7 +48,8 @@ func TestContainerRoundTrip(t *testing.T) {
 		WorkingDir: &wd, User: &user, Runtime: "runc", Labels: map[string]string{"a": "b"}, AutoRemove: true,
 		Log: containerizer.LogConfig{Driver: "syslog", MaxFiles: 2}, Privileged: true, Stdin: true, TTY: true, Width: 80, Height: 24,
 		KillGrace: 3 * time.Second, Pull: containerizer.PullNever, Auth: &containerizer.RegistryAuth{Username: "u", Password: "p"},
-		Restart: containerizer.RestartPolicy{Mode: containerizer.RestartUnlessStopped, Delay: 2 * time.Second}}
+		Restart: containerizer.RestartPolicy{Mode: containerizer.RestartUnlessStopped, Delay: 2 * time.Second},
+		Network: isolators.Network{Name: "none", Hostname: "h", PortMappings: []isolators.PortMapping{{ContainerPort: 8080, Protocol: "tcp"}}}}
 	if got := launchFromProto(launchToProto(cfg)); !reflect.DeepEqual(got, cfg) {
 		t.Errorf("launch round trip:\n got %+v\nwant %+v", got, cfg)
 	}

@@ -114,6 +114,9 @@ type pendingUpdate struct {
 	// restarted process ended.
 	RestartCount int                        `json:"restart_count,omitempty"`
 	LastExit     *containerizer.ProcessExit `json:"last_exit,omitempty"`
+	// Where the task's container is reachable (CNI networks).
+	IPs          []string                `json:"ips,omitempty"`
+	PortMappings []isolators.PortMapping `json:"port_mappings,omitempty"`
 	sent         *masterSession
 }
 
@@ -211,7 +214,8 @@ func (mc *masterClient) observe(c containerizer.Container, removed bool) {
 	mc.lastRestart[string(c.ID)] = rk
 	h := mc.health[string(c.ID)]
 	mc.queueLocked(&pendingUpdate{TaskID: string(c.ID), State: state, Reason: c.Reason, Message: c.Message, ExitCode: c.ExitCode,
-		RestartCount: c.RestartCount, LastExit: c.LastExit, Healthy: h.healthy, HealthOutput: h.output})
+		RestartCount: c.RestartCount, LastExit: c.LastExit, Healthy: h.healthy, HealthOutput: h.output,
+		IPs: c.IPs, PortMappings: c.Network.PortMappings})
 }
 
 // taskHealth is what a task's health check last said.
@@ -314,7 +318,8 @@ func (mc *masterClient) flush(s *masterSession) error {
 		st := &masterv1.TaskStatus{TaskId: u.TaskID, State: u.State,
 			Reason: u.Reason, Message: u.Message, ExitCode: u.ExitCode, Timestamp: timestamppb.New(u.Time),
 			Healthy: u.Healthy, HealthOutput: u.HealthOutput,
-			RestartCount: uint32(u.RestartCount), LastExit: exitToProto(u.LastExit)}
+			RestartCount: uint32(u.RestartCount), LastExit: exitToProto(u.LastExit),
+			IpAddresses: u.IPs, PortMappings: mappingsToProto(u.PortMappings)}
 		if err := s.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Update{Update: &masterv1.StatusUpdate{Uuid: u.UUID, Status: st}}}); err != nil {
 			return err
 		}
@@ -504,7 +509,7 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 	host, _ := os.Hostname()
 	total := mc.adm.ledger.capacity()
 	reg := &masterv1.Register{Hostname: host, Address: mc.node.Address, Version: version.Version, Attributes: mc.node.Attributes,
-		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk}}
+		Resources: &masterv1.Resources{Cpus: total.CPUs, MemoryBytes: total.Memory, DiskBytes: total.Disk, Ports: portsToProto(total.Ports)}}
 	mc.mu.Lock()
 	reg.AgentId = mc.agentID
 	mc.mu.Unlock()
@@ -518,7 +523,8 @@ func (mc *masterClient) registration(ctx context.Context) (*masterv1.Register, e
 		reg.Tasks = append(reg.Tasks, &masterv1.TaskStatus{TaskId: string(c.ID),
 			State: reportedState(c), Reason: c.Reason,
 			Message: c.Message, ExitCode: c.ExitCode, Healthy: h.healthy, HealthOutput: h.output,
-			RestartCount: uint32(c.RestartCount), LastExit: exitToProto(c.LastExit)})
+			RestartCount: uint32(c.RestartCount), LastExit: exitToProto(c.LastExit),
+			IpAddresses: c.IPs, PortMappings: mappingsToProto(c.Network.PortMappings)})
 	}
 	return reg, nil
 }

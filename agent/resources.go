@@ -25,18 +25,20 @@ type ResourceSet struct {
 	CPUs   float64
 	Memory int64 // bytes
 	Disk   int64 // bytes
+	Ports  Ports // host ports
 }
 
 func (r ResourceSet) sub(o ResourceSet) ResourceSet {
-	return ResourceSet{CPUs: r.CPUs - o.CPUs, Memory: r.Memory - o.Memory, Disk: r.Disk - o.Disk}
+	return ResourceSet{CPUs: r.CPUs - o.CPUs, Memory: r.Memory - o.Memory, Disk: r.Disk - o.Disk, Ports: r.Ports.minus(o.Ports)}
 }
 
 func (r ResourceSet) add(o ResourceSet) ResourceSet {
-	return ResourceSet{CPUs: r.CPUs + o.CPUs, Memory: r.Memory + o.Memory, Disk: r.Disk + o.Disk}
+	return ResourceSet{CPUs: r.CPUs + o.CPUs, Memory: r.Memory + o.Memory, Disk: r.Disk + o.Disk, Ports: r.Ports.union(o.Ports)}
 }
 
 // ParseResources reads Mesos's --resources form: "cpus:4;mem:8192;disk:1e5"
-// with mem and disk in MB, or with a unit ("mem:8GiB").
+// with mem and disk in MB, or with a unit ("mem:8GiB"), and ports as
+// ranges ("ports:[31000-32000]").
 func ParseResources(s string) (ResourceSet, map[string]bool, error) {
 	var r ResourceSet
 	set := map[string]bool{}
@@ -60,6 +62,12 @@ func ParseResources(s string) (ResourceSet, map[string]bool, error) {
 				return r, nil, fmt.Errorf("cpus %q: give a non-negative number", val)
 			}
 			r.CPUs = v
+		case "ports":
+			p, err := ParsePorts(val)
+			if err != nil {
+				return r, nil, err
+			}
+			r.Ports = p
 		case "mem", "disk":
 			n, err := parseMB(val)
 			if err != nil {
@@ -71,7 +79,7 @@ func ParseResources(s string) (ResourceSet, map[string]bool, error) {
 				r.Disk = n
 			}
 		default:
-			return r, nil, fmt.Errorf("unknown resource %q: gearbox knows cpus, mem and disk", name)
+			return r, nil, fmt.Errorf("unknown resource %q: gearbox knows cpus, mem, disk and ports", name)
 		}
 		set[name] = true
 	}
@@ -109,7 +117,7 @@ func ParseAttributes(s string) (map[string]string, error) {
 // detectResources measures the host and leaves a share for it, as Mesos
 // does: memory and disk keep min(1 GiB / 5 GiB, half) for the host.
 func detectResources(workDir string) ResourceSet {
-	r := ResourceSet{CPUs: float64(runtime.NumCPU()), Memory: hostMemory()}
+	r := ResourceSet{CPUs: float64(runtime.NumCPU()), Memory: hostMemory(), Ports: defaultPorts}
 	r.Memory -= min(1<<30, r.Memory/2)
 	var st syscall.Statfs_t
 	if syscall.Statfs(workDir, &st) == nil {
@@ -150,12 +158,19 @@ func asSet(r isolators.Resources) ResourceSet {
 	return ResourceSet{CPUs: r.CPUs, Memory: r.Memory}
 }
 
+// containerSet is what a container holds.
+func containerSet(c containerizer.Container) ResourceSet {
+	s := asSet(c.Resources)
+	s.Ports = hostPorts(c.Network)
+	return s
+}
+
 func (l *ledger) allocated(cs []containerizer.Container) ResourceSet {
 	var a ResourceSet
 	for _, c := range cs {
 		if !c.State.Terminal() {
 			if _, inFlight := l.pending[string(c.ID)]; !inFlight {
-				a = a.add(asSet(c.Resources))
+				a = a.add(containerSet(c))
 			}
 		}
 	}
@@ -167,11 +182,23 @@ func (l *ledger) allocated(cs []containerizer.Container) ResourceSet {
 
 // reserve admits a launch or says, with the numbers, why it does not fit.
 func (l *ledger) reserve(id string, want isolators.Resources, cs []containerizer.Container) (func(), error) {
+	return l.reserveNet(id, want, nil, cs)
+}
+
+// reserveNet is reserve with the launch's network: its host ports are
+// checked and taken, and those it leaves to the agent picked (into n).
+func (l *ledger) reserveNet(id string, want isolators.Resources, n *isolators.Network, cs []containerizer.Container) (func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	alloc := l.allocated(cs)
 	free := l.total.sub(alloc)
 	w := asSet(want)
+	if n != nil {
+		if err := assignPorts(l.total.Ports, alloc.Ports, portOwners(cs), n); err != nil {
+			return nil, err
+		}
+		w.Ports = hostPorts(*n)
+	}
 	var short []string
 	if w.CPUs > 0 && w.CPUs > free.CPUs+1e-9 {
 		short = append(short, fmt.Sprintf("cpus: asked %g, free %g of %g (allocated %g)", w.CPUs, math.Max(free.CPUs, 0), l.total.CPUs, alloc.CPUs))

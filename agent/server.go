@@ -83,7 +83,7 @@ func (a *Agent) nodeState(r *agentv1.GetStateResponse) {
 }
 
 func setToProto(r ResourceSet) *agentv1.ResourceSet {
-	return &agentv1.ResourceSet{Cpus: r.CPUs, Memory: r.Memory, Disk: r.Disk}
+	return &agentv1.ResourceSet{Cpus: r.CPUs, Memory: r.Memory, Disk: r.Disk, Ports: portsToProto(r.Ports)}
 }
 
 func checkID(id string) error {
@@ -167,6 +167,9 @@ func (s *server) LaunchContainer(ctx context.Context, req *agentv1.LaunchContain
 	if err := launchspec.Validate(req); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := checkPortNumbers(req.GetPortMappings()); err != nil {
+		return nil, toStatus(err)
+	}
 	cfg := launchFromProto(req)
 	if cfg.ID == "" {
 		cfg.ID = containerizer.ContainerID(ids.New())
@@ -187,6 +190,8 @@ type admission struct {
 	// health runs the launched containers' health checks (nil in tests
 	// that build an admission over a fake).
 	health *health
+	// defaultNetwork is the network of a launch that names none.
+	defaultNetwork string
 }
 
 // launch admits a launch against the agent's resources and runs it: the
@@ -200,7 +205,13 @@ func (ad *admission) launch(ctx context.Context, cfg containerizer.LaunchConfig)
 	if err != nil {
 		return containerizer.Container{}, err
 	}
-	release, err := ad.ledger.reserve(string(cfg.ID), cfg.Resources, cs)
+	if cfg.Network.Name == "" {
+		cfg.Network.Name = ad.defaultNetwork
+	}
+	if err := checkMappings(cfg.Network); err != nil {
+		return containerizer.Container{}, err
+	}
+	release, err := ad.ledger.reserveNet(string(cfg.ID), cfg.Resources, &cfg.Network, cs)
 	if err != nil {
 		return containerizer.Container{}, err
 	}

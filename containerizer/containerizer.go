@@ -112,6 +112,8 @@ type LaunchConfig struct {
 	PullProgress func(PullProgress) `json:"-"`
 	// Restart says whether the process is started again when it ends.
 	Restart RestartPolicy
+	// Network is the network it joins; the zero value is the host's.
+	Network isolators.Network
 }
 
 // RestartMode is Docker's --restart policy.
@@ -219,6 +221,9 @@ type Container struct {
 	LastExit      *ProcessExit
 	NextRestartAt time.Time
 	RestartDelay  time.Duration
+	// Network is the network it asked for; IPs its addresses on it.
+	Network isolators.Network
+	IPs     []string
 }
 
 // ImageHealthcheck is a Docker image config's Healthcheck. Test is

@@ -67,6 +67,11 @@ type harness struct {
 	syslog      *syslogServer
 	metricsAddr string
 
+	// The network: a subnet, bridge and ports of this run's own, so that
+	// runs (and gearbox dev) on one machine do not collide.
+	cniSubnet, cniBridge string
+	portsLo, portsHi     int
+
 	agentCfg  string
 	agentSock string
 	agentLog  string
@@ -157,6 +162,11 @@ func setup() (*harness, error) {
 		return nil, err
 	}
 	t := &harness{dir: dir, bin: filepath.Join(dir, "bin"), raceDir: filepath.Join(dir, "race"), namespace: fmt.Sprintf("gearbox-it-%d", os.Getpid())}
+	pid := os.Getpid()
+	t.cniSubnet = fmt.Sprintf("10.%d.%d.0/24", 200+pid%50, (pid/50)%250)
+	t.cniBridge = fmt.Sprintf("gbit%d", pid%1000000)
+	t.portsLo = 40000 + (pid%200)*100
+	t.portsHi = t.portsLo + 99
 	ctx := context.Background()
 
 	// Race reports of the children land here; the CLI also runs as nobody.
@@ -351,7 +361,10 @@ max_sessions = 3
 # Small, so that TestImportBounds can go over it; the test images are ~2MB.
 import_max_size = "64MiB"
 max_imports = 2
-resources = "cpus:2;mem:2048"
+resources = "cpus:2;mem:2048;ports:[%d-%d]"
+cni_subnet = %q
+cni_bridge = %q
+cni_config_dir = %q
 attributes = "rack:r1;zone:a"
 logger_binary = %q
 metrics_listen = %q
@@ -401,11 +414,14 @@ socket = %q
 required = true
 timeout = "2s"
 `, t.containerd.Address, t.namespace, filepath.Join(adir, "work"), filepath.Join(adir, "run"),
-		t.agentSock, filepath.Join(t.bin, "gearbox-logger"), t.metricsAddr, mustLookPath("runc"),
+		t.agentSock, t.portsLo, t.portsHi, t.cniSubnet, t.cniBridge, filepath.Join(adir, "cni"), filepath.Join(t.bin, "gearbox-logger"), t.metricsAddr, mustLookPath("runc"),
 		filepath.Join(t.bin, "syslog-logger"), t.syslogSock,
 		t.tcpAddr, filepath.Join(t.tlsDir, "agent.crt"), filepath.Join(t.tlsDir, "agent.key"), filepath.Join(t.tlsDir, "ca.crt"),
 		t.pluginSock)
 	os.MkdirAll(adir, 0o755)
+	if err := writeCNIConfigs(filepath.Join(adir, "cni")); err != nil {
+		return err
+	}
 	return os.WriteFile(t.agentCfg, []byte(cfg), 0o644)
 }
 
@@ -507,6 +523,11 @@ func (t *harness) teardown() {
 		t.conn.Close()
 	}
 	t.stopAgent(syscall.SIGTERM)
+	// CNI's bridge plugin never removes its bridge; this run's goes with
+	// it, so that runs leave no interface (or subnet) behind.
+	if t.cniBridge != "" {
+		exec.Command("ip", "link", "del", t.cniBridge).Run()
+	}
 	if t.syslog != nil {
 		t.syslog.close()
 	}

@@ -60,6 +60,62 @@ type Container struct {
 	// Sandbox is the container's sandbox directory on the host.
 	Sandbox string
 	Labels  map[string]string
+	// Network is the network it asked for; the zero value is the host's.
+	Network Network
+}
+
+// Network names of the two networks that are not CNI networks.
+const (
+	NetworkHost = "host" // the host's network namespace
+	NetworkNone = "none" // a namespace of its own with only lo
+)
+
+// Network is the network a container joins (Mesos's NetworkInfo).
+type Network struct {
+	// Name is host, none or a CNI network's name; "" is host.
+	Name string `json:"name,omitempty"`
+	// Hostname is the container's hostname off the host network.
+	Hostname string `json:"hostname,omitempty"`
+	// PortMappings map host ports to the container's (CNI networks only).
+	PortMappings []PortMapping `json:"port_mappings,omitempty"`
+}
+
+// IsHost says that the container shares the host's network.
+func (n Network) IsHost() bool { return n.Name == "" || n.Name == NetworkHost }
+
+// PortMapping maps a host port to a container port (Mesos's
+// NetworkInfo.PortMapping). HostPort 0 asks the agent to pick one.
+type PortMapping struct {
+	HostPort      uint16 `json:"host_port"`
+	ContainerPort uint16 `json:"container_port"`
+	Protocol      string `json:"protocol"` // tcp or udp
+}
+
+// Attachment is where a container is on its network.
+type Attachment struct {
+	Network  string
+	Hostname string
+	IPs      []string
+}
+
+// Networker is an isolator that attaches containers to networks (the
+// network/cni isolator). The containerizer launches a container off the
+// host network only through one.
+type Networker interface {
+	Isolator
+	// Networks are the names a container may ask for besides host.
+	Networks() []string
+	// Check refuses a network request that cannot be met (InvalidArgument,
+	// or FailedPrecondition when the host lacks a plugin), attaching
+	// nothing.
+	Check(n Network) error
+	// Attachment is the container's place on its network, once Prepare
+	// attached it; ok false when it has none.
+	Attachment(ctx context.Context, c Container) (a Attachment, ok bool, err error)
+	// Detach releases the container's attachment (its IP and host ports)
+	// once its process has exited; Cleanup removes what is left.
+	// Idempotent.
+	Detach(ctx context.Context, c Container) error
 }
 
 // Limitation says which limit ended a container.

@@ -139,7 +139,7 @@ func checkResources(r *masterv1.Resources) error {
 	if c < 0 || math.IsNaN(c) || math.IsInf(c, 0) || r.GetMemoryBytes() < 0 || r.GetDiskBytes() < 0 {
 		return status.Errorf(codes.InvalidArgument, "resources cpus=%g memory=%d disk=%d: give non-negative finite values", c, r.GetMemoryBytes(), r.GetDiskBytes())
 	}
-	return nil
+	return checkPortRanges(r.GetPorts())
 }
 
 func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]) error {
@@ -328,6 +328,7 @@ func (m *Master) register(reg *masterv1.Register, cn string, c *agentConn) (*age
 			m.log.Info("killing a task the master had ended", "task_id", t.ID, "agent_id", id, "state", t.State)
 			c.send(killMsg(t.ID, 0))
 		case ok:
+			setNetwork(t, rep)
 			m.setTaskStatus(t, rep.GetState(), rep.GetReason(), rep.GetMessage(), rep.ExitCode, setHealth(t, rep))
 			if t.KillRequested && !terminal(t.State) {
 				c.send(killMsg(t.ID, 0))
@@ -529,6 +530,7 @@ func (m *Master) statusUpdate(a *agentEntry, c *agentConn, u *masterv1.StatusUpd
 		// An update the agent queued before the state its registration
 		// already reported: old news.
 	default:
+		setNetwork(t, st)
 		t.RestartCount, t.LastExit = int(st.GetRestartCount()), exitFromProto(st.GetLastExit())
 		g = m.setTaskStatus(t, st.GetState(), st.GetReason(), st.GetMessage(), st.ExitCode, setHealth(t, st))
 	}

@@ -145,7 +145,7 @@ func (m *Master) allocate(now time.Time) {
 // rescinded, freed). An allocator that no longer holds them (a framework
 // or agent removed meanwhile) is not an error worth more than a debug line.
 func (m *Master) giveBack(fw, agent, role string, res store.Resources, refuse time.Duration) {
-	if res == (store.Resources{}) {
+	if res.CPUs == 0 && res.Memory == 0 && res.Disk == 0 && len(res.Ports) == 0 {
 		return
 	}
 	if err := m.alloc.Recover(allocator.FrameworkID(fw), allocator.AgentID(agent), role, toAlloc(res), refuse); err != nil {
@@ -153,12 +153,22 @@ func (m *Master) giveBack(fw, agent, role string, res store.Resources, refuse ti
 	}
 }
 
+// toAlloc and fromAlloc carry resources, host ports included (an agent's
+// ports resource is offered as Mesos offers its ports ranges).
 func toAlloc(r store.Resources) allocator.Resources {
-	return allocator.Resources{CPUs: max(r.CPUs, 0), MemoryBytes: max(r.Memory, 0), DiskBytes: max(r.Disk, 0)}
+	var ports []allocator.Range
+	for _, p := range r.Ports {
+		ports = append(ports, allocator.Range{Begin: uint64(p.Begin), End: uint64(p.End)})
+	}
+	return allocator.Resources{CPUs: max(r.CPUs, 0), MemoryBytes: max(r.Memory, 0), DiskBytes: max(r.Disk, 0), Ports: allocator.NewRanges(ports...)}
 }
 
 func fromAlloc(r allocator.Resources) store.Resources {
-	return store.Resources{CPUs: r.CPUs, Memory: r.MemoryBytes, Disk: r.DiskBytes}
+	out := store.Resources{CPUs: r.CPUs, Memory: r.MemoryBytes, Disk: r.DiskBytes}
+	for _, p := range r.Ports {
+		out.Ports = append(out.Ports, store.PortRange{Begin: uint32(p.Begin), End: uint32(p.End)})
+	}
+	return out
 }
 
 // operatorFramework is the built-in framework the operator's task launch

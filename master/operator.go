@@ -108,6 +108,11 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	}
 	want := resFromProto(req.GetResources())
 	want.CPUs, want.Memory = spec.GetResources().GetCpus(), spec.GetResources().GetMemory()
+	wantPorts, picked, err := wantedPorts(req)
+	if err != nil {
+		return nil, err
+	}
+	want.Ports = wantPorts
 	cons := map[string]string{}
 	for _, c := range req.GetConstraints() {
 		k, v, err := ParseConstraint(c)
@@ -128,7 +133,7 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 		m.mu.Unlock()
 		return nil, status.Errorf(codes.AlreadyExists, "task %q exists (%s on agent %s): task IDs are never reused, pick another", old.ID, old.State, old.AgentID)
 	}
-	a, err := m.place(req.GetAgentId(), cons, want)
+	a, err := m.place(req.GetAgentId(), cons, want, picked)
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
@@ -169,7 +174,7 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 // place chooses an agent: the named one, or among active, connected agents
 // that meet the constraints, the one with most CPUs free. It says why none
 // fits, with each candidate's numbers. Callers hold m.mu.
-func (m *Master) place(agentID string, cons map[string]string, want store.Resources) (*agentEntry, error) {
+func (m *Master) place(agentID string, cons map[string]string, want store.Resources, picked int) (*agentEntry, error) {
 	var candidates []*agentEntry
 	if agentID != "" {
 		a := m.agents[agentID]
@@ -224,6 +229,13 @@ func (m *Master) place(agentID string, cons map[string]string, want store.Resour
 			why = append(why, fmt.Sprintf("%s (%s) has %s free of %s", a.ID, a.Hostname, fmtRes(free), fmtRes(a.Resources)))
 			continue
 		}
+		if misfit, code := m.portsMisfit(a, want.Ports, picked); misfit != "" {
+			if agentID != "" {
+				return nil, status.Errorf(code, "agent %s (%s): %s: map another host port, or give only the container port", a.ID, a.Hostname, misfit)
+			}
+			why = append(why, fmt.Sprintf("%s (%s): %s", a.ID, a.Hostname, misfit))
+			continue
+		}
 		if best == nil || free.CPUs > bestFree.CPUs+1e-9 || (free.CPUs >= bestFree.CPUs-1e-9 && a.ID < best.ID) {
 			best, bestFree = a, free
 		}
@@ -261,6 +273,9 @@ func fmtWant(r store.Resources) string {
 	}
 	if r.Disk > 0 {
 		parts = append(parts, units.Human(r.Disk)+" disk")
+	}
+	if len(r.Ports) > 0 {
+		parts = append(parts, "host ports "+fmtPorts(r.Ports))
 	}
 	return strings.Join(parts, ", ")
 }

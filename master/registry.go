@@ -85,6 +85,7 @@ func (m *Master) used(id string) store.Resources {
 			r.CPUs += t.Resources.CPUs
 			r.Memory += t.Resources.Memory
 			r.Disk += t.Resources.Disk
+			r.Ports = unionPorts(r.Ports, taskPorts(t))
 		}
 	}
 	return r
@@ -315,11 +316,11 @@ func parseMesosDuration(s string) (time.Duration, error) {
 // ---- conversions ----
 
 func resToProto(r store.Resources) *masterv1.Resources {
-	return &masterv1.Resources{Cpus: r.CPUs, MemoryBytes: r.Memory, DiskBytes: r.Disk}
+	return &masterv1.Resources{Cpus: r.CPUs, MemoryBytes: r.Memory, DiskBytes: r.Disk, Ports: portsToProto(r.Ports)}
 }
 
 func resFromProto(r *masterv1.Resources) store.Resources {
-	return store.Resources{CPUs: r.GetCpus(), Memory: r.GetMemoryBytes(), Disk: r.GetDiskBytes()}
+	return store.Resources{CPUs: r.GetCpus(), Memory: r.GetMemoryBytes(), Disk: r.GetDiskBytes(), Ports: portsFromProto(r.GetPorts())}
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {
@@ -341,6 +342,7 @@ func taskToProto(t *store.Task) *masterv1.Task {
 		Container: publicSpec(t.Container),
 		Healthy:   t.Healthy, HealthOutput: t.HealthOutput,
 		RestartCount: uint32(t.RestartCount), LastExit: exitToProto(t.LastExit),
+		IpAddresses: t.IPAddresses, PortMappings: mappingsToProto(t.PortMappings),
 	}
 }
 

@@ -64,17 +64,20 @@ var agentFlags = []configFlag[agent.Config]{
 	{"logger-binary", "gearbox-logger (default: next to gearbox, else on PATH)", func(c *agent.Config) any { return &c.LoggerBinary }},
 	{"recover", "at start: reconnect to containers, or cleanup (kill and remove them all)", func(c *agent.Config) any { return &c.Recover }},
 	{"unknown-containers", "containers the checkpoint does not know: destroy or keep", func(c *agent.Config) any { return &c.UnknownContainers }},
-	{"resources", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000" (MB)`, func(c *agent.Config) any { return &c.Resources }},
+	{"resources", `resources offered, overriding detection: "cpus:4;mem:8192;disk:100000;ports:[31000-32000]" (MB)`, func(c *agent.Config) any { return &c.Resources }},
 	{"attributes", `machine attributes: "rack:r1;zone:a"`, func(c *agent.Config) any { return &c.Attributes }},
 	{"master", "register with the master at host:port (default: run alone)", func(c *agent.Config) any { return &c.Master }},
 	{"max-sessions", "debug sessions open at once (exec, debug); more are refused", func(c *agent.Config) any { return &c.MaxSessions }},
-	{"isolation", "isolators, comma-separated (Mesos's --isolation)", func(c *agent.Config) any { return &c.Isolation }},
+	{"isolation", "isolators, comma-separated (Mesos's --isolation): cgroups/cpu, cgroups/mem, cgroups/pids, cgroups/blkio, network/cni", func(c *agent.Config) any { return &c.Isolation }},
 	{"gc-delay", "keep an ended container's sandbox (and record) this long (Mesos's --gc_delay)", func(c *agent.Config) any { return &c.GCDelay }},
 	{"gc-disk-headroom", "sandboxes go sooner as the disk fills: kept gc_delay × max(0, 1 − headroom − usage)", func(c *agent.Config) any { return &c.GCDiskHeadroom }},
 	{"disk-watch-interval", "how often the sandbox and image GCs look at the disks", func(c *agent.Config) any { return &c.DiskWatchInterval }},
 	{"image-gc-high-threshold", "image filesystem usage (%) that starts the image GC; 100: off", func(c *agent.Config) any { return &c.ImageGC.HighThreshold }},
 	{"image-gc-low-threshold", "image filesystem usage (%) the image GC frees down to", func(c *agent.Config) any { return &c.ImageGC.LowThreshold }},
 	{"image-gc-min-age", "the image GC keeps images used more recently than this", func(c *agent.Config) any { return &c.ImageGC.MinAge }},
+	{"default-network", "network of a container that names none: host, none or a CNI network", func(c *agent.Config) any { return &c.DefaultNetwork }},
+	{"cni-config-dir", "CNI networks, one .conflist file each (Mesos's --network_cni_config_dir)", func(c *agent.Config) any { return &c.CNIConfigDir }},
+	{"cni-bin-dir", "CNI plugins (Debian's containernetworking-plugins: /usr/lib/cni)", func(c *agent.Config) any { return &c.CNIBinDir }},
 }
 
 // newLogger logs text to a terminal and JSON otherwise.

@@ -327,10 +327,14 @@ func newPsCmd() *cobra.Command {
 				return printContainersJSON(cmd.OutOrStdout(), resp.Containers)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS")
+			fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNETWORK\tIP\tPORTS")
 			for _, ct := range resp.Containers {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
-					ago(ct.CreatedAt.AsTime()), humanStatus(ct))
+				network := ct.Network
+				if network == "" {
+					network = "host"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
+					ago(ct.CreatedAt.AsTime()), humanStatus(ct), network, strings.Join(ct.IpAddresses, ","), formatPorts(ct.PortMappings))
 			}
 			return tw.Flush()
 		},
@@ -496,6 +500,12 @@ func printInspect(w io.Writer, ct *agentv1.Container) {
 	row("Working dir", ct.WorkingDir)
 	row("User", ct.User)
 	row("Sandbox", ct.Sandbox)
+	if ct.Network != "" {
+		row("Network", ct.Network)
+		row("Hostname", ct.Hostname)
+		row("IP addresses", strings.Join(ct.IpAddresses, ", "))
+		row("Ports", formatPorts(ct.PortMappings))
+	}
 	if l := ct.Log; l != nil {
 		desc := l.Driver
 		if l.Driver == "logrotate" {
@@ -677,4 +687,17 @@ back.`,
 	f.BoolVar(&stdout, "stdout", false, "only stdout")
 	f.BoolVar(&stderr, "stderr", false, "only stderr")
 	return cmd
+}
+
+// parseLabels reads -l K=V flags; nil when none.
+func parseLabels(labels []string) map[string]string {
+	var out map[string]string
+	for _, l := range labels {
+		k, v, _ := strings.Cut(l, "=")
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out
 }

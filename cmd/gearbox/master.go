@@ -252,7 +252,7 @@ func newTasksCmd() *cobra.Command {
 
 func printTasks(w io.Writer, tasks []*masterv1.Task) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tRESTARTS\tCPUS/MEM\tMESSAGE")
+	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tRESTARTS\tCPUS/MEM\tIP\tPORTS\tMESSAGE")
 	for _, t := range tasks {
 		exit := "-"
 		if t.ExitCode != nil {
@@ -270,7 +270,14 @@ func printTasks(w io.Writer, tasks []*masterv1.Task) {
 		if t.Healthy != nil {
 			state += map[bool]string{true: " (healthy)", false: " (unhealthy)"}[t.GetHealthy()]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Id, t.AgentId, t.Image, state, reason, exit, t.RestartCount, fmtResources(t.Resources), msg)
+		ip, ports := strings.Join(t.IpAddresses, ","), formatPorts(t.PortMappings)
+		if ip == "" {
+			ip = "-"
+		}
+		if ports == "" {
+			ports = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, state, reason, exit, t.RestartCount, fmtResources(t.Resources), ip, ports, msg)
 	}
 	tw.Flush()
 }

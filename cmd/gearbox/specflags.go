@@ -42,6 +42,7 @@ var specFeatures = []func(*pflag.FlagSet) specApplier{
 	func(fs *pflag.FlagSet) specApplier { return addPullFlags(fs) },
 	func(fs *pflag.FlagSet) specApplier { return addHealthFlags(fs) },
 	func(fs *pflag.FlagSet) specApplier { return addRestartFlags(fs) },
+	func(fs *pflag.FlagSet) specApplier { return addNetworkFlags(fs) },
 }
 
 func addSpecFlags(f *pflag.FlagSet) *specFlags {

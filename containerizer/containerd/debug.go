@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/errs"
@@ -65,7 +66,11 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 		// systemd's slices cannot nest a unit under a scope: a sibling.
 		cgroup = z.cgroupPath(containerizer.ContainerID(id))
 	}
-	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup)
+	targetSpec, err := z.networkSpec(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	opts := debugSpec(oci.WithImageConfig(img), cfg, targetTask.Pid(), cgroup, targetSpec)
 	// Limits asked for go through the isolators, as a container's do; none
 	// asked: the target's limits bound it from above.
 	iso := isolators.Container{ID: id, CgroupPath: CgroupDir(cgroup), Resources: cfg.Resources}
@@ -137,4 +142,21 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	}
 	z.log.Info("debug container started", "container_id", id, "image", ref)
 	return e, nil
+}
+
+// networkSpec is the spec of a target off the host network (whose network
+// files a debug container sees); nil on the host network.
+func (z *Containerizer) networkSpec(ctx context.Context, target containerizer.Container) (*specs.Spec, error) {
+	if target.Network.IsHost() {
+		return nil, nil
+	}
+	cont, err := z.client.LoadContainer(ctx, string(target.ID))
+	if err != nil {
+		return nil, fmt.Errorf("loading container %s: %w", target.ID, err)
+	}
+	s, err := cont.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the spec of container %s: %w", target.ID, err)
+	}
+	return s, nil
 }

@@ -43,7 +43,7 @@ func CgroupDir(cgroupsPath string) string {
 }
 
 func (z *Containerizer) isoContainer(info containerizer.Container) isolators.Container {
-	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupDir(info.ID), Resources: info.Resources, Sandbox: info.Sandbox, Labels: info.Labels}
+	return isolators.Container{ID: string(info.ID), CgroupPath: z.cgroupDir(info.ID), Resources: info.Resources, Sandbox: info.Sandbox, Labels: info.Labels, Network: info.Network}
 }
 
 // CheckResources refuses values no isolator could honour; update says the
@@ -150,4 +150,60 @@ func (z *Containerizer) Usage(ctx context.Context, id containerizer.ContainerID)
 		return u, errs.New(errdefs.ErrUnavailable, "reading the usage of container %s: %w", id, errors.Join(errList...))
 	}
 	return u, nil
+}
+
+// networker is the isolator that attaches containers to networks, if the
+// agent has one.
+func (z *Containerizer) networker() isolators.Networker {
+	for _, iso := range z.cfg.Isolators {
+		if n, ok := iso.(isolators.Networker); ok {
+			return n
+		}
+	}
+	return nil
+}
+
+// checkNetwork refuses a network the agent cannot give.
+func (z *Containerizer) checkNetwork(n isolators.Network) error {
+	nw := z.networker()
+	switch {
+	case nw != nil:
+		return nw.Check(n)
+	case n.IsHost() && len(n.PortMappings) > 0:
+		return errs.New(errdefs.ErrInvalidArgument, "port mappings need a network of the container's own, and this agent has only the host network")
+	case !n.IsHost():
+		return errs.New(errdefs.ErrInvalidArgument, "unknown network %q: this agent has only the host network (it runs without the network/cni isolator)", n.Name)
+	}
+	return nil
+}
+
+// attachment records where the network isolator put a container.
+func (z *Containerizer) attachment(ctx context.Context, c *ctr) {
+	nw := z.networker()
+	info := c.snapshot()
+	if nw == nil || info.Network.IsHost() {
+		return
+	}
+	a, ok, err := nw.Attachment(ctx, z.isoContainer(info))
+	if err != nil {
+		z.log.Warn("reading a container's network attachment", "container_id", info.ID, "err", err)
+	}
+	if ok {
+		c.mu.Lock()
+		c.info.IPs = a.IPs
+		if a.Hostname != "" {
+			c.info.Network.Hostname = a.Hostname
+		}
+		c.mu.Unlock()
+	}
+}
+
+// detach releases a container's network attachment once it has exited, so
+// that its IP and host ports can go to others.
+func (z *Containerizer) detach(ctx context.Context, info containerizer.Container) {
+	if nw := z.networker(); nw != nil && !info.Network.IsHost() {
+		if err := nw.Detach(ctx, z.isoContainer(info)); err != nil {
+			z.log.Warn("detaching a container from its network", "container_id", info.ID, "err", err)
+		}
+	}
 }

@@ -35,6 +35,7 @@ const (
 	labelTTY         = "gearbox.tty"
 	labelKillGrace   = "gearbox.kill_grace"
 	labelPull        = "gearbox.pull"
+	labelNetwork     = "gearbox.network"
 	// User labels are kept under this prefix.
 	labelUserPrefix = "gearbox.label/"
 )
@@ -72,6 +73,11 @@ func launchLabels(cfg containerizer.LaunchConfig, image string) map[string]strin
 	}
 	if b, err := json.Marshal(cfg.Resources); err == nil {
 		l[labelResources] = string(b)
+	}
+	if !cfg.Network.IsHost() {
+		if b, err := json.Marshal(cfg.Network); err == nil {
+			l[labelNetwork] = string(b)
+		}
 	}
 	for k, v := range cfg.Labels {
 		l[labelUserPrefix+k] = v
@@ -116,6 +122,9 @@ func applyLabels(info *containerizer.Container, l map[string]string) {
 	info.Pull = containerizer.PullPolicy(typesv1.PullPolicy_value[l[labelPull]])
 	if r := l[labelResources]; r != "" {
 		json.Unmarshal([]byte(r), &info.Resources)
+	}
+	if n := l[labelNetwork]; n != "" {
+		json.Unmarshal([]byte(n), &info.Network)
 	}
 	for k, v := range l {
 		if uk, ok := strings.CutPrefix(k, labelUserPrefix); ok {

@@ -55,6 +55,9 @@ func (z *Containerizer) validateLaunch(cfg *containerizer.LaunchConfig) error {
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return err
 	}
+	if err := z.checkNetwork(cfg.Network); err != nil {
+		return err
+	}
 	if cfg.Stdin && !cfg.TTY {
 		// The shim wires a logger binary's container to stdin only through
 		// a terminal.
@@ -128,6 +131,7 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		KillGrace: cfg.KillGrace, Pull: cfg.Pull,
 		ImageHealthcheck: imageHealthcheck(ctx, img),
 		Restart:          cfg.Restart,
+		Network:          cfg.Network,
 	}}
 	z.mu.Lock()
 	if _, exists := z.containers[cfg.ID]; exists {
@@ -150,6 +154,15 @@ func (z *Containerizer) Launch(ctx context.Context, cfg containerizer.LaunchConf
 		if err := z.removeSandbox(cfg.ID); err != nil {
 			z.log.Warn("removing the sandbox of a launch that failed", "container_id", cfg.ID, "err", err)
 		}
+		// Isolators may have made something in Prepare (a network
+		// attachment); their Cleanup is idempotent.
+		cctx, cancel := z.opCtx(ctx, 30*time.Second)
+		for _, iso := range z.cfg.Isolators {
+			if err := iso.Cleanup(cctx, z.isoContainer(c.snapshot())); err != nil {
+				z.log.Warn("isolator cleanup of a launch that failed", "container_id", cfg.ID, "isolator", iso.Name(), "err", err)
+			}
+		}
+		cancel()
 		z.changed(c.snapshot(), true)
 	}
 	return info, err
@@ -170,16 +183,14 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
 	}
 	specOpts := launchSpec(oci.WithImageConfig(img), cfg, args, c.info.Sandbox, z.cgroupPath(cfg.ID))
-	for _, iso := range z.cfg.Isolators {
-		opts, err := iso.Prepare(ctx, z.isoContainer(c.info))
-		if errdefs.IsInvalidArgument(err) {
-			return containerizer.Container{}, err // the request is wrong: refused, nothing kept
-		}
-		if err != nil {
-			return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("isolator %s: %w", iso.Name(), err))
-		}
-		specOpts = append(specOpts, opts...)
+	isoOpts, refused, err := z.prepareIsolators(ctx, c)
+	if refused {
+		return containerizer.Container{}, err // the request is wrong: refused, nothing kept
 	}
+	if err != nil {
+		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
+	}
+	specOpts = append(specOpts, isoOpts...)
 	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
 		client.WithImage(img),
 		client.WithSnapshotter(z.cfg.Snapshotter),
@@ -267,6 +278,24 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 	return info, nil
 }
 
+// prepareIsolators asks the isolators for their spec options and records
+// the container's network attachment; refused says that an isolator found
+// the request wrong (InvalidArgument), so that nothing is kept.
+func (z *Containerizer) prepareIsolators(ctx context.Context, c *ctr) (opts []oci.SpecOpts, refused bool, err error) {
+	for _, iso := range z.cfg.Isolators {
+		o, err := iso.Prepare(ctx, z.isoContainer(c.snapshot()))
+		if errdefs.IsInvalidArgument(err) {
+			return nil, true, err
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("isolator %s: %w", iso.Name(), err)
+		}
+		opts = append(opts, o...)
+	}
+	z.attachment(ctx, c)
+	return opts, false, nil
+}
+
 // observeLaunch counts a launch by its result and times the good ones.
 func (z *Containerizer) observeLaunch(start time.Time, c containerizer.Container, err error) {
 	switch {
@@ -282,6 +311,9 @@ func (z *Containerizer) observeLaunch(start time.Time, c containerizer.Container
 
 // failLaunch records a launch that failed after the container was created.
 func (z *Containerizer) failLaunch(ctx context.Context, c *ctr, failure containerizer.LaunchFailure, cause error) (containerizer.Container, error) {
+	dctx, dcancel := z.opCtx(ctx, 30*time.Second)
+	z.detach(dctx, c.snapshot())
+	dcancel()
 	c.mu.Lock()
 	c.info.State = containerizer.TaskFailed
 	c.info.Reason = containerizer.ReasonContainerLaunchFailed

@@ -86,6 +86,9 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 		z.log.Warn("deleting the task of an exited container", "container_id", c.info.ID, "err", err)
 	}
 	os.Remove(z.stdinPath(c.info.ID))
+	// Released while the container still counts as live, so that its host
+	// ports go to no one before their rules are gone.
+	z.detach(ctx, c.snapshot())
 	if exitedAt.IsZero() || exitedAt.Unix() <= 0 {
 		exitedAt = time.Now()
 	}
@@ -116,6 +119,7 @@ func (z *Containerizer) finish(c *ctr, task client.Task, code uint32, exitedAt t
 func (z *Containerizer) vanish(c *ctr, why string) {
 	ctx, cancel := z.opCtx(z.ctx, 30*time.Second)
 	defer cancel()
+	z.detach(ctx, c.snapshot())
 	c.mu.Lock()
 	c.task = nil
 	c.info.State = containerizer.TaskLost

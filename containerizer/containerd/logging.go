@@ -155,4 +155,13 @@ func (z *Containerizer) recoverIsolators(ctx context.Context) {
 			z.log.Warn("isolator recovery", "isolator", iso.Name(), "err", err)
 		}
 	}
+	z.mu.Lock()
+	var all []*ctr
+	for _, c := range z.containers {
+		all = append(all, c)
+	}
+	z.mu.Unlock()
+	for _, c := range all {
+		z.attachment(ctx, c)
+	}
 }

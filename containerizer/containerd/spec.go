@@ -20,18 +20,20 @@ import (
 // first, so that what the launch asks for overrides the image.
 
 // launchSpec is a container's spec: the image's config, the resolved
-// args, host networking, the sandbox bind-mounted at SandboxMount, the
+// args, host networking (unless it asks for another network), the sandbox bind-mounted at SandboxMount, the
 // cgroup path; unprivileged containers get no new privileges and the
 // default seccomp profile. Isolators' options follow it.
 func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args []string, sandbox, cgroup string) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		imageConfig,
 		oci.WithProcessArgs(args...),
-		// Host networking, as Mesos without a network isolator: gearbox has
-		// no CNI yet, and a private network namespace would have no route.
-		oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
+	}
+	if cfg.Network.IsHost() {
+		// Host networking, as Mesos without a network isolator; any other
+		// network is the network isolator's (its options follow).
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+	}
+	opts = append(opts,
 		oci.WithMounts([]specs.Mount{{
 			// nosuid,nodev: a setuid binary or a device node a container
 			// makes in its sandbox is inert, in it and in any other
@@ -41,7 +43,7 @@ func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args [
 		}}),
 		oci.WithEnv(append([]string{"GEARBOX_SANDBOX=" + SandboxMount}, cfg.Env...)),
 		oci.WithCgroup(cgroup),
-	}
+	)
 	if cfg.Privileged {
 		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
 	} else {
@@ -69,20 +71,27 @@ func launchSpec(imageConfig oci.SpecOpts, cfg containerizer.LaunchConfig, args [
 // config, joined to the pid, network and IPC namespaces of the target's
 // process pid, in cgroup, with no new privileges and the default seccomp
 // profile. Args empty: the image's entrypoint and cmd. Isolators' options
-// follow it when limits are asked for.
-func debugSpec(imageConfig oci.SpecOpts, cfg containerizer.ExecConfig, pid uint32, cgroup string) []oci.SpecOpts {
+// follow it when limits are asked for. target is the target's spec: off
+// the host network, the debug container sees its hostname and its
+// /etc/hosts, /etc/hostname and /etc/resolv.conf.
+func debugSpec(imageConfig oci.SpecOpts, cfg containerizer.ExecConfig, pid uint32, cgroup string, target *specs.Spec) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		imageConfig,
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", pid)}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: fmt.Sprintf("/proc/%d/ns/net", pid)}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: fmt.Sprintf("/proc/%d/ns/ipc", pid)}),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
+	}
+	if files := networkFiles(target); len(files) > 0 {
+		opts = append(opts, oci.WithHostname(target.Hostname), oci.WithMounts(files))
+	} else {
+		opts = append(opts, oci.WithHostHostsFile, oci.WithHostResolvconf)
+	}
+	opts = append(opts,
 		oci.WithEnv(cfg.Env),
 		oci.WithCgroup(cgroup),
 		oci.WithNoNewPrivileges,
 		seccomp.WithDefaultProfile(),
-	}
+	)
 	if len(cfg.Args) > 0 {
 		opts = append(opts, oci.WithProcessArgs(cfg.Args...))
 	}
@@ -99,6 +108,24 @@ func debugSpec(imageConfig oci.SpecOpts, cfg containerizer.ExecConfig, pid uint3
 		opts = append(opts, oci.WithUser(*cfg.User))
 	}
 	return opts
+}
+
+// networkFiles are the bind mounts of a container's own network files (a
+// container off the host network has them; one on it, none).
+func networkFiles(s *specs.Spec) []specs.Mount {
+	if s == nil {
+		return nil
+	}
+	var out []specs.Mount
+	for _, m := range s.Mounts {
+		switch m.Destination {
+		case "/etc/hosts", "/etc/hostname", "/etc/resolv.conf":
+			if m.Type == "bind" {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // execSpec is the process of an exec or a nested container in cont: a

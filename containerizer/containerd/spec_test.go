@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/isolators"
 )
 
 // withImage stands in for oci.WithImageConfig: what an image's config
@@ -110,7 +111,7 @@ func TestLaunchSpec(t *testing.T) {
 func TestDebugSpec(t *testing.T) {
 	user := "0:0"
 	cfg := containerizer.ExecConfig{Image: "tools", Args: []string{"sh"}, Env: []string{"D=1"}, TTY: true, Width: 120, Height: 40, User: &user}
-	s := apply(t, "c1.debug-x", debugSpec(withImage, cfg, 4242, "/gearbox/c1/debug-x"))
+	s := apply(t, "c1.debug-x", debugSpec(withImage, cfg, 4242, "/gearbox/c1/debug-x", nil))
 	ns := namespacesOf(s)
 	for typ, want := range map[specs.LinuxNamespaceType]string{
 		specs.PIDNamespace: "/proc/4242/ns/pid", specs.NetworkNamespace: "/proc/4242/ns/net", specs.IPCNamespace: "/proc/4242/ns/ipc",
@@ -132,7 +133,7 @@ func TestDebugSpec(t *testing.T) {
 		t.Errorf("cgroup %q no_new_privileges %v seccomp %v", s.Linux.CgroupsPath, s.Process.NoNewPrivileges, s.Linux.Seccomp != nil)
 	}
 	// No args: the image's entrypoint and cmd.
-	img := apply(t, "c1.debug-y", debugSpec(withImage, containerizer.ExecConfig{Image: "tools"}, 1, "/cg"))
+	img := apply(t, "c1.debug-y", debugSpec(withImage, containerizer.ExecConfig{Image: "tools"}, 1, "/cg", nil))
 	if !reflect.DeepEqual(img.Process.Args, []string{"/image-entry", "image-cmd"}) {
 		t.Errorf("args %q, want the image's", img.Process.Args)
 	}
@@ -164,4 +165,46 @@ func TestExecProcess(t *testing.T) {
 	if _, err := execProcess(base.Process, containerizer.ExecConfig{Args: []string{"ls"}, User: &[]string{"nobody"}[0]}); err == nil {
 		t.Error("a user by name: want an error (uid[:gid] only)")
 	}
+}
+
+// Off the host network the spec leaves the network namespace and the
+// network files to the network isolator; a debug container of such a
+// target sees the target's hostname and files.
+func TestNetworkSpec(t *testing.T) {
+	host := apply(t, "h", launchSpec(withImage, containerizer.LaunchConfig{ID: "h"}, []string{"x"}, "/sb", "/gearbox/h"))
+	if p, ok := namespacesOf(host)[specs.NetworkNamespace]; ok {
+		t.Errorf("host network: a network namespace %q", p)
+	}
+	if !hasMount(host, "/etc/hosts", "/etc/hosts") {
+		t.Error("host network: no /etc/hosts of the host's")
+	}
+	cfg := containerizer.LaunchConfig{ID: "n", Network: isolators.Network{Name: "gearbox"}}
+	own := apply(t, "n", launchSpec(withImage, cfg, []string{"x"}, "/sb", "/gearbox/n"))
+	if p, ok := namespacesOf(own)[specs.NetworkNamespace]; !ok || p != "" {
+		t.Errorf("a CNI network: network namespace %q (present %v), want a new one the isolator names", p, ok)
+	}
+	for _, m := range own.Mounts {
+		if m.Destination == "/etc/hosts" || m.Destination == "/etc/resolv.conf" {
+			t.Errorf("a CNI network: the host's %s is mounted", m.Destination)
+		}
+	}
+	target := &specs.Spec{Hostname: "web", Mounts: []specs.Mount{
+		{Destination: "/etc/hosts", Type: "bind", Source: "/run/gearbox/cni/containers/web/hosts"},
+		{Destination: "/etc/resolv.conf", Type: "bind", Source: "/run/gearbox/cni/containers/web/resolv.conf"},
+		{Destination: "/mnt/sandbox", Type: "bind", Source: "/sb"},
+	}}
+	dbg := apply(t, "web.debug-x", debugSpec(withImage, containerizer.ExecConfig{Image: "tools"}, 1, "/cg", target))
+	if dbg.Hostname != "web" || !hasMount(dbg, "/etc/hosts", "/run/gearbox/cni/containers/web/hosts") ||
+		!hasMount(dbg, "/etc/resolv.conf", "/run/gearbox/cni/containers/web/resolv.conf") || hasMount(dbg, "/mnt/sandbox", "/sb") {
+		t.Errorf("debug of a networked target: hostname %q mounts %+v", dbg.Hostname, dbg.Mounts)
+	}
+}
+
+func hasMount(s *specs.Spec, dest, src string) bool {
+	for _, m := range s.Mounts {
+		if m.Destination == dest && m.Source == src {
+			return true
+		}
+	}
+	return false
 }

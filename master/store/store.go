@@ -37,6 +37,22 @@ type Resources struct {
 	CPUs   float64 `json:"cpus,omitempty"`
 	Memory int64   `json:"memory,omitempty"` // bytes
 	Disk   int64   `json:"disk,omitempty"`   // bytes
+	// Ports are host ports (Mesos's ports resource): an agent's range, or
+	// the host ports a task asked for by number.
+	Ports []PortRange `json:"ports,omitempty"`
+}
+
+// PortRange is an inclusive range of host ports.
+type PortRange struct {
+	Begin uint32 `json:"begin"`
+	End   uint32 `json:"end"`
+}
+
+// PortMapping is a task's host port mapped to its container's port.
+type PortMapping struct {
+	HostPort      uint32 `json:"host_port"`
+	ContainerPort uint32 `json:"container_port"`
+	Protocol      string `json:"protocol,omitempty"`
 }
 
 // Agent is one registered agent.
@@ -107,6 +123,10 @@ type Task struct {
 	// restart policy) so many times; how the last restarted one ended.
 	RestartCount int       `json:"restart_count,omitempty"`
 	LastExit     *TaskExit `json:"last_exit,omitempty"`
+	// Where its container is reachable, as its agent last reported (CNI
+	// networks): its addresses and port mappings with the host ports given.
+	IPAddresses  []string      `json:"ip_addresses,omitempty"`
+	PortMappings []PortMapping `json:"port_mappings,omitempty"`
 }
 
 // Update is a status update for a framework, kept until it acknowledges it.

@@ -496,8 +496,10 @@ type ResourceSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Cpus  float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	// Bytes.
-	Memory        int64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
-	Disk          int64 `protobuf:"varint,3,opt,name=disk,proto3" json:"disk,omitempty"`
+	Memory int64 `protobuf:"varint,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	Disk   int64 `protobuf:"varint,3,opt,name=disk,proto3" json:"disk,omitempty"`
+	// Host ports (the agent's ports resource, or what of it is allocated or free).
+	Ports         *v1.Ranges `protobuf:"bytes,4,opt,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +553,13 @@ func (x *ResourceSet) GetDisk() int64 {
 		return x.Disk
 	}
 	return 0
+}
+
+func (x *ResourceSet) GetPorts() *v1.Ranges {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 // Runtime is a runtime profile from the agent's config.
@@ -731,6 +740,15 @@ type LaunchContainerRequest struct {
 	// Whether and when the process is started again when it ends (Docker's
 	// --restart); absent: never. Refused with auto_remove.
 	RestartPolicy *v1.RestartPolicy `protobuf:"bytes,23,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
+	// The network the container joins: "host" (the host's network
+	// namespace), "none" (its own, with only lo) or the name of one of the
+	// agent's CNI networks; empty: the agent's default_network.
+	Network string `protobuf:"bytes,25,opt,name=network,proto3" json:"network,omitempty"`
+	// Host ports mapped to the container's ports (a CNI network only); a
+	// host_port of 0 is picked from the agent's ports resource.
+	PortMappings []*v1.PortMapping `protobuf:"bytes,26,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
+	// The container's hostname (not on the host network); empty: its ID.
+	Hostname      string `protobuf:"bytes,27,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +935,27 @@ func (x *LaunchContainerRequest) GetRestartPolicy() *v1.RestartPolicy {
 		return x.RestartPolicy
 	}
 	return nil
+}
+
+func (x *LaunchContainerRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *LaunchContainerRequest) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
+	}
+	return nil
+}
+
+func (x *LaunchContainerRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
 }
 
 // Resources a container is given; zero means no limit.
@@ -1257,6 +1296,13 @@ type Container struct {
 	// Set while a restart waits for its back-off (state TASK_STARTING):
 	// when the process starts again.
 	NextRestartAt *timestamppb.Timestamp `protobuf:"bytes,40,opt,name=next_restart_at,json=nextRestartAt,proto3" json:"next_restart_at,omitempty"`
+	// The network it is on (host, none or a CNI network's name).
+	Network string `protobuf:"bytes,41,opt,name=network,proto3" json:"network,omitempty"`
+	// Its addresses on that network (CNI networks only).
+	IpAddresses []string `protobuf:"bytes,42,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	// Its port mappings, with the host ports the agent picked.
+	PortMappings  []*v1.PortMapping `protobuf:"bytes,43,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
+	Hostname      string            `protobuf:"bytes,44,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1541,6 +1587,34 @@ func (x *Container) GetNextRestartAt() *timestamppb.Timestamp {
 		return x.NextRestartAt
 	}
 	return nil
+}
+
+func (x *Container) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Container) GetIpAddresses() []string {
+	if x != nil {
+		return x.IpAddresses
+	}
+	return nil
+}
+
+func (x *Container) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
+	}
+	return nil
+}
+
+func (x *Container) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
 }
 
 type GetContainersRequest struct {
@@ -5174,11 +5248,12 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
 	"\x13ResourceLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
 	"\vResourceSet\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\x03R\x06memory\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x03R\x04disk\"\x96\x01\n" +
+	"\x04disk\x18\x03 \x01(\x03R\x04disk\x12.\n" +
+	"\x05ports\x18\x04 \x01(\v2\x18.gearbox.types.v1.RangesR\x05ports\"\x96\x01\n" +
 	"\aRuntime\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -5187,7 +5262,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x12unavailable_reason\x18\x05 \x01(\tR\x11unavailableReason\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xc6\b\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xc0\t\n" +
 	"\x16LaunchContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12<\n" +
@@ -5219,7 +5294,10 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\rregistry_auth\x18\x13 \x01(\v2\x1e.gearbox.agent.v1.RegistryAuthR\fregistryAuth\x12@\n" +
 	"\fhealth_check\x18\x14 \x01(\v2\x1d.gearbox.types.v1.HealthCheckR\vhealthCheck\x12%\n" +
 	"\x0eno_healthcheck\x18\x15 \x01(\bR\rnoHealthcheck\x12F\n" +
-	"\x0erestart_policy\x18\x17 \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x1a9\n" +
+	"\x0erestart_policy\x18\x17 \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x12\x18\n" +
+	"\anetwork\x18\x19 \x01(\tR\anetwork\x12B\n" +
+	"\rport_mappings\x18\x1a \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappings\x12\x1a\n" +
+	"\bhostname\x18\x1b \x01(\tR\bhostname\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -5247,7 +5325,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\tR\x04mode\"T\n" +
 	"\x17LaunchContainerResponse\x129\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xbb\f\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1b.gearbox.agent.v1.ContainerR\tcontainer\"\xd8\r\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
@@ -5294,7 +5372,11 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x0erestart_policy\x18% \x01(\v2\x1f.gearbox.types.v1.RestartPolicyR\rrestartPolicy\x12#\n" +
 	"\rrestart_count\x18& \x01(\rR\frestartCount\x12:\n" +
 	"\tlast_exit\x18' \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExit\x12B\n" +
-	"\x0fnext_restart_at\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rnextRestartAt\x1a9\n" +
+	"\x0fnext_restart_at\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rnextRestartAt\x12\x18\n" +
+	"\anetwork\x18) \x01(\tR\anetwork\x12!\n" +
+	"\fip_addresses\x18* \x03(\tR\vipAddresses\x12B\n" +
+	"\rport_mappings\x18+ \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappings\x12\x1a\n" +
+	"\bhostname\x18, \x01(\tR\bhostname\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -5671,15 +5753,17 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	nil,                                   // 76: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	nil,                                   // 77: gearbox.agent.v1.Container.LabelsEntry
 	(*timestamppb.Timestamp)(nil),         // 78: google.protobuf.Timestamp
-	(*v1.KillPolicy)(nil),                 // 79: gearbox.types.v1.KillPolicy
-	(v1.PullPolicy)(0),                    // 80: gearbox.types.v1.PullPolicy
-	(*v1.HealthCheck)(nil),                // 81: gearbox.types.v1.HealthCheck
-	(*v1.RestartPolicy)(nil),              // 82: gearbox.types.v1.RestartPolicy
-	(v1.TaskState)(0),                     // 83: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                        // 84: gearbox.types.v1.Reason
-	(v1.HealthState)(0),                   // 85: gearbox.types.v1.HealthState
-	(*v1.ProcessExit)(nil),                // 86: gearbox.types.v1.ProcessExit
-	(*durationpb.Duration)(nil),           // 87: google.protobuf.Duration
+	(*v1.Ranges)(nil),                     // 79: gearbox.types.v1.Ranges
+	(*v1.KillPolicy)(nil),                 // 80: gearbox.types.v1.KillPolicy
+	(v1.PullPolicy)(0),                    // 81: gearbox.types.v1.PullPolicy
+	(*v1.HealthCheck)(nil),                // 82: gearbox.types.v1.HealthCheck
+	(*v1.RestartPolicy)(nil),              // 83: gearbox.types.v1.RestartPolicy
+	(*v1.PortMapping)(nil),                // 84: gearbox.types.v1.PortMapping
+	(v1.TaskState)(0),                     // 85: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 86: gearbox.types.v1.Reason
+	(v1.HealthState)(0),                   // 87: gearbox.types.v1.HealthState
+	(*v1.ProcessExit)(nil),                // 88: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),           // 89: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	78,  // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
@@ -5689,134 +5773,137 @@ var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
 	7,   // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
 	74,  // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
 	75,  // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	9,   // 7: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
-	9,   // 8: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	76,  // 9: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	13,  // 10: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
-	11,  // 11: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	28,  // 12: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
-	79,  // 13: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	80,  // 14: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	38,  // 15: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
-	81,  // 16: gearbox.agent.v1.LaunchContainerRequest.health_check:type_name -> gearbox.types.v1.HealthCheck
-	82,  // 17: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
-	12,  // 18: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
-	15,  // 19: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	83,  // 20: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	84,  // 21: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 22: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	78,  // 23: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 24: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	77,  // 25: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
-	13,  // 26: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
-	11,  // 27: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	79,  // 28: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	80,  // 29: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	78,  // 30: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
-	85,  // 31: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
-	78,  // 32: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
-	82,  // 33: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
-	86,  // 34: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	78,  // 35: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
-	15,  // 36: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
-	15,  // 37: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	87,  // 38: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
-	25,  // 39: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
-	26,  // 40: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28,  // 41: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27,  // 42: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28,  // 43: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
-	11,  // 44: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30,  // 45: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11,  // 46: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15,  // 47: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35,  // 48: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	78,  // 49: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11,  // 50: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,   // 51: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	78,  // 52: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,   // 53: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38,  // 54: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41,  // 55: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45,  // 56: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43,  // 57: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45,  // 58: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	78,  // 59: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45,  // 60: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52,  // 61: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	83,  // 62: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	84,  // 63: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 64: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 65: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52,  // 66: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60,  // 67: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26,  // 68: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28,  // 69: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27,  // 70: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28,  // 71: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62,  // 72: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15,  // 73: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	45,  // 74: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
-	45,  // 75: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
-	78,  // 76: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
-	70,  // 77: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
-	1,   // 78: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,   // 79: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,   // 80: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16,  // 81: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10,  // 82: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18,  // 83: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20,  // 84: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22,  // 85: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31,  // 86: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33,  // 87: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24,  // 88: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50,  // 89: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53,  // 90: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55,  // 91: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57,  // 92: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59,  // 93: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63,  // 94: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36,  // 95: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39,  // 96: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42,  // 97: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46,  // 98: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48,  // 99: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	65,  // 100: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
-	67,  // 101: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
-	69,  // 102: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
-	72,  // 103: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
-	2,   // 104: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,   // 105: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,   // 106: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17,  // 107: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14,  // 108: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19,  // 109: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21,  // 110: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23,  // 111: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32,  // 112: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34,  // 113: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29,  // 114: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51,  // 115: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54,  // 116: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56,  // 117: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58,  // 118: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61,  // 119: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64,  // 120: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37,  // 121: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40,  // 122: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44,  // 123: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47,  // 124: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49,  // 125: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	66,  // 126: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
-	68,  // 127: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
-	71,  // 128: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
-	73,  // 129: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
-	104, // [104:130] is the sub-list for method output_type
-	78,  // [78:104] is the sub-list for method input_type
-	78,  // [78:78] is the sub-list for extension type_name
-	78,  // [78:78] is the sub-list for extension extendee
-	0,   // [0:78] is the sub-list for field type_name
+	79,  // 7: gearbox.agent.v1.ResourceSet.ports:type_name -> gearbox.types.v1.Ranges
+	9,   // 8: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
+	9,   // 9: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
+	76,  // 10: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	13,  // 11: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
+	11,  // 12: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	28,  // 13: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
+	80,  // 14: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	81,  // 15: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	38,  // 16: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
+	82,  // 17: gearbox.agent.v1.LaunchContainerRequest.health_check:type_name -> gearbox.types.v1.HealthCheck
+	83,  // 18: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	84,  // 19: gearbox.agent.v1.LaunchContainerRequest.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	12,  // 20: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
+	15,  // 21: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	85,  // 22: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	86,  // 23: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	78,  // 24: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	78,  // 25: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	78,  // 26: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	77,  // 27: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	13,  // 28: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
+	11,  // 29: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
+	80,  // 30: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	81,  // 31: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	78,  // 32: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
+	87,  // 33: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
+	78,  // 34: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
+	83,  // 35: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	88,  // 36: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	78,  // 37: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
+	84,  // 38: gearbox.agent.v1.Container.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	15,  // 39: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
+	15,  // 40: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	89,  // 41: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	25,  // 42: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
+	26,  // 43: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28,  // 44: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27,  // 45: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28,  // 46: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
+	11,  // 47: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
+	30,  // 48: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	11,  // 49: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15,  // 50: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	35,  // 51: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	78,  // 52: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11,  // 53: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,   // 54: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	78,  // 55: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,   // 56: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	38,  // 57: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	41,  // 58: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	45,  // 59: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	43,  // 60: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	45,  // 61: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	78,  // 62: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	45,  // 63: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	52,  // 64: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	85,  // 65: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	86,  // 66: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	78,  // 67: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	78,  // 68: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	52,  // 69: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	60,  // 70: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26,  // 71: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28,  // 72: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27,  // 73: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28,  // 74: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	62,  // 75: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15,  // 76: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	45,  // 77: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
+	45,  // 78: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
+	78,  // 79: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
+	70,  // 80: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
+	1,   // 81: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,   // 82: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,   // 83: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16,  // 84: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10,  // 85: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18,  // 86: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20,  // 87: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22,  // 88: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	31,  // 89: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	33,  // 90: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24,  // 91: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	50,  // 92: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	53,  // 93: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	55,  // 94: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	57,  // 95: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	59,  // 96: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	63,  // 97: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	36,  // 98: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	39,  // 99: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	42,  // 100: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	46,  // 101: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	48,  // 102: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	65,  // 103: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
+	67,  // 104: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
+	69,  // 105: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
+	72,  // 106: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
+	2,   // 107: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,   // 108: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,   // 109: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17,  // 110: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14,  // 111: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19,  // 112: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21,  // 113: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23,  // 114: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	32,  // 115: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	34,  // 116: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29,  // 117: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	51,  // 118: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	54,  // 119: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	56,  // 120: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	58,  // 121: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	61,  // 122: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	64,  // 123: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	37,  // 124: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	40,  // 125: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	44,  // 126: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	47,  // 127: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	49,  // 128: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	66,  // 129: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
+	68,  // 130: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
+	71,  // 131: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
+	73,  // 132: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
+	107, // [107:133] is the sub-list for method output_type
+	81,  // [81:107] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }

@@ -157,10 +157,12 @@ func (Event_Type) EnumDescriptor() ([]byte, []int) {
 
 // Resources of an agent or a task.
 type Resources struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cpus          float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	DiskBytes     int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"` // 5-8: the scheduler API (sched17).
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cpus        float64                `protobuf:"fixed64,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	DiskBytes   int64                  `protobuf:"varint,3,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// Host ports (Mesos's ports resource, e.g. [31000-32000]).
+	Ports         *v1.Ranges `protobuf:"bytes,4,opt,name=ports,proto3" json:"ports,omitempty"` // 5-8: the scheduler API (sched17).
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +216,13 @@ func (x *Resources) GetDiskBytes() int64 {
 		return x.DiskBytes
 	}
 	return 0
+}
+
+func (x *Resources) GetPorts() *v1.Ranges {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 type AgentInfo struct {
@@ -402,8 +411,11 @@ type Task struct {
 	// How many times the agent started its process again (its restart
 	// policy), and how the last one it restarted ended. A restart is not
 	// terminal: the task stays TASK_RUNNING, its message says so.
-	RestartCount  uint32          `protobuf:"varint,21,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
-	LastExit      *v1.ProcessExit `protobuf:"bytes,22,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	RestartCount uint32          `protobuf:"varint,21,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit     *v1.ProcessExit `protobuf:"bytes,22,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	// Where the task's container is reachable, as its agent last reported.
+	IpAddresses   []string          `protobuf:"bytes,23,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	PortMappings  []*v1.PortMapping `protobuf:"bytes,24,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +593,20 @@ func (x *Task) GetRestartCount() uint32 {
 func (x *Task) GetLastExit() *v1.ProcessExit {
 	if x != nil {
 		return x.LastExit
+	}
+	return nil
+}
+
+func (x *Task) GetIpAddresses() []string {
+	if x != nil {
+		return x.IpAddresses
+	}
+	return nil
+}
+
+func (x *Task) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
 	}
 	return nil
 }
@@ -790,9 +816,13 @@ type TaskStatus struct {
 	// absent when it has none or none has decided yet.
 	Healthy *bool `protobuf:"varint,9,opt,name=healthy,proto3,oneof" json:"healthy,omitempty"`
 	// The last health check's output (bounded).
-	HealthOutput  string          `protobuf:"bytes,10,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
-	RestartCount  uint32          `protobuf:"varint,12,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
-	LastExit      *v1.ProcessExit `protobuf:"bytes,13,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	HealthOutput string          `protobuf:"bytes,10,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	RestartCount uint32          `protobuf:"varint,12,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	LastExit     *v1.ProcessExit `protobuf:"bytes,13,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
+	// The container's addresses and port mappings (host ports resolved), on
+	// a CNI network.
+	IpAddresses   []string          `protobuf:"bytes,14,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
+	PortMappings  []*v1.PortMapping `protobuf:"bytes,15,rep,name=port_mappings,json=portMappings,proto3" json:"port_mappings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -893,6 +923,20 @@ func (x *TaskStatus) GetRestartCount() uint32 {
 func (x *TaskStatus) GetLastExit() *v1.ProcessExit {
 	if x != nil {
 		return x.LastExit
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetIpAddresses() []string {
+	if x != nil {
+		return x.IpAddresses
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetPortMappings() []*v1.PortMapping {
+	if x != nil {
+		return x.PortMappings
 	}
 	return nil
 }
@@ -3304,12 +3348,13 @@ var File_gearbox_master_v1_master_proto protoreflect.FileDescriptor
 
 const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
-	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/agent/v1/agent.proto\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x1egearbox/master/v1/master.proto\x12\x11gearbox.master.v1\x1a\x1cgearbox/agent/v1/agent.proto\x1a\x1cgearbox/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n" +
 	"\tResources\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\x01R\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\"\xe2\x05\n" +
+	"disk_bytes\x18\x03 \x01(\x03R\tdiskBytes\x12.\n" +
+	"\x05ports\x18\x04 \x01(\v2\x18.gearbox.types.v1.RangesR\x05ports\"\xe2\x05\n" +
 	"\tAgentInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -3330,7 +3375,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\aoffered\x18\x10 \x01(\v2\x1c.gearbox.master.v1.ResourcesR\aoffered\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x14\n" +
@@ -3355,7 +3400,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\ahealthy\x18\x12 \x01(\bH\x01R\ahealthy\x88\x01\x01\x12#\n" +
 	"\rhealth_output\x18\x13 \x01(\tR\fhealthOutput\x12#\n" +
 	"\rrestart_count\x18\x15 \x01(\rR\frestartCount\x12:\n" +
-	"\tlast_exit\x18\x16 \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
+	"\tlast_exit\x18\x16 \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExit\x12!\n" +
+	"\fip_addresses\x18\x17 \x03(\tR\vipAddresses\x12B\n" +
+	"\rport_mappings\x18\x18 \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappingsB\f\n" +
 	"\n" +
 	"_exit_codeB\n" +
 	"\n" +
@@ -3377,7 +3424,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x05tasks\x18\a \x03(\v2\x1d.gearbox.master.v1.TaskStatusR\x05tasks\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x04\n" +
 	"\n" +
 	"TaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
@@ -3390,7 +3437,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\rhealth_output\x18\n" +
 	" \x01(\tR\fhealthOutput\x12#\n" +
 	"\rrestart_count\x18\f \x01(\rR\frestartCount\x12:\n" +
-	"\tlast_exit\x18\r \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExitB\f\n" +
+	"\tlast_exit\x18\r \x01(\v2\x1d.gearbox.types.v1.ProcessExitR\blastExit\x12!\n" +
+	"\fip_addresses\x18\x0e \x03(\tR\vipAddresses\x12B\n" +
+	"\rport_mappings\x18\x0f \x03(\v2\x1d.gearbox.types.v1.PortMappingR\fportMappingsB\f\n" +
 	"\n" +
 	"_exit_codeB\n" +
 	"\n" +
@@ -3659,122 +3708,127 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(*Subscribed)(nil),                 // 51: gearbox.master.v1.Subscribed
 	nil,                                // 52: gearbox.master.v1.AgentInfo.AttributesEntry
 	nil,                                // 53: gearbox.master.v1.Register.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 54: google.protobuf.Timestamp
-	(v1.TaskState)(0),                  // 55: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                     // 56: gearbox.types.v1.Reason
-	(*v11.LaunchContainerRequest)(nil), // 57: gearbox.agent.v1.LaunchContainerRequest
-	(*v1.ProcessExit)(nil),             // 58: gearbox.types.v1.ProcessExit
-	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
+	(*v1.Ranges)(nil),                  // 54: gearbox.types.v1.Ranges
+	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
+	(v1.TaskState)(0),                  // 56: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                     // 57: gearbox.types.v1.Reason
+	(*v11.LaunchContainerRequest)(nil), // 58: gearbox.agent.v1.LaunchContainerRequest
+	(*v1.ProcessExit)(nil),             // 59: gearbox.types.v1.ProcessExit
+	(*v1.PortMapping)(nil),             // 60: gearbox.types.v1.PortMapping
+	(*durationpb.Duration)(nil),        // 61: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
-	2,  // 0: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
-	2,  // 1: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
-	52, // 2: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
-	0,  // 3: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
-	54, // 4: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
-	54, // 5: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
-	54, // 6: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	2,  // 7: gearbox.master.v1.AgentInfo.offered:type_name -> gearbox.master.v1.Resources
-	2,  // 8: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
-	55, // 9: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
-	56, // 10: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
-	54, // 11: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	54, // 12: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	57, // 13: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	58, // 14: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	6,  // 15: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
-	9,  // 16: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
-	8,  // 17: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
-	2,  // 18: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	53, // 19: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
-	7,  // 20: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	55, // 21: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	56, // 22: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	54, // 23: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	58, // 24: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	7,  // 25: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
-	11, // 26: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
-	12, // 27: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
-	13, // 28: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
-	14, // 29: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
-	15, // 30: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	59, // 31: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 32: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	59, // 33: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	59, // 34: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
-	54, // 35: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
-	54, // 36: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
-	2,  // 37: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
-	2,  // 38: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
-	16, // 39: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
-	2,  // 40: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
-	2,  // 41: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
-	19, // 42: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
-	22, // 43: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
-	22, // 44: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
-	2,  // 45: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
-	54, // 46: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
-	29, // 47: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
-	54, // 48: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 49: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 50: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 51: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 52: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 53: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 54: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 55: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 56: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	57, // 57: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 58: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	59, // 59: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 60: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 61: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	50, // 62: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 63: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	54, // 64: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	51, // 65: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 66: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 67: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	16, // 68: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
-	35, // 69: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	59, // 70: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 71: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	32, // 72: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	34, // 73: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	36, // 74: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	38, // 75: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	40, // 76: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	42, // 77: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	44, // 78: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	46, // 79: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	48, // 80: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	17, // 81: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
-	20, // 82: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
-	23, // 83: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
-	25, // 84: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
-	27, // 85: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
-	30, // 86: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
-	10, // 87: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	33, // 88: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	35, // 89: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	37, // 90: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	39, // 91: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	41, // 92: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	43, // 93: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	45, // 94: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	47, // 95: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	49, // 96: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	18, // 97: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
-	21, // 98: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
-	24, // 99: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
-	26, // 100: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
-	28, // 101: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
-	31, // 102: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
-	87, // [87:103] is the sub-list for method output_type
-	71, // [71:87] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	54, // 0: gearbox.master.v1.Resources.ports:type_name -> gearbox.types.v1.Ranges
+	2,  // 1: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
+	2,  // 2: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
+	52, // 3: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
+	0,  // 4: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
+	55, // 5: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
+	55, // 6: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
+	55, // 7: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	2,  // 8: gearbox.master.v1.AgentInfo.offered:type_name -> gearbox.master.v1.Resources
+	2,  // 9: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
+	56, // 10: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
+	57, // 11: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
+	55, // 12: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	55, // 13: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	58, // 14: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	59, // 15: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	60, // 16: gearbox.master.v1.Task.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	6,  // 17: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
+	9,  // 18: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
+	8,  // 19: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
+	2,  // 20: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
+	53, // 21: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	7,  // 22: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
+	56, // 23: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	57, // 24: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	55, // 25: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	59, // 26: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	60, // 27: gearbox.master.v1.TaskStatus.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	7,  // 28: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
+	11, // 29: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
+	12, // 30: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
+	13, // 31: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
+	14, // 32: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
+	15, // 33: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
+	61, // 34: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 35: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
+	61, // 36: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	61, // 37: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
+	55, // 38: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
+	55, // 39: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
+	2,  // 40: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
+	2,  // 41: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
+	16, // 42: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
+	2,  // 43: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
+	2,  // 44: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
+	19, // 45: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
+	22, // 46: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
+	22, // 47: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
+	2,  // 48: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
+	55, // 49: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
+	29, // 50: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
+	55, // 51: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 52: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 53: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 54: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 55: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 56: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 57: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 58: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 59: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	58, // 60: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 61: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	61, // 62: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 63: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 64: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	50, // 65: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 66: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	55, // 67: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 68: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 69: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 70: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	16, // 71: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
+	35, // 72: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	61, // 73: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 74: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	32, // 75: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	34, // 76: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	36, // 77: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	38, // 78: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	40, // 79: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	42, // 80: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	44, // 81: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	46, // 82: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	48, // 83: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	17, // 84: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
+	20, // 85: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
+	23, // 86: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
+	25, // 87: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
+	27, // 88: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
+	30, // 89: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
+	10, // 90: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	33, // 91: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	35, // 92: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	37, // 93: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	39, // 94: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	41, // 95: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	43, // 96: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	45, // 97: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	47, // 98: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	49, // 99: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	18, // 100: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
+	21, // 101: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
+	24, // 102: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
+	26, // 103: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
+	28, // 104: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
+	31, // 105: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
+	90, // [90:106] is the sub-list for method output_type
+	74, // [74:90] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }

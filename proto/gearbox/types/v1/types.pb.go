@@ -929,6 +929,170 @@ func (x *ProcessExit) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// PortMapping maps a host port to a container port (Mesos's
+// NetworkInfo.PortMapping; Docker's -p).
+type PortMapping struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 in a request: the agent picks a free port from its ports resource.
+	HostPort      uint32 `protobuf:"varint,1,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	ContainerPort uint32 `protobuf:"varint,2,opt,name=container_port,json=containerPort,proto3" json:"container_port,omitempty"`
+	// "tcp" (the default when empty) or "udp".
+	Protocol      string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortMapping) Reset() {
+	*x = PortMapping{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortMapping) ProtoMessage() {}
+
+func (x *PortMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortMapping.ProtoReflect.Descriptor instead.
+func (*PortMapping) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PortMapping) GetHostPort() uint32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
+}
+
+func (x *PortMapping) GetContainerPort() uint32 {
+	if x != nil {
+		return x.ContainerPort
+	}
+	return 0
+}
+
+func (x *PortMapping) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+// Range is an inclusive range of values, such as ports (Mesos's
+// Value.Range).
+type Range struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Begin         uint64                 `protobuf:"varint,1,opt,name=begin,proto3" json:"begin,omitempty"`
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Range) Reset() {
+	*x = Range{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Range) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Range) ProtoMessage() {}
+
+func (x *Range) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Range.ProtoReflect.Descriptor instead.
+func (*Range) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Range) GetBegin() uint64 {
+	if x != nil {
+		return x.Begin
+	}
+	return 0
+}
+
+func (x *Range) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+// Ranges is a set of ranges (Mesos's Value.Ranges), such as the ports
+// resource [31000-32000].
+type Ranges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         []*Range               `protobuf:"bytes,1,rep,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ranges) Reset() {
+	*x = Ranges{}
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ranges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ranges) ProtoMessage() {}
+
+func (x *Ranges) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_types_v1_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ranges.ProtoReflect.Descriptor instead.
+func (*Ranges) Descriptor() ([]byte, []int) {
+	return file_gearbox_types_v1_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Ranges) GetRange() []*Range {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 var File_gearbox_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_gearbox_types_v1_types_proto_rawDesc = "" +
@@ -974,7 +1138,16 @@ const file_gearbox_types_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\f\n" +
 	"\n" +
-	"_exit_code*\xa8\x02\n" +
+	"_exit_code\"m\n" +
+	"\vPortMapping\x12\x1b\n" +
+	"\thost_port\x18\x01 \x01(\rR\bhostPort\x12%\n" +
+	"\x0econtainer_port\x18\x02 \x01(\rR\rcontainerPort\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"/\n" +
+	"\x05Range\x12\x14\n" +
+	"\x05begin\x18\x01 \x01(\x04R\x05begin\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"7\n" +
+	"\x06Ranges\x12-\n" +
+	"\x05range\x18\x01 \x03(\v2\x17.gearbox.types.v1.RangeR\x05range*\xa8\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTASK_STAGING\x10\x01\x12\x11\n" +
@@ -1051,7 +1224,7 @@ func file_gearbox_types_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_types_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_gearbox_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_gearbox_types_v1_types_proto_goTypes = []any{
 	(TaskState)(0),                // 0: gearbox.types.v1.TaskState
 	(Reason)(0),                   // 1: gearbox.types.v1.Reason
@@ -1065,30 +1238,34 @@ var file_gearbox_types_v1_types_proto_goTypes = []any{
 	(*TCPCheck)(nil),              // 9: gearbox.types.v1.TCPCheck
 	(*RestartPolicy)(nil),         // 10: gearbox.types.v1.RestartPolicy
 	(*ProcessExit)(nil),           // 11: gearbox.types.v1.ProcessExit
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PortMapping)(nil),           // 12: gearbox.types.v1.PortMapping
+	(*Range)(nil),                 // 13: gearbox.types.v1.Range
+	(*Ranges)(nil),                // 14: gearbox.types.v1.Ranges
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_gearbox_types_v1_types_proto_depIdxs = []int32{
-	12, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
+	15, // 0: gearbox.types.v1.KillPolicy.grace_period:type_name -> google.protobuf.Duration
 	5,  // 1: gearbox.types.v1.HealthCheck.type:type_name -> gearbox.types.v1.HealthCheck.Type
 	8,  // 2: gearbox.types.v1.HealthCheck.http:type_name -> gearbox.types.v1.HTTPCheck
 	9,  // 3: gearbox.types.v1.HealthCheck.tcp:type_name -> gearbox.types.v1.TCPCheck
-	12, // 4: gearbox.types.v1.HealthCheck.delay:type_name -> google.protobuf.Duration
-	12, // 5: gearbox.types.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	12, // 6: gearbox.types.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	12, // 7: gearbox.types.v1.HealthCheck.grace_period:type_name -> google.protobuf.Duration
+	15, // 4: gearbox.types.v1.HealthCheck.delay:type_name -> google.protobuf.Duration
+	15, // 5: gearbox.types.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	15, // 6: gearbox.types.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	15, // 7: gearbox.types.v1.HealthCheck.grace_period:type_name -> google.protobuf.Duration
 	4,  // 8: gearbox.types.v1.RestartPolicy.mode:type_name -> gearbox.types.v1.RestartMode
-	12, // 9: gearbox.types.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	12, // 10: gearbox.types.v1.RestartPolicy.max_delay:type_name -> google.protobuf.Duration
-	12, // 11: gearbox.types.v1.RestartPolicy.reset_after:type_name -> google.protobuf.Duration
+	15, // 9: gearbox.types.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	15, // 10: gearbox.types.v1.RestartPolicy.max_delay:type_name -> google.protobuf.Duration
+	15, // 11: gearbox.types.v1.RestartPolicy.reset_after:type_name -> google.protobuf.Duration
 	0,  // 12: gearbox.types.v1.ProcessExit.state:type_name -> gearbox.types.v1.TaskState
 	1,  // 13: gearbox.types.v1.ProcessExit.reason:type_name -> gearbox.types.v1.Reason
-	13, // 14: gearbox.types.v1.ProcessExit.time:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	16, // 14: gearbox.types.v1.ProcessExit.time:type_name -> google.protobuf.Timestamp
+	13, // 15: gearbox.types.v1.Ranges.range:type_name -> gearbox.types.v1.Range
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_types_v1_types_proto_init() }
@@ -1103,7 +1280,7 @@ func file_gearbox_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_types_v1_types_proto_rawDesc), len(file_gearbox_types_v1_types_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
