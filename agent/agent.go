@@ -236,5 +236,5 @@ func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger,
 
 // serveMetrics serves Prometheus metrics when the config asks for it.
 func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
-	return promserve.Serve(a.cfg.MetricsListen, a.log, cs...)
+	return promserve.ServeWithPprof(a.cfg.MetricsListen, a.cfg.MetricsPprof, a.log, cs...)
 }

@@ -69,6 +69,8 @@ var agentFlags = []configFlag[agent.Config]{
 	{"master", "register with the master at host:port (default: run alone)", func(c *agent.Config) any { return &c.Master }},
 	{"max-sessions", "debug sessions open at once (exec, debug); more are refused", func(c *agent.Config) any { return &c.MaxSessions }},
 	{"isolation", "isolators, comma-separated (Mesos's --isolation)", func(c *agent.Config) any { return &c.Isolation }},
+	{"metrics-listen", "serve Prometheus metrics on this address (host:port)", func(c *agent.Config) any { return &c.MetricsListen }},
+	{"metrics-pprof", "also serve Go's profiles at /debug/pprof/ on --metrics-listen", func(c *agent.Config) any { return &c.MetricsPprof }},
 }
 
 // newLogger logs text to a terminal and JSON otherwise.
