@@ -30,6 +30,9 @@ type sessions struct {
 	open atomic.Int64
 	max  int64
 	mu   sync.Mutex // serializes audit log writes
+	// readers are the sessions' client-frame readers, which outlive their
+	// handler by a moment; Run waits for them once the server has stopped.
+	readers sync.WaitGroup
 }
 
 // auditRecord is one line of the audit log (JSON lines, work_dir/audit.log
@@ -145,16 +148,13 @@ type outputQueue struct {
 type outFrame struct {
 	stderr bool
 	data   []byte
-	pooled *[]byte // data's buffer, back to readBufs once sent
+	pooled *[]byte // data's buffer, from outputBufs: sessionCodec sends it
 }
 
 const (
 	maxFrame  = 1 << 20
 	maxQueued = 2 << 20
-	readBuf   = 256 << 10
 )
-
-var readBufs = sync.Pool{New: func() any { b := make([]byte, readBuf); return &b }}
 
 func newOutputQueue(stream agentv1.Agent_LaunchNestedContainerSessionServer, n *atomic.Int64) *outputQueue {
 	q := &outputQueue{stream: stream, n: n, done: make(chan struct{})}
@@ -216,15 +216,8 @@ func (q *outputQueue) run() {
 		q.mu.Unlock()
 		var err error
 		for _, f := range batch {
-			resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: f.data}}
-			if f.stderr {
-				resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: f.data}
-			}
-			if err = q.stream.Send(resp); err != nil {
+			if err = q.send(f); err != nil {
 				break
-			}
-			if f.pooled != nil { // Send has encoded it
-				readBufs.Put(f.pooled)
 			}
 		}
 		q.mu.Lock()
@@ -239,6 +232,21 @@ func (q *outputQueue) run() {
 		}
 		q.cond.Broadcast()
 	}
+}
+
+// send sends one frame. A pooled buffer goes to gRPC as it is
+// (sessionCodec), which returns it to the pool once written: it is not
+// the queue's any more.
+func (q *outputQueue) send(f outFrame) error {
+	if f.pooled != nil {
+		*f.pooled = f.data
+		return q.stream.SendMsg(outputChunk{stderr: f.stderr, buf: f.pooled})
+	}
+	resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: f.data}}
+	if f.stderr {
+		resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: f.data}
+	}
+	return q.stream.Send(resp)
 }
 
 // flush waits until everything queued is sent (or sending failed); the
@@ -286,7 +294,7 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var total int64
 	for {
-		bp := readBufs.Get().(*[]byte)
+		bp := outputBufs.Get(readBuf)
 		n, err := r.Read(*bp)
 		if n > 0 {
 			if qerr := w.q.push(w.stderr, bp, n); qerr != nil {
@@ -294,13 +302,53 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 			}
 			total += int64(n)
 		} else {
-			readBufs.Put(bp)
+			outputBufs.Put(bp)
 		}
 		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {
 			return total, err
+		}
+	}
+}
+
+// clientFrames reads a session's client frames: stdin, its end, resizes.
+type clientFrames struct {
+	stream agentv1.Agent_LaunchNestedContainerSessionServer
+	stdin  *io.PipeWriter
+	ex     containerizer.Exec
+	in     *atomic.Int64
+	// fail ends the session with a bad frame's error as the cause.
+	fail context.CancelCauseFunc
+}
+
+func (c clientFrames) run(ctx context.Context) {
+	for {
+		m, err := c.stream.Recv()
+		if err == io.EOF {
+			c.stdin.Close()
+			return
+		}
+		if err != nil {
+			return // the stream's context ends the session
+		}
+		switch f := m.GetFrame().(type) {
+		case *agentv1.SessionRequest_Stdin:
+			if _, err := c.stdin.Write(f.Stdin); err == nil {
+				c.in.Add(int64(len(f.Stdin)))
+			}
+		case *agentv1.SessionRequest_CloseStdin:
+			c.stdin.Close()
+		case *agentv1.SessionRequest_Resize:
+			if f.Resize.Width == 0 || f.Resize.Height == 0 {
+				c.fail(badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height))
+				return
+			}
+			c.ex.Resize(ctx, f.Resize.Width, f.Resize.Height)
+		case *agentv1.SessionRequest_Launch:
+			c.fail(badFrame("a session takes one launch"))
+			return
 		}
 	}
 }
@@ -381,36 +429,14 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	// A bad client frame ends the wait with its error as the cause.
 	waitCtx, endWait := context.WithCancelCause(ctx)
 	defer endWait(nil)
-	// Client frames, until the client closes or goes. This goroutine ends
-	// when the handler returns: gRPC then fails its Recv.
+	// Client frames, until the client closes or goes. The reader ends
+	// once the handler has returned (gRPC then fails its Recv, and the
+	// deferred stdinW.Close ends a blocked Write), so the handler cannot
+	// wait for it: the agent's readers group does, at shutdown.
+	s.sessions.readers.Add(1)
 	go func() {
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				stdinW.Close()
-				return
-			}
-			if err != nil {
-				return // the stream's context ends the session
-			}
-			switch f := m.GetFrame().(type) {
-			case *agentv1.SessionRequest_Stdin:
-				if _, err := stdinW.Write(f.Stdin); err == nil {
-					bytesIn.Add(int64(len(f.Stdin)))
-				}
-			case *agentv1.SessionRequest_CloseStdin:
-				stdinW.Close()
-			case *agentv1.SessionRequest_Resize:
-				if f.Resize.Width == 0 || f.Resize.Height == 0 {
-					endWait(badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height))
-					return
-				}
-				ex.Resize(ctx, f.Resize.Width, f.Resize.Height)
-			case *agentv1.SessionRequest_Launch:
-				endWait(badFrame("a session takes one launch"))
-				return
-			}
-		}
+		defer s.sessions.readers.Done()
+		clientFrames{stream: stream, stdin: stdinW, ex: ex, in: &bytesIn, fail: endWait}.run(ctx)
 	}()
 	code, werr := ex.Wait(waitCtx)
 	if werr != nil {

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gearboxd/gearbox/containerizer"
+	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
+)
+
+// An output chunk is on the wire exactly a SessionResponse's proto
+// encoding, whatever library decodes it.
+func TestSessionCodecWire(t *testing.T) {
+	for _, stderr := range []bool{false, true} {
+		for _, n := range []int{0, 1, 127, 128, 16 << 10, readBuf} {
+			bp := outputBufs.Get(readBuf)
+			data := (*bp)[:n]
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			want := append([]byte(nil), data...)
+			*bp = data
+			bs, err := sessionCodec{}.Marshal(outputChunk{stderr: stderr, buf: bp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got agentv1.SessionResponse
+			if err := proto.Unmarshal(bs.Materialize(), &got); err != nil {
+				t.Fatalf("stderr=%v, %d bytes: %v", stderr, n, err)
+			}
+			out := got.GetStdout()
+			if stderr {
+				out = got.GetStderr()
+			}
+			if _, isErr := got.Frame.(*agentv1.SessionResponse_Stderr); isErr != stderr || !bytes.Equal(out, want) {
+				t.Errorf("stderr=%v, %d bytes: decoded %T of %d bytes", stderr, n, got.Frame, len(out))
+			}
+			bs.Free()
+		}
+	}
+	// Other messages are plain proto.
+	bs, err := sessionCodec{}.Marshal(&agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Exit{Exit: &agentv1.SessionExit{ExitCode: 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got agentv1.SessionResponse
+	if err := (sessionCodec{}).Unmarshal(bs, &got); err != nil || got.GetExit().GetExitCode() != 3 {
+		t.Errorf("exit frame: %v, %v", &got, err)
+	}
+}
+
+// Bulk output arrives whole and in order: the buffers gRPC still holds
+// are not read into again before it has written them.
+func TestSessionBulkOutputIntact(t *testing.T) {
+	ts := newTestServer(t, ResourceSet{})
+	ts.fake.put(containerizer.Container{ID: "c1", State: containerizer.TaskRunning})
+	st := openSession(t, ts, &agentv1.SessionLaunch{ContainerId: "c1", Command: []string{"cat"}})
+	want := make([]byte, 8<<20)
+	r := rand.NewChaCha8([32]byte{1})
+	r.Read(want)
+	errc := make(chan error, 1)
+	go func() {
+		for b := want; len(b) > 0; {
+			k := min(len(b), 100<<10)
+			if err := st.Send(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Stdin{Stdin: b[:k]}}); err != nil {
+				errc <- err
+				return
+			}
+			b = b[k:]
+		}
+		errc <- st.Send(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_CloseStdin{CloseStdin: &agentv1.StdinClose{}}})
+	}()
+	out, exit, _ := recvAll(st)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if exit == nil || *exit != 1 {
+		t.Fatalf("exit %v, want 1", exit)
+	}
+	if !bytes.Equal(out, want) {
+		i := 0
+		for i < min(len(out), len(want)) && out[i] == want[i] {
+			i++
+		}
+		t.Fatalf("got %d bytes, want %d; they differ from byte %d", len(out), len(want), i)
+	}
+}
