@@ -31,6 +31,17 @@ type eventLog struct {
 	ring   []loggedEvent
 	last   uint64 // seq of the newest event; 0: none yet
 	notify chan struct{}
+	// shared is the last batch built up to the newest event: subscribers
+	// that are caught up wake together at the same cursor and send the
+	// same bytes, so one of them builds the batch and the others send
+	// it too. gRPC only reads a batch's bytes, so sharing them is safe.
+	shared atomic.Pointer[sharedBatch]
+}
+
+// sharedBatch is the wire form of events from..to (inclusive).
+type sharedBatch struct {
+	from, to uint64
+	wire     []byte
 }
 
 type loggedEvent struct {
@@ -82,20 +93,40 @@ func (l *eventLog) oldestLocked() uint64 {
 // bytes (at least one event); it returns the seq of the last one appended,
 // a channel closed when more arrive, and ok=false when events after seq
 // are no longer kept.
+//
+// The batch it returns may be shared with other subscribers: its bytes are
+// read-only.
 func (l *eventLog) after(seq uint64, buf []byte, maxBytes int) ([]byte, uint64, <-chan struct{}, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if seq+1 < l.oldestLocked() {
 		return buf, seq, nil, false
 	}
-	n := uint64(len(l.ring))
-	for s := seq + 1; s <= l.last; s++ {
+	if seq >= l.last {
+		return buf, seq, l.notify, true
+	}
+	if sb := l.shared.Load(); len(buf) == 0 && sb != nil && sb.from == seq+1 && sb.to == l.last && len(sb.wire) <= maxBytes {
+		return sb.wire, sb.to, l.notify, true
+	}
+	from, n := seq+1, uint64(len(l.ring))
+	size := 0
+	for s := from; s <= l.last; s++ {
+		size += len(l.ring[s%n].wire)
+	}
+	if len(buf) == 0 {
+		buf = make([]byte, 0, min(size, maxBytes))
+	}
+	start := len(buf)
+	for s := from; s <= l.last; s++ {
 		e := l.ring[s%n]
 		if len(buf) > 0 && len(buf)+len(e.wire) > maxBytes {
 			break
 		}
 		buf = append(buf, e.wire...)
 		seq = s
+	}
+	if start == 0 && seq == l.last {
+		l.shared.Store(&sharedBatch{from: from, to: seq, wire: buf})
 	}
 	return buf, seq, l.notify, true
 }
@@ -190,6 +221,9 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 	}
 	hb := time.NewTimer(m.cfg.SubscriberHeartbeat)
 	defer hb.Stop()
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	defer gather.Stop()
 	for {
 		var (
 			more <-chan struct{}
@@ -197,7 +231,8 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			next uint64
 			buf  []byte
 		)
-		// A new buffer each time: gRPC writes it after SendMsg returns.
+		// A new (or shared, never reused) buffer each time: gRPC writes
+		// it after SendMsg returns.
 		buf, next, more, ok = m.ev.after(cursor, nil, maxBatchBytes)
 		if !ok {
 			sub.cutOff(fmt.Sprintf("fell more than %d events behind", m.cfg.EventBuffer))
@@ -223,8 +258,9 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			// Let a batch gather: with a thousand subscribers, one send per
 			// event each is what costs, not the bytes.
 			if w := m.cfg.SubscriberBatchWindow; w > 0 {
+				gather.Reset(w)
 				select {
-				case <-time.After(w):
+				case <-gather.C:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
