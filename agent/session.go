@@ -234,6 +234,13 @@ func (q *outputQueue) run() {
 	}
 }
 
+// busy says whether frames wait to be sent or are being sent.
+func (q *outputQueue) busy() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued > 0
+}
+
 // send sends one frame. A pooled buffer goes to gRPC as it is
 // (sessionCodec), which returns it to the pool once written: it is not
 // the queue's any more.
@@ -286,9 +293,16 @@ func (w queueWriter) Write(p []byte) (int, error) { return w.q.write(w.stderr, p
 // prefers it): reads of up to readBuf straight into buffers the frames
 // then own, from a FIFO grown to 1 MiB so that the shim writes in large
 // pieces too.
+//
+// While frames wait to be sent, a read that came back short is topped up
+// with what else the FIFO already holds (reads that do not wait), so that
+// bulk output goes out in few large frames; when nothing waits, what was
+// read goes at once, so an echo is not held back.
 func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
+	var rc syscall.RawConn
 	if sc, ok := r.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
+		if c, err := sc.SyscallConn(); err == nil {
+			rc = c
 			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
 		}
 	}
@@ -296,6 +310,9 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 	for {
 		bp := outputBufs.Get(readBuf)
 		n, err := r.Read(*bp)
+		if n > 0 && n < readBuf && rc != nil && err == nil && w.q.busy() {
+			n += topUp(rc, (*bp)[n:])
+		}
 		if n > 0 {
 			if qerr := w.q.push(w.stderr, bp, n); qerr != nil {
 				return total, qerr
@@ -311,6 +328,24 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// topUp reads into p what the FIFO holds now, without waiting for more;
+// it returns how much it read.
+func topUp(rc syscall.RawConn, p []byte) int {
+	n := 0
+	for n < len(p) {
+		k := 0
+		rc.Read(func(fd uintptr) bool {
+			k, _ = unix.Read(int(fd), p[n:])
+			return true // never wait: EAGAIN (k < 0) ends the top-up
+		})
+		if k <= 0 {
+			break
+		}
+		n += k
+	}
+	return n
 }
 
 // clientFrames reads a session's client frames: stdin, its end, resizes.
