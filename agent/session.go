@@ -330,22 +330,15 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// topUp reads into p what the FIFO holds now, without waiting for more;
-// it returns how much it read.
+// topUp reads into p what the FIFO holds now, in one read that does not
+// wait; it returns how much it read.
 func topUp(rc syscall.RawConn, p []byte) int {
 	n := 0
-	for n < len(p) {
-		k := 0
-		rc.Read(func(fd uintptr) bool {
-			k, _ = unix.Read(int(fd), p[n:])
-			return true // never wait: EAGAIN (k < 0) ends the top-up
-		})
-		if k <= 0 {
-			break
-		}
-		n += k
-	}
-	return n
+	rc.Read(func(fd uintptr) bool {
+		n, _ = unix.Read(int(fd), p)
+		return true // never wait: EAGAIN (n < 0) ends the top-up
+	})
+	return max(n, 0)
 }
 
 // clientFrames reads a session's client frames: stdin, its end, resizes.

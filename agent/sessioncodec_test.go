@@ -3,7 +3,11 @@ package agent
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -86,5 +90,101 @@ func TestSessionBulkOutputIntact(t *testing.T) {
 			i++
 		}
 		t.Fatalf("got %d bytes, want %d; they differ from byte %d", len(out), len(want), i)
+	}
+}
+
+// frameSink is a session stream that encodes what is sent as gRPC would
+// (sessionCodec), slowly, and keeps the stdout it decodes.
+type frameSink struct {
+	agentv1.Agent_LaunchNestedContainerSessionServer
+	mu     sync.Mutex
+	out    []byte
+	frames int
+}
+
+func (f *frameSink) SendMsg(m any) error {
+	bs, err := sessionCodec{}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Millisecond) // a slow client: frames wait
+	var r agentv1.SessionResponse
+	err = proto.Unmarshal(bs.Materialize(), &r)
+	bs.Free()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.out = append(f.out, r.GetStdout()...)
+	f.frames++
+	return err
+}
+
+func (f *frameSink) Send(m *agentv1.SessionResponse) error { return f.SendMsg(m) }
+
+// Output read from a real pipe, short reads topped up while frames wait,
+// arrives whole and in order.
+func TestSessionPipeOutputIntact(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 6<<20)
+	rand.NewChaCha8([32]byte{2}).Read(want)
+	go func() {
+		for b := want; len(b) > 0; {
+			k := min(len(b), 5000)
+			pw.Write(b[:k])
+			b = b[k:]
+		}
+		pw.Close()
+	}()
+	sink := &frameSink{}
+	var n atomic.Int64
+	q := newOutputQueue(sink, &n)
+	got, err := queueWriter{q: q}.ReadFrom(pr)
+	pr.Close()
+	if err != nil || got != int64(len(want)) {
+		t.Fatalf("ReadFrom: %d bytes, %v", got, err)
+	}
+	if err := q.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.out, want) {
+		t.Fatalf("%d bytes arrived, want %d, intact: %v", len(sink.out), len(want), bytes.Equal(sink.out, want[:min(len(sink.out), len(want))]))
+	}
+	t.Logf("%d frames for %d writes of 5000 bytes", sink.frames, len(want)/5000)
+}
+
+// topUp takes what the pipe holds, in order, and does not wait for more.
+func TestTopUp(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	rc, err := pr.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	copy(buf, "head:")
+	pw.Write([]byte("one,"))
+	pw.Write([]byte("two,"))
+	if n := topUp(rc, buf[5:]); n != 8 || string(buf[:5+n]) != "head:one,two," {
+		t.Fatalf("topUp read %d: %q", n, buf[:5+max(n, 0)])
+	}
+	done := make(chan int)
+	go func() { done <- topUp(rc, buf) }()
+	select {
+	case n := <-done:
+		if n != 0 {
+			t.Errorf("an empty pipe gave %d bytes", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("topUp waited on an empty pipe")
+	}
+	pw.Write(make([]byte, 300))
+	if n := topUp(rc, buf); n != len(buf) {
+		t.Errorf("topUp of a full buffer read %d, want %d", n, len(buf))
 	}
 }
