@@ -126,9 +126,11 @@ func (a *Agent) audit(r auditRecord) error {
 	return nil
 }
 
-// outputQueue sends a session's output frames from one goroutine (gRPC
-// allows one Send at a time). Writes queue their bytes and return; while a
-// Send is under way what arrives is merged, so frames grow under load (up
+// outputQueue sends a session's output frames one Send at a time (gRPC
+// allows no more): a pooled read that finds nothing queued and no Send
+// under way is sent by the reader itself, anything else by run. Writes
+// queue their bytes and return; while a Send is under way what arrives is
+// merged, so frames grow under load (up
 // to maxFrame) and a lone keystroke's echo still goes out at once. Writers
 // wait while maxQueued bytes are queued: the process feels the client's
 // pace.
@@ -140,6 +142,7 @@ type outputQueue struct {
 	cond    *sync.Cond
 	frames  []outFrame
 	queued  int
+	sending bool // a Send is under way (from run or from push)
 	closing bool
 	err     error
 	done    chan struct{}
@@ -193,9 +196,25 @@ func (q *outputQueue) push(stderr bool, bp *[]byte, n int) error {
 	if q.err != nil {
 		return q.err
 	}
-	q.frames = append(q.frames, outFrame{stderr: stderr, data: (*bp)[:n], pooled: bp})
-	q.queued += n
 	q.n.Add(int64(n))
+	f := outFrame{stderr: stderr, data: (*bp)[:n], pooled: bp}
+	if len(q.frames) == 0 && !q.sending && !q.closing {
+		// Nothing waits and nothing is being sent: send from here. Bulk
+		// output then costs no hand-off to run per frame; meanwhile the
+		// FIFO (1 MiB) holds what the process writes.
+		q.sending = true
+		q.mu.Unlock()
+		err := q.send(f)
+		q.mu.Lock()
+		q.sending = false
+		if err != nil && q.err == nil {
+			q.err, q.frames = err, nil
+		}
+		q.cond.Broadcast()
+		return err
+	}
+	q.frames = append(q.frames, f)
+	q.queued += n
 	q.cond.Broadcast()
 	return nil
 }
@@ -205,7 +224,7 @@ func (q *outputQueue) run() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
-		for len(q.frames) == 0 && !q.closing {
+		for (len(q.frames) == 0 && !q.closing) || q.sending {
 			q.cond.Wait()
 		}
 		if len(q.frames) == 0 {
@@ -213,6 +232,7 @@ func (q *outputQueue) run() {
 		}
 		batch := q.frames
 		q.frames = nil
+		q.sending = true
 		q.mu.Unlock()
 		var err error
 		for _, f := range batch {
@@ -221,6 +241,7 @@ func (q *outputQueue) run() {
 			}
 		}
 		q.mu.Lock()
+		q.sending = false
 		for _, f := range batch {
 			q.queued -= len(f.data)
 		}
@@ -238,7 +259,7 @@ func (q *outputQueue) run() {
 func (q *outputQueue) busy() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.queued > 0
+	return q.queued > 0 || q.sending
 }
 
 // send sends one frame. A pooled buffer goes to gRPC as it is
