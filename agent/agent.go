@@ -116,7 +116,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Authorize: a.authz.check,
 		// Session output and log streams are bulk: fewer, larger writes.
 		// Environments are operator-only (auth.go redacts them).
-		Options: []grpc.ServerOption{grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10),
+		// Session output goes out uncopied (sessioncodec.go).
+		Options: []grpc.ServerOption{grpc.WriteBufferSize(256 << 10), grpc.ReadBufferSize(256 << 10), grpc.ForceServerCodecV2(sessionCodec{}),
 			grpc.ChainUnaryInterceptor(a.authz.redactUnary), grpc.ChainStreamInterceptor(a.authz.redactStream)},
 		// Stop in stages: refuse new work, cut streams (follows and
 		// waits) that would otherwise hold the stop forever, let calls
@@ -161,6 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	srv.Stop()
+	a.sessions.readers.Wait()
 	return err
 }
 
@@ -248,5 +250,5 @@ func (a *Agent) loggers(loggerBinary string) (map[string]logger.ContainerLogger,
 
 // serveMetrics serves Prometheus metrics when the config asks for it.
 func (a *Agent) serveMetrics(cs []prometheus.Collector) (func(), error) {
-	return promserve.Serve(a.cfg.MetricsListen, a.log, cs...)
+	return promserve.ServeWithPprof(a.cfg.MetricsListen, a.cfg.MetricsPprof, a.log, cs...)
 }

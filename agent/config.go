@@ -85,6 +85,9 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics on this TCP address (e.g.
 	// 127.0.0.1:9464) when set.
 	MetricsListen string `toml:"metrics_listen"`
+	// MetricsPprof also serves Go's profiles at /debug/pprof/ on
+	// metrics_listen (off by default: they show the agent's internals).
+	MetricsPprof bool `toml:"metrics_pprof"`
 	// ImportMaxSize bounds an imported archive (gearbox image import), as
 	// received and once decompressed; its spool lives in work_dir/tmp.
 	ImportMaxSize units.Size `toml:"import_max_size"`

@@ -303,7 +303,7 @@ func newTestServer(t *testing.T, total ResourceSet) *testServer {
 		log:  slog.New(slog.DiscardHandler),
 	}
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(sessionCodec{})) // as Run's
 	agentv1.RegisterAgentServer(gs, ts.srv)
 	served := make(chan struct{})
 	go func() { defer close(served); gs.Serve(lis) }()
@@ -318,6 +318,7 @@ func newTestServer(t *testing.T, total ResourceSet) *testServer {
 		ts.srv.gate.stop()
 		gs.Stop()
 		<-served
+		ts.srv.sessions.readers.Wait()
 	})
 	ts.client = agentv1.NewAgentClient(conn)
 	return ts

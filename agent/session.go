@@ -30,6 +30,9 @@ type sessions struct {
 	open atomic.Int64
 	max  int64
 	mu   sync.Mutex // serializes audit log writes
+	// readers are the sessions' client-frame readers, which outlive their
+	// handler by a moment; Run waits for them once the server has stopped.
+	readers sync.WaitGroup
 }
 
 // auditRecord is one line of the audit log (JSON lines, work_dir/audit.log
@@ -123,9 +126,11 @@ func (a *Agent) audit(r auditRecord) error {
 	return nil
 }
 
-// outputQueue sends a session's output frames from one goroutine (gRPC
-// allows one Send at a time). Writes queue their bytes and return; while a
-// Send is under way what arrives is merged, so frames grow under load (up
+// outputQueue sends a session's output frames one Send at a time (gRPC
+// allows no more): a pooled read that finds nothing queued and no Send
+// under way is sent by the reader itself, anything else by run. Writes
+// queue their bytes and return; while a Send is under way what arrives is
+// merged, so frames grow under load (up
 // to maxFrame) and a lone keystroke's echo still goes out at once. Writers
 // wait while maxQueued bytes are queued: the process feels the client's
 // pace.
@@ -137,6 +142,7 @@ type outputQueue struct {
 	cond    *sync.Cond
 	frames  []outFrame
 	queued  int
+	sending bool // a Send is under way (from run or from push)
 	closing bool
 	err     error
 	done    chan struct{}
@@ -145,16 +151,13 @@ type outputQueue struct {
 type outFrame struct {
 	stderr bool
 	data   []byte
-	pooled *[]byte // data's buffer, back to readBufs once sent
+	pooled *[]byte // data's buffer, from outputBufs: sessionCodec sends it
 }
 
 const (
 	maxFrame  = 1 << 20
 	maxQueued = 2 << 20
-	readBuf   = 256 << 10
 )
-
-var readBufs = sync.Pool{New: func() any { b := make([]byte, readBuf); return &b }}
 
 func newOutputQueue(stream agentv1.Agent_LaunchNestedContainerSessionServer, n *atomic.Int64) *outputQueue {
 	q := &outputQueue{stream: stream, n: n, done: make(chan struct{})}
@@ -193,9 +196,25 @@ func (q *outputQueue) push(stderr bool, bp *[]byte, n int) error {
 	if q.err != nil {
 		return q.err
 	}
-	q.frames = append(q.frames, outFrame{stderr: stderr, data: (*bp)[:n], pooled: bp})
-	q.queued += n
 	q.n.Add(int64(n))
+	f := outFrame{stderr: stderr, data: (*bp)[:n], pooled: bp}
+	if len(q.frames) == 0 && !q.sending && !q.closing {
+		// Nothing waits and nothing is being sent: send from here. Bulk
+		// output then costs no hand-off to run per frame; meanwhile the
+		// FIFO (1 MiB) holds what the process writes.
+		q.sending = true
+		q.mu.Unlock()
+		err := q.send(f)
+		q.mu.Lock()
+		q.sending = false
+		if err != nil && q.err == nil {
+			q.err, q.frames = err, nil
+		}
+		q.cond.Broadcast()
+		return err
+	}
+	q.frames = append(q.frames, f)
+	q.queued += n
 	q.cond.Broadcast()
 	return nil
 }
@@ -205,7 +224,7 @@ func (q *outputQueue) run() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
-		for len(q.frames) == 0 && !q.closing {
+		for (len(q.frames) == 0 && !q.closing) || q.sending {
 			q.cond.Wait()
 		}
 		if len(q.frames) == 0 {
@@ -213,21 +232,16 @@ func (q *outputQueue) run() {
 		}
 		batch := q.frames
 		q.frames = nil
+		q.sending = true
 		q.mu.Unlock()
 		var err error
 		for _, f := range batch {
-			resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: f.data}}
-			if f.stderr {
-				resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: f.data}
-			}
-			if err = q.stream.Send(resp); err != nil {
+			if err = q.send(f); err != nil {
 				break
-			}
-			if f.pooled != nil { // Send has encoded it
-				readBufs.Put(f.pooled)
 			}
 		}
 		q.mu.Lock()
+		q.sending = false
 		for _, f := range batch {
 			q.queued -= len(f.data)
 		}
@@ -239,6 +253,28 @@ func (q *outputQueue) run() {
 		}
 		q.cond.Broadcast()
 	}
+}
+
+// busy says whether frames wait to be sent or are being sent.
+func (q *outputQueue) busy() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued > 0 || q.sending
+}
+
+// send sends one frame. A pooled buffer goes to gRPC as it is
+// (sessionCodec), which returns it to the pool once written: it is not
+// the queue's any more.
+func (q *outputQueue) send(f outFrame) error {
+	if f.pooled != nil {
+		*f.pooled = f.data
+		return q.stream.SendMsg(outputChunk{stderr: f.stderr, buf: f.pooled})
+	}
+	resp := &agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Stdout{Stdout: f.data}}
+	if f.stderr {
+		resp.Frame = &agentv1.SessionResponse_Stderr{Stderr: f.data}
+	}
+	return q.stream.Send(resp)
 }
 
 // flush waits until everything queued is sent (or sending failed); the
@@ -278,29 +314,90 @@ func (w queueWriter) Write(p []byte) (int, error) { return w.q.write(w.stderr, p
 // prefers it): reads of up to readBuf straight into buffers the frames
 // then own, from a FIFO grown to 1 MiB so that the shim writes in large
 // pieces too.
+//
+// While frames wait to be sent, a read that came back short is topped up
+// with what else the FIFO already holds (reads that do not wait), so that
+// bulk output goes out in few large frames; when nothing waits, what was
+// read goes at once, so an echo is not held back.
 func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
+	var rc syscall.RawConn
 	if sc, ok := r.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
+		if c, err := sc.SyscallConn(); err == nil {
+			rc = c
 			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
 		}
 	}
 	var total int64
 	for {
-		bp := readBufs.Get().(*[]byte)
+		bp := outputBufs.Get(readBuf)
 		n, err := r.Read(*bp)
+		if n > 0 && n < readBuf && rc != nil && err == nil && w.q.busy() {
+			n += topUp(rc, (*bp)[n:])
+		}
 		if n > 0 {
 			if qerr := w.q.push(w.stderr, bp, n); qerr != nil {
 				return total, qerr
 			}
 			total += int64(n)
 		} else {
-			readBufs.Put(bp)
+			outputBufs.Put(bp)
 		}
 		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {
 			return total, err
+		}
+	}
+}
+
+// topUp reads into p what the FIFO holds now, in one read that does not
+// wait; it returns how much it read.
+func topUp(rc syscall.RawConn, p []byte) int {
+	n := 0
+	rc.Read(func(fd uintptr) bool {
+		n, _ = unix.Read(int(fd), p)
+		return true // never wait: EAGAIN (n < 0) ends the top-up
+	})
+	return max(n, 0)
+}
+
+// clientFrames reads a session's client frames: stdin, its end, resizes.
+type clientFrames struct {
+	stream agentv1.Agent_LaunchNestedContainerSessionServer
+	stdin  *io.PipeWriter
+	ex     containerizer.Exec
+	in     *atomic.Int64
+	// fail ends the session with a bad frame's error as the cause.
+	fail context.CancelCauseFunc
+}
+
+func (c clientFrames) run(ctx context.Context) {
+	for {
+		m, err := c.stream.Recv()
+		if err == io.EOF {
+			c.stdin.Close()
+			return
+		}
+		if err != nil {
+			return // the stream's context ends the session
+		}
+		switch f := m.GetFrame().(type) {
+		case *agentv1.SessionRequest_Stdin:
+			if _, err := c.stdin.Write(f.Stdin); err == nil {
+				c.in.Add(int64(len(f.Stdin)))
+			}
+		case *agentv1.SessionRequest_CloseStdin:
+			c.stdin.Close()
+		case *agentv1.SessionRequest_Resize:
+			if f.Resize.Width == 0 || f.Resize.Height == 0 {
+				c.fail(badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height))
+				return
+			}
+			c.ex.Resize(ctx, f.Resize.Width, f.Resize.Height)
+		case *agentv1.SessionRequest_Launch:
+			c.fail(badFrame("a session takes one launch"))
+			return
 		}
 	}
 }
@@ -381,36 +478,14 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	// A bad client frame ends the wait with its error as the cause.
 	waitCtx, endWait := context.WithCancelCause(ctx)
 	defer endWait(nil)
-	// Client frames, until the client closes or goes. This goroutine ends
-	// when the handler returns: gRPC then fails its Recv.
+	// Client frames, until the client closes or goes. The reader ends
+	// once the handler has returned (gRPC then fails its Recv, and the
+	// deferred stdinW.Close ends a blocked Write), so the handler cannot
+	// wait for it: the agent's readers group does, at shutdown.
+	s.sessions.readers.Add(1)
 	go func() {
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				stdinW.Close()
-				return
-			}
-			if err != nil {
-				return // the stream's context ends the session
-			}
-			switch f := m.GetFrame().(type) {
-			case *agentv1.SessionRequest_Stdin:
-				if _, err := stdinW.Write(f.Stdin); err == nil {
-					bytesIn.Add(int64(len(f.Stdin)))
-				}
-			case *agentv1.SessionRequest_CloseStdin:
-				stdinW.Close()
-			case *agentv1.SessionRequest_Resize:
-				if f.Resize.Width == 0 || f.Resize.Height == 0 {
-					endWait(badFrame("window size %dx%d: both must be positive", f.Resize.Width, f.Resize.Height))
-					return
-				}
-				ex.Resize(ctx, f.Resize.Width, f.Resize.Height)
-			case *agentv1.SessionRequest_Launch:
-				endWait(badFrame("a session takes one launch"))
-				return
-			}
-		}
+		defer s.sessions.readers.Done()
+		clientFrames{stream: stream, stdin: stdinW, ex: ex, in: &bytesIn, fail: endWait}.run(ctx)
 	}()
 	code, werr := ex.Wait(waitCtx)
 	if werr != nil {

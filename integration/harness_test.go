@@ -179,10 +179,15 @@ func setup() (*harness, error) {
 	env := strings.SplitN(raceEnv(t.raceDir), "=", 2)
 	os.Setenv(env[0], env[1])
 
-	// Binaries, as make build makes them but with the race detector: the
+	// Binaries, as make build makes them but with the race detector (not
+	// under make bench: raceBinaries): the
 	// agent's server, containerizer and sessions run only in these.
 	for _, b := range []struct{ out, pkg string }{{"gearbox", "../cmd/gearbox"}, {"gearbox-logger", "../cmd/gearbox-logger"}, {"syslog-logger", "../examples/syslog-logger"}, {"disk-quota-isolator", "../examples/disk-quota-isolator"}, {"sleep-framework", "../examples/sleep-framework"}} {
-		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(t.bin, b.out), b.pkg)
+		args := []string{"build", "-o", filepath.Join(t.bin, b.out)}
+		if raceBinaries {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, b.pkg)...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return t, fmt.Errorf("building %s: %v\n%s", b.out, err, out)

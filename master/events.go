@@ -24,20 +24,33 @@ import (
 // eventLog numbers events and keeps the last ones in a ring, for
 // subscribers to read from at their own pace and to resume from. Publishing
 // costs the same with one subscriber or a thousand: subscribers are woken
-// by closing a channel and copy what they have not sent yet; each event is
-// encoded once, however many subscribers send it.
+// by closing a channel. Each event is encoded once, into an arena where
+// events follow one another, so that a batch of consecutive events is one
+// slice of it: a subscriber sends it as it is, with no copy and no buffer
+// of its own, however many subscribers send it.
 type eventLog struct {
 	mu     sync.RWMutex
 	ring   []loggedEvent
 	last   uint64 // seq of the newest event; 0: none yet
 	notify chan struct{}
+	// arena is the chunk events are encoded into, used bytes of it so far.
+	// Bytes below used are never written again (gRPC may be sending
+	// them); a full chunk is left to the events that point into it.
+	arena []byte
+	used  int
 }
+
+// arenaChunk is the size of an arena chunk, and so of the largest batch
+// that is one slice.
+const arenaChunk = 1 << 20
 
 type loggedEvent struct {
 	seq uint64
-	// wire is the event encoded as field 1 of SubscribeResponse (tag,
-	// length, bytes), so that a batch is the concatenation of its events.
-	wire []byte
+	// arena[off:end] is the event encoded as field 1 of SubscribeResponse
+	// (tag, length, bytes), so that a batch is the concatenation of its
+	// events.
+	arena    []byte
+	off, end int
 }
 
 func newEventLog(size int) *eventLog {
@@ -51,10 +64,21 @@ func (l *eventLog) publish(ev *masterv1.Event) uint64 {
 	l.mu.Lock()
 	l.last++
 	ev.Seq = l.last
-	body, _ := proto.Marshal(ev)
-	wire := protowire.AppendTag(make([]byte, 0, len(body)+6), 1, protowire.BytesType)
-	wire = protowire.AppendBytes(wire, body)
-	l.ring[l.last%uint64(len(l.ring))] = loggedEvent{seq: l.last, wire: wire}
+	size := proto.Size(ev)
+	need := protowire.SizeTag(1) + protowire.SizeBytes(size)
+	if len(l.arena)-l.used < need {
+		l.arena, l.used = make([]byte, max(arenaChunk, need)), 0
+	}
+	w := protowire.AppendTag(l.arena[l.used:l.used], 1, protowire.BytesType)
+	w = protowire.AppendVarint(w, uint64(size))
+	w, _ = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(w, ev)
+	e := loggedEvent{seq: l.last, arena: l.arena, off: l.used, end: l.used + len(w)}
+	if len(w) > need { // Size and Marshal disagree: w is a buffer of its own
+		e = loggedEvent{seq: l.last, arena: w, off: 0, end: len(w)}
+	} else {
+		l.used += len(w)
+	}
+	l.ring[l.last%uint64(len(l.ring))] = e
 	ch := l.notify
 	l.notify = make(chan struct{})
 	seq := l.last
@@ -78,26 +102,32 @@ func (l *eventLog) oldestLocked() uint64 {
 	return l.last - n + 1
 }
 
-// after appends to buf the wire form of events after seq, up to max
-// bytes (at least one event); it returns the seq of the last one appended,
-// a channel closed when more arrive, and ok=false when events after seq
-// are no longer kept.
-func (l *eventLog) after(seq uint64, buf []byte, maxBytes int) ([]byte, uint64, <-chan struct{}, bool) {
+// after returns the wire form of events after seq, up to maxBytes (at
+// least one event), as one slice of the arena: read-only, shared with
+// whoever else sends it. It returns the seq of the last event in it, a
+// channel closed when more arrive, and ok=false when events after seq are
+// no longer kept. A batch ends where an arena chunk does.
+func (l *eventLog) after(seq uint64, maxBytes int) ([]byte, uint64, <-chan struct{}, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if seq+1 < l.oldestLocked() {
-		return buf, seq, nil, false
+		return nil, seq, nil, false
+	}
+	if seq >= l.last {
+		return nil, seq, l.notify, true
 	}
 	n := uint64(len(l.ring))
+	first := l.ring[(seq+1)%n]
+	end := first.end
+	seq++
 	for s := seq + 1; s <= l.last; s++ {
 		e := l.ring[s%n]
-		if len(buf) > 0 && len(buf)+len(e.wire) > maxBytes {
+		if &e.arena[0] != &first.arena[0] || e.off != end || e.end-first.off > maxBytes {
 			break
 		}
-		buf = append(buf, e.wire...)
-		seq = s
+		end, seq = e.end, s
 	}
-	return buf, seq, l.notify, true
+	return first.arena[first.off:end:end], seq, l.notify, true
 }
 
 // rawBatch is a SubscribeResponse already encoded; eventCodec sends it
@@ -190,6 +220,9 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 	}
 	hb := time.NewTimer(m.cfg.SubscriberHeartbeat)
 	defer hb.Stop()
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	defer gather.Stop()
 	for {
 		var (
 			more <-chan struct{}
@@ -197,8 +230,9 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			next uint64
 			buf  []byte
 		)
-		// A new buffer each time: gRPC writes it after SendMsg returns.
-		buf, next, more, ok = m.ev.after(cursor, nil, maxBatchBytes)
+		// A slice of the event log's arena, never written again: gRPC
+		// writes it after SendMsg returns.
+		buf, next, more, ok = m.ev.after(cursor, maxBatchBytes)
 		if !ok {
 			sub.cutOff(fmt.Sprintf("fell more than %d events behind", m.cfg.EventBuffer))
 			return nil
@@ -223,8 +257,9 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			// Let a batch gather: with a thousand subscribers, one send per
 			// event each is what costs, not the bytes.
 			if w := m.cfg.SubscriberBatchWindow; w > 0 {
+				gather.Reset(w)
 				select {
-				case <-time.After(w):
+				case <-gather.C:
 				case <-ctx.Done():
 					return ctx.Err()
 				}

@@ -77,6 +77,9 @@ type Config struct {
 	// more before sending, so that sends carry batches (0: send at once).
 	SubscriberBatchWindow time.Duration `toml:"subscriber_batch_window"`
 	MetricsListen         string        `toml:"metrics_listen"`
+	// MetricsPprof also serves Go's profiles at /debug/pprof/ on
+	// metrics_listen (off by default).
+	MetricsPprof bool `toml:"metrics_pprof"`
 	// TLS: the master's certificate and key, and the CA that signs its
 	// clients' (agents and operators): mutual TLS. Without them the master
 	// serves plaintext, which it refuses on an address other hosts reach
@@ -605,7 +608,7 @@ func (m *Master) index(t *store.Task) {
 }
 
 func (m *Master) serveMetrics() (func(), error) {
-	return promserve.Serve(m.cfg.MetricsListen, m.log,
+	return promserve.ServeWithPprof(m.cfg.MetricsListen, m.cfg.MetricsPprof, m.log,
 		m.queueGauge, m.cutCounter, m.writeSeconds, m.allocRuns,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),

@@ -78,6 +78,8 @@ var agentFlags = []configFlag[agent.Config]{
 	{"default-network", "network of a container that names none: host, none or a CNI network", func(c *agent.Config) any { return &c.DefaultNetwork }},
 	{"cni-config-dir", "CNI networks, one .conflist file each (Mesos's --network_cni_config_dir)", func(c *agent.Config) any { return &c.CNIConfigDir }},
 	{"cni-bin-dir", "CNI plugins (Debian's containernetworking-plugins: /usr/lib/cni)", func(c *agent.Config) any { return &c.CNIBinDir }},
+	{"metrics-listen", "serve Prometheus metrics on this address (host:port)", func(c *agent.Config) any { return &c.MetricsListen }},
+	{"metrics-pprof", "also serve Go's profiles at /debug/pprof/ on --metrics-listen", func(c *agent.Config) any { return &c.MetricsPprof }},
 }
 
 // newLogger logs text to a terminal and JSON otherwise.

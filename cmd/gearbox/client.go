@@ -74,8 +74,11 @@ func dial(cmd *cobra.Command) (agentv1.AgentClient, func(), error) {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-		// Session output and logs are bulk: fewer, larger reads.
-		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10))
+		// Session output and logs are bulk: fewer, larger reads, and
+		// windows wide enough that the agent never waits for a window
+		// update on a local socket (fixed: no BDP probing either).
+		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10),
+		grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(8<<20))
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent address %q: %w", addr, err)
 	}

@@ -113,6 +113,7 @@ var masterFlags = []configFlag[master.Config]{
 	{"subscriber-heartbeat", "a HEARTBEAT event after this long without one", func(c *master.Config) any { return &c.SubscriberHeartbeat }},
 	{"subscriber-batch-window", "wait this long for more events before sending to a subscriber (0: at once)", func(c *master.Config) any { return &c.SubscriberBatchWindow }},
 	{"metrics-listen", "serve Prometheus metrics on this address (host:port)", func(c *master.Config) any { return &c.MetricsListen }},
+	{"metrics-pprof", "also serve Go's profiles at /debug/pprof/ on --metrics-listen", func(c *master.Config) any { return &c.MetricsPprof }},
 	{"tls-cert", "the master's certificate (mutual TLS with --tls-key and --tls-client-ca)", func(c *master.Config) any { return &c.TLSCert }},
 	{"tls-key", "the master's key", func(c *master.Config) any { return &c.TLSKey }},
 	{"tls-client-ca", "CA that signs agents' and operators' certificates", func(c *master.Config) any { return &c.TLSClientCA }},
