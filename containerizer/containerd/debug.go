@@ -32,19 +32,10 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	if err := z.CheckResources(cfg.Resources, false); err != nil {
 		return nil, err
 	}
-	ref, err := NormalizeRef(cfg.Image)
+	img, ref, err := z.debugImage(ctx, cfg.Image)
 	if err != nil {
 		return nil, err
 	}
-	img, err := z.client.GetImage(ctx, ref)
-	if errdefs.IsNotFound(err) {
-		return nil, errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", ref),
-			typesv1.ErrorReasonImageNotFound, "image", cfg.Image)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("looking up image %q: %w", ref, err)
-	}
-	z.touchImage(ctx, ref)
 	release, err := z.execSlot(ctx)
 	if err != nil {
 		return nil, err
@@ -76,30 +67,15 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	iso := isolators.Container{ID: id, CgroupPath: CgroupDir(cgroup), Resources: cfg.Resources}
 	limited := !cfg.Resources.IsZero()
 	if limited {
-		for _, i := range z.cfg.Isolators {
-			o, err := i.Prepare(ctx, iso)
-			if err != nil {
-				return nil, fmt.Errorf("isolator %s: %w", i.Name(), err)
-			}
-			opts = append(opts, o...)
+		o, err := z.prepareDebugIsolation(ctx, iso)
+		if err != nil {
+			return nil, err
 		}
+		opts = append(opts, o...)
 	}
-	profile := z.cfg.Runtimes[target.Runtime]
-	var rtOpts any
-	if profile.Type == runcShimType {
-		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
-	}
-	cont, err := z.client.NewContainer(ctx, id,
-		client.WithImage(img),
-		client.WithSnapshotter(z.cfg.Snapshotter),
-		client.WithNewSnapshot(id, img),
-		client.WithNewSpec(opts...),
-		client.WithRuntime(profile.Type, rtOpts),
-		client.WithContainerLabels(map[string]string{labelDebugOf: string(target.ID)}),
-	)
+	cont, err := z.newDebugContainer(ctx, id, target, img, opts)
 	if err != nil {
-		z.client.SnapshotService(z.cfg.Snapshotter).Remove(ctx, id)
-		return nil, fmt.Errorf("creating debug container %s: %w", id, err)
+		return nil, err
 	}
 	e := &execProc{z: z}
 	e.after = func(ctx context.Context) {
@@ -142,6 +118,62 @@ func (z *Containerizer) debug(ctx context.Context, target containerizer.Containe
 	}
 	z.log.Info("debug container started", "container_id", id, "image", ref)
 	return e, nil
+}
+
+// newDebugContainer creates the debug container in containerd, with the
+// target's runtime; on an error nothing of it is left there.
+func (z *Containerizer) newDebugContainer(ctx context.Context, id string, target containerizer.Container, img client.Image, opts []oci.SpecOpts) (client.Container, error) {
+	profile := z.cfg.Runtimes[target.Runtime]
+	var rtOpts any
+	if profile.Type == runcShimType {
+		rtOpts = &options.Options{BinaryName: profile.Binary, SystemdCgroup: z.cfg.SystemdCgroup}
+	}
+	cont, err := z.client.NewContainer(ctx, id,
+		client.WithImage(img),
+		client.WithSnapshotter(z.cfg.Snapshotter),
+		client.WithNewSnapshot(id, img),
+		client.WithNewSpec(opts...),
+		client.WithRuntime(profile.Type, rtOpts),
+		client.WithContainerLabels(map[string]string{labelDebugOf: string(target.ID)}),
+	)
+	if err != nil {
+		z.client.SnapshotService(z.cfg.Snapshotter).Remove(ctx, id)
+		return nil, fmt.Errorf("creating debug container %s: %w", id, err)
+	}
+	return cont, nil
+}
+
+// debugImage is the debug container's image, present on the agent (a
+// debug session does not pull), and its normalised reference.
+func (z *Containerizer) debugImage(ctx context.Context, image string) (client.Image, string, error) {
+	ref, err := NormalizeRef(image)
+	if err != nil {
+		return nil, "", err
+	}
+	img, err := z.client.GetImage(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return nil, "", errs.WithInfo(errs.New(errdefs.ErrNotFound, "image %q is not present on this agent", ref),
+			typesv1.ErrorReasonImageNotFound, "image", image)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("looking up image %q: %w", ref, err)
+	}
+	z.touchImage(ctx, ref)
+	return img, ref, nil
+}
+
+// prepareDebugIsolation is the isolators' spec options for a debug
+// container given limits of its own.
+func (z *Containerizer) prepareDebugIsolation(ctx context.Context, iso isolators.Container) ([]oci.SpecOpts, error) {
+	var opts []oci.SpecOpts
+	for _, i := range z.cfg.Isolators {
+		o, err := i.Prepare(ctx, iso)
+		if err != nil {
+			return nil, fmt.Errorf("isolator %s: %w", i.Name(), err)
+		}
+		opts = append(opts, o...)
+	}
+	return opts, nil
 }
 
 // networkSpec is the spec of a target off the host network (whose network

@@ -191,42 +191,11 @@ func (z *Containerizer) launch(ctx context.Context, c *ctr, cfg containerizer.La
 		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
 	}
 	specOpts = append(specOpts, isoOpts...)
-	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
-		client.WithImage(img),
-		client.WithSnapshotter(z.cfg.Snapshotter),
-		client.WithNewSnapshot(string(cfg.ID), img),
-		client.WithNewSpec(specOpts...),
-		client.WithRuntime(profile.Type, rtOpts),
-		client.WithContainerLabels(launchLabels(cfg, c.info.Image)),
-	)
-	if errdefs.IsAlreadyExists(err) {
-		return containerizer.Container{}, errs.New(errdefs.ErrAlreadyExists, "container %q already exists in containerd namespace %s: remove it there or choose another ID", cfg.ID, z.cfg.Namespace)
-	}
+	cont, err := z.createContainer(ctx, cfg, c.info.Image, img, profile.Type, rtOpts, specOpts)
 	if err != nil {
-		// The snapshot may have been created before the spec failed.
-		cctx, cancel := z.opCtx(ctx, 30*time.Second)
-		z.client.SnapshotService(z.cfg.Snapshotter).Remove(cctx, string(cfg.ID))
-		cancel()
-		if errdefs.IsInvalidArgument(err) || errdefs.IsNotFound(err) {
-			return containerizer.Container{}, fmt.Errorf("creating container %s: %w", cfg.ID, err)
-		}
-		return containerizer.Container{}, errs.New(errdefs.ErrInvalidArgument, "creating container %s: %w", cfg.ID, err)
+		return containerizer.Container{}, err
 	}
-	c.mu.Lock()
-	c.cont = cont
-	c.mu.Unlock()
-	spec, err := cont.Spec(ctx)
-	if err != nil || spec.Process == nil {
-		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, fmt.Errorf("reading the container's spec back: %w", err))
-	}
-	c.mu.Lock()
-	c.info.Env = spec.Process.Env
-	c.info.WorkingDir = spec.Process.Cwd
-	c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
-	c.mu.Unlock()
-	// The sandbox is the container user's, so that a non-root container
-	// writes /mnt/sandbox; its parents keep every other host user out.
-	if err := chownSandbox(c.info.Sandbox, spec.Process.User.UID, spec.Process.User.GID); err != nil {
+	if err := z.recordSpec(ctx, c, cont); err != nil {
 		return z.failLaunch(ctx, c, containerizer.LaunchFailureNone, err)
 	}
 
@@ -457,4 +426,51 @@ func imageHealthcheck(ctx context.Context, img client.Image) *containerizer.Imag
 	}
 	h := cfg.Config.Healthcheck
 	return &containerizer.ImageHealthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, Retries: h.Retries}
+}
+
+// createContainer creates the container in containerd with its snapshot
+// and spec; on an error nothing of it is left there.
+func (z *Containerizer) createContainer(ctx context.Context, cfg containerizer.LaunchConfig, image string, img client.Image, runtimeType string, rtOpts any, specOpts []oci.SpecOpts) (client.Container, error) {
+	cont, err := z.client.NewContainer(ctx, string(cfg.ID),
+		client.WithImage(img),
+		client.WithSnapshotter(z.cfg.Snapshotter),
+		client.WithNewSnapshot(string(cfg.ID), img),
+		client.WithNewSpec(specOpts...),
+		client.WithRuntime(runtimeType, rtOpts),
+		client.WithContainerLabels(launchLabels(cfg, image)),
+	)
+	if errdefs.IsAlreadyExists(err) {
+		return nil, errs.New(errdefs.ErrAlreadyExists, "container %q already exists in containerd namespace %s: remove it there or choose another ID", cfg.ID, z.cfg.Namespace)
+	}
+	if err != nil {
+		// The snapshot may have been created before the spec failed.
+		cctx, cancel := z.opCtx(ctx, 30*time.Second)
+		z.client.SnapshotService(z.cfg.Snapshotter).Remove(cctx, string(cfg.ID))
+		cancel()
+		if errdefs.IsInvalidArgument(err) || errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("creating container %s: %w", cfg.ID, err)
+		}
+		return nil, errs.New(errdefs.ErrInvalidArgument, "creating container %s: %w", cfg.ID, err)
+	}
+	return cont, nil
+}
+
+// recordSpec keeps what the container's spec resolved (env, working dir,
+// user) and gives the sandbox to the container's user.
+func (z *Containerizer) recordSpec(ctx context.Context, c *ctr, cont client.Container) error {
+	c.mu.Lock()
+	c.cont = cont
+	c.mu.Unlock()
+	spec, err := cont.Spec(ctx)
+	if err != nil || spec.Process == nil {
+		return fmt.Errorf("reading the container's spec back: %w", err)
+	}
+	c.mu.Lock()
+	c.info.Env = spec.Process.Env
+	c.info.WorkingDir = spec.Process.Cwd
+	c.info.User = fmt.Sprintf("%d:%d", spec.Process.User.UID, spec.Process.User.GID)
+	c.mu.Unlock()
+	// The sandbox is the container user's, so that a non-root container
+	// writes /mnt/sandbox; its parents keep every other host user out.
+	return chownSandbox(c.info.Sandbox, spec.Process.User.UID, spec.Process.User.GID)
 }
