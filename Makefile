@@ -41,7 +41,7 @@ dev: deps build ## install what is missing, then run a single-node gearbox with 
 
 .PHONY: test
 test: proto-check lint ## unit and integration tests (as root: they run real containers)
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 
 # The packages whose tests need no root, no containerd and no network:
 # everything but integration/.

@@ -139,14 +139,13 @@ func (s *server) GetContainers(ctx context.Context, req *agentv1.GetContainersRe
 	r := &agentv1.GetContainersResponse{}
 	for _, c := range cs {
 		if req.GetAll() || !c.State.Terminal() {
-			pc := containerToProto(c)
+			pc := s.containerProto(c)
 			if s.gcDue != nil {
 				if due := s.gcDue(c); !due.IsZero() {
 					pc.GcAt = timestamppb.New(due)
 				}
 			}
 			r.Containers = append(r.Containers, pc)
-			r.Containers = append(r.Containers, s.containerProto(c))
 		}
 	}
 	return r, nil
