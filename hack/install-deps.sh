@@ -26,6 +26,7 @@ if [ "$what" = test ]; then
   have systemd-analyze || need+=(systemd)  # checks the unit file
   have tmux || need+=(tmux)  # a real terminal for the session tests
   have mkfs.ext4 || need+=(e2fsprogs)  # the image GC test's small loop-mounted filesystem
+  have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)  # the network tests count links
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
