@@ -65,9 +65,12 @@ func runningAgent(t *testing.T, conn *grpc.ClientConn, res *masterv1.Resources) 
 // greedy launches 1-cpu tasks on every offer until it has want, and
 // acknowledges every update; running counts its TASK_RUNNING tasks.
 type greedy struct {
-	mu      sync.Mutex
-	prefix  string
-	max     int // tasks at most; 0: no bound
+	mu     sync.Mutex
+	prefix string
+	max    int // tasks at most; 0: no bound
+	// refuse is the accept's filter: what is left of an offer is not
+	// offered to it again for this long (seconds).
+	refuse  float64
 	n       int
 	running int
 	events  []*schedulerv1.Event
@@ -84,7 +87,7 @@ func (g *greedy) handle(_ context.Context, c *schedclient.Client, ev *schedulerv
 			g.n++
 			tasks = append(tasks, schedclient.Task(fmt.Sprintf("%s-%d", g.prefix, g.n), "busybox", []string{"sleep", "1000"}, &masterv1.Resources{Cpus: 1, MemoryBytes: 64 << 20}))
 		}
-		c.Accept(schedclient.OfferIDs(of), 0, schedclient.Launch(tasks...))
+		c.Accept(schedclient.OfferIDs(of), g.refuse, schedclient.Launch(tasks...))
 	}
 	if s := ev.GetUpdate().GetStatus(); s != nil {
 		if s.State == typesv1.TaskState_TASK_RUNNING && s.Uuid != "" {
@@ -113,7 +116,9 @@ func TestFrameworkWeightedShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both subscribe before any agent: the agents are shared out as they come.
-	g1, g2 := &greedy{prefix: "silver"}, &greedy{prefix: "gold"}
+	// What is left of an agent (memory without cpus) is refused for long:
+	// remnants going back and forth would make the shares depend on timing.
+	g1, g2 := &greedy{prefix: "silver", refuse: 3600}, &greedy{prefix: "gold", refuse: 3600}
 	startFramework(t, conn, info("silver", "silver"), g1.handle)
 	startFramework(t, conn, info("gold", "gold"), g2.handle)
 	waitFor(t, func() bool {
