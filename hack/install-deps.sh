@@ -25,6 +25,7 @@ if [ "$what" = test ]; then
   have gcc || need+=(gcc libc6-dev)  # go test -race needs cgo
   have systemd-analyze || need+=(systemd)  # checks the unit file
   have tmux || need+=(tmux)  # a real terminal for the session tests
+  have etcd || need+=(etcd-server)  # the replicated masters' tests start their own members
   have mkfs.ext4 || need+=(e2fsprogs)  # the image GC test's small loop-mounted filesystem
   have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)  # the network tests count links
 fi

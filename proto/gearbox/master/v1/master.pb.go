@@ -152,7 +152,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{48, 0}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{51, 0}
 }
 
 // Resources of an agent or a task.
@@ -1415,6 +1415,166 @@ func (x *KillTask) GetGracePeriod() *durationpb.Duration {
 	return nil
 }
 
+type MasterInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address agents, frameworks and clients reach it at (host:port).
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// True for the one master that leads.
+	Leader bool `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Its election ID (unique per process run).
+	Id string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
+	// When it became the leader (leaders only).
+	ElectedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=elected_at,json=electedAt,proto3" json:"elected_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MasterInfo) Reset() {
+	*x = MasterInfo{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MasterInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MasterInfo) ProtoMessage() {}
+
+func (x *MasterInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MasterInfo.ProtoReflect.Descriptor instead.
+func (*MasterInfo) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MasterInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *MasterInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MasterInfo) GetElectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ElectedAt
+	}
+	return nil
+}
+
+type GetMastersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMastersRequest) Reset() {
+	*x = GetMastersRequest{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMastersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMastersRequest) ProtoMessage() {}
+
+func (x *GetMastersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMastersRequest.ProtoReflect.Descriptor instead.
+func (*GetMastersRequest) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{15}
+}
+
+type GetMastersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Masters       []*MasterInfo          `protobuf:"bytes,1,rep,name=masters,proto3" json:"masters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMastersResponse) Reset() {
+	*x = GetMastersResponse{}
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMastersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMastersResponse) ProtoMessage() {}
+
+func (x *GetMastersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMastersResponse.ProtoReflect.Descriptor instead.
+func (*GetMastersResponse) Descriptor() ([]byte, []int) {
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetMastersResponse) GetMasters() []*MasterInfo {
+	if x != nil {
+		return x.Masters
+	}
+	return nil
+}
+
 type Framework struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1443,7 +1603,7 @@ type Framework struct {
 
 func (x *Framework) Reset() {
 	*x = Framework{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1615,7 @@ func (x *Framework) String() string {
 func (*Framework) ProtoMessage() {}
 
 func (x *Framework) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[14]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1628,7 @@ func (x *Framework) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Framework.ProtoReflect.Descriptor instead.
 func (*Framework) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{14}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Framework) GetId() string {
@@ -1591,7 +1751,7 @@ type GetFrameworksRequest struct {
 
 func (x *GetFrameworksRequest) Reset() {
 	*x = GetFrameworksRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1763,7 @@ func (x *GetFrameworksRequest) String() string {
 func (*GetFrameworksRequest) ProtoMessage() {}
 
 func (x *GetFrameworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[15]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1776,7 @@ func (x *GetFrameworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrameworksRequest.ProtoReflect.Descriptor instead.
 func (*GetFrameworksRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{15}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{18}
 }
 
 type GetFrameworksResponse struct {
@@ -1628,7 +1788,7 @@ type GetFrameworksResponse struct {
 
 func (x *GetFrameworksResponse) Reset() {
 	*x = GetFrameworksResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1800,7 @@ func (x *GetFrameworksResponse) String() string {
 func (*GetFrameworksResponse) ProtoMessage() {}
 
 func (x *GetFrameworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[16]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1813,7 @@ func (x *GetFrameworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrameworksResponse.ProtoReflect.Descriptor instead.
 func (*GetFrameworksResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{16}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetFrameworksResponse) GetFrameworks() []*Framework {
@@ -1676,7 +1836,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1848,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[17]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1861,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{17}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Role) GetName() string {
@@ -1747,7 +1907,7 @@ type GetRolesRequest struct {
 
 func (x *GetRolesRequest) Reset() {
 	*x = GetRolesRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1919,7 @@ func (x *GetRolesRequest) String() string {
 func (*GetRolesRequest) ProtoMessage() {}
 
 func (x *GetRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[18]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1932,7 @@ func (x *GetRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolesRequest.ProtoReflect.Descriptor instead.
 func (*GetRolesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{18}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{21}
 }
 
 type GetRolesResponse struct {
@@ -1784,7 +1944,7 @@ type GetRolesResponse struct {
 
 func (x *GetRolesResponse) Reset() {
 	*x = GetRolesResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1956,7 @@ func (x *GetRolesResponse) String() string {
 func (*GetRolesResponse) ProtoMessage() {}
 
 func (x *GetRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[19]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1969,7 @@ func (x *GetRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolesResponse.ProtoReflect.Descriptor instead.
 func (*GetRolesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{19}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRolesResponse) GetRoles() []*Role {
@@ -1829,7 +1989,7 @@ type WeightInfo struct {
 
 func (x *WeightInfo) Reset() {
 	*x = WeightInfo{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2001,7 @@ func (x *WeightInfo) String() string {
 func (*WeightInfo) ProtoMessage() {}
 
 func (x *WeightInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[20]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2014,7 @@ func (x *WeightInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightInfo.ProtoReflect.Descriptor instead.
 func (*WeightInfo) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{20}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WeightInfo) GetRole() string {
@@ -1879,7 +2039,7 @@ type GetWeightsRequest struct {
 
 func (x *GetWeightsRequest) Reset() {
 	*x = GetWeightsRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2051,7 @@ func (x *GetWeightsRequest) String() string {
 func (*GetWeightsRequest) ProtoMessage() {}
 
 func (x *GetWeightsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[21]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2064,7 @@ func (x *GetWeightsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWeightsRequest.ProtoReflect.Descriptor instead.
 func (*GetWeightsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{21}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{24}
 }
 
 type GetWeightsResponse struct {
@@ -1916,7 +2076,7 @@ type GetWeightsResponse struct {
 
 func (x *GetWeightsResponse) Reset() {
 	*x = GetWeightsResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2088,7 @@ func (x *GetWeightsResponse) String() string {
 func (*GetWeightsResponse) ProtoMessage() {}
 
 func (x *GetWeightsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[22]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2101,7 @@ func (x *GetWeightsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWeightsResponse.ProtoReflect.Descriptor instead.
 func (*GetWeightsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{22}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetWeightsResponse) GetWeights() []*WeightInfo {
@@ -1960,7 +2120,7 @@ type UpdateWeightsRequest struct {
 
 func (x *UpdateWeightsRequest) Reset() {
 	*x = UpdateWeightsRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2132,7 @@ func (x *UpdateWeightsRequest) String() string {
 func (*UpdateWeightsRequest) ProtoMessage() {}
 
 func (x *UpdateWeightsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[23]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2145,7 @@ func (x *UpdateWeightsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateWeightsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateWeightsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{23}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateWeightsRequest) GetWeights() []*WeightInfo {
@@ -2003,7 +2163,7 @@ type UpdateWeightsResponse struct {
 
 func (x *UpdateWeightsResponse) Reset() {
 	*x = UpdateWeightsResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2175,7 @@ func (x *UpdateWeightsResponse) String() string {
 func (*UpdateWeightsResponse) ProtoMessage() {}
 
 func (x *UpdateWeightsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[24]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2188,7 @@ func (x *UpdateWeightsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateWeightsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateWeightsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{24}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{27}
 }
 
 type TeardownFrameworkRequest struct {
@@ -2040,7 +2200,7 @@ type TeardownFrameworkRequest struct {
 
 func (x *TeardownFrameworkRequest) Reset() {
 	*x = TeardownFrameworkRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2212,7 @@ func (x *TeardownFrameworkRequest) String() string {
 func (*TeardownFrameworkRequest) ProtoMessage() {}
 
 func (x *TeardownFrameworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[25]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2225,7 @@ func (x *TeardownFrameworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TeardownFrameworkRequest.ProtoReflect.Descriptor instead.
 func (*TeardownFrameworkRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{25}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TeardownFrameworkRequest) GetFrameworkId() string {
@@ -2083,7 +2243,7 @@ type TeardownFrameworkResponse struct {
 
 func (x *TeardownFrameworkResponse) Reset() {
 	*x = TeardownFrameworkResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2255,7 @@ func (x *TeardownFrameworkResponse) String() string {
 func (*TeardownFrameworkResponse) ProtoMessage() {}
 
 func (x *TeardownFrameworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[26]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2268,7 @@ func (x *TeardownFrameworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TeardownFrameworkResponse.ProtoReflect.Descriptor instead.
 func (*TeardownFrameworkResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{26}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{29}
 }
 
 type OfferInfo struct {
@@ -2126,7 +2286,7 @@ type OfferInfo struct {
 
 func (x *OfferInfo) Reset() {
 	*x = OfferInfo{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2298,7 @@ func (x *OfferInfo) String() string {
 func (*OfferInfo) ProtoMessage() {}
 
 func (x *OfferInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[27]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2311,7 @@ func (x *OfferInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferInfo.ProtoReflect.Descriptor instead.
 func (*OfferInfo) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{27}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *OfferInfo) GetId() string {
@@ -2211,7 +2371,7 @@ type GetOffersRequest struct {
 
 func (x *GetOffersRequest) Reset() {
 	*x = GetOffersRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2383,7 @@ func (x *GetOffersRequest) String() string {
 func (*GetOffersRequest) ProtoMessage() {}
 
 func (x *GetOffersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[28]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2396,7 @@ func (x *GetOffersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffersRequest.ProtoReflect.Descriptor instead.
 func (*GetOffersRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{28}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{31}
 }
 
 type GetOffersResponse struct {
@@ -2248,7 +2408,7 @@ type GetOffersResponse struct {
 
 func (x *GetOffersResponse) Reset() {
 	*x = GetOffersResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2420,7 @@ func (x *GetOffersResponse) String() string {
 func (*GetOffersResponse) ProtoMessage() {}
 
 func (x *GetOffersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[29]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2433,7 @@ func (x *GetOffersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffersResponse.ProtoReflect.Descriptor instead.
 func (*GetOffersResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetOffersResponse) GetOffers() []*OfferInfo {
@@ -2291,7 +2451,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2463,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[30]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2476,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{33}
 }
 
 type GetHealthResponse struct {
@@ -2332,7 +2492,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2504,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[31]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2517,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetHealthResponse) GetHealthy() bool {
@@ -2403,7 +2563,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2575,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[32]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2588,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{35}
 }
 
 type GetStateResponse struct {
@@ -2447,7 +2607,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2619,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[33]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2632,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetStateResponse) GetAgents() []*AgentInfo {
@@ -2525,7 +2685,7 @@ type GetAgentsRequest struct {
 
 func (x *GetAgentsRequest) Reset() {
 	*x = GetAgentsRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2697,7 @@ func (x *GetAgentsRequest) String() string {
 func (*GetAgentsRequest) ProtoMessage() {}
 
 func (x *GetAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[34]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2710,7 @@ func (x *GetAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentsRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{34}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{37}
 }
 
 type GetAgentsResponse struct {
@@ -2562,7 +2722,7 @@ type GetAgentsResponse struct {
 
 func (x *GetAgentsResponse) Reset() {
 	*x = GetAgentsResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2734,7 @@ func (x *GetAgentsResponse) String() string {
 func (*GetAgentsResponse) ProtoMessage() {}
 
 func (x *GetAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[35]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2747,7 @@ func (x *GetAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{35}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAgentsResponse) GetAgents() []*AgentInfo {
@@ -2607,7 +2767,7 @@ type GetTasksRequest struct {
 
 func (x *GetTasksRequest) Reset() {
 	*x = GetTasksRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2779,7 @@ func (x *GetTasksRequest) String() string {
 func (*GetTasksRequest) ProtoMessage() {}
 
 func (x *GetTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[36]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2792,7 @@ func (x *GetTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTasksRequest.ProtoReflect.Descriptor instead.
 func (*GetTasksRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{36}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetTasksRequest) GetAgentId() string {
@@ -2651,7 +2811,7 @@ type GetTasksResponse struct {
 
 func (x *GetTasksResponse) Reset() {
 	*x = GetTasksResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2823,7 @@ func (x *GetTasksResponse) String() string {
 func (*GetTasksResponse) ProtoMessage() {}
 
 func (x *GetTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[37]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2836,7 @@ func (x *GetTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTasksResponse.ProtoReflect.Descriptor instead.
 func (*GetTasksResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{37}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetTasksResponse) GetTasks() []*Task {
@@ -2711,7 +2871,7 @@ type LaunchTaskRequest struct {
 
 func (x *LaunchTaskRequest) Reset() {
 	*x = LaunchTaskRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2883,7 @@ func (x *LaunchTaskRequest) String() string {
 func (*LaunchTaskRequest) ProtoMessage() {}
 
 func (x *LaunchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[38]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2896,7 @@ func (x *LaunchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchTaskRequest.ProtoReflect.Descriptor instead.
 func (*LaunchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{38}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LaunchTaskRequest) GetTaskId() string {
@@ -2804,7 +2964,7 @@ type LaunchTaskResponse struct {
 
 func (x *LaunchTaskResponse) Reset() {
 	*x = LaunchTaskResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +2976,7 @@ func (x *LaunchTaskResponse) String() string {
 func (*LaunchTaskResponse) ProtoMessage() {}
 
 func (x *LaunchTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[39]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +2989,7 @@ func (x *LaunchTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchTaskResponse.ProtoReflect.Descriptor instead.
 func (*LaunchTaskResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{39}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LaunchTaskResponse) GetTask() *Task {
@@ -2852,7 +3012,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3024,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[40]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3037,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{40}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *KillTaskRequest) GetTaskId() string {
@@ -2903,7 +3063,7 @@ type KillTaskResponse struct {
 
 func (x *KillTaskResponse) Reset() {
 	*x = KillTaskResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3075,7 @@ func (x *KillTaskResponse) String() string {
 func (*KillTaskResponse) ProtoMessage() {}
 
 func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[41]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3088,7 @@ func (x *KillTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskResponse.ProtoReflect.Descriptor instead.
 func (*KillTaskResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{41}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *KillTaskResponse) GetTask() *Task {
@@ -2947,7 +3107,7 @@ type ReconcileTasksRequest struct {
 
 func (x *ReconcileTasksRequest) Reset() {
 	*x = ReconcileTasksRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3119,7 @@ func (x *ReconcileTasksRequest) String() string {
 func (*ReconcileTasksRequest) ProtoMessage() {}
 
 func (x *ReconcileTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[42]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3132,7 @@ func (x *ReconcileTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileTasksRequest.ProtoReflect.Descriptor instead.
 func (*ReconcileTasksRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{42}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReconcileTasksRequest) GetTaskIds() []string {
@@ -2991,7 +3151,7 @@ type ReconcileTasksResponse struct {
 
 func (x *ReconcileTasksResponse) Reset() {
 	*x = ReconcileTasksResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3163,7 @@ func (x *ReconcileTasksResponse) String() string {
 func (*ReconcileTasksResponse) ProtoMessage() {}
 
 func (x *ReconcileTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[43]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3176,7 @@ func (x *ReconcileTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileTasksResponse.ProtoReflect.Descriptor instead.
 func (*ReconcileTasksResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{43}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReconcileTasksResponse) GetTasks() []*Task {
@@ -3035,7 +3195,7 @@ type MarkAgentGoneRequest struct {
 
 func (x *MarkAgentGoneRequest) Reset() {
 	*x = MarkAgentGoneRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3207,7 @@ func (x *MarkAgentGoneRequest) String() string {
 func (*MarkAgentGoneRequest) ProtoMessage() {}
 
 func (x *MarkAgentGoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[44]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3220,7 @@ func (x *MarkAgentGoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkAgentGoneRequest.ProtoReflect.Descriptor instead.
 func (*MarkAgentGoneRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{44}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MarkAgentGoneRequest) GetAgentId() string {
@@ -3078,7 +3238,7 @@ type MarkAgentGoneResponse struct {
 
 func (x *MarkAgentGoneResponse) Reset() {
 	*x = MarkAgentGoneResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3250,7 @@ func (x *MarkAgentGoneResponse) String() string {
 func (*MarkAgentGoneResponse) ProtoMessage() {}
 
 func (x *MarkAgentGoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[45]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3263,7 @@ func (x *MarkAgentGoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkAgentGoneResponse.ProtoReflect.Descriptor instead.
 func (*MarkAgentGoneResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{45}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{48}
 }
 
 type SubscribeRequest struct {
@@ -3117,7 +3277,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3289,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[46]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3302,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{46}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SubscribeRequest) GetSince() uint64 {
@@ -3162,7 +3322,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3334,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[47]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3347,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{47}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SubscribeResponse) GetEvents() []*Event {
@@ -3215,7 +3375,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3387,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[48]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3400,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{48}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -3302,7 +3462,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3314,7 +3474,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_master_v1_master_proto_msgTypes[49]
+	mi := &file_gearbox_master_v1_master_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3327,7 +3487,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{49}
+	return file_gearbox_master_v1_master_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Subscribed) GetState() *GetStateResponse {
@@ -3472,7 +3632,18 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\v2\x17.gearbox.master.v1.TaskR\x04task\"a\n" +
 	"\bKillTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12<\n" +
-	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x9d\x05\n" +
+	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\xa3\x01\n" +
+	"\n" +
+	"MasterInfo\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"elected_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\telectedAt\"\x13\n" +
+	"\x11GetMastersRequest\"M\n" +
+	"\x12GetMastersResponse\x127\n" +
+	"\amasters\x18\x01 \x03(\v2\x1d.gearbox.master.v1.MasterInfoR\amasters\"\x9d\x05\n" +
 	"\tFramework\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3618,8 +3789,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\n" +
 	"AGENT_GONE\x10\x032`\n" +
 	"\fAgentGateway\x12P\n" +
-	"\aConnect\x12\x1f.gearbox.master.v1.AgentMessage\x1a .gearbox.master.v1.MasterMessage(\x010\x012\xf9\n" +
-	"\n" +
+	"\aConnect\x12\x1f.gearbox.master.v1.AgentMessage\x1a .gearbox.master.v1.MasterMessage(\x010\x012\xd4\v\n" +
 	"\bOperator\x12V\n" +
 	"\tGetHealth\x12#.gearbox.master.v1.GetHealthRequest\x1a$.gearbox.master.v1.GetHealthResponse\x12S\n" +
 	"\bGetState\x12\".gearbox.master.v1.GetStateRequest\x1a#.gearbox.master.v1.GetStateResponse\x12V\n" +
@@ -3637,7 +3807,9 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"GetWeights\x12$.gearbox.master.v1.GetWeightsRequest\x1a%.gearbox.master.v1.GetWeightsResponse\x12b\n" +
 	"\rUpdateWeights\x12'.gearbox.master.v1.UpdateWeightsRequest\x1a(.gearbox.master.v1.UpdateWeightsResponse\x12n\n" +
 	"\x11TeardownFramework\x12+.gearbox.master.v1.TeardownFrameworkRequest\x1a,.gearbox.master.v1.TeardownFrameworkResponse\x12V\n" +
-	"\tGetOffers\x12#.gearbox.master.v1.GetOffersRequest\x1a$.gearbox.master.v1.GetOffersResponseB>Z<github.com/gearboxd/gearbox/proto/gearbox/master/v1;masterv1b\x06proto3"
+	"\tGetOffers\x12#.gearbox.master.v1.GetOffersRequest\x1a$.gearbox.master.v1.GetOffersResponse\x12Y\n" +
+	"\n" +
+	"GetMasters\x12$.gearbox.master.v1.GetMastersRequest\x1a%.gearbox.master.v1.GetMastersResponseB>Z<github.com/gearboxd/gearbox/proto/gearbox/master/v1;masterv1b\x06proto3"
 
 var (
 	file_gearbox_master_v1_master_proto_rawDescOnce sync.Once
@@ -3652,7 +3824,7 @@ func file_gearbox_master_v1_master_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_master_v1_master_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gearbox_master_v1_master_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_gearbox_master_v1_master_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(AgentState)(0),                    // 0: gearbox.master.v1.AgentState
 	(Event_Type)(0),                    // 1: gearbox.master.v1.Event.Type
@@ -3670,165 +3842,172 @@ var file_gearbox_master_v1_master_proto_goTypes = []any{
 	(*StatusUpdateAck)(nil),            // 13: gearbox.master.v1.StatusUpdateAck
 	(*LaunchTask)(nil),                 // 14: gearbox.master.v1.LaunchTask
 	(*KillTask)(nil),                   // 15: gearbox.master.v1.KillTask
-	(*Framework)(nil),                  // 16: gearbox.master.v1.Framework
-	(*GetFrameworksRequest)(nil),       // 17: gearbox.master.v1.GetFrameworksRequest
-	(*GetFrameworksResponse)(nil),      // 18: gearbox.master.v1.GetFrameworksResponse
-	(*Role)(nil),                       // 19: gearbox.master.v1.Role
-	(*GetRolesRequest)(nil),            // 20: gearbox.master.v1.GetRolesRequest
-	(*GetRolesResponse)(nil),           // 21: gearbox.master.v1.GetRolesResponse
-	(*WeightInfo)(nil),                 // 22: gearbox.master.v1.WeightInfo
-	(*GetWeightsRequest)(nil),          // 23: gearbox.master.v1.GetWeightsRequest
-	(*GetWeightsResponse)(nil),         // 24: gearbox.master.v1.GetWeightsResponse
-	(*UpdateWeightsRequest)(nil),       // 25: gearbox.master.v1.UpdateWeightsRequest
-	(*UpdateWeightsResponse)(nil),      // 26: gearbox.master.v1.UpdateWeightsResponse
-	(*TeardownFrameworkRequest)(nil),   // 27: gearbox.master.v1.TeardownFrameworkRequest
-	(*TeardownFrameworkResponse)(nil),  // 28: gearbox.master.v1.TeardownFrameworkResponse
-	(*OfferInfo)(nil),                  // 29: gearbox.master.v1.OfferInfo
-	(*GetOffersRequest)(nil),           // 30: gearbox.master.v1.GetOffersRequest
-	(*GetOffersResponse)(nil),          // 31: gearbox.master.v1.GetOffersResponse
-	(*GetHealthRequest)(nil),           // 32: gearbox.master.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),          // 33: gearbox.master.v1.GetHealthResponse
-	(*GetStateRequest)(nil),            // 34: gearbox.master.v1.GetStateRequest
-	(*GetStateResponse)(nil),           // 35: gearbox.master.v1.GetStateResponse
-	(*GetAgentsRequest)(nil),           // 36: gearbox.master.v1.GetAgentsRequest
-	(*GetAgentsResponse)(nil),          // 37: gearbox.master.v1.GetAgentsResponse
-	(*GetTasksRequest)(nil),            // 38: gearbox.master.v1.GetTasksRequest
-	(*GetTasksResponse)(nil),           // 39: gearbox.master.v1.GetTasksResponse
-	(*LaunchTaskRequest)(nil),          // 40: gearbox.master.v1.LaunchTaskRequest
-	(*LaunchTaskResponse)(nil),         // 41: gearbox.master.v1.LaunchTaskResponse
-	(*KillTaskRequest)(nil),            // 42: gearbox.master.v1.KillTaskRequest
-	(*KillTaskResponse)(nil),           // 43: gearbox.master.v1.KillTaskResponse
-	(*ReconcileTasksRequest)(nil),      // 44: gearbox.master.v1.ReconcileTasksRequest
-	(*ReconcileTasksResponse)(nil),     // 45: gearbox.master.v1.ReconcileTasksResponse
-	(*MarkAgentGoneRequest)(nil),       // 46: gearbox.master.v1.MarkAgentGoneRequest
-	(*MarkAgentGoneResponse)(nil),      // 47: gearbox.master.v1.MarkAgentGoneResponse
-	(*SubscribeRequest)(nil),           // 48: gearbox.master.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),          // 49: gearbox.master.v1.SubscribeResponse
-	(*Event)(nil),                      // 50: gearbox.master.v1.Event
-	(*Subscribed)(nil),                 // 51: gearbox.master.v1.Subscribed
-	nil,                                // 52: gearbox.master.v1.AgentInfo.AttributesEntry
-	nil,                                // 53: gearbox.master.v1.Register.AttributesEntry
-	(*v1.Ranges)(nil),                  // 54: gearbox.types.v1.Ranges
-	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
-	(v1.TaskState)(0),                  // 56: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                     // 57: gearbox.types.v1.Reason
-	(*v11.LaunchContainerRequest)(nil), // 58: gearbox.agent.v1.LaunchContainerRequest
-	(*v1.ProcessExit)(nil),             // 59: gearbox.types.v1.ProcessExit
-	(*v1.PortMapping)(nil),             // 60: gearbox.types.v1.PortMapping
-	(*durationpb.Duration)(nil),        // 61: google.protobuf.Duration
+	(*MasterInfo)(nil),                 // 16: gearbox.master.v1.MasterInfo
+	(*GetMastersRequest)(nil),          // 17: gearbox.master.v1.GetMastersRequest
+	(*GetMastersResponse)(nil),         // 18: gearbox.master.v1.GetMastersResponse
+	(*Framework)(nil),                  // 19: gearbox.master.v1.Framework
+	(*GetFrameworksRequest)(nil),       // 20: gearbox.master.v1.GetFrameworksRequest
+	(*GetFrameworksResponse)(nil),      // 21: gearbox.master.v1.GetFrameworksResponse
+	(*Role)(nil),                       // 22: gearbox.master.v1.Role
+	(*GetRolesRequest)(nil),            // 23: gearbox.master.v1.GetRolesRequest
+	(*GetRolesResponse)(nil),           // 24: gearbox.master.v1.GetRolesResponse
+	(*WeightInfo)(nil),                 // 25: gearbox.master.v1.WeightInfo
+	(*GetWeightsRequest)(nil),          // 26: gearbox.master.v1.GetWeightsRequest
+	(*GetWeightsResponse)(nil),         // 27: gearbox.master.v1.GetWeightsResponse
+	(*UpdateWeightsRequest)(nil),       // 28: gearbox.master.v1.UpdateWeightsRequest
+	(*UpdateWeightsResponse)(nil),      // 29: gearbox.master.v1.UpdateWeightsResponse
+	(*TeardownFrameworkRequest)(nil),   // 30: gearbox.master.v1.TeardownFrameworkRequest
+	(*TeardownFrameworkResponse)(nil),  // 31: gearbox.master.v1.TeardownFrameworkResponse
+	(*OfferInfo)(nil),                  // 32: gearbox.master.v1.OfferInfo
+	(*GetOffersRequest)(nil),           // 33: gearbox.master.v1.GetOffersRequest
+	(*GetOffersResponse)(nil),          // 34: gearbox.master.v1.GetOffersResponse
+	(*GetHealthRequest)(nil),           // 35: gearbox.master.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),          // 36: gearbox.master.v1.GetHealthResponse
+	(*GetStateRequest)(nil),            // 37: gearbox.master.v1.GetStateRequest
+	(*GetStateResponse)(nil),           // 38: gearbox.master.v1.GetStateResponse
+	(*GetAgentsRequest)(nil),           // 39: gearbox.master.v1.GetAgentsRequest
+	(*GetAgentsResponse)(nil),          // 40: gearbox.master.v1.GetAgentsResponse
+	(*GetTasksRequest)(nil),            // 41: gearbox.master.v1.GetTasksRequest
+	(*GetTasksResponse)(nil),           // 42: gearbox.master.v1.GetTasksResponse
+	(*LaunchTaskRequest)(nil),          // 43: gearbox.master.v1.LaunchTaskRequest
+	(*LaunchTaskResponse)(nil),         // 44: gearbox.master.v1.LaunchTaskResponse
+	(*KillTaskRequest)(nil),            // 45: gearbox.master.v1.KillTaskRequest
+	(*KillTaskResponse)(nil),           // 46: gearbox.master.v1.KillTaskResponse
+	(*ReconcileTasksRequest)(nil),      // 47: gearbox.master.v1.ReconcileTasksRequest
+	(*ReconcileTasksResponse)(nil),     // 48: gearbox.master.v1.ReconcileTasksResponse
+	(*MarkAgentGoneRequest)(nil),       // 49: gearbox.master.v1.MarkAgentGoneRequest
+	(*MarkAgentGoneResponse)(nil),      // 50: gearbox.master.v1.MarkAgentGoneResponse
+	(*SubscribeRequest)(nil),           // 51: gearbox.master.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),          // 52: gearbox.master.v1.SubscribeResponse
+	(*Event)(nil),                      // 53: gearbox.master.v1.Event
+	(*Subscribed)(nil),                 // 54: gearbox.master.v1.Subscribed
+	nil,                                // 55: gearbox.master.v1.AgentInfo.AttributesEntry
+	nil,                                // 56: gearbox.master.v1.Register.AttributesEntry
+	(*v1.Ranges)(nil),                  // 57: gearbox.types.v1.Ranges
+	(*timestamppb.Timestamp)(nil),      // 58: google.protobuf.Timestamp
+	(v1.TaskState)(0),                  // 59: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                     // 60: gearbox.types.v1.Reason
+	(*v11.LaunchContainerRequest)(nil), // 61: gearbox.agent.v1.LaunchContainerRequest
+	(*v1.ProcessExit)(nil),             // 62: gearbox.types.v1.ProcessExit
+	(*v1.PortMapping)(nil),             // 63: gearbox.types.v1.PortMapping
+	(*durationpb.Duration)(nil),        // 64: google.protobuf.Duration
 }
 var file_gearbox_master_v1_master_proto_depIdxs = []int32{
-	54, // 0: gearbox.master.v1.Resources.ports:type_name -> gearbox.types.v1.Ranges
+	57, // 0: gearbox.master.v1.Resources.ports:type_name -> gearbox.types.v1.Ranges
 	2,  // 1: gearbox.master.v1.AgentInfo.resources:type_name -> gearbox.master.v1.Resources
 	2,  // 2: gearbox.master.v1.AgentInfo.used:type_name -> gearbox.master.v1.Resources
-	52, // 3: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
+	55, // 3: gearbox.master.v1.AgentInfo.attributes:type_name -> gearbox.master.v1.AgentInfo.AttributesEntry
 	0,  // 4: gearbox.master.v1.AgentInfo.state:type_name -> gearbox.master.v1.AgentState
-	55, // 5: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
-	55, // 6: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
-	55, // 7: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	58, // 5: gearbox.master.v1.AgentInfo.registered_at:type_name -> google.protobuf.Timestamp
+	58, // 6: gearbox.master.v1.AgentInfo.unreachable_at:type_name -> google.protobuf.Timestamp
+	58, // 7: gearbox.master.v1.AgentInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
 	2,  // 8: gearbox.master.v1.AgentInfo.offered:type_name -> gearbox.master.v1.Resources
 	2,  // 9: gearbox.master.v1.Task.resources:type_name -> gearbox.master.v1.Resources
-	56, // 10: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
-	57, // 11: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
-	55, // 12: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	55, // 13: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
-	58, // 14: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	59, // 15: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	60, // 16: gearbox.master.v1.Task.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	59, // 10: gearbox.master.v1.Task.state:type_name -> gearbox.types.v1.TaskState
+	60, // 11: gearbox.master.v1.Task.reason:type_name -> gearbox.types.v1.Reason
+	58, // 12: gearbox.master.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	58, // 13: gearbox.master.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	61, // 14: gearbox.master.v1.Task.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	62, // 15: gearbox.master.v1.Task.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	63, // 16: gearbox.master.v1.Task.port_mappings:type_name -> gearbox.types.v1.PortMapping
 	6,  // 17: gearbox.master.v1.AgentMessage.register:type_name -> gearbox.master.v1.Register
 	9,  // 18: gearbox.master.v1.AgentMessage.heartbeat:type_name -> gearbox.master.v1.Heartbeat
 	8,  // 19: gearbox.master.v1.AgentMessage.update:type_name -> gearbox.master.v1.StatusUpdate
 	2,  // 20: gearbox.master.v1.Register.resources:type_name -> gearbox.master.v1.Resources
-	53, // 21: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
+	56, // 21: gearbox.master.v1.Register.attributes:type_name -> gearbox.master.v1.Register.AttributesEntry
 	7,  // 22: gearbox.master.v1.Register.tasks:type_name -> gearbox.master.v1.TaskStatus
-	56, // 23: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
-	57, // 24: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
-	55, // 25: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	59, // 26: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	60, // 27: gearbox.master.v1.TaskStatus.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	59, // 23: gearbox.master.v1.TaskStatus.state:type_name -> gearbox.types.v1.TaskState
+	60, // 24: gearbox.master.v1.TaskStatus.reason:type_name -> gearbox.types.v1.Reason
+	58, // 25: gearbox.master.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	62, // 26: gearbox.master.v1.TaskStatus.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	63, // 27: gearbox.master.v1.TaskStatus.port_mappings:type_name -> gearbox.types.v1.PortMapping
 	7,  // 28: gearbox.master.v1.StatusUpdate.status:type_name -> gearbox.master.v1.TaskStatus
 	11, // 29: gearbox.master.v1.MasterMessage.registered:type_name -> gearbox.master.v1.Registered
 	12, // 30: gearbox.master.v1.MasterMessage.heartbeat_ack:type_name -> gearbox.master.v1.HeartbeatAck
 	13, // 31: gearbox.master.v1.MasterMessage.ack:type_name -> gearbox.master.v1.StatusUpdateAck
 	14, // 32: gearbox.master.v1.MasterMessage.launch:type_name -> gearbox.master.v1.LaunchTask
 	15, // 33: gearbox.master.v1.MasterMessage.kill:type_name -> gearbox.master.v1.KillTask
-	61, // 34: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	64, // 34: gearbox.master.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
 	4,  // 35: gearbox.master.v1.LaunchTask.task:type_name -> gearbox.master.v1.Task
-	61, // 36: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
-	61, // 37: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
-	55, // 38: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
-	55, // 39: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
-	2,  // 40: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
-	2,  // 41: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
-	16, // 42: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
-	2,  // 43: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
-	2,  // 44: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
-	19, // 45: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
-	22, // 46: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
-	22, // 47: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
-	2,  // 48: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
-	55, // 49: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
-	29, // 50: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
-	55, // 51: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	3,  // 52: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 53: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 54: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
-	2,  // 55: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
-	2,  // 56: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
-	3,  // 57: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
-	4,  // 58: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	2,  // 59: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
-	58, // 60: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
-	4,  // 61: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
-	61, // 62: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
-	4,  // 63: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
-	4,  // 64: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
-	50, // 65: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
-	1,  // 66: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
-	55, // 67: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
-	51, // 68: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
-	4,  // 69: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
-	3,  // 70: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
-	16, // 71: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
-	35, // 72: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
-	61, // 73: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 74: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
-	32, // 75: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
-	34, // 76: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
-	36, // 77: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
-	38, // 78: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
-	40, // 79: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
-	42, // 80: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
-	44, // 81: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
-	46, // 82: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
-	48, // 83: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
-	17, // 84: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
-	20, // 85: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
-	23, // 86: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
-	25, // 87: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
-	27, // 88: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
-	30, // 89: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
-	10, // 90: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
-	33, // 91: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
-	35, // 92: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
-	37, // 93: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
-	39, // 94: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
-	41, // 95: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
-	43, // 96: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
-	45, // 97: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
-	47, // 98: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
-	49, // 99: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
-	18, // 100: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
-	21, // 101: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
-	24, // 102: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
-	26, // 103: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
-	28, // 104: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
-	31, // 105: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
-	90, // [90:106] is the sub-list for method output_type
-	74, // [74:90] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	64, // 36: gearbox.master.v1.KillTask.grace_period:type_name -> google.protobuf.Duration
+	58, // 37: gearbox.master.v1.MasterInfo.elected_at:type_name -> google.protobuf.Timestamp
+	16, // 38: gearbox.master.v1.GetMastersResponse.masters:type_name -> gearbox.master.v1.MasterInfo
+	64, // 39: gearbox.master.v1.Framework.failover_timeout:type_name -> google.protobuf.Duration
+	58, // 40: gearbox.master.v1.Framework.registered_at:type_name -> google.protobuf.Timestamp
+	58, // 41: gearbox.master.v1.Framework.failover_deadline:type_name -> google.protobuf.Timestamp
+	2,  // 42: gearbox.master.v1.Framework.used:type_name -> gearbox.master.v1.Resources
+	2,  // 43: gearbox.master.v1.Framework.offered:type_name -> gearbox.master.v1.Resources
+	19, // 44: gearbox.master.v1.GetFrameworksResponse.frameworks:type_name -> gearbox.master.v1.Framework
+	2,  // 45: gearbox.master.v1.Role.allocated:type_name -> gearbox.master.v1.Resources
+	2,  // 46: gearbox.master.v1.Role.offered:type_name -> gearbox.master.v1.Resources
+	22, // 47: gearbox.master.v1.GetRolesResponse.roles:type_name -> gearbox.master.v1.Role
+	25, // 48: gearbox.master.v1.GetWeightsResponse.weights:type_name -> gearbox.master.v1.WeightInfo
+	25, // 49: gearbox.master.v1.UpdateWeightsRequest.weights:type_name -> gearbox.master.v1.WeightInfo
+	2,  // 50: gearbox.master.v1.OfferInfo.resources:type_name -> gearbox.master.v1.Resources
+	58, // 51: gearbox.master.v1.OfferInfo.offered_at:type_name -> google.protobuf.Timestamp
+	32, // 52: gearbox.master.v1.GetOffersResponse.offers:type_name -> gearbox.master.v1.OfferInfo
+	58, // 53: gearbox.master.v1.GetHealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	3,  // 54: gearbox.master.v1.GetStateResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 55: gearbox.master.v1.GetStateResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 56: gearbox.master.v1.GetStateResponse.total:type_name -> gearbox.master.v1.Resources
+	2,  // 57: gearbox.master.v1.GetStateResponse.used:type_name -> gearbox.master.v1.Resources
+	2,  // 58: gearbox.master.v1.GetStateResponse.free:type_name -> gearbox.master.v1.Resources
+	3,  // 59: gearbox.master.v1.GetAgentsResponse.agents:type_name -> gearbox.master.v1.AgentInfo
+	4,  // 60: gearbox.master.v1.GetTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	2,  // 61: gearbox.master.v1.LaunchTaskRequest.resources:type_name -> gearbox.master.v1.Resources
+	61, // 62: gearbox.master.v1.LaunchTaskRequest.container:type_name -> gearbox.agent.v1.LaunchContainerRequest
+	4,  // 63: gearbox.master.v1.LaunchTaskResponse.task:type_name -> gearbox.master.v1.Task
+	64, // 64: gearbox.master.v1.KillTaskRequest.grace_period:type_name -> google.protobuf.Duration
+	4,  // 65: gearbox.master.v1.KillTaskResponse.task:type_name -> gearbox.master.v1.Task
+	4,  // 66: gearbox.master.v1.ReconcileTasksResponse.tasks:type_name -> gearbox.master.v1.Task
+	53, // 67: gearbox.master.v1.SubscribeResponse.events:type_name -> gearbox.master.v1.Event
+	1,  // 68: gearbox.master.v1.Event.type:type_name -> gearbox.master.v1.Event.Type
+	58, // 69: gearbox.master.v1.Event.time:type_name -> google.protobuf.Timestamp
+	54, // 70: gearbox.master.v1.Event.subscribed:type_name -> gearbox.master.v1.Subscribed
+	4,  // 71: gearbox.master.v1.Event.task:type_name -> gearbox.master.v1.Task
+	3,  // 72: gearbox.master.v1.Event.agent:type_name -> gearbox.master.v1.AgentInfo
+	19, // 73: gearbox.master.v1.Event.framework:type_name -> gearbox.master.v1.Framework
+	38, // 74: gearbox.master.v1.Subscribed.state:type_name -> gearbox.master.v1.GetStateResponse
+	64, // 75: gearbox.master.v1.Subscribed.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 76: gearbox.master.v1.AgentGateway.Connect:input_type -> gearbox.master.v1.AgentMessage
+	35, // 77: gearbox.master.v1.Operator.GetHealth:input_type -> gearbox.master.v1.GetHealthRequest
+	37, // 78: gearbox.master.v1.Operator.GetState:input_type -> gearbox.master.v1.GetStateRequest
+	39, // 79: gearbox.master.v1.Operator.GetAgents:input_type -> gearbox.master.v1.GetAgentsRequest
+	41, // 80: gearbox.master.v1.Operator.GetTasks:input_type -> gearbox.master.v1.GetTasksRequest
+	43, // 81: gearbox.master.v1.Operator.LaunchTask:input_type -> gearbox.master.v1.LaunchTaskRequest
+	45, // 82: gearbox.master.v1.Operator.KillTask:input_type -> gearbox.master.v1.KillTaskRequest
+	47, // 83: gearbox.master.v1.Operator.ReconcileTasks:input_type -> gearbox.master.v1.ReconcileTasksRequest
+	49, // 84: gearbox.master.v1.Operator.MarkAgentGone:input_type -> gearbox.master.v1.MarkAgentGoneRequest
+	51, // 85: gearbox.master.v1.Operator.Subscribe:input_type -> gearbox.master.v1.SubscribeRequest
+	20, // 86: gearbox.master.v1.Operator.GetFrameworks:input_type -> gearbox.master.v1.GetFrameworksRequest
+	23, // 87: gearbox.master.v1.Operator.GetRoles:input_type -> gearbox.master.v1.GetRolesRequest
+	26, // 88: gearbox.master.v1.Operator.GetWeights:input_type -> gearbox.master.v1.GetWeightsRequest
+	28, // 89: gearbox.master.v1.Operator.UpdateWeights:input_type -> gearbox.master.v1.UpdateWeightsRequest
+	30, // 90: gearbox.master.v1.Operator.TeardownFramework:input_type -> gearbox.master.v1.TeardownFrameworkRequest
+	33, // 91: gearbox.master.v1.Operator.GetOffers:input_type -> gearbox.master.v1.GetOffersRequest
+	17, // 92: gearbox.master.v1.Operator.GetMasters:input_type -> gearbox.master.v1.GetMastersRequest
+	10, // 93: gearbox.master.v1.AgentGateway.Connect:output_type -> gearbox.master.v1.MasterMessage
+	36, // 94: gearbox.master.v1.Operator.GetHealth:output_type -> gearbox.master.v1.GetHealthResponse
+	38, // 95: gearbox.master.v1.Operator.GetState:output_type -> gearbox.master.v1.GetStateResponse
+	40, // 96: gearbox.master.v1.Operator.GetAgents:output_type -> gearbox.master.v1.GetAgentsResponse
+	42, // 97: gearbox.master.v1.Operator.GetTasks:output_type -> gearbox.master.v1.GetTasksResponse
+	44, // 98: gearbox.master.v1.Operator.LaunchTask:output_type -> gearbox.master.v1.LaunchTaskResponse
+	46, // 99: gearbox.master.v1.Operator.KillTask:output_type -> gearbox.master.v1.KillTaskResponse
+	48, // 100: gearbox.master.v1.Operator.ReconcileTasks:output_type -> gearbox.master.v1.ReconcileTasksResponse
+	50, // 101: gearbox.master.v1.Operator.MarkAgentGone:output_type -> gearbox.master.v1.MarkAgentGoneResponse
+	52, // 102: gearbox.master.v1.Operator.Subscribe:output_type -> gearbox.master.v1.SubscribeResponse
+	21, // 103: gearbox.master.v1.Operator.GetFrameworks:output_type -> gearbox.master.v1.GetFrameworksResponse
+	24, // 104: gearbox.master.v1.Operator.GetRoles:output_type -> gearbox.master.v1.GetRolesResponse
+	27, // 105: gearbox.master.v1.Operator.GetWeights:output_type -> gearbox.master.v1.GetWeightsResponse
+	29, // 106: gearbox.master.v1.Operator.UpdateWeights:output_type -> gearbox.master.v1.UpdateWeightsResponse
+	31, // 107: gearbox.master.v1.Operator.TeardownFramework:output_type -> gearbox.master.v1.TeardownFrameworkResponse
+	34, // 108: gearbox.master.v1.Operator.GetOffers:output_type -> gearbox.master.v1.GetOffersResponse
+	18, // 109: gearbox.master.v1.Operator.GetMasters:output_type -> gearbox.master.v1.GetMastersResponse
+	93, // [93:110] is the sub-list for method output_type
+	76, // [76:93] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_master_v1_master_proto_init() }
@@ -3850,14 +4029,14 @@ func file_gearbox_master_v1_master_proto_init() {
 		(*MasterMessage_Launch)(nil),
 		(*MasterMessage_Kill)(nil),
 	}
-	file_gearbox_master_v1_master_proto_msgTypes[38].OneofWrappers = []any{}
+	file_gearbox_master_v1_master_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_master_v1_master_proto_rawDesc), len(file_gearbox_master_v1_master_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   52,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -149,6 +149,7 @@ const (
 	Operator_UpdateWeights_FullMethodName     = "/gearbox.master.v1.Operator/UpdateWeights"
 	Operator_TeardownFramework_FullMethodName = "/gearbox.master.v1.Operator/TeardownFramework"
 	Operator_GetOffers_FullMethodName         = "/gearbox.master.v1.Operator/GetOffers"
+	Operator_GetMasters_FullMethodName        = "/gearbox.master.v1.Operator/GetMasters"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -186,6 +187,10 @@ type OperatorClient interface {
 	TeardownFramework(ctx context.Context, in *TeardownFrameworkRequest, opts ...grpc.CallOption) (*TeardownFrameworkResponse, error)
 	// GetOffers lists the outstanding offers.
 	GetOffers(ctx context.Context, in *GetOffersRequest, opts ...grpc.CallOption) (*GetOffersResponse, error)
+	// GetMasters lists the masters of a replicated master (HA on etcd): each
+	// one's address, version and whether it leads. Any master answers it,
+	// standbys included. A master without etcd lists itself, as the leader.
+	GetMasters(ctx context.Context, in *GetMastersRequest, opts ...grpc.CallOption) (*GetMastersResponse, error)
 }
 
 type operatorClient struct {
@@ -355,6 +360,16 @@ func (c *operatorClient) GetOffers(ctx context.Context, in *GetOffersRequest, op
 	return out, nil
 }
 
+func (c *operatorClient) GetMasters(ctx context.Context, in *GetMastersRequest, opts ...grpc.CallOption) (*GetMastersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMastersResponse)
+	err := c.cc.Invoke(ctx, Operator_GetMasters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -390,6 +405,10 @@ type OperatorServer interface {
 	TeardownFramework(context.Context, *TeardownFrameworkRequest) (*TeardownFrameworkResponse, error)
 	// GetOffers lists the outstanding offers.
 	GetOffers(context.Context, *GetOffersRequest) (*GetOffersResponse, error)
+	// GetMasters lists the masters of a replicated master (HA on etcd): each
+	// one's address, version and whether it leads. Any master answers it,
+	// standbys included. A master without etcd lists itself, as the leader.
+	GetMasters(context.Context, *GetMastersRequest) (*GetMastersResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -444,6 +463,9 @@ func (UnimplementedOperatorServer) TeardownFramework(context.Context, *TeardownF
 }
 func (UnimplementedOperatorServer) GetOffers(context.Context, *GetOffersRequest) (*GetOffersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOffers not implemented")
+}
+func (UnimplementedOperatorServer) GetMasters(context.Context, *GetMastersRequest) (*GetMastersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMasters not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -729,6 +751,24 @@ func _Operator_GetOffers_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_GetMasters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMastersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).GetMasters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_GetMasters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).GetMasters(ctx, req.(*GetMastersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -791,6 +831,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOffers",
 			Handler:    _Operator_GetOffers_Handler,
+		},
+		{
+			MethodName: "GetMasters",
+			Handler:    _Operator_GetMasters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -9,6 +9,7 @@ import (
 	"errors"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -24,6 +25,11 @@ const (
 	// ErrorReasonMasterStopping: the master is stopping (Unavailable), a
 	// planned absence rather than a fault; register again.
 	ErrorReasonMasterStopping = "MASTER_STOPPING"
+	// ErrorReasonNotLeader: a standby master (HA on etcd) refuses a call
+	// only the leader takes (Unavailable). Metadata "leader" is the
+	// leader's address (host:port), empty while no master leads: call it
+	// there, or try the next master after a pause.
+	ErrorReasonNotLeader = "NOT_LEADER"
 	// ErrorReasonCommandNotFound: the agent created a container but its
 	// command does not exist (Docker's exit status 127).
 	ErrorReasonCommandNotFound = "COMMAND_NOT_FOUND"
@@ -84,6 +90,26 @@ func ErrorInfo(err error) *errdetails.ErrorInfo {
 		}
 	}
 	return nil
+}
+
+// NotLeader is the error a standby master answers with: Unavailable, and
+// ErrorInfo NOT_LEADER naming the leader's address (empty: none known).
+func NotLeader(leader string) error {
+	msg := "this master is a standby: no master leads at the moment; try again shortly"
+	if leader != "" {
+		msg = "this master is a standby: the leader is " + leader
+	}
+	return WithErrorInfo(status.New(codes.Unavailable, msg), ErrorReasonNotLeader, map[string]string{"leader": leader}).Err()
+}
+
+// LeaderHint says whether err is a standby's NOT_LEADER answer, and the
+// leader's address it names ("" when it knows none).
+func LeaderHint(err error) (leader string, ok bool) {
+	ei := ErrorInfo(err)
+	if ei.GetReason() != ErrorReasonNotLeader {
+		return "", false
+	}
+	return ei.GetMetadata()["leader"], true
 }
 
 // ErrorReason is the reason of ErrorInfo(err), or "".
