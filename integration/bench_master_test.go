@@ -112,12 +112,18 @@ func dialMany(t *testing.T, addr string, n int) []*grpc.ClientConn {
 // registerSim registers a simulated agent and serves its stream: acks of
 // heartbeats are timed; other messages go to acks.
 func registerSim(ctx context.Context, conn *grpc.ClientConn, i int, lat chan<- time.Duration) (*simAgent, error) {
+	return registerSimAs(ctx, conn, i, "", lat)
+}
+
+// registerSimAs is registerSim of an agent the master assigned id before
+// ("" for a new one): it registers again, as after a master's failover.
+func registerSimAs(ctx context.Context, conn *grpc.ClientConn, i int, id string, lat chan<- time.Duration) (*simAgent, error) {
 	st, err := masterv1.NewAgentGatewayClient(conn).Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	a := &simAgent{stream: st, acks: make(chan *masterv1.MasterMessage, 1024)}
-	err = a.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: &masterv1.Register{
+	err = a.send(&masterv1.AgentMessage{Msg: &masterv1.AgentMessage_Register{Register: &masterv1.Register{AgentId: id,
 		Hostname: fmt.Sprintf("sim-%05d", i), Resources: &masterv1.Resources{Cpus: 16, MemoryBytes: 64 << 30},
 		Attributes: map[string]string{"rack": fmt.Sprintf("r%d", i%40)}}}})
 	if err != nil {

@@ -1,0 +1,164 @@
+//go:build bench
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// The replicated master's benchmarks (issue 18): three masters on a real
+// 3-member etcd (ha_harness_test.go), the binaries as make build makes
+// them. Knobs: GEARBOX_BENCH_FAILOVERS (10), GEARBOX_BENCH_AGENTS (10000),
+// GEARBOX_BENCH_AGENT_CONNS (1000).
+
+// TestBenchHAFailover: the leader SIGKILLed, again and again; each time,
+// how long until another master leads and takes an operator's call. The
+// baseline, in the same run: the leader stopped with SIGTERM (it resigns,
+// so no lease has to run out), and the lease's TTL itself, which bounds a
+// crash's failover from below.
+func TestBenchHAFailover(t *testing.T) {
+	c := startHA(t, haOptions{})
+	n := envInt("GEARBOX_BENCH_FAILOVERS", 10)
+	kill := failovers(t, c, n, syscall.SIGKILL)
+	term := failovers(t, c, max(n/2, 3), syscall.SIGTERM)
+	sorted := func(ds []time.Duration) []time.Duration {
+		out := append([]time.Duration(nil), ds...)
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+	k50, kmax := pct(kill, 50), sorted(kill)[len(kill)-1]
+	s50, smax := pct(term, 50), sorted(term)[len(term)-1]
+	report(t, "HA failover, 3 masters on a 3-member etcd, --election-ttl %s:\n"+
+		"  leader SIGKILLed (n=%d): p50 %s, worst %s (target p50 <= 3s)\n"+
+		"  leader SIGTERMed, resigning (baseline, n=%d): p50 %s, worst %s\n"+
+		"  ratio SIGKILL/SIGTERM p50 %.2f; SIGKILL p50 / TTL %.2f\n"+
+		"  each SIGKILL: %v",
+		haTTL, len(kill), k50.Round(time.Millisecond), kmax.Round(time.Millisecond),
+		len(term), s50.Round(time.Millisecond), smax.Round(time.Millisecond),
+		ratio(k50, s50), ratio(k50, haTTL), roundAll(kill))
+	if k50 > 3*time.Second {
+		t.Errorf("failover p50 %s, target <= 3s", k50)
+	}
+}
+
+// failovers stops the leader with sig n times and returns how long each
+// took until another led; the stopped master is started again, as a
+// standby, before the next round.
+func failovers(t *testing.T, c *haCluster, n int, sig syscall.Signal) []time.Duration {
+	var out []time.Duration
+	for range n {
+		old := c.leader()
+		start := time.Now()
+		c.killMaster(old, sig)
+		if _, err := c.pollLeader(old, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, time.Since(start))
+		c.restartMaster(old)
+		c.leader() // all three agree again
+	}
+	return out
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(10 * time.Millisecond)
+	}
+	return out
+}
+
+// TestBenchHAReregister: 10,000 simulated agents registered with the
+// leader; it is SIGKILLed; how long until every one has registered again,
+// under its ID, with the new leader. The simulated agents dial the new
+// leader as soon as the masters name it (a real agent finds it through a
+// standby's NOT_LEADER answer, a round trip more). The baseline, in the
+// same run: the first registration of all of them with the first leader.
+func TestBenchHAReregister(t *testing.T) {
+	raiseFDLimit(t)
+	nAgents, nConns := envInt("GEARBOX_BENCH_AGENTS", 10000), envInt("GEARBOX_BENCH_AGENT_CONNS", 1000)
+	// Heartbeats every 5 s, missed after 15 s: nobody is missed while
+	// they register again.
+	c := startHA(t, haOptions{args: []string{"--agent-ping-timeout", "5s", "--max-agent-ping-timeouts", "3"}})
+	old := c.leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agents := make([]*simAgent, nAgents)
+	first, err := registerAll(ctx, dialMany(t, c.masters[old].listen, nConns), agents, func(i int) string { return "" })
+	if err != nil {
+		t.Fatalf("registering with the first leader: %v", err)
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	for _, a := range agents {
+		go a.heartbeat(hbCtx, 5*time.Second)
+	}
+	waitAgentsActive(t, c.masters[old], nAgents)
+	ids := make([]string, nAgents)
+	for i, a := range agents {
+		ids[i] = a.id
+	}
+
+	killed := time.Now()
+	c.killMaster(old, syscall.SIGKILL)
+	stopHB()
+	leader, err := c.pollLeader(old, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elected := time.Since(killed)
+	again := make([]*simAgent, nAgents)
+	took, err := registerAll(ctx, dialMany(t, c.masters[leader].listen, nConns), again, func(i int) string { return ids[i] })
+	if err != nil {
+		t.Fatalf("registering again with the new leader: %v", err)
+	}
+	for i, a := range again {
+		if a.id != ids[i] {
+			t.Fatalf("agent %d registered again as %q, was %q", i, a.id, ids[i])
+		}
+		go a.heartbeat(ctx, 5*time.Second)
+	}
+	waitAgentsActive(t, c.masters[leader], nAgents)
+	all := time.Since(killed)
+	report(t, "HA: %d simulated agents on %d connections, 3 masters on a 3-member etcd, --election-ttl %s:\n"+
+		"  first registration with the first leader (baseline): %s\n"+
+		"  after the leader's SIGKILL: a new leader in %s; all registered again with it in %s (%.0f/s); all active %s after the kill\n"+
+		"  ratio registering again / first registration: %.2f",
+		nAgents, nConns, haTTL, first.Round(time.Millisecond), elected.Round(time.Millisecond), took.Round(time.Millisecond),
+		float64(nAgents)/took.Seconds(), all.Round(time.Millisecond), ratio(took, first))
+}
+
+// registerAll registers len(agents) simulated agents over conns, 64 at a
+// time, agent i under id(i); it returns how long that took.
+func registerAll(ctx context.Context, conns []*grpc.ClientConn, agents []*simAgent, id func(int) string) (time.Duration, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(agents); i += 64 {
+				a, err := registerSimAs(ctx, conns[i%len(conns)], i, id(i), nil)
+				if err == nil && a.id == "" {
+					err = fmt.Errorf("agent %d: the master answered its registration without an agent ID", i)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				agents[i] = a
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return time.Since(start), <-errs
+}
