@@ -4,14 +4,10 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"sort"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 )
 
 // The replicated master's benchmarks (issue 18): three masters on a real
@@ -92,7 +88,7 @@ func TestBenchHAReregister(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agents := make([]*simAgent, nAgents)
-	first, err := registerAll(ctx, dialMany(t, c.masters[old].listen, nConns), agents, func(i int) string { return "" })
+	first, err := registerAll(ctx, dialMany(t, c.masters[old].listen, nConns), agents, func(int) string { return "" }, nil)
 	if err != nil {
 		t.Fatalf("registering with the first leader: %v", err)
 	}
@@ -115,7 +111,7 @@ func TestBenchHAReregister(t *testing.T) {
 	}
 	elected := time.Since(killed)
 	again := make([]*simAgent, nAgents)
-	took, err := registerAll(ctx, dialMany(t, c.masters[leader].listen, nConns), again, func(i int) string { return ids[i] })
+	took, err := registerAll(ctx, dialMany(t, c.masters[leader].listen, nConns), again, func(i int) string { return ids[i] }, nil)
 	if err != nil {
 		t.Fatalf("registering again with the new leader: %v", err)
 	}
@@ -133,32 +129,4 @@ func TestBenchHAReregister(t *testing.T) {
 		"  ratio registering again / first registration: %.2f",
 		nAgents, nConns, haTTL, first.Round(time.Millisecond), elected.Round(time.Millisecond), took.Round(time.Millisecond),
 		float64(nAgents)/took.Seconds(), all.Round(time.Millisecond), ratio(took, first))
-}
-
-// registerAll registers len(agents) simulated agents over conns, 64 at a
-// time, agent i under id(i); it returns how long that took.
-func registerAll(ctx context.Context, conns []*grpc.ClientConn, agents []*simAgent, id func(int) string) (time.Duration, error) {
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for w := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(agents); i += 64 {
-				a, err := registerSimAs(ctx, conns[i%len(conns)], i, id(i), nil)
-				if err == nil && a.id == "" {
-					err = fmt.Errorf("agent %d: the master answered its registration without an agent ID", i)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				agents[i] = a
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return time.Since(start), <-errs
 }

@@ -159,6 +159,35 @@ func registerSimAs(ctx context.Context, conn *grpc.ClientConn, i int, id string,
 	return a, nil
 }
 
+// registerAll registers len(agents) simulated agents over conns, 64 at a
+// time, agent i under id(i) ("" for a new one); it returns how long that
+// took.
+func registerAll(ctx context.Context, conns []*grpc.ClientConn, agents []*simAgent, id func(int) string, lat chan<- time.Duration) (time.Duration, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(agents); i += 64 {
+				a, err := registerSimAs(ctx, conns[i%len(conns)], i, id(i), lat)
+				if err == nil && a.id == "" {
+					err = fmt.Errorf("agent %d: the master answered its registration without an agent ID", i)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				agents[i] = a
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return time.Since(start), <-errs
+}
+
 func (a *simAgent) heartbeat(ctx context.Context, every time.Duration) {
 	// Spread agents over the interval, as real ones are.
 	select {
@@ -197,29 +226,10 @@ func TestBenchMasterHeartbeats(t *testing.T) {
 	defer cancel()
 	lat := make(chan time.Duration, 1<<20)
 	agents := make([]*simAgent, nAgents)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, nAgents)
-	for w := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < nAgents; i += 64 {
-				a, err := registerSim(ctx, conns[i%nConns], i, lat)
-				if err != nil {
-					errs <- err
-					return
-				}
-				agents[i] = a
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	regTime, err := registerAll(ctx, conns, agents, func(int) string { return "" }, lat)
+	if err != nil {
 		t.Fatalf("registering: %v", err)
 	}
-	regTime := time.Since(start)
 	for _, a := range agents {
 		go a.heartbeat(ctx, 5*time.Second)
 	}
