@@ -311,3 +311,20 @@ func TestOpenUnreachable(t *testing.T) {
 		t.Errorf("open took %s with a 1 s dial timeout", d)
 	}
 }
+
+// TLS settings that cannot work are refused before anything is dialled,
+// naming what is wrong.
+func TestTLSSettingsRefused(t *testing.T) {
+	ctx := context.Background()
+	eps := cluster.Endpoints()
+	if _, err := Open(ctx, Config{Endpoints: eps, Cert: "c.pem"}); err == nil || !strings.Contains(err.Error(), "both a client certificate and its key") {
+		t.Errorf("a certificate without its key: %v", err)
+	}
+	missing := t.TempDir() + "/no-ca.pem"
+	if _, err := Open(ctx, Config{Endpoints: eps, CA: missing}); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a missing CA file: %v", err)
+	}
+	if _, err := Open(ctx, Config{}); err == nil || !strings.Contains(err.Error(), "--etcd-endpoints") {
+		t.Errorf("no endpoints: %v", err)
+	}
+}
