@@ -50,7 +50,27 @@ func (o *operator) GetHealth(context.Context, *masterv1.GetHealthRequest) (*mast
 			out.AgentsUnreachable++
 		}
 	}
+	if m.ha != nil {
+		m.ha.health(out)
+	} else {
+		out.Leader, out.LeaderAddress = true, m.Addr()
+	}
 	return out, nil
+}
+
+// GetMasters lists the masters: from etcd when replicated, else this one,
+// the leader.
+func (o *operator) GetMasters(ctx context.Context, _ *masterv1.GetMastersRequest) (*masterv1.GetMastersResponse, error) {
+	m := o.m
+	if m.ha != nil {
+		return m.ha.getMasters(ctx)
+	}
+	addr := m.Addr()
+	if m.cfg.Advertise != "" {
+		addr = m.cfg.Advertise
+	}
+	return &masterv1.GetMastersResponse{Masters: []*masterv1.MasterInfo{{Address: addr, Version: versionString(), Leader: true,
+		ElectedAt: timestamppb.New(m.startedAt)}}}, nil
 }
 
 func (o *operator) GetState(context.Context, *masterv1.GetStateRequest) (*masterv1.GetStateResponse, error) {

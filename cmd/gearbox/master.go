@@ -65,6 +65,13 @@ then anyone who reaches --listen, every container on this host included,
 may register agents, launch and kill tasks and mark agents gone. Without
 TLS the master listens on loopback only, unless --insecure.
 
+With --etcd-endpoints the registry is kept in etcd, and every master started
+with the same endpoints (and --etcd-prefix) takes part in an election: one
+leads, the others stand by and answer every call but GetMasters and
+GetHealth with the leader's address (clients follow it). A leader that dies
+is replaced after about --election-ttl; one that loses etcd's quorum keeps
+serving reads and refuses changes until etcd answers again.
+
 --config FILE reads these settings from a TOML file (examples/master.toml):
 each key is a flag's name with underscores; flags override the file.`,
 		Args: cobra.NoArgs,
@@ -132,6 +139,13 @@ var masterFlags = []configFlag[master.Config]{
 	{"max-agent-cpus", "CPUs an agent may offer", func(c *master.Config) any { return &c.MaxAgentCPUs }},
 	{"max-agent-memory", "memory an agent may offer", func(c *master.Config) any { return &c.MaxAgentMemory }},
 	{"max-agent-disk", "disk an agent may offer", func(c *master.Config) any { return &c.MaxAgentDisk }},
+	{"etcd-endpoints", "keep the registry in etcd at these client URLs and elect a leader among the masters that share it (comma-separated; default: bbolt in --work-dir, one master)", func(c *master.Config) any { return &c.EtcdEndpoints }},
+	{"etcd-ca", "CA that signs etcd's server certificate", func(c *master.Config) any { return &c.EtcdCA }},
+	{"etcd-cert", "client certificate for etcd (with --etcd-key)", func(c *master.Config) any { return &c.EtcdCert }},
+	{"etcd-key", "the key of --etcd-cert", func(c *master.Config) any { return &c.EtcdKey }},
+	{"etcd-prefix", "prefix of the master's keys in etcd", func(c *master.Config) any { return &c.EtcdPrefix }},
+	{"election-ttl", "the lease of the leader's election key: a leader that dies is replaced after about this long (whole seconds, at least 2s)", func(c *master.Config) any { return &c.ElectionTTL }},
+	{"advertise", "the address (host:port) other masters send agents and clients to when this master leads (default: --listen)", func(c *master.Config) any { return &c.Advertise }},
 }
 
 var currentMaster string
