@@ -267,10 +267,10 @@ func (h *ha) campaign(ctx context.Context) (*concurrency.Election, error) {
 	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		s, err := h.session(ctx)
 		if err == nil {
-			e := concurrency.NewElection(s, h.prefix+"leader")
 			cctx, cancel := context.WithCancel(ctx)
 			stop := context.AfterFunc(s.Ctx(), cancel)
-			err = e.Campaign(cctx, string(b))
+			var e *concurrency.Election
+			e, err = h.campaignOnce(cctx, s, string(b))
 			stop()
 			cancel()
 			if err == nil {
@@ -287,6 +287,56 @@ func (h *ha) campaign(ctx context.Context) (*concurrency.Election, error) {
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// campaignOnce is concurrency.Election's Campaign, except that a campaign
+// ended by ctx leaves its key to the session's lease rather than deleting
+// it with no bound on time (which would hang a stop while etcd is out of
+// reach): it puts this master's key under the lease and waits until every
+// key created before it is gone.
+func (h *ha) campaignOnce(ctx context.Context, s *concurrency.Session, val string) (*concurrency.Election, error) {
+	pfx := h.prefix + "leader/"
+	k := fmt.Sprintf("%s%x", pfx, s.Lease())
+	resp, err := h.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, val, clientv3.WithLease(s.Lease()))).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return nil, err
+	}
+	rev := resp.Header.Revision
+	if !resp.Succeeded {
+		rev = resp.Responses[0].GetResponseRange().Kvs[0].CreateRevision
+	}
+	for {
+		prev, err := h.cli.Get(ctx, pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+		if err != nil {
+			return nil, err
+		}
+		if len(prev.Kvs) == 0 {
+			return concurrency.ResumeElection(s, h.prefix+"leader", k, rev), nil
+		}
+		if err := h.waitDelete(ctx, string(prev.Kvs[0].Key), prev.Header.Revision); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (h *ha) waitDelete(ctx context.Context, key string, rev int64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for wr := range h.cli.Watch(wctx, key, clientv3.WithRev(rev)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return nil
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("lost the watch of the leader's key")
 }
 
 // errStepDown causes a term's end.

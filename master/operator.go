@@ -53,7 +53,7 @@ func (o *operator) GetHealth(context.Context, *masterv1.GetHealthRequest) (*mast
 	if m.ha != nil {
 		m.ha.health(out)
 	} else {
-		out.Leader, out.LeaderAddress = true, m.Addr()
+		out.Leader, out.LeaderAddress = true, m.advertised()
 	}
 	return out, nil
 }
@@ -65,12 +65,16 @@ func (o *operator) GetMasters(ctx context.Context, _ *masterv1.GetMastersRequest
 	if m.ha != nil {
 		return m.ha.getMasters(ctx)
 	}
-	addr := m.Addr()
-	if m.cfg.Advertise != "" {
-		addr = m.cfg.Advertise
-	}
-	return &masterv1.GetMastersResponse{Masters: []*masterv1.MasterInfo{{Address: addr, Version: versionString(), Leader: true,
+	return &masterv1.GetMastersResponse{Masters: []*masterv1.MasterInfo{{Address: m.advertised(), Version: versionString(), Leader: true,
 		ElectedAt: timestamppb.New(m.startedAt)}}}, nil
+}
+
+// advertised is the address others reach this master at.
+func (m *Master) advertised() string {
+	if m.cfg.Advertise != "" {
+		return m.cfg.Advertise
+	}
+	return m.Addr()
 }
 
 func (o *operator) GetState(context.Context, *masterv1.GetStateRequest) (*masterv1.GetStateResponse, error) {
