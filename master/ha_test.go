@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -177,6 +179,29 @@ func TestHAOneLeadsStandbysRedirect(t *testing.T) {
 	if _, err := l.op.GetState(ctx, &masterv1.GetStateRequest{}); err != nil {
 		t.Errorf("GetState on the leader: %v", err)
 	}
+	for _, hm := range ms {
+		want := map[bool]float64{true: 1, false: 0}[hm == l]
+		if got := gauge(hm, "gearbox_master_leader"); got != want {
+			t.Errorf("gearbox_master_leader of %s: %g, want %g", hm.m.Addr(), got, want)
+		}
+		if got := gauge(hm, "gearbox_master_etcd_up"); got != 1 {
+			t.Errorf("gearbox_master_etcd_up of %s: %g, want 1", hm.m.Addr(), got)
+		}
+	}
+}
+
+// gauge is the value of one of a replicated master's election gauges.
+func gauge(hm *haMaster, name string) float64 {
+	for _, c := range hm.m.ha.collectors() {
+		if g, ok := c.(prometheus.Metric); ok && strings.Contains(g.Desc().String(), `"`+name+`"`) {
+			var out dto.Metric
+			if g.Write(&out) != nil {
+				return -1
+			}
+			return out.GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // The leader stops: another leads within the TTL + 2 s, with the registry
@@ -296,6 +321,9 @@ func TestHAQuorumLossRefusesChangesUntilItReturns(t *testing.T) {
 		h, err := l.op.GetHealth(ctx, &masterv1.GetHealthRequest{})
 		return err == nil && h.Etcd != "up"
 	})
+	if got := gauge(l, "gearbox_master_etcd_up"); got != 0 {
+		t.Errorf("gearbox_master_etcd_up without quorum: %g, want 0", got)
+	}
 	upd := &masterv1.UpdateWeightsRequest{Weights: []*masterv1.WeightInfo{{Role: "db", Weight: 2}}}
 	_, err = l.op.UpdateWeights(ctx, upd)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "etcd") {
@@ -346,5 +374,22 @@ func TestHAConfigValidate(t *testing.T) {
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379", "https://e2:2379"}
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("a valid HA config: %v", err)
+	}
+}
+
+// Without etcd a master is its own leader: GetMasters lists it alone.
+func TestSingleMasterListsItselfAsLeader(t *testing.T) {
+	m, op, _ := startMaster(t, nil)
+	ctx := context.Background()
+	resp, err := op.GetMasters(ctx, &masterv1.GetMastersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Masters) != 1 || !resp.Masters[0].Leader || resp.Masters[0].Address != m.Addr() {
+		t.Errorf("GetMasters of a single master: %v, want it alone, leading, at %s", resp.Masters, m.Addr())
+	}
+	h, err := op.GetHealth(ctx, &masterv1.GetHealthRequest{})
+	if err != nil || !h.Leader || h.Term != 0 || h.Etcd != "" {
+		t.Errorf("GetHealth of a single master: %v, %v; want leader, term 0, no etcd", h, err)
 	}
 }
