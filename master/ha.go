@@ -165,7 +165,7 @@ func (m *Master) runHA(ctx context.Context) error {
 	go func() { defer wg.Done(); h.watch(bg) }()
 	defer func() { stopBg(); wg.Wait() }()
 	defer h.closeSession()
-	m.log.Info("master standing by for election", "id", h.self.ID, "address", h.self.Address, "etcd", h.eps, "election_ttl", m.cfg.ElectionTTL)
+	m.log.Info("master standing by for election", "id", h.self.ID, "address", h.self.Address, "etcd", h.eps, "election_ttl", m.cfg.ElectionTTL.String())
 	return h.loop(ctx, lis)
 }
 
