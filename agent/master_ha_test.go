@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gearboxd/gearbox/containerizer"
+	"github.com/gearboxd/gearbox/internal/leaderconn/leaderconntest"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -21,8 +20,7 @@ import (
 type haMaster struct {
 	masterv1.UnimplementedAgentGatewayServer
 	addr    string
-	srv     *grpc.Server
-	wg      sync.WaitGroup
+	stop    func()
 	leader  atomic.Value // "": it leads; else the leader it names
 	regs    chan *masterv1.Register
 	updates chan *masterv1.StatusUpdate
@@ -30,19 +28,11 @@ type haMaster struct {
 
 func startHAMaster(t *testing.T, leader string) *haMaster {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &haMaster{addr: l.Addr().String(), srv: grpc.NewServer(), regs: make(chan *masterv1.Register, 10), updates: make(chan *masterv1.StatusUpdate, 10)}
+	m := &haMaster{regs: make(chan *masterv1.Register, 10), updates: make(chan *masterv1.StatusUpdate, 10)}
 	m.leader.Store(leader)
-	masterv1.RegisterAgentGatewayServer(m.srv, m)
-	m.wg.Go(func() { m.srv.Serve(l) })
-	t.Cleanup(m.stop)
+	m.addr, m.stop = leaderconntest.Serve(t, func(s *grpc.Server) { masterv1.RegisterAgentGatewayServer(s, m) })
 	return m
 }
-
-func (m *haMaster) stop() { m.srv.Stop(); m.wg.Wait() }
 
 func (m *haMaster) Connect(st grpc.BidiStreamingServer[masterv1.AgentMessage, masterv1.MasterMessage]) error {
 	first, err := st.Recv()

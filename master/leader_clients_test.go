@@ -2,8 +2,6 @@ package master
 
 import (
 	"context"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gearboxd/gearbox/internal/leaderconn"
+	"github.com/gearboxd/gearbox/internal/leaderconn/leaderconntest"
 	"github.com/gearboxd/gearbox/master/schedclient"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
@@ -31,17 +30,11 @@ type standbyMaster struct {
 
 func startStandby(t *testing.T, leader string) *standbyMaster {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &standbyMaster{addr: l.Addr().String(), leader: leader}
-	srv := grpc.NewServer()
-	masterv1.RegisterOperatorServer(srv, s)
-	schedulerv1.RegisterSchedulerServer(srv, s)
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Serve(l) })
-	t.Cleanup(func() { srv.Stop(); wg.Wait() })
+	s := &standbyMaster{leader: leader}
+	s.addr, _ = leaderconntest.Serve(t, func(srv *grpc.Server) {
+		masterv1.RegisterOperatorServer(srv, s)
+		schedulerv1.RegisterSchedulerServer(srv, s)
+	})
 	return s
 }
 

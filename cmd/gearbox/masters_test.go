@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn/leaderconntest"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -33,16 +33,7 @@ type haOperator struct {
 
 func startOperator(t *testing.T, o *haOperator) *haOperator {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.addr = l.Addr().String()
-	srv := grpc.NewServer()
-	masterv1.RegisterOperatorServer(srv, o)
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Serve(l) })
-	t.Cleanup(func() { srv.Stop(); wg.Wait() })
+	o.addr, _ = leaderconntest.Serve(t, func(s *grpc.Server) { masterv1.RegisterOperatorServer(s, o) })
 	return o
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn/leaderconntest"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeMaster struct {
 	masterv1.UnimplementedOperatorServer
 	addr     string
-	srv      *grpc.Server
+	stop     func()
 	standby  atomic.Bool
 	hint     atomic.Value // string
 	calls    atomic.Int32 // calls it took as the leader
@@ -38,16 +38,9 @@ type fakeMaster struct {
 
 func startFake(t *testing.T) *fakeMaster {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeMaster{addr: l.Addr().String(), srv: grpc.NewServer()}
+	f := &fakeMaster{}
 	f.hint.Store("")
-	masterv1.RegisterOperatorServer(f.srv, f)
-	var wg sync.WaitGroup
-	wg.Go(func() { f.srv.Serve(l) })
-	t.Cleanup(func() { f.srv.Stop(); wg.Wait() })
+	f.addr, f.stop = leaderconntest.Serve(t, func(s *grpc.Server) { masterv1.RegisterOperatorServer(s, f) })
 	return f
 }
 
@@ -237,7 +230,7 @@ func TestLeaderChange(t *testing.T) {
 	s3.standBy(s1.addr)
 	c := newConn(t, s1.addr, s2.addr, s3.addr)
 	agentsFrom(t, c)
-	s1.srv.Stop()
+	s1.stop()
 	s2.standBy(s3.addr)
 	s3.standby.Store(false)
 	// A call on the old leader's connection as it breaks may have run
