@@ -93,7 +93,7 @@ var currentAgent string
 // describe turns an error into the one line a person reads.
 func describe(err error) string {
 	if errors.Is(err, leaderconn.ErrNoMaster) {
-		return fmt.Sprintf("cannot reach the master at %s: is it running? (gearbox master, or make dev; a master with TLS needs --tls-ca, --tls-cert, --tls-key) — %v", currentMaster, err)
+		return fmt.Sprintf("%v (is a master running? gearbox master, or make dev; a master with TLS needs --tls-ca, --tls-cert, --tls-key)", err)
 	}
 	st, ok := status.FromError(err)
 	if !ok {

@@ -327,6 +327,7 @@ type walk struct {
 	hops     int // hints followed since the last pause
 	answered bool
 	last     error
+	lastMsg  string
 }
 
 func (c *Conn) newWalk() *walk {
@@ -337,6 +338,7 @@ func (c *Conn) newWalk() *walk {
 func (w *walk) dead(ctx context.Context, addr string, err error) error {
 	w.deadRun++
 	w.last = fmt.Errorf("%s: %w", addr, err)
+	w.lastMsg = addr + ": " + status.Convert(err).Message()
 	if w.deadRun >= len(w.c.cfg.Masters) && !w.answered {
 		return w.fail("cannot reach any master")
 	}
@@ -346,7 +348,8 @@ func (w *walk) dead(ctx context.Context, addr string, err error) error {
 // refused: the master at addr is a standby.
 func (w *walk) refused(ctx context.Context, addr string, err error) error {
 	w.deadRun, w.answered = 0, true
-	w.last = fmt.Errorf("%s: %s", addr, status.Convert(err).Message())
+	w.last = fmt.Errorf("%s: %w", addr, err)
+	w.lastMsg = addr + ": " + status.Convert(err).Message()
 	if hint, _ := typesv1.LeaderHint(err); hint != "" && w.hops < len(w.c.cfg.Masters) {
 		w.hops++
 		return nil
@@ -372,7 +375,7 @@ func (w *walk) pause(ctx context.Context) error {
 }
 
 func (w *walk) fail(what string) error {
-	return &noMasterError{msg: fmt.Sprintf("%s (%s): last: %v", what, strings.Join(w.c.cfg.Masters, ", "), w.last), last: w.last}
+	return &noMasterError{msg: fmt.Sprintf("%s (%s): last: %s", what, strings.Join(w.c.cfg.Masters, ", "), w.lastMsg), last: w.last}
 }
 
 // noMasterError is ErrNoMaster with what was tried; to gRPC's status
