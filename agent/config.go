@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	"github.com/gearboxd/gearbox/internal/units"
 )
 
@@ -33,8 +34,10 @@ type Config struct {
 	// Roles say who may do what.
 	Roles Roles `toml:"roles"`
 	// Master is the master's address: host:port, or unix:///path for a
-	// master on this host without TLS (its --socket); empty: the agent runs
-	// alone, driven through its own API only.
+	// master on this host without TLS (its --socket); a replicated master's
+	// addresses separated by commas (a:5050,b:5050,c:5050): the agent
+	// registers with whichever leads. Empty: the agent runs alone, driven
+	// through its own API only.
 	Master string `toml:"master"`
 	// MasterTLS: mutual TLS to the master (the CA that signed its
 	// certificate, and this agent's certificate and key).
@@ -459,6 +462,11 @@ func (c Config) validateNetwork(bad func(key, format string, a ...any)) {
 		}
 		if !t.Insecure && (t.Cert == "" || t.Key == "" || t.ClientCA == "") {
 			bad("tcp", "a TCP listener needs cert, key and client_ca (mutual TLS), or insecure = true said explicitly")
+		}
+	}
+	if c.Master != "" {
+		if _, err := leaderconn.ParseList(c.Master); err != nil {
+			bad("master", "%v", err)
 		}
 	}
 	if mt := c.MasterTLS; mt != (MasterTLS{}) && (mt.CA == "" || mt.Cert == "" || mt.Key == "") {

@@ -30,6 +30,7 @@ import (
 	"github.com/gearboxd/gearbox/checks"
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/launchspec"
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
@@ -74,8 +75,10 @@ type masterClient struct {
 	health map[string]taskHealth
 
 	agentID string
-	wake    chan struct{}
-	creds   credentials.TransportCredentials
+	// lc reaches the leading master of those addr lists (set by run).
+	lc    *leaderconn.Conn
+	wake  chan struct{}
+	creds credentials.TransportCredentials
 	// sess is the live session, nil between them.
 	sess *masterSession
 	// refused says why the master refused this agent for good.
@@ -126,6 +129,7 @@ type masterMeta struct {
 }
 
 type masterSession struct {
+	leader string // the master's address (of the configured list)
 	mu     sync.Mutex
 	stream grpc.BidiStreamingClient[masterv1.AgentMessage, masterv1.MasterMessage]
 }
@@ -331,14 +335,18 @@ func (mc *masterClient) flush(s *masterSession) error {
 // for good.
 func (mc *masterClient) run(ctx context.Context) {
 	defer mc.tasks.Wait()
-	conn, err := grpc.NewClient(mc.addr, grpc.WithTransportCredentials(mc.creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
+	masters, err := leaderconn.ParseList(mc.addr)
+	if err == nil {
+		mc.lc, err = leaderconn.New(leaderconn.Config{Masters: masters, Log: mc.log, DialOptions: []grpc.DialOption{
+			grpc.WithTransportCredentials(mc.creds),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}})
+	}
 	if err != nil {
 		mc.log.Error("master address", "master", mc.addr, "err", err)
 		return
 	}
-	defer conn.Close()
-	client := masterv1.NewAgentGatewayClient(conn)
+	defer mc.lc.Close()
+	client := masterv1.NewAgentGatewayClient(mc.lc)
 	backoff := 100 * time.Millisecond
 	everRegistered := false
 	for ctx.Err() == nil {
@@ -358,13 +366,8 @@ func (mc *masterClient) run(ctx context.Context) {
 		if registered {
 			backoff = 100 * time.Millisecond
 		}
-		switch {
-		case typesv1.ErrorReason(err) == typesv1.ErrorReasonMasterStopping:
-			mc.log.Info("the master is stopping; registering again with the next one", "master", mc.addr, "in", backoff)
-		case everRegistered:
-			mc.log.Warn("master connection lost; registering again", "master", mc.addr, "err", err, "in", backoff)
-		default:
-			mc.log.Info("the master does not answer yet; retrying", "master", mc.addr, "err", err, "in", backoff)
+		if !mc.logLost(err, everRegistered, backoff) {
+			backoff = 100 * time.Millisecond // a standby named the leader: register there now
 		}
 		select {
 		case <-ctx.Done():
@@ -373,6 +376,26 @@ func (mc *masterClient) run(ctx context.Context) {
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
+}
+
+// logLost says why the agent registers again; false when a standby named
+// the leader, which is tried at once.
+func (mc *masterClient) logLost(err error, everRegistered bool, backoff time.Duration) bool {
+	leader, notLeader := typesv1.LeaderHint(err)
+	switch {
+	case notLeader && leader != "":
+		mc.log.Info("this master is a standby; registering with the leader it names", "leader", leader)
+		return false
+	case notLeader:
+		mc.log.Info("no master leads at the moment (an election is under way); trying the next", "masters", mc.addr, "in", backoff)
+	case typesv1.ErrorReason(err) == typesv1.ErrorReasonMasterStopping:
+		mc.log.Info("the master is stopping; registering again with the next one", "masters", mc.addr, "in", backoff)
+	case everRegistered:
+		mc.log.Warn("master connection lost; registering again with the leader", "masters", mc.addr, "err", err, "in", backoff)
+	default:
+		mc.log.Info("the master does not answer yet; retrying", "masters", mc.addr, "err", err, "in", backoff)
+	}
+	return true
 }
 
 func isGone(err error) bool {
@@ -411,8 +434,9 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	mc.log.Info("registered with the master", "master", mc.addr, "agent_id", r.GetAgentId(), "heartbeat_interval", interval)
+	mc.log.Info("registered with the master", "master", mc.lc.Leader(), "agent_id", r.GetAgentId(), "heartbeat_interval", interval)
 	mc.mu.Lock()
+	s.leader = mc.lc.Leader()
 	mc.sess = s
 	mc.mu.Unlock()
 	defer func() {
@@ -780,4 +804,7 @@ func (mc *masterClient) state(r *agentv1.GetStateResponse) {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
 	r.Master, r.MasterConnected, r.MasterRefused, r.PendingStatusUpdates = mc.addr, mc.sess != nil, mc.refused, int32(len(mc.pending))
+	if mc.sess != nil && mc.sess.leader != "" {
+		r.Master = mc.sess.leader // the one of the list it is registered with
+	}
 }

@@ -62,7 +62,7 @@ func (r masterRole) String() string {
 var operatorNeeds = map[string]masterRole{
 	"GetFrameworks": roleReadOnly, "GetRoles": roleReadOnly, "GetWeights": roleReadOnly, "GetOffers": roleReadOnly,
 	"GetHealth": roleReadOnly, "GetState": roleReadOnly, "GetAgents": roleReadOnly, "GetTasks": roleReadOnly,
-	"ReconcileTasks": roleReadOnly, "Subscribe": roleReadOnly,
+	"ReconcileTasks": roleReadOnly, "Subscribe": roleReadOnly, "GetMasters": roleReadOnly,
 }
 
 type authorizer struct {

@@ -31,13 +31,16 @@ import (
 type eventLog struct {
 	mu     sync.RWMutex
 	ring   []loggedEvent
-	last   uint64 // seq of the newest event; 0: none yet
+	last   uint64 // seq of the newest event; base: none yet
 	notify chan struct{}
 	// arena is the chunk events are encoded into, used bytes of it so far.
 	// Bytes below used are never written again (gRPC may be sending
 	// them); a full chunk is left to the events that point into it.
 	arena []byte
 	used  int
+	// base is where this log's numbers start: a leader's term<<32 (ha.go),
+	// so that numbers continue across leaders; 0 for a single master.
+	base uint64
 }
 
 // arenaChunk is the size of an arena chunk, and so of the largest batch
@@ -53,8 +56,11 @@ type loggedEvent struct {
 	off, end int
 }
 
-func newEventLog(size int) *eventLog {
-	return &eventLog{ring: make([]loggedEvent, size), notify: make(chan struct{})}
+func newEventLog(size int) *eventLog { return newEventLogAt(size, 0) }
+
+// newEventLogAt numbers events from base+1.
+func newEventLogAt(size int, base uint64) *eventLog {
+	return &eventLog{ring: make([]loggedEvent, size), notify: make(chan struct{}), last: base, base: base}
 }
 
 // publish numbers ev and appends it. Callers hold Master.mu, so that
@@ -96,8 +102,8 @@ func (l *eventLog) lastSeq() uint64 {
 // oldest is the seq of the oldest event still kept (last+1 when none).
 func (l *eventLog) oldestLocked() uint64 {
 	n := uint64(len(l.ring))
-	if l.last < n {
-		return 1
+	if l.last-l.base < n {
+		return l.base + 1
 	}
 	return l.last - n + 1
 }
@@ -170,7 +176,7 @@ func (m *Master) subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStr
 	var first *masterv1.Event
 	m.mu.Lock()
 	m.ev.mu.RLock()
-	last, oldest := m.ev.last, m.ev.oldestLocked()
+	last, oldest, base := m.ev.last, m.ev.oldestLocked(), m.ev.base
 	m.ev.mu.RUnlock()
 	cursor := req.GetSince()
 	switch {
@@ -178,6 +184,10 @@ func (m *Master) subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStr
 		first = &masterv1.Event{Type: masterv1.Event_SUBSCRIBED, Seq: last, Time: timestamppb.Now(),
 			Subscribed: &masterv1.Subscribed{State: m.stateLocked(), HeartbeatInterval: durationpb.New(m.cfg.SubscriberHeartbeat)}}
 		cursor = last
+	case cursor < base:
+		m.mu.Unlock()
+		return status.Errorf(codes.OutOfRange, "event %d is of an earlier leader's term: the leading master changed and this one numbers its events from %d; "+
+			"subscribe again without --since to take a new snapshot", cursor, base+1)
 	case cursor > last:
 		m.mu.Unlock()
 		return status.Errorf(codes.InvalidArgument, "there is no event %d yet (the last is %d): resume from a sequence number you received", cursor, last)

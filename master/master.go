@@ -132,6 +132,19 @@ type Config struct {
 	// every certificate the CA signed may, in any role. The unix socket's
 	// root (and the master's own user) may register any role.
 	Frameworks []FrameworkACL `toml:"frameworks"`
+	// High availability (ha.go): with EtcdEndpoints the registry is kept
+	// in etcd and the masters that share it elect one leader; the others
+	// stand by. EtcdCA/EtcdCert/EtcdKey: TLS to etcd. EtcdPrefix: the keys'
+	// prefix. ElectionTTL: the lease of a master's election key, so how
+	// long a dead leader leads. Advertise: the address others reach this
+	// master at (default: Listen).
+	EtcdEndpoints []string      `toml:"etcd_endpoints"`
+	EtcdCA        string        `toml:"etcd_ca"`
+	EtcdCert      string        `toml:"etcd_cert"`
+	EtcdKey       string        `toml:"etcd_key"`
+	EtcdPrefix    string        `toml:"etcd_prefix"`
+	ElectionTTL   time.Duration `toml:"election_ttl"`
+	Advertise     string        `toml:"advertise"`
 }
 
 // DefaultSocket is the master's unix socket, where the CLI looks first.
@@ -158,6 +171,8 @@ func DefaultConfig() Config {
 		AllocationInterval:    time.Second,
 		FrameworkHeartbeat:    15 * time.Second,
 		StatusUpdateRetry:     10 * time.Second,
+		EtcdPrefix:            "/gearbox/",
+		ElectionTTL:           5 * time.Second,
 	}
 }
 
@@ -217,6 +232,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
 	}
 	if _, err := newAuthorizer(c); err != nil {
+		return err
+	}
+	if err := c.validateHA(); err != nil {
 		return err
 	}
 	n := 0
@@ -289,6 +307,10 @@ type Master struct {
 	alloc         allocator.Allocator
 	allocAgents   map[string]bool // agents added to alloc
 	allocRuns     allocator.RunHistogram
+
+	// ha: the election this master runs under (ha.go); nil for a single
+	// master.
+	ha *ha
 
 	removal     *removalQueue
 	limiter     *rate.Limiter
@@ -364,8 +386,13 @@ func (m *Master) Ready() <-chan struct{} { return m.ready }
 func (m *Master) Addr() string { s, _ := m.addr.Load().(string); return s }
 
 // Run opens the registry, recovers, serves, and returns when ctx ends.
+// With etcd endpoints it stands by until elected, leads, and stands by
+// again when it must step down (ha.go).
 func (m *Master) Run(ctx context.Context) error {
 	m.startedAt = time.Now()
+	if len(m.cfg.EtcdEndpoints) > 0 {
+		return m.runHA(ctx)
+	}
 	if err := os.MkdirAll(m.cfg.WorkDir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", m.cfg.WorkDir, err)
 	}
@@ -375,6 +402,11 @@ func (m *Master) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	m.st = st
+	return m.serve(ctx)
+}
+
+// serve recovers from m.st, serves, and returns when ctx ends.
+func (m *Master) serve(ctx context.Context) error {
 	if err := m.recover(ctx); err != nil {
 		return err
 	}
@@ -445,23 +477,10 @@ func (m *Master) Run(ctx context.Context) error {
 // listener (mutual TLS when configured).
 func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 	authz, _ := newAuthorizer(m.cfg) // checked by Validate
-	if m.cfg.TLSCert != "" && !authz.enforce {
-		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+	opts, err := m.listenerOptions(authz)
+	if err != nil {
+		return nil, nil, err
 	}
-	if m.cfg.TLSCert == "" && m.cfg.Insecure {
-		m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
-	}
-	// Unix socket peers are known by the kernel; TCP clients by TLS, or
-	// not at all.
-	creds := peercred.Creds{}
-	if m.cfg.TLSCert != "" {
-		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
-		}
-		creds.Other = credentials.NewTLS(tc)
-	}
-	opts := []grpc.ServerOption{grpc.Creds(creds)}
 	srv := grpcserver.New(grpcserver.Config{
 		Services: []string{masterv1.Operator_ServiceDesc.ServiceName, schedulerv1.Scheduler_ServiceDesc.ServiceName},
 		Register: func(gs *grpc.Server) {
@@ -481,6 +500,27 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 		Grace:      2 * time.Second,
 	})
 	return srv, opts, nil
+}
+
+// listenerOptions are the credentials of the master's listeners: the unix
+// socket's peers are known by the kernel; TCP clients by TLS, or not at
+// all. It warns of what the config leaves open.
+func (m *Master) listenerOptions(authz *authorizer) ([]grpc.ServerOption, error) {
+	if m.cfg.TLSCert != "" && !authz.enforce {
+		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+	}
+	if m.cfg.TLSCert == "" && m.cfg.Insecure {
+		m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
+	}
+	creds := peercred.Creds{}
+	if m.cfg.TLSCert != "" {
+		tc, err := tlsutil.Server(m.cfg.TLSCert, m.cfg.TLSKey, m.cfg.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert, --tls-key, --tls-client-ca: %w", err)
+		}
+		creds.Other = credentials.NewTLS(tc)
+	}
+	return []grpc.ServerOption{grpc.Creds(creds)}, nil
 }
 
 // endAgentStreams ends every agent's and framework's stream with
@@ -608,15 +648,19 @@ func (m *Master) index(t *store.Task) {
 }
 
 func (m *Master) serveMetrics() (func(), error) {
-	return promserve.ServeWithPprof(m.cfg.MetricsListen, m.cfg.MetricsPprof, m.log,
-		m.queueGauge, m.cutCounter, m.writeSeconds, m.allocRuns,
+	return promserve.ServeWithPprof(m.cfg.MetricsListen, m.cfg.MetricsPprof, m.log, m.collectors()...)
+}
+
+// collectors are the master's metrics.
+func (m *Master) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.queueGauge, m.cutCounter, m.writeSeconds, m.allocRuns,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_active", Help: "Active agents."},
 			func() float64 { return float64(m.countAgents(store.AgentActive)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_agents_unreachable", Help: "Unreachable agents."},
 			func() float64 { return float64(m.countAgents(store.AgentUnreachable)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gearbox_master_event_seq", Help: "Sequence number of the last event."},
 			func() float64 { return float64(m.ev.lastSeq()) }),
-	)
+	}
 }
 
 func (m *Master) countAgents(s store.AgentState) int {

@@ -50,7 +50,31 @@ func (o *operator) GetHealth(context.Context, *masterv1.GetHealthRequest) (*mast
 			out.AgentsUnreachable++
 		}
 	}
+	if m.ha != nil {
+		m.ha.health(out)
+	} else {
+		out.Leader, out.LeaderAddress = true, m.advertised()
+	}
 	return out, nil
+}
+
+// GetMasters lists the masters: from etcd when replicated, else this one,
+// the leader.
+func (o *operator) GetMasters(ctx context.Context, _ *masterv1.GetMastersRequest) (*masterv1.GetMastersResponse, error) {
+	m := o.m
+	if m.ha != nil {
+		return m.ha.getMasters(ctx)
+	}
+	return &masterv1.GetMastersResponse{Masters: []*masterv1.MasterInfo{{Address: m.advertised(), Version: versionString(), Leader: true,
+		ElectedAt: timestamppb.New(m.startedAt)}}}, nil
+}
+
+// advertised is the address others reach this master at.
+func (m *Master) advertised() string {
+	if m.cfg.Advertise != "" {
+		return m.cfg.Advertise
+	}
+	return m.Addr()
 }
 
 func (o *operator) GetState(context.Context, *masterv1.GetStateRequest) (*masterv1.GetStateResponse, error) {

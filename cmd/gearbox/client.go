@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
@@ -90,6 +92,9 @@ var currentAgent string
 
 // describe turns an error into the one line a person reads.
 func describe(err error) string {
+	if errors.Is(err, leaderconn.ErrNoMaster) {
+		return fmt.Sprintf("%v (is a master running? gearbox master, or make dev; a master with TLS needs --tls-ca, --tls-cert, --tls-key)", err)
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return err.Error()

@@ -56,7 +56,8 @@ func newRoot() *cobra.Command {
 
 The client talks to the agent named by --agent or GEARBOX_AGENT
 (default ` + defaultAgent + `); agents, tasks, task and events talk to the
-master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
+master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `;
+a replicated master's addresses separated by commas: the leader answers).`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -65,10 +66,12 @@ master named by --master or GEARBOX_MASTER (default ` + defaultMaster + `).`,
 	root.PersistentFlags().String("tls-ca", "", "CA that signed the agent's certificate, for tcp:// (env GEARBOX_TLS_CA)")
 	root.PersistentFlags().String("tls-cert", "", "client certificate, for tcp:// (env GEARBOX_TLS_CERT)")
 	root.PersistentFlags().String("tls-key", "", "client key, for tcp:// (env GEARBOX_TLS_KEY)")
-	root.PersistentFlags().String("master", "", "master address for agents, tasks, task, events (env GEARBOX_MASTER, default "+defaultMaster+")")
+	root.PersistentFlags().String("master", "", "master address for agents, tasks, task, events, masters: HOST:PORT or unix:///PATH; a replicated master's comma-separated, the leader is found (env GEARBOX_MASTER, default "+defaultMaster+")")
 	ac := newAgentCmd()
 	ac.AddCommand(newMarkGoneCmd())
-	root.AddCommand(ac, newDevCmd(), newMasterCmd(), newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd())
+	mc := newMasterCmd()
+	mc.AddCommand(newMigrateStoreCmd())
+	root.AddCommand(ac, newDevCmd(), mc, newAgentsCmd(), newTasksCmd(), newTaskCmd(), newEventsCmd(), newMastersCmd())
 	root.AddCommand(newFrameworksCmd(), newFrameworkCmd(), newRolesCmd(), newOffersCmd(), newWeightsCmd())
 	addContainerCmds(root)
 	root.AddCommand(newImageCmd(), newFsCmd(), newVersionCmd())

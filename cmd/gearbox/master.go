@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,17 +15,21 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/master"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
+	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
 // defaultMaster is the master's unix socket on this host: plaintext TCP
@@ -64,6 +69,13 @@ its network, so without TLS it serves health only, unless --insecure:
 then anyone who reaches --listen, every container on this host included,
 may register agents, launch and kill tasks and mark agents gone. Without
 TLS the master listens on loopback only, unless --insecure.
+
+With --etcd-endpoints the registry is kept in etcd, and every master started
+with the same endpoints (and --etcd-prefix) takes part in an election: one
+leads, the others stand by and answer every call but GetMasters and
+GetHealth with the leader's address (clients follow it). A leader that dies
+is replaced after about --election-ttl; one that loses etcd's quorum keeps
+serving reads and refuses changes until etcd answers again.
 
 --config FILE reads these settings from a TOML file (examples/master.toml):
 each key is a flag's name with underscores; flags override the file.`,
@@ -132,6 +144,13 @@ var masterFlags = []configFlag[master.Config]{
 	{"max-agent-cpus", "CPUs an agent may offer", func(c *master.Config) any { return &c.MaxAgentCPUs }},
 	{"max-agent-memory", "memory an agent may offer", func(c *master.Config) any { return &c.MaxAgentMemory }},
 	{"max-agent-disk", "disk an agent may offer", func(c *master.Config) any { return &c.MaxAgentDisk }},
+	{"etcd-endpoints", "keep the registry in etcd at these client URLs and elect a leader among the masters that share it (comma-separated; default: bbolt in --work-dir, one master)", func(c *master.Config) any { return &c.EtcdEndpoints }},
+	{"etcd-ca", "CA that signs etcd's server certificate", func(c *master.Config) any { return &c.EtcdCA }},
+	{"etcd-cert", "client certificate for etcd (with --etcd-key)", func(c *master.Config) any { return &c.EtcdCert }},
+	{"etcd-key", "the key of --etcd-cert", func(c *master.Config) any { return &c.EtcdKey }},
+	{"etcd-prefix", "prefix of the master's keys in etcd", func(c *master.Config) any { return &c.EtcdPrefix }},
+	{"election-ttl", "the lease of the leader's election key: a leader that dies is replaced after about this long (whole seconds, at least 2s)", func(c *master.Config) any { return &c.ElectionTTL }},
+	{"advertise", "the address (host:port) other masters send agents and clients to when this master leads (default: --listen)", func(c *master.Config) any { return &c.Advertise }},
 }
 
 var currentMaster string
@@ -146,8 +165,15 @@ func masterAddress(cmd *cobra.Command) string {
 	return defaultMaster
 }
 
+// dialMaster connects to the leading master of --master's list (one
+// master, or a replicated master's several): every call goes to the
+// leader, following a standby's answer (internal/leaderconn).
 func dialMaster(cmd *cobra.Command) (masterv1.OperatorClient, func(), error) {
 	addr := masterAddress(cmd)
+	masters, err := leaderconn.ParseList(addr)
+	if err != nil {
+		return nil, nil, &exitError{code: 125, err: fmt.Errorf("--master (or GEARBOX_MASTER): %w", err)}
+	}
 	creds := insecure.NewCredentials()
 	ca, cert, key := tlsFlag(cmd, "tls-ca", "GEARBOX_TLS_CA"), tlsFlag(cmd, "tls-cert", "GEARBOX_TLS_CERT"), tlsFlag(cmd, "tls-key", "GEARBOX_TLS_KEY")
 	if ca != "" || cert != "" || key != "" {
@@ -157,13 +183,13 @@ func dialMaster(cmd *cobra.Command) (masterv1.OperatorClient, func(), error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	lc, err := leaderconn.New(leaderconn.Config{Masters: masters, DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}})
 	if err != nil {
-		return nil, nil, &exitError{code: 125, err: fmt.Errorf("master address %q: %w", addr, err)}
+		return nil, nil, &exitError{code: 125, err: fmt.Errorf("--master %q: %w", addr, err)}
 	}
 	currentMaster = addr
-	return masterv1.NewOperatorClient(conn), func() { conn.Close() }, nil
+	return masterv1.NewOperatorClient(lc), func() { lc.Close() }, nil
 }
 
 func fmtResources(r *masterv1.Resources) string {
@@ -427,7 +453,12 @@ func newEventsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events [--since SEQ]",
 		Short: "Follow the master's events (a snapshot first, or every event after SEQ)",
-		Args:  cobra.NoArgs,
+		Long: `Follow the master's events: a snapshot first, or every event after SEQ.
+
+With a replicated master (--master a,b,c) the stream follows the leader: when
+it changes, events resume after the last one received; if the new leader no
+longer has them, a new snapshot is taken and stderr says so.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -439,33 +470,87 @@ func newEventsCmd() *cobra.Command {
 			defer closeConn()
 			ctx, stop := signal.NotifyContext(ctxOf(cmd), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			st, err := c.Subscribe(ctx, &masterv1.SubscribeRequest{Since: since})
-			if err != nil {
-				return err
-			}
 			w := cmd.OutOrStdout()
-			for {
-				resp, err := st.Recv()
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, io.EOF) {
-						return nil
-					}
-					return err
+			return followEvents(ctx, c, since, cmd.ErrOrStderr(), func(ev *masterv1.Event) {
+				if output == "json" {
+					b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+					fmt.Fprintln(w, string(b))
+					return
 				}
-				for _, ev := range resp.Events {
-					if output == "json" {
-						b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
-						fmt.Fprintln(w, string(b))
-						continue
-					}
-					printEvent(w, ev)
-				}
-			}
+				printEvent(w, ev)
+			})
 		},
 	}
 	cmd.Flags().Uint64Var(&since, "since", 0, "resume after this event's sequence number")
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// followEvents subscribes after since (0: a snapshot first) and hands each
+// event to show until ctx ends or the stream ends for good. A stream the
+// master ends as unavailable (its leader gone, a standby's refusal) is
+// resumed after the last event received, at the leader; if that point is
+// lost (OutOfRange: a new leader's events are numbered apart), a new
+// snapshot is taken, and stderr says so.
+func followEvents(ctx context.Context, c masterv1.OperatorClient, since uint64, stderr io.Writer, show func(*masterv1.Event)) error {
+	last, heard, resuming := since, false, false
+	backoff := 100 * time.Millisecond
+	for {
+		err := receiveEvents(ctx, c, last, func(ev *masterv1.Event) {
+			heard = true
+			if ev.Seq != 0 {
+				last = ev.Seq
+			}
+			if resuming {
+				resuming, backoff = false, 100*time.Millisecond
+				fmt.Fprintf(stderr, "gearbox: events resumed at the leader\n")
+			}
+			show(ev)
+		})
+		_, notLeader := typesv1.LeaderHint(err)
+		switch {
+		case ctx.Err() != nil || errors.Is(err, io.EOF):
+			return nil
+		case status.Code(err) == codes.OutOfRange && heard:
+			fmt.Fprintf(stderr, "gearbox: the master no longer has the events after %d (%s): taking a new snapshot\n", last, status.Convert(err).Message())
+			last = 0
+			continue
+		case notLeader, status.Code(err) == codes.Unavailable && heard:
+			// A standby (the connection goes to the leader it named next),
+			// no master leads yet, or the leader went: resume there.
+		default:
+			// Never connected (as any other command would say), or an
+			// error of the request (--since beyond the buffer, …).
+			return err
+		}
+		if !resuming && heard {
+			resuming = true
+			fmt.Fprintf(stderr, "gearbox: the event stream ended (%s); resuming after event %d at the leader\n", describe(err), last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// receiveEvents is one subscription.
+func receiveEvents(ctx context.Context, c masterv1.OperatorClient, since uint64, show func(*masterv1.Event)) error {
+	st, err := c.Subscribe(ctx, &masterv1.SubscribeRequest{Since: since})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			show(ev)
+		}
+	}
 }
 
 func printEvent(w io.Writer, ev *masterv1.Event) {

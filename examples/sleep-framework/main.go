@@ -9,6 +9,10 @@
 //
 //	sleep-framework --master unix:///run/gearbox-master.sock --tasks 3 --cmd "sleep 30"
 //
+// A replicated master (HA on etcd) is given as its list of masters,
+// --master tcp://m1:5050,tcp://m2:5050,tcp://m3:5050: the framework
+// subscribes with the leader and fails over with it.
+//
 // Every status update is printed as "task ID STATE [REASON] [message]".
 package main
 
@@ -29,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	"github.com/gearboxd/gearbox/internal/tlsutil"
 	"github.com/gearboxd/gearbox/master/schedclient"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -48,7 +53,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.master, "master", "unix:///run/gearbox-master.sock", "the master: unix:///path or tcp://host:port (mutual TLS)")
+	flag.StringVar(&o.master, "master", "unix:///run/gearbox-master.sock", "the master: unix:///path or tcp://host:port (mutual TLS); a replicated master's, comma-separated")
 	flag.StringVar(&o.role, "role", "*", "the role to register in")
 	flag.StringVar(&o.name, "name", "sleep-framework", "the framework's name")
 	flag.IntVar(&o.tasks, "tasks", 1, "how many tasks to run")
@@ -75,24 +80,37 @@ func main() {
 	}
 }
 
-func dial(o options) (*grpc.ClientConn, error) {
-	creds, target := insecure.NewCredentials(), o.master
-	if host, ok := strings.CutPrefix(o.master, "tcp://"); ok {
-		cfg, err := tlsutil.Client(o.tlsCA, o.tlsCert, o.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
-		}
-		creds, target = credentials.NewTLS(cfg), "dns:///"+host
+// dialOptions are the masters' and how to reach them: mutual TLS for
+// tcp:// masters, none on a unix socket.
+func dialOptions(o options) ([]string, []grpc.DialOption, error) {
+	masters, err := leaderconn.ParseList(o.master)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--master: %w", err)
 	}
-	return grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	tcp := 0
+	for _, m := range masters {
+		if strings.HasPrefix(m, "tcp://") {
+			tcp++
+		}
+	}
+	if tcp == 0 {
+		return masters, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	if tcp < len(masters) {
+		return nil, nil, fmt.Errorf("--master %s: give every master as tcp://host:port (mutual TLS), or one unix:///path", o.master)
+	}
+	cfg, err := tlsutil.Client(o.tlsCA, o.tlsCert, o.tlsKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+	}
+	return masters, []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, nil
 }
 
 func run(ctx context.Context, o options, log *slog.Logger) error {
-	conn, err := dial(o)
+	masters, dial, err := dialOptions(o)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
 	info := &schedulerv1.FrameworkInfo{Name: o.name, Roles: []string{o.role}, FailoverTimeout: durationpb.New(o.failover),
 		Capabilities: []schedulerv1.FrameworkInfo_Capability{schedulerv1.FrameworkInfo_TASK_KILLING_STATE}}
 	if o.partitionAware {
@@ -106,7 +124,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}
 	s := newSleeper(o, info.Id != "")
-	c := schedclient.New(schedclient.Config{Conn: conn, Info: info, Log: log, OnSubscribed: func(id string) error {
+	c := schedclient.New(schedclient.Config{Masters: masters, DialOptions: dial, Info: info, Log: log, OnSubscribed: func(id string) error {
 		fmt.Printf("subscribed %s\n", id)
 		if o.idFile == "" {
 			return nil

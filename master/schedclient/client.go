@@ -25,15 +25,27 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gearboxd/gearbox/internal/leaderconn"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
 	schedulerv1 "github.com/gearboxd/gearbox/proto/gearbox/scheduler/v1"
 	typesv1 "github.com/gearboxd/gearbox/proto/gearbox/types/v1"
 )
 
-// Config is how a framework connects.
+// Config is how a framework connects: to Masters (with DialOptions), or
+// on Conn.
 type Config struct {
-	// Conn is a connection to the master (grpc.NewClient).
+	// Masters are the masters' addresses: host:port (also tcp://host:port),
+	// or unix:///path for a master on this host; a replicated master's
+	// (HA on etcd) several, in any order. The client subscribes with the
+	// one that leads, and after a leader change subscribes again, with its
+	// framework ID, with the new one.
+	Masters []string
+	// DialOptions apply to every master (transport credentials: mutual
+	// TLS on TCP).
+	DialOptions []grpc.DialOption
+	// Conn is a connection to one master (grpc.NewClient), used when
+	// Masters is empty.
 	Conn grpc.ClientConnInterface
 	// Info is the framework; Info.Id is set on re-subscription (from
 	// OnSubscribed's ID, kept across restarts by the framework).
@@ -54,6 +66,7 @@ type Handler func(ctx context.Context, c *Client, ev *schedulerv1.Event) error
 // current subscription's stream.
 type Client struct {
 	cfg    Config
+	conn   grpc.ClientConnInterface // Conn, or the leader's while Run runs
 	mu     sync.Mutex
 	id     string
 	stream grpc.BidiStreamingClient[schedulerv1.Call, schedulerv1.Event]
@@ -93,6 +106,19 @@ func (c *Client) FrameworkID() string {
 // A connection that ends otherwise is subscribed again after a back-off,
 // with the framework's ID.
 func (c *Client) Run(ctx context.Context, h Handler) error {
+	c.conn = c.cfg.Conn
+	if len(c.cfg.Masters) > 0 {
+		lc, err := leaderconn.New(leaderconn.Config{Masters: c.cfg.Masters, DialOptions: c.cfg.DialOptions, Log: c.cfg.Log,
+			MinBackoff: c.cfg.MinBackoff, MaxBackoff: c.cfg.MaxBackoff})
+		if err != nil {
+			return err
+		}
+		defer lc.Close()
+		c.conn = lc
+	}
+	if c.conn == nil {
+		return errors.New("schedclient: Config names no master (Masters, or Conn)")
+	}
 	backoff := c.cfg.MinBackoff
 	for {
 		subscribed, err := c.once(ctx, h)
@@ -107,10 +133,18 @@ func (c *Client) Run(ctx context.Context, h Handler) error {
 		if errors.As(err, &he) {
 			return he.err
 		}
-		if subscribed {
+		leader, notLeader := typesv1.LeaderHint(err)
+		if subscribed || leader != "" {
 			backoff = c.cfg.MinBackoff
 		}
-		c.cfg.Log.Info("scheduler connection ended; subscribing again", "err", err, "in", backoff)
+		switch {
+		case leader != "":
+			c.cfg.Log.Info("this master is a standby; subscribing with the leader it names", "leader", leader)
+		case notLeader:
+			c.cfg.Log.Info("no master leads at the moment (an election is under way); subscribing with the next", "in", backoff)
+		default:
+			c.cfg.Log.Info("scheduler connection ended; subscribing again", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -128,7 +162,7 @@ func (e handlerError) Error() string { return e.err.Error() }
 func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := schedulerv1.NewSchedulerClient(c.cfg.Conn).Connect(sctx)
+	stream, err := schedulerv1.NewSchedulerClient(c.conn).Connect(sctx)
 	if err != nil {
 		return false, err
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,12 +72,9 @@ func all[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 	var out []T
 	err := db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
-			var v T
-			if err := json.Unmarshal(data, &v); err != nil {
-				return fmt.Errorf("registry entry %q: %w", k, err)
-			}
+			v, err := Decode[T](string(bucket), string(k), data)
 			out = append(out, v)
-			return nil
+			return err
 		})
 	})
 	return out, err
@@ -96,77 +92,30 @@ func (b *Bolt) Weights(context.Context) (map[string]float64, error) {
 	out := map[string]float64{}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketWeights).ForEach(func(k, v []byte) error {
-			w, err := strconv.ParseFloat(string(v), 64)
-			if err != nil {
-				return fmt.Errorf("registry weight of role %q: %w", k, err)
-			}
+			w, err := DecodeWeight(string(k), v)
 			out[string(k)] = w
-			return nil
+			return err
 		})
 	})
 	return out, err
 }
 
 func (b *Bolt) Apply(_ context.Context, bt Batch) error {
-	type kv struct{ k, v []byte }
-	enc := func(id string, v any) (kv, error) {
-		if id == "" {
-			return kv{}, errors.New("an empty ID cannot be stored")
-		}
-		data, err := json.Marshal(v)
-		return kv{[]byte(id), data}, err
-	}
-	var agents, tasks []kv
-	for _, a := range bt.Agents {
-		e, err := enc(a.ID, a)
-		if err != nil {
-			return err
-		}
-		agents = append(agents, e)
-	}
-	for _, t := range bt.Tasks {
-		e, err := enc(t.ID, t)
-		if err != nil {
-			return err
-		}
-		tasks = append(tasks, e)
-	}
-	var fws, weights []kv
-	var unweight []string
-	for _, f := range bt.Frameworks {
-		e, err := enc(f.ID, f)
-		if err != nil {
-			return err
-		}
-		fws = append(fws, e)
-	}
-	for role, w := range bt.Weights {
-		if role == "" {
-			return errors.New("a weight of an empty role cannot be stored")
-		}
-		if w == 0 {
-			unweight = append(unweight, role)
-			continue
-		}
-		weights = append(weights, kv{[]byte(role), []byte(strconv.FormatFloat(w, 'g', -1, 64))})
+	writes, err := bt.Encode()
+	if err != nil {
+		return err
 	}
 	return b.db.Update(func(tx *bolt.Tx) error {
-		for _, w := range []struct {
-			bucket []byte
-			puts   []kv
-			dels   []string
-		}{{bucketAgents, agents, bt.DeleteAgents}, {bucketTasks, tasks, bt.DeleteTasks},
-			{bucketFrameworks, fws, bt.DeleteFrameworks}, {bucketWeights, weights, unweight}} {
-			bk := tx.Bucket(w.bucket)
-			for _, e := range w.puts {
-				if err := bk.Put(e.k, e.v); err != nil {
+		for _, w := range writes {
+			bk := tx.Bucket([]byte(w.Kind))
+			if w.Value == nil {
+				if err := bk.Delete([]byte(w.ID)); err != nil {
 					return err
 				}
+				continue
 			}
-			for _, id := range w.dels {
-				if err := bk.Delete([]byte(id)); err != nil {
-					return err
-				}
+			if err := bk.Put([]byte(w.ID), w.Value); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -1,8 +1,8 @@
 // Package store is the master's registry: the agents it knows and the
 // tasks it placed, with their latest states. Store is the contract; Bolt
-// keeps it in an embedded bbolt file (the default), and an etcd-backed
-// Store for replicated masters can follow behind the same contract
-// (master/store/storetest is the suite both must pass).
+// keeps it in an embedded bbolt file (the default), and etcdstore keeps it
+// in etcd for replicated masters (master/store/storetest is the suite both
+// pass).
 //
 // The registry holds what a restarted master needs to go on: which agents
 // were registered (and which an operator marked gone, so that they are
@@ -13,6 +13,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -196,8 +197,24 @@ type Batch struct {
 	Weights map[string]float64
 }
 
+var (
+	// ErrFenced: a write was refused because the master that made it no
+	// longer leads (the election key its writes are conditioned on was
+	// deleted or re-created); nothing of the batch was written. A master
+	// that gets it steps down at once.
+	ErrFenced = errors.New("this master no longer leads: its registry writes are fenced off")
+	// ErrUnavailable: the registry's store could not be reached, or (etcd)
+	// has no quorum, within the call's time; the write may or may not have
+	// landed, so the caller keeps its changes and writes them again.
+	ErrUnavailable = errors.New("the registry is unavailable")
+)
+
 // Store keeps the registry: the master reads it whole at start and
 // writes it in batches afterwards, so that is all a Store does.
+//
+// Reads reflect every write committed before the call. Errors wrap
+// ErrFenced when a fenced write is refused, and ErrUnavailable when the
+// store cannot be reached in time.
 type Store interface {
 	// Agents returns every agent, ordered by ID.
 	Agents(ctx context.Context) ([]Agent, error)
@@ -207,7 +224,9 @@ type Store interface {
 	Frameworks(ctx context.Context) ([]Framework, error)
 	// Weights returns the roles' weights that were set.
 	Weights(ctx context.Context) (map[string]float64, error)
-	// Apply writes a batch atomically and durably: all of it or none.
+	// Apply writes a batch atomically and durably: all of it or none. (An
+	// etcd store splits a batch larger than one etcd transaction may be
+	// into several, in order; see etcdstore.)
 	Apply(ctx context.Context, b Batch) error
 	Close() error
 }

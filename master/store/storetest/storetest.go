@@ -1,5 +1,5 @@
 // Package storetest is the contract suite every master Store passes: the
-// bbolt one now, an etcd one later.
+// bbolt one and the etcd one (master/store/etcdstore, against a real etcd).
 package storetest
 
 import (

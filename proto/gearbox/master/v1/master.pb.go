@@ -1425,7 +1425,10 @@ type MasterInfo struct {
 	// Its election ID (unique per process run).
 	Id string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	// When it became the leader (leaders only).
-	ElectedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=elected_at,json=electedAt,proto3" json:"elected_at,omitempty"`
+	ElectedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=elected_at,json=electedAt,proto3" json:"elected_at,omitempty"`
+	// The leader's term (leaders only): counts elections; the term's events
+	// are numbered from term<<32.
+	Term          uint64 `protobuf:"varint,6,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1493,6 +1496,13 @@ func (x *MasterInfo) GetElectedAt() *timestamppb.Timestamp {
 		return x.ElectedAt
 	}
 	return nil
+}
+
+func (x *MasterInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 type GetMastersRequest struct {
@@ -2486,8 +2496,16 @@ type GetHealthResponse struct {
 	StartedAt         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	AgentsActive      int32                  `protobuf:"varint,4,opt,name=agents_active,json=agentsActive,proto3" json:"agents_active,omitempty"`
 	AgentsUnreachable int32                  `protobuf:"varint,5,opt,name=agents_unreachable,json=agentsUnreachable,proto3" json:"agents_unreachable,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Replicated masters (HA on etcd): whether this master leads, its term
+	// (0 for a single master), and the etcd state it sees ("" without etcd,
+	// "up", or what failed).
+	Leader bool   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Term   uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
+	Etcd   string `protobuf:"bytes,8,opt,name=etcd,proto3" json:"etcd,omitempty"`
+	// The leader's address as this master knows it ("" when none is known).
+	LeaderAddress string `protobuf:"bytes,9,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetHealthResponse) Reset() {
@@ -2553,6 +2571,34 @@ func (x *GetHealthResponse) GetAgentsUnreachable() int32 {
 		return x.AgentsUnreachable
 	}
 	return 0
+}
+
+func (x *GetHealthResponse) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *GetHealthResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *GetHealthResponse) GetEtcd() string {
+	if x != nil {
+		return x.Etcd
+	}
+	return ""
+}
+
+func (x *GetHealthResponse) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
 }
 
 type GetStateRequest struct {
@@ -3632,7 +3678,7 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\v2\x17.gearbox.master.v1.TaskR\x04task\"a\n" +
 	"\bKillTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12<\n" +
-	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\xa3\x01\n" +
+	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\xb7\x01\n" +
 	"\n" +
 	"MasterInfo\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
@@ -3640,7 +3686,8 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x06leader\x18\x03 \x01(\bR\x06leader\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x129\n" +
 	"\n" +
-	"elected_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\telectedAt\"\x13\n" +
+	"elected_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\telectedAt\x12\x12\n" +
+	"\x04term\x18\x06 \x01(\x04R\x04term\"\x13\n" +
 	"\x11GetMastersRequest\"M\n" +
 	"\x12GetMastersResponse\x127\n" +
 	"\amasters\x18\x01 \x03(\v2\x1d.gearbox.master.v1.MasterInfoR\amasters\"\x9d\x05\n" +
@@ -3703,14 +3750,18 @@ const file_gearbox_master_v1_master_proto_rawDesc = "" +
 	"\x10GetOffersRequest\"I\n" +
 	"\x11GetOffersResponse\x124\n" +
 	"\x06offers\x18\x01 \x03(\v2\x1c.gearbox.master.v1.OfferInfoR\x06offers\"\x12\n" +
-	"\x10GetHealthRequest\"\xd6\x01\n" +
+	"\x10GetHealthRequest\"\xbd\x02\n" +
 	"\x11GetHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x129\n" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12#\n" +
 	"\ragents_active\x18\x04 \x01(\x05R\fagentsActive\x12-\n" +
-	"\x12agents_unreachable\x18\x05 \x01(\x05R\x11agentsUnreachable\"\x11\n" +
+	"\x12agents_unreachable\x18\x05 \x01(\x05R\x11agentsUnreachable\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x12\n" +
+	"\x04term\x18\a \x01(\x04R\x04term\x12\x12\n" +
+	"\x04etcd\x18\b \x01(\tR\x04etcd\x12%\n" +
+	"\x0eleader_address\x18\t \x01(\tR\rleaderAddress\"\x11\n" +
 	"\x0fGetStateRequest\"\xb5\x02\n" +
 	"\x10GetStateResponse\x124\n" +
 	"\x06agents\x18\x01 \x03(\v2\x1c.gearbox.master.v1.AgentInfoR\x06agents\x12-\n" +
