@@ -25,7 +25,11 @@ type persister struct {
 	weights map[string]struct{}
 	// gen counts marks; done is the gen the last written batch covered.
 	gen, done uint64
-	err       error
+	// err is the error of the last batch that failed, errGen the gen it
+	// covered: only the changes of that batch (gen <= errGen) failed; a
+	// change marked after it waits for a later batch.
+	err    error
+	errGen uint64
 	wake      chan struct{}
 	stopped   bool
 }
@@ -66,13 +70,14 @@ func (p *persister) wait(ctx context.Context, g uint64) error {
 	defer stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.done < g && p.err == nil && !p.stopped && ctx.Err() == nil {
+	failed := func() bool { return p.err != nil && p.errGen >= g }
+	for p.done < g && !failed() && !p.stopped && ctx.Err() == nil {
 		p.cond.Wait()
 	}
 	switch {
 	case p.done >= g:
 		return nil
-	case p.err != nil:
+	case failed():
 		return p.err
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -178,7 +183,7 @@ func (p *persister) finish(gen uint64, err error) {
 	if err == nil {
 		p.done, p.err = gen, nil
 	} else {
-		p.err = err
+		p.err, p.errGen = err, gen
 	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
