@@ -197,12 +197,20 @@ func TestHAPausedLeaderIsFenced(t *testing.T) {
 
 	c.killMaster(old, syscall.SIGSTOP)
 	stopped := time.Now()
-	launched := make(chan error, 1)
+	// Two changes sent to it while it is stopped: a launch, and a weight,
+	// which it writes to the registry whatever its agents.
+	launched, weighted := make(chan error, 1), make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		_, err := oldc.LaunchTask(ctx, &masterv1.LaunchTaskRequest{TaskId: "fenced", Image: testImage, Command: []string{"sleep", "600"}})
 		launched <- err
+	}()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := oldc.UpdateWeights(ctx, &masterv1.UpdateWeightsRequest{Weights: []*masterv1.WeightInfo{{Role: "fenced", Weight: 3}}})
+		weighted <- err
 	}()
 	leader, err := c.pollLeader(old, 30*time.Second)
 	if err != nil {
@@ -231,15 +239,17 @@ func TestHAPausedLeaderIsFenced(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	select {
-	case err := <-launched:
-		if err == nil {
-			t.Errorf("the deposed leader accepted the launch it got while paused")
-		} else {
-			t.Logf("the launch sent to the paused leader: %v", err)
+	for what, ch := range map[string]chan error{"launch": launched, "weight": weighted} {
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Errorf("the deposed leader accepted the %s it got while paused", what)
+			} else {
+				t.Logf("the %s sent to the paused leader: %v", what, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("the %s sent to the paused leader has no answer 30s after it resumed", what)
 		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the launch sent to the paused leader has no answer 30s after it resumed")
 	}
 	// Let anything it still had in flight land, if it could.
 	time.Sleep(2 * time.Second)
@@ -247,6 +257,11 @@ func TestHAPausedLeaderIsFenced(t *testing.T) {
 	if tk, ok := tasks["fenced"]; ok {
 		t.Errorf("the deposed leader's task is in the registry: %+v (keys written since the takeover: %v)", tk, c.etcdKeysAfter(takeover))
 	}
+	c.etcdRange("weights/", func(role string, v []byte, rev int64) {
+		if role == "fenced" {
+			t.Errorf("the deposed leader's weight is in the registry: %s at revision %d (the takeover was at %d)", v, rev, takeover)
+		}
+	})
 	for id, a := range c.etcdAgents() {
 		if a.State != "ACTIVE" {
 			t.Errorf("agent %s is %s in the registry, want ACTIVE: the deposed leader's write landed (keys written since the takeover: %v)", id, a.State, c.etcdKeysAfter(takeover))
@@ -313,6 +328,29 @@ func TestHAEtcdMembersLost(t *testing.T) {
 		t.Errorf("task launch without etcd's quorum: %s, want refused with an error that says etcd cannot be written", r)
 	}
 	t.Logf("task launch without quorum: %s", strings.TrimSpace(r.stderr))
+	// The leader says what it sees of etcd; from then on it refuses
+	// changes before they touch its memory.
+	health := func(want func(string) bool, what string) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			r, err := c.masters[leader].c.GetHealth(ctxT(t), &masterv1.GetHealthRequest{})
+			if err == nil && want(r.Etcd) {
+				t.Logf("the leader's GetHealth: etcd %q", r.Etcd)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the leader's GetHealth: %v %v, want etcd %s", r, err, what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	health(func(s string) bool { return s != "up" && strings.Contains(s, "quorum") }, "without quorum")
+	if r := c.cli(all, "weights", "set", "nq=2"); r.code == 0 || !strings.Contains(r.stderr, "cannot be written") {
+		t.Errorf("gearbox weights set without etcd's quorum: %s, want refused", r)
+	}
+	if r := launch("back"); r.code == 0 || !strings.Contains(r.stderr, "cannot be written") {
+		t.Errorf("task launch while the leader knows etcd without quorum: %s, want refused", r)
+	}
 	if r := c.cli(all, "tasks"); r.code != 0 || !strings.Contains(r.stdout, "one-down") {
 		t.Errorf("gearbox tasks without etcd's quorum (from the leader's memory): %s", r)
 	}
@@ -327,12 +365,16 @@ func TestHAEtcdMembersLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	health(func(s string) bool { return s == "up" }, "up")
+	// The same ID as a launch refused while the leader knew etcd down:
+	// that refusal left nothing behind.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r = launch("back")
 		if r.code == 0 {
 			break
 		}
+		t.Logf("task launch after etcd's quorum came back: %s", strings.TrimSpace(r.stderr))
 		if time.Now().After(deadline) {
 			t.Fatalf("task launch after etcd's quorum came back: %s", r)
 		}
@@ -342,12 +384,17 @@ func TestHAEtcdMembersLost(t *testing.T) {
 	waitTaskState(t, c.masters[leader], "back", typesv1.TaskState_TASK_RUNNING, 30*time.Second)
 	waitTaskState(t, c.masters[leader], "one-down", typesv1.TaskState_TASK_RUNNING, 10*time.Second)
 	tasks, _ := c.etcdTasks()
-	if _, ok := tasks["no-quorum"]; ok {
-		t.Errorf("the launch refused without quorum is in the registry: %+v", tasks["no-quorum"])
+	if tk, ok := tasks["no-quorum"]; ok && tk.State != typesv1.TaskState_TASK_ERROR {
+		t.Errorf("the launch refused without quorum is in the registry as %s, want absent or TASK_ERROR: %+v", tk.State, tk)
 	}
 	if _, ok := tasks["back"]; !ok {
 		t.Errorf("task back is not in etcd: %v", tasks)
 	}
+	c.etcdRange("weights/", func(role string, v []byte, _ int64) {
+		if role == "nq" {
+			t.Errorf("the weight refused without quorum is in the registry: %s", v)
+		}
+	})
 	cs, _ := c.containers()
 	if cs["no-quorum"] != 0 || cs["back"] != 1 || cs["one-down"] != 1 {
 		t.Errorf("containers on the agent: %v, want one of one-down and back, none of no-quorum", cs)
