@@ -28,10 +28,10 @@ type persister struct {
 	// err is the error of the last batch that failed, errGen the gen it
 	// covered: only the changes of that batch (gen <= errGen) failed; a
 	// change marked after it waits for a later batch.
-	err    error
-	errGen uint64
-	wake      chan struct{}
-	stopped   bool
+	err     error
+	errGen  uint64
+	wake    chan struct{}
+	stopped bool
 }
 
 func newPersister(m *Master) *persister {
