@@ -120,9 +120,6 @@ func ParseConstraint(s string) (string, string, error) {
 
 func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskRequest) (*masterv1.LaunchTaskResponse, error) {
 	m := o.m
-	if err := m.refuseWhileUnwritable(); err != nil {
-		return nil, err
-	}
 	if err := checkTaskID(req.GetTaskId()); err != nil {
 		return nil, err
 	}
@@ -318,9 +315,6 @@ func fmtCons(c map[string]string) string {
 
 func (o *operator) KillTask(ctx context.Context, req *masterv1.KillTaskRequest) (*masterv1.KillTaskResponse, error) {
 	m := o.m
-	if err := m.refuseWhileUnwritable(); err != nil {
-		return nil, err
-	}
 	if err := checkTaskID(req.GetTaskId()); err != nil {
 		return nil, err
 	}
@@ -376,9 +370,6 @@ func (o *operator) ReconcileTasks(_ context.Context, req *masterv1.ReconcileTask
 
 func (o *operator) MarkAgentGone(ctx context.Context, req *masterv1.MarkAgentGoneRequest) (*masterv1.MarkAgentGoneResponse, error) {
 	m := o.m
-	if err := m.refuseWhileUnwritable(); err != nil {
-		return nil, err
-	}
 	m.mu.Lock()
 	a := m.agents[req.GetAgentId()]
 	if a == nil {
@@ -400,17 +391,4 @@ func (o *operator) MarkAgentGone(ctx context.Context, req *masterv1.MarkAgentGon
 
 func (o *operator) Subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStreamingServer[masterv1.SubscribeResponse]) error {
 	return o.m.subscribe(req, stream)
-}
-
-// refuseWhileUnwritable refuses an operator's change at once while the
-// registry is known not to take writes (a replicated master's etcd without
-// quorum or out of reach), before the change touches the master's memory:
-// a change refused must leave nothing behind, neither a task ID taken by a
-// launch that never ran nor a change that a later write would carry into
-// the registry once etcd answers again.
-func (m *Master) refuseWhileUnwritable() error {
-	if m.ha == nil || m.ha.etcdUp.Load() {
-		return nil
-	}
-	return status.Error(codes.Unavailable, m.ha.unwritable(nil).Error())
 }

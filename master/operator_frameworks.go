@@ -78,9 +78,6 @@ func (o *operator) GetWeights(context.Context, *masterv1.GetWeightsRequest) (*ma
 // and finite; all or none are applied.
 func (o *operator) UpdateWeights(ctx context.Context, req *masterv1.UpdateWeightsRequest) (*masterv1.UpdateWeightsResponse, error) {
 	m := o.m
-	if err := m.refuseWhileUnwritable(); err != nil {
-		return nil, err
-	}
 	if len(req.GetWeights()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "weights: give at least one ROLE=WEIGHT")
 	}
@@ -111,9 +108,6 @@ func (o *operator) UpdateWeights(ctx context.Context, req *masterv1.UpdateWeight
 // offers are rescinded and its tasks killed.
 func (o *operator) TeardownFramework(ctx context.Context, req *masterv1.TeardownFrameworkRequest) (*masterv1.TeardownFrameworkResponse, error) {
 	m := o.m
-	if err := m.refuseWhileUnwritable(); err != nil {
-		return nil, err
-	}
 	m.mu.Lock()
 	f := m.frameworks[req.GetFrameworkId()]
 	if f == nil {
