@@ -217,8 +217,8 @@ func TestFollowsAnotherStore(t *testing.T) {
 	}
 }
 
-// A delete alone (no entry newer than the cache) is seen by a read made
-// right after it, not only once the watch brings it.
+// A write, a delete too, is seen by another Store's read made right after
+// it, not only once the watch brings it.
 func TestReadSeesDeleteAtOnce(t *testing.T) {
 	ctx := context.Background()
 	a, b := pair(t, "/deletes/")
@@ -236,6 +236,20 @@ func TestReadSeesDeleteAtOnce(t *testing.T) {
 		if got := taskIDs(t, b); len(got) != 0 {
 			t.Fatalf("after deleting %s: %v", id, got)
 		}
+	}
+}
+
+// A Store whose watch does not follow (etcd trouble) still reads what
+// was written: it reads the registry again.
+func TestReadsWithoutTheWatch(t *testing.T) {
+	a, b := pair(t, "/nowatch/")
+	b.stop()
+	b.wg.Wait()
+	if err := a.Apply(context.Background(), store.Batch{Tasks: []store.Task{task("t-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := taskIDs(t, b); len(got) != 1 || got[0] != "t-1" {
+		t.Fatalf("read %v, want t-1", got)
 	}
 }
 
