@@ -144,8 +144,9 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open connects to etcd, loads the registry under the prefix and starts
-// following it. It fails, wrapping store.ErrUnavailable, when etcd cannot
-// be reached within ctx or DialTimeout.
+// following it until Close (ctx bounds Open only). It fails, wrapping
+// store.ErrUnavailable, when etcd cannot be reached within ctx or
+// DialTimeout.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if len(cfg.Endpoints) == 0 {
