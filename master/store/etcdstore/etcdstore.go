@@ -171,6 +171,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	defer cancel()
 	if err := s.checkSchema(octx); err != nil {
 		cli.Close()
+		if errors.Is(err, store.ErrUnavailable) {
+			// etcd's client waits for a connection, so a refused TLS
+			// handshake looks like silence: say what to check.
+			err = fmt.Errorf("%w (is etcd running there? with TLS: are the etcd CA, client certificate and key right?)", err)
+		}
 		return nil, err
 	}
 	if err := s.reload(octx); err != nil {
