@@ -112,6 +112,7 @@ type ha struct {
 	eps    string
 
 	etcdUp     atomic.Bool
+	warned     atomic.Bool // of what the listeners' config leaves open
 	leading    atomic.Bool
 	term       atomic.Uint64 // this master's term while it leads, else the leader's as last seen
 	leaderAddr atomic.Value  // string
