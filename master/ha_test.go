@@ -312,6 +312,10 @@ func TestHAQuorumLossRefusesChangesUntilItReturns(t *testing.T) {
 	if _, err := l.op.GetState(ctx, &masterv1.GetStateRequest{}); err != nil {
 		t.Errorf("GetState without quorum: %v, want an answer from memory", err)
 	}
+	// The refused change left no trace, even in memory.
+	if w, err := l.op.GetWeights(ctx, &masterv1.GetWeightsRequest{}); err != nil || hasWeight(w, "db", 2) {
+		t.Errorf("weights after the refused change: %v, %v; want an answer without db=2", w, err)
+	}
 	// A standby stops while etcd cannot answer it (no hang).
 	stopped := make(chan struct{})
 	go func() { others(ms, l)[0].stop(); close(stopped) }()

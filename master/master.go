@@ -488,7 +488,12 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 			masterv1.RegisterOperatorServer(gs, &operator{m: m})
 			schedulerv1.RegisterSchedulerServer(gs, &schedulerAPI{m: m})
 		},
-		Authorize: authz.check,
+		Authorize: func(ctx context.Context, method string) error {
+			if err := authz.check(ctx, method); err != nil {
+				return err
+			}
+			return m.refuseChange(method)
+		},
 		Options: []grpc.ServerOption{
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 			grpc.ForceServerCodecV2(eventCodec{}),
