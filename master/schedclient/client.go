@@ -175,6 +175,10 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	leader := ""
+	if lc, ok := c.conn.(*leaderconn.Conn); ok {
+		leader = lc.Leader() // the master that answered
+	}
 	sub := first.GetSubscribed()
 	if sub == nil {
 		return false, fmt.Errorf("the master answered subscribe with %T, not subscribed", first.GetEvent())
@@ -199,7 +203,12 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 	}
 	// A connection that hears nothing for a few heartbeats is dead.
 	silence := 3*sub.GetHeartbeatInterval().AsDuration() + time.Second
-	watchdog := time.AfterFunc(silence, cancel)
+	watchdog := time.AfterFunc(silence, func() {
+		if lc, ok := c.conn.(*leaderconn.Conn); ok {
+			lc.Forget(leader) // paused or cut off: find the leader anew
+		}
+		cancel()
+	})
 	defer watchdog.Stop()
 	for {
 		ev, err := stream.Recv()
