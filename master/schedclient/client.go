@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -108,7 +109,10 @@ func (c *Client) FrameworkID() string {
 func (c *Client) Run(ctx context.Context, h Handler) error {
 	c.conn = c.cfg.Conn
 	if len(c.cfg.Masters) > 0 {
-		lc, err := leaderconn.New(leaderconn.Config{Masters: c.cfg.Masters, DialOptions: c.cfg.DialOptions, Log: c.cfg.Log,
+		// Keepalive as the agent's: a master paused or cut off mid-stream
+		// is found dead within 15 s; the caller's options come after it.
+		dial := append([]grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}, c.cfg.DialOptions...)
+		lc, err := leaderconn.New(leaderconn.Config{Masters: c.cfg.Masters, DialOptions: dial, Log: c.cfg.Log,
 			MinBackoff: c.cfg.MinBackoff, MaxBackoff: c.cfg.MaxBackoff})
 		if err != nil {
 			return err
