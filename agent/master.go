@@ -469,6 +469,7 @@ func (mc *masterClient) session(ctx context.Context, client masterv1.AgentGatewa
 				// A master silent for three intervals is gone from this
 				// side of the network: register again, maybe elsewhere.
 				if time.Since(lastHeard) > 3*interval {
+					mc.lc.Forget(s.leader) // paused or cut off: find the leader anew
 					cancel(fmt.Errorf("the master sent nothing for %s", time.Since(lastHeard).Round(time.Second)))
 					return
 				}

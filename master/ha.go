@@ -112,6 +112,7 @@ type ha struct {
 	eps    string
 
 	etcdUp     atomic.Bool
+	warned     atomic.Bool // of what the listeners' config leaves open
 	leading    atomic.Bool
 	term       atomic.Uint64 // this master's term while it leads, else the leader's as last seen
 	leaderAddr atomic.Value  // string
@@ -184,6 +185,11 @@ func (h *ha) loop(ctx context.Context, lis net.Listener) error {
 			return err
 		}
 		if first {
+			// Listed in GetMasters once ready, when etcd answers (else
+			// the campaign keeps trying).
+			if _, err := h.session(ctx); err != nil {
+				h.log.Warn("registering with etcd; trying again", "err", err)
+			}
 			close(h.m.ready)
 		}
 		e, err := h.campaign(ctx)
@@ -216,13 +222,20 @@ func (h *ha) session(ctx context.Context) (*concurrency.Session, error) {
 			return s, nil
 		}
 	}
+	// The lease is granted here, within a bound, rather than by
+	// NewSession, which would wait for etcd as long as its context lives:
+	// that context is the keep-alives', which outlive ctx until revoke.
 	gctx, cancel := context.WithTimeout(ctx, h.m.cfg.ElectionTTL)
 	defer cancel()
 	ttl := int(h.m.cfg.ElectionTTL / time.Second)
-	ns, err := concurrency.NewSession(h.cli, concurrency.WithTTL(ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
+	lease, err := h.cli.Grant(gctx, int64(ttl))
+	var ns *concurrency.Session
 	if err == nil {
-		err = h.putSelf(gctx, ns.Lease())
-		if err != nil {
+		ns, err = concurrency.NewSession(h.cli, concurrency.WithTTL(ttl), concurrency.WithLease(lease.ID),
+			concurrency.WithContext(context.WithoutCancel(ctx)))
+	}
+	if err == nil {
+		if err = h.putSelf(gctx, ns.Lease()); err != nil {
 			h.revoke(ns)
 		}
 	}

@@ -77,6 +77,20 @@ func (h *ha) refuse(method string) error {
 	return typesv1.NotLeader(leader)
 }
 
+// refuseChange refuses an operator's change (every Operator call that
+// is not a read) while the leader's etcd does not answer, before anything
+// changes in memory: a refused change leaves no trace.
+func (m *Master) refuseChange(method string) error {
+	svc, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	if m.ha == nil || m.ha.etcdUp.Load() || svc != masterv1.Operator_ServiceDesc.ServiceName {
+		return nil
+	}
+	if _, read := operatorNeeds[name]; read {
+		return nil
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", name, m.ha.unwritable(nil))
+}
+
 // standbyOperator answers a standby's GetMasters and GetHealth.
 type standbyOperator struct {
 	masterv1.UnimplementedOperatorServer

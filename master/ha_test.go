@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,30 +52,8 @@ func startHA(t *testing.T, c *etcdtest.Cluster, n int) []*haMaster {
 		cfg := DefaultConfig()
 		cfg.Listen, cfg.WorkDir, cfg.Socket, cfg.Insecure = "127.0.0.1:0", t.TempDir(), "", true
 		cfg.EtcdEndpoints, cfg.EtcdPrefix, cfg.ElectionTTL = c.Endpoints(), "/ha-test/", testTTL
-		m, err := New(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- m.Run(ctx) }()
-		var once sync.Once
-		hm := &haMaster{m: m, stop: func() {
-			once.Do(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("master: %v", err)
-				}
-			})
-		}}
-		t.Cleanup(hm.stop)
-		select {
-		case <-m.Ready():
-		case err := <-done:
-			t.Fatalf("master ended before it served: %v", err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("master not ready in 30s")
-		}
+		m := runMaster(t, cfg)
+		hm := &haMaster{m: m, stop: func() { stopMaster(m) }}
 		conn, err := grpc.NewClient(m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -144,10 +121,13 @@ func TestHAOneLeadsStandbysRedirect(t *testing.T) {
 		if err != nil || h.Leader || h.Etcd != "up" || h.LeaderAddress != l.m.Addr() || h.Term == 0 {
 			t.Errorf("standby's health: %v, %v; want a standby that sees etcd up and the leader %s with its term", h, err, l.m.Addr())
 		}
-		resp, err := s.op.GetMasters(ctx, &masterv1.GetMastersRequest{})
-		if err != nil {
-			t.Fatalf("GetMasters on a standby: %v", err)
-		}
+		// Read from the standby's etcd member, which may lag a little.
+		var resp *masterv1.GetMastersResponse
+		waitFor(t, func() bool {
+			var err error
+			resp, err = s.op.GetMasters(ctx, &masterv1.GetMastersRequest{})
+			return err == nil && len(resp.Masters) == 3
+		})
 		var leaders, total int
 		for _, mi := range resp.Masters {
 			total++
@@ -331,6 +311,18 @@ func TestHAQuorumLossRefusesChangesUntilItReturns(t *testing.T) {
 	}
 	if _, err := l.op.GetState(ctx, &masterv1.GetStateRequest{}); err != nil {
 		t.Errorf("GetState without quorum: %v, want an answer from memory", err)
+	}
+	// The refused change left no trace, even in memory.
+	if w, err := l.op.GetWeights(ctx, &masterv1.GetWeightsRequest{}); err != nil || hasWeight(w, "db", 2) {
+		t.Errorf("weights after the refused change: %v, %v; want an answer without db=2", w, err)
+	}
+	// A standby stops while etcd cannot answer it (no hang).
+	stopped := make(chan struct{})
+	go func() { others(ms, l)[0].stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a standby did not stop in 30s while etcd had no quorum")
 	}
 	for _, i := range []int{1, 2} {
 		if err := c.Restart(i); err != nil {

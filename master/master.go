@@ -488,7 +488,12 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 			masterv1.RegisterOperatorServer(gs, &operator{m: m})
 			schedulerv1.RegisterSchedulerServer(gs, &schedulerAPI{m: m})
 		},
-		Authorize: authz.check,
+		Authorize: func(ctx context.Context, method string) error {
+			if err := authz.check(ctx, method); err != nil {
+				return err
+			}
+			return m.refuseChange(method)
+		},
 		Options: []grpc.ServerOption{
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 			grpc.ForceServerCodecV2(eventCodec{}),
@@ -506,11 +511,14 @@ func (m *Master) newServer() (*grpcserver.Server, []grpc.ServerOption, error) {
 // socket's peers are known by the kernel; TCP clients by TLS, or not at
 // all. It warns of what the config leaves open.
 func (m *Master) listenerOptions(authz *authorizer) ([]grpc.ServerOption, error) {
-	if m.cfg.TLSCert != "" && !authz.enforce {
-		m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
-	}
-	if m.cfg.TLSCert == "" && m.cfg.Insecure {
-		m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
+	// A replicated master's standby and terms serve again and again: said once.
+	if m.ha == nil || m.ha.warned.CompareAndSwap(false, true) {
+		if m.cfg.TLSCert != "" && !authz.enforce {
+			m.log.Warn("every certificate the client CA signed may do everything on this master: restrict with --agent-cn, --readonly-cn, --operator-cn")
+		}
+		if m.cfg.TLSCert == "" && m.cfg.Insecure {
+			m.log.Warn("plaintext TCP with --insecure: anyone who reaches the listen address, every container on this host included, may register agents, launch and kill tasks and mark agents gone", "listen", m.cfg.Listen)
+		}
 	}
 	creds := peercred.Creds{}
 	if m.cfg.TLSCert != "" {

@@ -42,6 +42,19 @@ func startMaster(t *testing.T, mod func(*Config)) (*Master, masterv1.OperatorCli
 	if mod != nil {
 		mod(&cfg)
 	}
+	m := runMaster(t, cfg)
+	conn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return m, masterv1.NewOperatorClient(conn), conn
+}
+
+// runMaster runs a master of cfg until the test ends (or stopMaster), and
+// waits until it serves.
+func runMaster(t *testing.T, cfg Config) *Master {
+	t.Helper()
 	m, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +78,7 @@ func startMaster(t *testing.T, mod func(*Config)) (*Master, masterv1.OperatorCli
 	case err := <-done:
 		t.Fatalf("master: %v", err)
 	}
-	conn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return m, masterv1.NewOperatorClient(conn), conn
+	return m
 }
 
 // stops holds each test master's stop function.

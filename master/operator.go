@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -180,6 +181,11 @@ func (o *operator) LaunchTask(ctx context.Context, req *masterv1.LaunchTaskReque
 	if err := m.p.wait(ctx, g); err != nil {
 		m.mu.Lock()
 		m.setTask(t, typesv1.TaskState_TASK_ERROR, typesv1.Reason_REASON_UNSPECIFIED, fmt.Sprintf("the registry could not record the task, so it was not sent to an agent: %v", err), nil)
+		if errors.Is(err, store.ErrUnavailable) {
+			// Refused (etcd without quorum): no trace, and the ID may be
+			// used again once the registry can be written.
+			m.forgetTask(t)
+		}
 		m.mu.Unlock()
 		return nil, status.Errorf(codes.Unavailable, "the registry could not record task %s: %v", t.ID, err)
 	}

@@ -124,6 +124,20 @@ func (c *Conn) Leader() string {
 	return c.leader
 }
 
+// Forget is a caller's word that the master at addr stopped answering
+// (a stream that heard nothing for too long: a paused or cut-off master,
+// whose connection may still look alive): it is no longer taken for the
+// leader, and it is connected to anew when next tried.
+func (c *Conn) Forget(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forgetLocked(addr)
+	if cc := c.conns[addr]; cc != nil {
+		cc.Close()
+		delete(c.conns, addr)
+	}
+}
+
 // Masters is the list the Conn was given.
 func (c *Conn) Masters() []string { return slices.Clone(c.cfg.Masters) }
 

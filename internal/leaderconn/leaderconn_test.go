@@ -313,3 +313,24 @@ func FuzzParseList(f *testing.F) {
 		}
 	})
 }
+
+// A leader the caller found silent (paused: its connection still looks
+// alive) is forgotten: the next call looks for the leader anew.
+func TestForgetASilentLeader(t *testing.T) {
+	s, leader := startFake(t), startFake(t)
+	s.standBy(leader.addr)
+	c := newConn(t, s.addr, leader.addr)
+	agentsFrom(t, c)
+	c.Forget(leader.addr)
+	if c.Leader() != "" {
+		t.Fatalf("Leader() = %q after Forget", c.Leader())
+	}
+	s.standby.Store(false) // elected meanwhile
+	leader.standBy(s.addr)
+	if got := agentsFrom(t, c); got != "from "+s.addr {
+		t.Fatalf("after Forget: %q, want the new leader's", got)
+	}
+	if leader.refusals.Load() != 0 {
+		t.Errorf("the forgotten leader was asked first (%d refusals): the list goes on past it", leader.refusals.Load())
+	}
+}

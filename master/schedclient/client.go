@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -108,7 +109,10 @@ func (c *Client) FrameworkID() string {
 func (c *Client) Run(ctx context.Context, h Handler) error {
 	c.conn = c.cfg.Conn
 	if len(c.cfg.Masters) > 0 {
-		lc, err := leaderconn.New(leaderconn.Config{Masters: c.cfg.Masters, DialOptions: c.cfg.DialOptions, Log: c.cfg.Log,
+		// Keepalive as the agent's: a master paused or cut off mid-stream
+		// is found dead within 15 s; the caller's options come after it.
+		dial := append([]grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second})}, c.cfg.DialOptions...)
+		lc, err := leaderconn.New(leaderconn.Config{Masters: c.cfg.Masters, DialOptions: dial, Log: c.cfg.Log,
 			MinBackoff: c.cfg.MinBackoff, MaxBackoff: c.cfg.MaxBackoff})
 		if err != nil {
 			return err
@@ -175,6 +179,10 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	leader := ""
+	if lc, ok := c.conn.(*leaderconn.Conn); ok {
+		leader = lc.Leader() // the master that answered
+	}
 	sub := first.GetSubscribed()
 	if sub == nil {
 		return false, fmt.Errorf("the master answered subscribe with %T, not subscribed", first.GetEvent())
@@ -199,7 +207,12 @@ func (c *Client) once(ctx context.Context, h Handler) (bool, error) {
 	}
 	// A connection that hears nothing for a few heartbeats is dead.
 	silence := 3*sub.GetHeartbeatInterval().AsDuration() + time.Second
-	watchdog := time.AfterFunc(silence, cancel)
+	watchdog := time.AfterFunc(silence, func() {
+		if lc, ok := c.conn.(*leaderconn.Conn); ok {
+			lc.Forget(leader) // paused or cut off: find the leader anew
+		}
+		cancel()
+	})
 	defer watchdog.Stop()
 	for {
 		ev, err := stream.Recv()

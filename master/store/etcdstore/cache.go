@@ -41,16 +41,11 @@ func (c *cache) moved() {
 	c.changed = make(chan struct{})
 }
 
-// state is the cache's revision, its entries' counts by kind, and a channel
-// closed when the revision moves.
-func (c *cache) state() (int64, map[string]int, <-chan struct{}) {
+// state is the cache's revision and a channel closed when it moves.
+func (c *cache) state() (int64, <-chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	counts := map[string]int{}
-	for k, e := range c.entries {
-		counts[k] = len(e)
-	}
-	return c.rev, counts, c.changed
+	return c.rev, c.changed
 }
 
 func (c *cache) revision() int64 {
@@ -197,53 +192,40 @@ func (s *Store) drain(wch clientv3.WatchChan) (got bool, err error) {
 }
 
 // sync returns once the cache holds every write committed before the
-// call: one linearizable transaction checks that no entry changed after
-// the cache's revision and that none was deleted (the counts agree);
-// otherwise it waits for the watch to bring the changes, and after a few
-// tries reads the registry whole.
+// call: it reads the mod revision of writtenKey (linearizable), which
+// every registry transaction writes, and waits until the watch has
+// brought the cache that far; if the watch is slow (or broken) it reads
+// the registry whole.
 func (s *Store) sync(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	for range 5 {
-		rev, counts, changed := s.cache.state()
-		fresh, err := s.fresh(ctx, rev, counts)
-		if err != nil || fresh {
-			return err
-		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-changed:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-	return s.reload(ctx)
-}
-
-func (s *Store) fresh(ctx context.Context, rev int64, counts map[string]int) (bool, error) {
-	var ops []clientv3.Op
-	for _, kind := range store.Kinds {
-		p := s.cfg.Prefix + kind + "/"
-		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMinModRev(rev+1)),
-			clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithCountOnly()))
-	}
-	var resp *clientv3.TxnResponse
+	var resp *clientv3.GetResponse
 	err := s.retry(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
+		resp, err = s.cli.Get(ctx, s.cfg.Prefix+writtenKey)
 		return err
 	})
 	if err != nil {
-		return false, s.wrap(ctx, "reading the registry", err)
+		return s.wrap(ctx, "reading the registry", err)
 	}
-	for i, kind := range store.Kinds {
-		newer := resp.Responses[2*i].GetResponseRange().GetKvs()
-		n := resp.Responses[2*i+1].GetResponseRange().GetCount()
-		if len(newer) > 0 || n != int64(counts[kind]) {
-			return false, nil
+	var last int64
+	if len(resp.Kvs) == 1 {
+		last = resp.Kvs[0].ModRevision
+	}
+	wait := time.NewTimer(time.Second)
+	defer wait.Stop()
+	for {
+		rev, changed := s.cache.state()
+		if rev >= last {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-wait.C:
+			return s.reload(ctx)
+		case <-ctx.Done():
+			return s.wrap(ctx, "reading the registry: waiting for etcd's watch", ctx.Err())
 		}
 	}
-	return true, nil
 }
 
 func list[T any](ctx context.Context, s *Store, kind string) ([]T, error) {

@@ -19,9 +19,11 @@
 //
 // Reads come from a cache the Store loads at Open and keeps current from an
 // etcd watch, so a standby has the registry loaded and follows changes, and
-// a new leader reads it at once. Before answering, a read checks with one
-// linearizable transaction that the cache holds every write committed
-// before the call (and waits for the watch, or reloads, when it does not).
+// a new leader reads it at once. Every transaction that writes entries also
+// writes PREFIX written; before answering, a read gets that key's mod
+// revision (one small linearizable read) and waits until the watch has
+// brought the cache that far, or reloads. (A hand edit with etcdctl
+// reaches the cache through the watch too, but a read does not wait for it.)
 package etcdstore
 
 import (
@@ -56,10 +58,14 @@ const (
 )
 
 // schemaKey (under the prefix) holds the registry's schema version, as the
-// bbolt store's meta bucket does.
+// bbolt store's meta bucket does. writtenKey is written by every
+// transaction that writes entries: its mod revision is the registry's
+// last change, so a read knows in one small request whether the cache
+// holds it.
 const (
 	schemaKey     = "schema_version"
 	schemaVersion = "1"
+	writtenKey    = "written"
 )
 
 // Config says which etcd to use and how.
@@ -100,6 +106,7 @@ func (c *Config) setDefaults() {
 	if c.MaxTxnOps <= 0 {
 		c.MaxTxnOps = DefaultMaxTxnOps
 	}
+	c.MaxTxnOps = max(c.MaxTxnOps, 2) // an entry and writtenKey
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = DefaultMaxRequestBytes
 	}
@@ -137,8 +144,9 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open connects to etcd, loads the registry under the prefix and starts
-// following it. It fails, wrapping store.ErrUnavailable, when etcd cannot
-// be reached within ctx or DialTimeout.
+// following it until Close (ctx bounds Open only). It fails, wrapping
+// store.ErrUnavailable, when etcd cannot be reached within ctx or
+// DialTimeout.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if len(cfg.Endpoints) == 0 {
@@ -163,6 +171,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	defer cancel()
 	if err := s.checkSchema(octx); err != nil {
 		cli.Close()
+		if errors.Is(err, store.ErrUnavailable) {
+			// etcd's client waits for a connection, so a refused TLS
+			// handshake looks like silence: say what to check.
+			err = fmt.Errorf("%w (is etcd running there? with TLS: are the etcd CA, client certificate and key right?)", err)
+		}
 		return nil, err
 	}
 	if err := s.reload(octx); err != nil {
@@ -272,10 +285,11 @@ func (s *Store) apply(ctx context.Context, b store.Batch, fence *fenced) error {
 }
 
 // chunks turns writes into transactions' operations, each within etcd's
-// limits of operations and bytes.
+// limits of operations and bytes, each ending with the put of writtenKey.
 func (s *Store) chunks(writes []store.Write) ([][]clientv3.Op, error) {
-	// Room for the request's header and the fence's compare.
+	// Room for the request's header, the fence's compare and writtenKey.
 	budget := s.cfg.MaxRequestBytes - 4096
+	written := s.written()
 	var out [][]clientv3.Op
 	var cur []clientv3.Op
 	size := 0
@@ -286,8 +300,8 @@ func (s *Store) chunks(writes []store.Write) ([][]clientv3.Op, error) {
 			return nil, fmt.Errorf("registry entry %s %q is %d bytes; etcd takes at most %d in one request (its --max-request-bytes; tell gearbox with the same setting)",
 				w.Kind, w.ID, n, s.cfg.MaxRequestBytes)
 		}
-		if len(cur) == s.cfg.MaxTxnOps || size+n > budget {
-			out, cur, size = append(out, cur), nil, 0
+		if len(cur) == s.cfg.MaxTxnOps-1 || size+n > budget {
+			out, cur, size = append(out, append(cur, written)), nil, 0
 		}
 		if w.Value == nil {
 			cur = append(cur, clientv3.OpDelete(k))
@@ -297,10 +311,13 @@ func (s *Store) chunks(writes []store.Write) ([][]clientv3.Op, error) {
 		size += n
 	}
 	if len(cur) > 0 {
-		out = append(out, cur)
+		out = append(out, append(cur, written))
 	}
 	return out, nil
 }
+
+// written is the put that marks a transaction as a change of the registry.
+func (s *Store) written() clientv3.Op { return clientv3.OpPut(s.cfg.Prefix+writtenKey, "") }
 
 func (s *Store) key(kind, id string) string { return s.cfg.Prefix + kind + "/" + id }
 

@@ -87,7 +87,7 @@ func (s *Store) makeRoom(ctx context.Context, force bool) error {
 	if !force {
 		return fmt.Errorf("etcd at %s holds %d registry entries under %s: %w (give --force to replace them, or another --etcd-prefix)", s.endpoints(), held, s.cfg.Prefix, ErrHoldsRegistry)
 	}
-	var dels []clientv3.Op
+	dels := []clientv3.Op{s.written()}
 	for _, kind := range store.Kinds {
 		dels = append(dels, clientv3.OpDelete(s.cfg.Prefix+kind+"/", clientv3.WithPrefix()))
 	}
