@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -365,4 +368,37 @@ func (c *haCluster) containers() (all, running map[string]int) {
 		}
 	}
 	return all, running
+}
+
+// lockedBuffer is an output a running process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// follow starts the CLI with --master naming all three masters (a command
+// that runs until stopped, such as events); the test's cleanup stops it.
+func (c *haCluster) follow(args ...string) (stdout, stderr *lockedBuffer) {
+	c.t.Helper()
+	stdout, stderr = &lockedBuffer{}, &lockedBuffer{}
+	cmd := exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"--master", c.addrs()}, args...)...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	return stdout, stderr
 }
