@@ -242,6 +242,12 @@ func TestHALeaderWithoutItsKeyStepsDownAndIsFenced(t *testing.T) {
 	c := startEtcd(t)
 	ms := startHA(t, c, 2)
 	l := leader(t, ms, 15*time.Second)
+	ctx := context.Background()
+	h0, err := l.op.GetHealth(ctx, &masterv1.GetHealthRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTerm := h0.Term
 	h := l.m.ha
 	h.mu.Lock()
 	tm, key := h.cur, h.curKey
@@ -254,7 +260,6 @@ func TestHALeaderWithoutItsKeyStepsDownAndIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	ctx := context.Background()
 	if _, err := cli.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
@@ -271,12 +276,27 @@ func TestHALeaderWithoutItsKeyStepsDownAndIsFenced(t *testing.T) {
 	if len(resp.Kvs) != 0 {
 		t.Errorf("the deposed leader's write landed in etcd: %s", resp.Kvs[0].Value)
 	}
-	other := others(ms, l)[0]
-	if nl := leader(t, ms, testTTL+2*time.Second); nl != other {
-		t.Errorf("the deposed leader leads again; want the other master to lead")
+	// A new term begins (either master may win the new election; the
+	// deposed one campaigns again like any standby), and the deposed
+	// term is over.
+	deadline := time.Now().Add(testTTL + 2*time.Second)
+	var newTerm uint64
+	for newTerm <= oldTerm && time.Now().Before(deadline) {
+		for _, m := range ms {
+			if hr, err := m.op.GetHealth(ctx, &masterv1.GetHealthRequest{}); err == nil && hr.Leader && hr.Term > oldTerm {
+				newTerm = hr.Term
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if h.leading.Load() {
-		t.Error("the deposed leader still says it leads")
+	if newTerm <= oldTerm {
+		t.Fatalf("no master leads a term after %d within %s of the deposition", oldTerm, testTTL+2*time.Second)
+	}
+	h.mu.Lock()
+	stillCur := h.cur == tm
+	h.mu.Unlock()
+	if stillCur {
+		t.Error("the deposed term is still the master's current term")
 	}
 }
 
