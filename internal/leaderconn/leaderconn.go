@@ -329,7 +329,16 @@ func (c *Conn) probe(ctx context.Context, cc *grpc.ClientConn) error {
 	case codes.Canceled:
 		return ctx.Err()
 	}
-	return nil // it answered: whatever it said, it is there
+	// It answered: whatever it said, it is there. gRPC may hand over the
+	// answer before the channel reports Ready (it updates the picker
+	// first), and learn reads the state to tell a lost connection from a
+	// master's own Unavailable: wait for the state to catch up.
+	for s := cc.GetState(); s == connectivity.Idle || s == connectivity.Connecting; s = cc.GetState() {
+		if !cc.WaitForStateChange(pctx, s) {
+			break
+		}
+	}
+	return nil
 }
 
 // walk is one call's search for the leader.
