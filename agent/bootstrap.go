@@ -94,7 +94,10 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 	a.ledger, a.attrs = a.resources()
 	a.adm.ledger = a.ledger
 	if a.cfg.Master != "" {
-		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
+		a.mc, err = newMasterClient(a.cfg.Master, masterDeps{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate,
+			node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs}, tls: a.cfg.MasterTLS,
+			onID: func(id string) { a.masterID.Store(id) }})
+		if err != nil {
 			return nil, err
 		}
 		if a.mc.agentID != "" {
