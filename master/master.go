@@ -293,6 +293,10 @@ type Master struct {
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
+	// streamLoops are the agent streams' send and receive loops
+	// (gateway.go): gRPC releases a blocked Send or Recv only once Connect
+	// has returned, so they are the master's, and Run waits for them.
+	streamLoops sync.WaitGroup
 
 	queueGauge   prometheus.Gauge
 	cutCounter   prometheus.Counter
@@ -438,6 +442,7 @@ func (m *Master) Run(ctx context.Context) error {
 	stopBg()
 	wg.Wait()
 	srv.Stop()
+	m.streamLoops.Wait() // every Connect has returned: no more start
 	return err
 }
 
