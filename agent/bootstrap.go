@@ -173,21 +173,11 @@ func (a *Agent) openCheckpoint() (recovered, error) {
 // resources are the resources the agent offers (detected, then the
 // config's overrides) and its attributes.
 func (a *Agent) resources() (*ledger, map[string]string) {
-	total := detectResources(a.cfg.WorkDir)
-	over, set, _ := ParseResources(a.cfg.Resources)
-	if set["cpus"] {
-		total.CPUs = over.CPUs
+	total := a.cfg.Resources.Over(detectResources(a.cfg.WorkDir))
+	attrs := map[string]string(a.cfg.Attributes)
+	if attrs == nil {
+		attrs = map[string]string{}
 	}
-	if set["mem"] {
-		total.Memory = over.Memory
-	}
-	if set["disk"] {
-		total.Disk = over.Disk
-	}
-	if set["ports"] {
-		total.Ports = over.Ports
-	}
-	attrs, _ := ParseAttributes(a.cfg.Attributes)
 	return &ledger{total: total}, attrs
 }
 
