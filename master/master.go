@@ -305,9 +305,10 @@ type Master struct {
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
-	// streamLoops are the agent streams' send and receive loops
-	// (gateway.go): gRPC releases a blocked Send or Recv only once Connect
-	// has returned, so they are the master's, and Run waits for them.
+	// streamLoops are the streams' send and receive loops (agents'
+	// Connect, frameworks' Subscribe, events' Subscribe): gRPC releases a
+	// blocked Send or Recv only once the call has returned, so they are
+	// the master's, and Run waits for them.
 	streamLoops sync.WaitGroup
 
 	queueGauge   prometheus.Gauge
@@ -454,7 +455,7 @@ func (m *Master) Run(ctx context.Context) error {
 	stopBg()
 	wg.Wait()
 	srv.Stop()
-	m.streamLoops.Wait() // every Connect has returned: no more start
+	m.streamLoops.Wait() // every call has returned: no more start
 	return err
 }
 
