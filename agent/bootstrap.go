@@ -94,7 +94,10 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 	a.ledger, a.attrs = a.resources()
 	a.adm.ledger = a.ledger
 	if a.cfg.Master != "" {
-		if a.mc, err = newMasterClient(a, a.cfg.Master); err != nil {
+		a.mc, err = newMasterClient(a.cfg.Master, masterDeps{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate,
+			node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs}, tls: a.cfg.MasterTLS,
+			onID: func(id string) { a.masterID.Store(id) }})
+		if err != nil {
 			return nil, err
 		}
 		if a.mc.agentID != "" {
@@ -170,21 +173,11 @@ func (a *Agent) openCheckpoint() (recovered, error) {
 // resources are the resources the agent offers (detected, then the
 // config's overrides) and its attributes.
 func (a *Agent) resources() (*ledger, map[string]string) {
-	total := detectResources(a.cfg.WorkDir)
-	over, set, _ := ParseResources(a.cfg.Resources)
-	if set["cpus"] {
-		total.CPUs = over.CPUs
+	total := a.cfg.Resources.Over(detectResources(a.cfg.WorkDir))
+	attrs := map[string]string(a.cfg.Attributes)
+	if attrs == nil {
+		attrs = map[string]string{}
 	}
-	if set["mem"] {
-		total.Memory = over.Memory
-	}
-	if set["disk"] {
-		total.Disk = over.Disk
-	}
-	if set["ports"] {
-		total.Ports = over.Ports
-	}
-	attrs, _ := ParseAttributes(a.cfg.Attributes)
 	return &ledger{total: total}, attrs
 }
 

@@ -69,9 +69,9 @@ type Config struct {
 	// Resources override what the agent detects, in Mesos's form:
 	// "cpus:4;mem:8192;disk:100000" (MB). What is not listed is detected,
 	// less a share kept for the host.
-	Resources string `toml:"resources"`
+	Resources ResourceOverrides `toml:"resources"`
 	// Attributes describe the machine: "rack:r1;zone:a".
-	Attributes string `toml:"attributes"`
+	Attributes Attributes `toml:"attributes"`
 	// Isolation names the isolators (Mesos's --isolation): cgroups/cpu,
 	// cgroups/mem, cgroups/pids, cgroups/blkio, network/cni.
 	Isolation []string `toml:"isolation"`
@@ -247,6 +247,7 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		DefaultRuntime:    "runc",
 		Recover:           "reconnect",
+		Attributes:        Attributes{},
 		Roles:             Roles{UnixDefault: "readonly", TCPDefault: "readonly"},
 		Isolation:         []string{"cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/blkio", "network/cni"},
 		CNIBinDir:         "/usr/lib/cni",
@@ -378,12 +379,6 @@ func (c Config) Validate() error {
 		if p.Timeout < 0 {
 			bad(key+".timeout", "%s: write a positive duration such as 5s", p.Timeout)
 		}
-	}
-	if _, _, err := ParseResources(c.Resources); err != nil {
-		bad("resources", "%v", err)
-	}
-	if _, err := ParseAttributes(c.Attributes); err != nil {
-		bad("attributes", "%v", err)
 	}
 	if _, err := newAuthorizer(c.Roles); err != nil {
 		errs = append(errs, err)

@@ -65,6 +65,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{`default_network = ""`, "default_network"},
 		{"[container_dns]\nservers = [\"dns.example\"]", "container_dns.servers"},
 		{`resources = "ports:[1-70000]"`, "resources"},
+		{`resources = "cpus:many"`, "resources"},
+		{`resources = "gpus:1"`, "resources"},
+		{`attributes = "rack"`, "attributes"},
 	} {
 		p := filepath.Join(t.TempDir(), "agent.toml")
 		os.WriteFile(p, []byte("version = 1\n"+strings.Replace(tc.toml, "version = 2", "", 1)), 0o644)
@@ -83,11 +86,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 }
 
-// Sizes and durations are read once, into numbers; the effective config
-// (--print-config) writes them as a person would and reads back the same.
+// Sizes, durations, resources and attributes are read once, into typed
+// values; the effective config (--print-config) writes them as a person
+// would and reads back the same.
 func TestConfigTypedValuesRoundTrip(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "agent.toml")
-	os.WriteFile(p, []byte("version = 1\n[logging]\nmax_size = \"64k\"\nmax_size_limit = \"2g\"\n"+
+	os.WriteFile(p, []byte("version = 1\nresources = \"cpus:2; mem:512;ports:[31000-31010]\"\nattributes = \"zone:a; rack:r1\"\n"+
+		"[logging]\nmax_size = \"64k\"\nmax_size_limit = \"2g\"\n"+
 		"[[isolator_plugins]]\nname = \"q\"\nsocket = \"/run/q.sock\"\ntimeout = \"1m30s\"\n"), 0o644)
 	cfg, err := LoadConfig(p)
 	if err != nil {
@@ -96,11 +101,20 @@ func TestConfigTypedValuesRoundTrip(t *testing.T) {
 	if cfg.Logging.MaxSize != 64<<10 || cfg.Logging.MaxSizeLimit != 2<<30 || cfg.IsolatorPlugins[0].Timeout != 90*time.Second {
 		t.Fatalf("read as max_size %d, max_size_limit %d, timeout %v", cfg.Logging.MaxSize, cfg.Logging.MaxSizeLimit, cfg.IsolatorPlugins[0].Timeout)
 	}
+	detected := ResourceSet{CPUs: 8, Memory: 1 << 30, Disk: 1 << 40}
+	ports, _ := ParsePorts("[31000-31010]")
+	if got, want := cfg.Resources.Over(detected), (ResourceSet{CPUs: 2, Memory: 512 << 20, Disk: 1 << 40, Ports: ports}); !reflect.DeepEqual(got, want) {
+		t.Errorf("resources over %+v: %+v, want %+v", detected, got, want)
+	}
+	if want := (Attributes{"zone": "a", "rack": "r1"}); !reflect.DeepEqual(cfg.Attributes, want) {
+		t.Errorf("attributes read as %v, want %v", cfg.Attributes, want)
+	}
 	var out strings.Builder
 	if err := toml.NewEncoder(&out).Encode(cfg); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`max_size = "64KiB"`, `max_size_limit = "2GiB"`, `timeout = "1m30s"`} {
+	for _, want := range []string{`max_size = "64KiB"`, `max_size_limit = "2GiB"`, `timeout = "1m30s"`,
+		`resources = "cpus:2; mem:512;ports:[31000-31010]"`, `attributes = "rack:r1;zone:a"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed config lacks %s:\n%s", want, out.String())
 		}

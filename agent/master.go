@@ -146,12 +146,32 @@ type nodeInfo struct {
 	Attributes map[string]string
 }
 
-func newMasterClient(a *Agent, addr string) (*masterClient, error) {
-	mc := &masterClient{log: a.log, cp: a.cp, adm: a.adm, gate: a.gate, node: nodeInfo{Address: a.cfg.TCP.Listen, Attributes: a.attrs},
-		onID: func(id string) { a.masterID.Store(id) },
-		addr: addr, dir: a.cp.updatesDir(), last: map[string]typesv1.TaskState{}, health: map[string]taskHealth{}, lastRestart: map[string]string{}, wake: make(chan struct{}, 1),
+// masterDeps is what the master client takes from the agent, so that it
+// reaches into no *Agent.
+type masterDeps struct {
+	log *slog.Logger
+	// cp holds the agent ID the master assigned and the status updates
+	// not yet acknowledged (meta/updates).
+	cp *checkpoint
+	// adm admits and runs the master's launches; its containerizer is set
+	// once built, before the first session.
+	adm *admission
+	// gate gives the context that ends with the agent's streams.
+	gate *gate
+	node nodeInfo
+	tls  MasterTLS
+	// onID hears the agent ID the master assigned (nil: nobody listens).
+	onID func(id string)
+}
+
+func newMasterClient(addr string, d masterDeps) (*masterClient, error) {
+	mc := &masterClient{log: d.log, cp: d.cp, adm: d.adm, gate: d.gate, node: d.node, onID: d.onID,
+		addr: addr, dir: d.cp.updatesDir(), last: map[string]typesv1.TaskState{}, health: map[string]taskHealth{}, lastRestart: map[string]string{}, wake: make(chan struct{}, 1),
 		creds: insecure.NewCredentials()}
-	if mt := a.cfg.MasterTLS; mt.CA != "" {
+	if mc.onID == nil {
+		mc.onID = func(string) {}
+	}
+	if mt := d.tls; mt.CA != "" {
 		tc, err := tlsutil.Client(mt.CA, mt.Cert, mt.Key)
 		if err != nil {
 			return nil, fmt.Errorf("config key master_tls: %w", err)
@@ -161,7 +181,7 @@ func newMasterClient(a *Agent, addr string) (*masterClient, error) {
 	if err := os.MkdirAll(mc.dir, 0o700); err != nil {
 		return nil, err
 	}
-	meta, err := a.cp.loadMasterMeta()
+	meta, err := d.cp.loadMasterMeta()
 	if err != nil {
 		return nil, err
 	}

@@ -22,8 +22,8 @@ func newTestMasterClient(t *testing.T, dir string, fake *fakeContainerizer, tota
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler), gate: newGate(), adm: &admission{cz: fake, ledger: &ledger{total: total}}}
-	mc, err := newMasterClient(a, "127.0.0.1:1")
+	deps := masterDeps{cp: cp, log: slog.New(slog.DiscardHandler), gate: newGate(), adm: &admission{cz: fake, ledger: &ledger{total: total}}}
+	mc, err := newMasterClient("127.0.0.1:1", deps)
 	if err != nil {
 		t.Fatal(err)
 	}

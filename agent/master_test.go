@@ -21,8 +21,8 @@ func TestStatusUpdatesAreCheckpointed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
-	mc, err := newMasterClient(a, "127.0.0.1:1")
+	deps := masterDeps{cp: cp, log: slog.New(slog.DiscardHandler)}
+	mc, err := newMasterClient("127.0.0.1:1", deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestStatusUpdatesAreCheckpointed(t *testing.T) {
 	mc.acked(mc.pending[0].UUID)
 
 	// A new agent on the same work dir: the same three, in order.
-	mc2, err := newMasterClient(a, "127.0.0.1:1")
+	mc2, err := newMasterClient("127.0.0.1:1", deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,11 +83,11 @@ func TestCheckpointedUpdateKeepsItsFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
+	deps := masterDeps{cp: cp, log: slog.New(slog.DiscardHandler)}
 	os.MkdirAll(filepath.Join(dir, "meta", "updates"), 0o700)
 	old := `{"seq":7,"uuid":"0f","task_id":"web","state":"TASK_FAILED","reason":"REASON_CONTAINER_LAUNCH_FAILED","message":"no such image","time":"2026-01-02T03:04:05Z"}`
 	os.WriteFile(filepath.Join(dir, "meta", "updates", "00000000000000000007.json"), []byte(old), 0o600)
-	mc, err := newMasterClient(a, "127.0.0.1:1")
+	mc, err := newMasterClient("127.0.0.1:1", deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +118,10 @@ func TestCheckpointedUpdateKeepsItsFormat(t *testing.T) {
 func TestCorruptUpdateFileStopsTheAgent(t *testing.T) {
 	dir := t.TempDir()
 	cp, _ := newCheckpoint(dir)
-	a := &Agent{cp: cp, log: slog.New(slog.DiscardHandler)}
+	deps := masterDeps{cp: cp, log: slog.New(slog.DiscardHandler)}
 	os.MkdirAll(filepath.Join(dir, "meta", "updates"), 0o700)
 	os.WriteFile(filepath.Join(dir, "meta", "updates", "00000000000000000001.json"), []byte("{not json"), 0o600)
-	if _, err := newMasterClient(a, "127.0.0.1:1"); err == nil || !errors.Is(err, ErrCorruptCheckpoint) {
+	if _, err := newMasterClient("127.0.0.1:1", deps); err == nil || !errors.Is(err, ErrCorruptCheckpoint) {
 		t.Fatalf("corrupt update file: %v", err)
 	}
 }

@@ -114,6 +114,69 @@ func ParseAttributes(s string) (map[string]string, error) {
 	return out, nil
 }
 
+// ResourceOverrides is the config key resources, read once at load from
+// Mesos's --resources form ("cpus:4;mem:8192;ports:[31000-32000]"): the
+// resources it names override what the agent detects.
+type ResourceOverrides struct {
+	r    ResourceSet
+	set  map[string]bool
+	text string // as written, for --print-config
+}
+
+// UnmarshalText reads what ParseResources reads.
+func (o *ResourceOverrides) UnmarshalText(b []byte) error {
+	r, set, err := ParseResources(string(b))
+	if err != nil {
+		return err
+	}
+	*o = ResourceOverrides{r: r, set: set, text: string(b)}
+	return nil
+}
+
+// MarshalText writes the overrides as they were written.
+func (o ResourceOverrides) MarshalText() ([]byte, error) { return []byte(o.text), nil }
+
+// Over is detected with the overrides laid over it.
+func (o ResourceOverrides) Over(detected ResourceSet) ResourceSet {
+	if o.set["cpus"] {
+		detected.CPUs = o.r.CPUs
+	}
+	if o.set["mem"] {
+		detected.Memory = o.r.Memory
+	}
+	if o.set["disk"] {
+		detected.Disk = o.r.Disk
+	}
+	if o.set["ports"] {
+		detected.Ports = o.r.Ports
+	}
+	return detected
+}
+
+// Attributes is the config key attributes, read once at load from
+// "rack:r1;zone:a".
+type Attributes map[string]string
+
+// UnmarshalText reads what ParseAttributes reads.
+func (a *Attributes) UnmarshalText(b []byte) error {
+	m, err := ParseAttributes(string(b))
+	if err != nil {
+		return err
+	}
+	*a = m
+	return nil
+}
+
+// MarshalText writes the attributes in the same form, sorted by name.
+func (a Attributes) MarshalText() ([]byte, error) {
+	parts := make([]string, 0, len(a))
+	for k, v := range a {
+		parts = append(parts, k+":"+v)
+	}
+	sort.Strings(parts)
+	return []byte(strings.Join(parts, ";")), nil
+}
+
 // detectResources measures the host and leaves a share for it, as Mesos
 // does: memory and disk keep min(1 GiB / 5 GiB, half) for the host.
 func detectResources(workDir string) ResourceSet {

@@ -85,20 +85,20 @@ func newAuthorizer(c Config) (*authorizer, error) {
 		cns  []string
 		fn   func(string)
 	}{
-		{"--agent-cn", c.AgentCNs, func(cn string) { a.agents[cn] = true }},
-		{"--readonly-cn", c.ReadOnlyCNs, func(cn string) { a.roles[cn] = max(a.roles[cn], roleReadOnly) }},
-		{"--operator-cn", c.OperatorCNs, func(cn string) { a.roles[cn] = roleOperator }},
+		{"agent-cn", c.AgentCNs, func(cn string) { a.agents[cn] = true }},
+		{"readonly-cn", c.ReadOnlyCNs, func(cn string) { a.roles[cn] = max(a.roles[cn], roleReadOnly) }},
+		{"operator-cn", c.OperatorCNs, func(cn string) { a.roles[cn] = roleOperator }},
 	} {
 		for _, cn := range l.cns {
 			if cn = strings.TrimSpace(cn); cn == "" {
-				return nil, fmt.Errorf("%s: an empty common name", l.flag)
+				return nil, fmt.Errorf("%s: an empty common name", setting(l.flag))
 			}
 			l.fn(cn)
 			a.enforce = true
 		}
 	}
 	if a.enforce && c.TLSCert == "" {
-		return nil, fmt.Errorf("--agent-cn, --readonly-cn and --operator-cn name certificates: give --tls-cert, --tls-key and --tls-client-ca too")
+		return nil, fmt.Errorf("%s name certificates: give %s too", setting("agent-cn", "readonly-cn", "operator-cn"), setting("tls-cert", "tls-key", "tls-client-ca"))
 	}
 	return a, nil
 }

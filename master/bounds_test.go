@@ -162,7 +162,7 @@ func TestPinnedAgentIdentities(t *testing.T) {
 		{[]string{"a1"}, "ID=CERTIFICATE_NAME"},
 		{[]string{"a/1=x"}, "agent ID"},
 		{[]string{"a1=x", "a1=y"}, "pinned twice"},
-		{[]string{"a1=x"}, "give --tls-cert"},
+		{[]string{"a1=x"}, "agent_identity (--agent-identity) pins agent IDs to certificate names: give tls_cert, tls_key and tls_client_ca (--tls-cert, --tls-key, --tls-client-ca)"},
 	} {
 		c := base
 		c.AgentIdentities = tc.pins

@@ -32,3 +32,20 @@ func LoadConfig(path string) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// setting names config keys as a message to the user does, each with the
+// flag that overrides it: "agent_ping_timeout (--agent-ping-timeout)";
+// several: "tls_cert, tls_key and tls_client_ca (--tls-cert, --tls-key,
+// --tls-client-ca)". It takes the flags' names.
+func setting(flags ...string) string {
+	keys := make([]string, len(flags))
+	dashed := make([]string, len(flags))
+	for i, f := range flags {
+		keys[i], dashed[i] = strings.ReplaceAll(f, "-", "_"), "--"+f
+	}
+	k := keys[0]
+	if n := len(keys); n > 1 {
+		k = strings.Join(keys[:n-1], ", ") + " and " + keys[n-1]
+	}
+	return k + " (" + strings.Join(dashed, ", ") + ")"
+}

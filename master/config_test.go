@@ -50,3 +50,31 @@ func TestConfigFileErrors(t *testing.T) {
 		t.Errorf("read as %+v (%v)", cfg, err)
 	}
 }
+
+// Validate names the config key at fault and the flag that overrides it,
+// as the file and the flags both set it.
+func TestValidateNamesKeyAndFlag(t *testing.T) {
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Listen = "" }, "listen (--listen): give host:port"},
+		{func(c *Config) { c.WorkDir = "" }, "work_dir (--work-dir): give a directory"},
+		{func(c *Config) { c.AgentPingTimeout = 0 }, "agent_ping_timeout (--agent-ping-timeout) must be positive"},
+		{func(c *Config) { c.MaxAgentPingTimeouts = 0 }, "max_agent_ping_timeouts (--max-agent-ping-timeouts) must be at least 1"},
+		{func(c *Config) { c.SubscriberBatchWindow = 2 * time.Second }, "subscriber_batch_window (--subscriber-batch-window)"},
+		{func(c *Config) { c.MaxAgentMemory = 0 }, "max_agent_memory and max_agent_disk (--max-agent-memory, --max-agent-disk) must be positive"},
+		{func(c *Config) { c.OfferTimeout = -1 }, "offer_timeout (--offer-timeout) must not be negative"},
+		{func(c *Config) { c.AgentRemovalRateLimit = "fast" }, "agent_removal_rate_limit (--agent-removal-rate-limit): "},
+		{func(c *Config) { c.AgentIdentities = []string{"a1"} }, `agent_identity (--agent-identity) "a1": write AGENT_ID=CERTIFICATE_NAME`},
+		{func(c *Config) { c.TLSCert, c.TLSKey, c.TLSClientCA, c.ReadOnlyCNs = "a", "b", "c", []string{""} }, "readonly_cn (--readonly-cn): an empty common name"},
+		{func(c *Config) { c.TLSKey = "k" }, "tls_cert, tls_key and tls_client_ca (--tls-cert, --tls-key, --tls-client-ca) go together"},
+		{func(c *Config) { c.Socket = "" }, "give socket (--socket) (local clients), tls_cert, tls_key and tls_client_ca (--tls-cert, --tls-key, --tls-client-ca), or insecure (--insecure)"},
+	} {
+		c := DefaultConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v, want %q", err, tc.want)
+		}
+	}
+}

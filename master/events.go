@@ -205,7 +205,7 @@ func (m *Master) subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStr
 	// The sender runs apart so that a Send blocked by a client that stopped
 	// reading does not keep this call from ending.
 	senderDone := make(chan error, 1)
-	go func() { senderDone <- m.sendEvents(ctx, stream, sub, first, cursor) }()
+	m.streamLoops.Go(func() { senderDone <- m.sendEvents(ctx, stream, sub, first, cursor) })
 	select {
 	case err := <-senderDone:
 		return err

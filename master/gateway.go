@@ -158,17 +158,24 @@ func (g *gateway) Connect(stream grpc.BidiStreamingServer[masterv1.AgentMessage,
 	if err != nil {
 		return err
 	}
-	ctx := stream.Context()
+	ctx, cancel := context.WithCancel(stream.Context())
 	as := &agentStream{m: m, a: a, c: c, stream: stream, acks: make(chan pendingAck, 64)}
+	// A Send to an agent that does not read its stream blocks until the
+	// stream ends, and a Recv until the agent sends: gRPC ends the stream
+	// only once Connect has returned. So Connect cannot wait for these
+	// two; m.streamLoops holds them and Run waits for it. Connect waits for
+	// the ack loop, which the cancel below ends.
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- as.sendLoop(ctx) }()
-	go as.ackLoop(ctx)
+	m.streamLoops.Go(func() { sendErr <- as.sendLoop(ctx) })
 	recvErr := make(chan error, 1)
-	go func() {
+	m.streamLoops.Go(func() {
 		if err := as.recvLoop(); err != nil {
 			recvErr <- err
 		}
-	}()
+	})
+	var acks sync.WaitGroup
+	acks.Go(func() { as.ackLoop(ctx) })
+	defer func() { cancel(); acks.Wait() }()
 	var result error
 	select {
 	case err := <-recvErr:

@@ -178,39 +178,8 @@ func DefaultConfig() Config {
 
 // Validate says what is wrong with a config, naming the flag.
 func (c Config) Validate() error {
-	switch {
-	case c.Listen == "":
-		return errors.New("--listen: give host:port")
-	case c.WorkDir == "":
-		return errors.New("--work-dir: give a directory")
-	case c.Socket != "" && !filepath.IsAbs(c.Socket):
-		return fmt.Errorf("--socket %q: give an absolute path", c.Socket)
-	case c.AgentPingTimeout <= 0:
-		return errors.New("--agent-ping-timeout must be positive")
-	case c.MaxAgentPingTimeouts < 1:
-		return errors.New("--max-agent-ping-timeouts must be at least 1")
-	case c.RegistryMaxAgentAge <= 0:
-		return errors.New("--registry-max-agent-age must be positive")
-	case c.EventBuffer < 1:
-		return errors.New("--event-buffer must be at least 1")
-	case c.SubscriberLag < 1 || c.SubscriberLag > c.EventBuffer:
-		return fmt.Errorf("--subscriber-lag must be between 1 and --event-buffer (%d)", c.EventBuffer)
-	case c.SubscriberHeartbeat <= 0:
-		return errors.New("--subscriber-heartbeat must be positive")
-	case c.SubscriberBatchWindow < 0 || c.SubscriberBatchWindow > time.Second:
-		return errors.New("--subscriber-batch-window must be between 0 and 1s")
-	case c.MaxAgentsPerIdentity < 1:
-		return errors.New("--max-agents-per-identity must be at least 1")
-	case c.MaxAgentTasks < 1:
-		return errors.New("--max-agent-tasks must be at least 1")
-	case !(c.MaxAgentCPUs > 0) || math.IsInf(c.MaxAgentCPUs, 0):
-		return errors.New("--max-agent-cpus must be a positive number")
-	case c.MaxAgentMemory <= 0 || c.MaxAgentDisk <= 0:
-		return errors.New("--max-agent-memory and --max-agent-disk must be positive")
-	case c.AllocationInterval <= 0 || c.FrameworkHeartbeat <= 0 || c.StatusUpdateRetry <= 0:
-		return errors.New("--allocation-interval, --framework-heartbeat and --status-update-retry must be positive")
-	case c.OfferTimeout < 0:
-		return errors.New("--offer-timeout must not be negative (0: offers never expire)")
+	if err := c.validateBounds(); err != nil {
+		return err
 	}
 	for i, acl := range c.Frameworks {
 		if strings.TrimSpace(acl.Principal) == "" || len(acl.Roles) == 0 {
@@ -225,11 +194,12 @@ func (c Config) Validate() error {
 	if _, err := parsePins(c.AgentIdentities); err != nil {
 		return err
 	}
+	tls := setting("tls-cert", "tls-key", "tls-client-ca")
 	if len(c.AgentIdentities) > 0 && c.TLSCert == "" {
-		return errors.New("--agent-identity pins agent IDs to certificate names: give --tls-cert, --tls-key and --tls-client-ca too")
+		return fmt.Errorf("%s pins agent IDs to certificate names: give %s too", setting("agent-identity"), tls)
 	}
 	if _, err := ParseRate(c.AgentRemovalRateLimit); err != nil {
-		return fmt.Errorf("--agent-removal-rate-limit: %w", err)
+		return fmt.Errorf("%s: %w", setting("agent-removal-rate-limit"), err)
 	}
 	if _, err := newAuthorizer(c); err != nil {
 		return err
@@ -245,15 +215,57 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case n != 0 && n != 3:
-		return errors.New("--tls-cert, --tls-key and --tls-client-ca go together: give all three for mutual TLS, or none")
+		return fmt.Errorf("%s go together: give all three for mutual TLS, or none", tls)
 	case n == 0 && !c.Insecure && c.Socket == "":
-		return errors.New("without TLS and without --socket nothing could use the master: give --socket (local clients), " +
-			"--tls-cert, --tls-key and --tls-client-ca, or --insecure")
+		return fmt.Errorf("without TLS and without a socket nothing could use the master: give %s (local clients), %s, or %s",
+			setting("socket"), tls, setting("insecure"))
 	case n == 0 && !c.Insecure && !loopback(c.Listen):
-		return fmt.Errorf("--listen %s is reachable from other hosts: give --tls-cert, --tls-key and --tls-client-ca, "+
-			"or --insecure to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", c.Listen)
+		return fmt.Errorf("%s %s is reachable from other hosts: give %s, "+
+			"or %s to serve it without TLS (then anyone who reaches it can launch tasks and mark agents gone)", setting("listen"), c.Listen, tls, setting("insecure"))
 	}
 	return nil
+}
+
+// validateBounds checks the settings that are single values in a range.
+func (c Config) validateBounds() error {
+	var bad string
+	switch {
+	case c.Listen == "":
+		bad = setting("listen") + ": give host:port"
+	case c.WorkDir == "":
+		bad = setting("work-dir") + ": give a directory"
+	case c.Socket != "" && !filepath.IsAbs(c.Socket):
+		bad = fmt.Sprintf("%s %q: give an absolute path", setting("socket"), c.Socket)
+	case c.AgentPingTimeout <= 0:
+		bad = setting("agent-ping-timeout") + " must be positive"
+	case c.MaxAgentPingTimeouts < 1:
+		bad = setting("max-agent-ping-timeouts") + " must be at least 1"
+	case c.RegistryMaxAgentAge <= 0:
+		bad = setting("registry-max-agent-age") + " must be positive"
+	case c.EventBuffer < 1:
+		bad = setting("event-buffer") + " must be at least 1"
+	case c.SubscriberLag < 1 || c.SubscriberLag > c.EventBuffer:
+		bad = fmt.Sprintf("%s must be between 1 and %s (%d)", setting("subscriber-lag"), setting("event-buffer"), c.EventBuffer)
+	case c.SubscriberHeartbeat <= 0:
+		bad = setting("subscriber-heartbeat") + " must be positive"
+	case c.SubscriberBatchWindow < 0 || c.SubscriberBatchWindow > time.Second:
+		bad = setting("subscriber-batch-window") + " must be between 0 and 1s"
+	case c.MaxAgentsPerIdentity < 1:
+		bad = setting("max-agents-per-identity") + " must be at least 1"
+	case c.MaxAgentTasks < 1:
+		bad = setting("max-agent-tasks") + " must be at least 1"
+	case !(c.MaxAgentCPUs > 0) || math.IsInf(c.MaxAgentCPUs, 0):
+		bad = setting("max-agent-cpus") + " must be a positive number"
+	case c.MaxAgentMemory <= 0 || c.MaxAgentDisk <= 0:
+		bad = setting("max-agent-memory", "max-agent-disk") + " must be positive"
+	case c.AllocationInterval <= 0 || c.FrameworkHeartbeat <= 0 || c.StatusUpdateRetry <= 0:
+		bad = setting("allocation-interval", "framework-heartbeat", "status-update-retry") + " must be positive"
+	case c.OfferTimeout < 0:
+		bad = setting("offer-timeout") + " must not be negative (0: offers never expire)"
+	default:
+		return nil
+	}
+	return errors.New(bad)
 }
 
 // stoppingErr tells an agent the master stops (ErrorInfo
@@ -315,6 +327,11 @@ type Master struct {
 	removal     *removalQueue
 	limiter     *rate.Limiter
 	subscribers sync.Map // *subscriber → struct{}
+	// streamLoops are the streams' send and receive loops (agents'
+	// Connect, frameworks' Subscribe, events' Subscribe): gRPC releases a
+	// blocked Send or Recv only once the call has returned, so they are
+	// the master's, and Run waits for them.
+	streamLoops sync.WaitGroup
 
 	queueGauge   prometheus.Gauge
 	cutCounter   prometheus.Counter
@@ -366,13 +383,13 @@ func parsePins(vals []string) (map[string]string, error) {
 		id, cn, ok := strings.Cut(v, "=")
 		id, cn = strings.TrimSpace(id), strings.TrimSpace(cn)
 		if !ok || id == "" || cn == "" {
-			return nil, fmt.Errorf("--agent-identity %q: write AGENT_ID=CERTIFICATE_NAME", v)
+			return nil, fmt.Errorf("%s %q: write AGENT_ID=CERTIFICATE_NAME", setting("agent-identity"), v)
 		}
 		if err := ids.Validate(id); err != nil {
-			return nil, fmt.Errorf("--agent-identity %q: agent ID: %w", v, err)
+			return nil, fmt.Errorf("%s %q: agent ID: %w", setting("agent-identity"), v, err)
 		}
 		if prev, dup := pins[id]; dup {
-			return nil, fmt.Errorf("--agent-identity: agent ID %s is pinned twice (to %q and %q)", id, prev, cn)
+			return nil, fmt.Errorf("%s: agent ID %s is pinned twice (to %q and %q)", setting("agent-identity"), id, prev, cn)
 		}
 		pins[id] = cn
 	}
@@ -470,6 +487,7 @@ func (m *Master) serve(ctx context.Context) error {
 	stopBg()
 	wg.Wait()
 	srv.Stop()
+	m.streamLoops.Wait() // every call has returned: no more start
 	return err
 }
 

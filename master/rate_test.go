@@ -78,9 +78,9 @@ func TestValidateTLSAndRoles(t *testing.T) {
 		{func(c *Config) { c.Listen = "0.0.0.0:5050" }, "reachable from other hosts"},
 		{func(c *Config) { c.Listen = "10.0.0.1:5050" }, "--insecure"},
 		{func(c *Config) { c.TLSCert = "/x.crt" }, "go together"},
-		{func(c *Config) { c.AgentCNs = []string{"a1"} }, "give --tls-cert"},
+		{func(c *Config) { c.AgentCNs = []string{"a1"} }, "agent_cn, readonly_cn and operator_cn (--agent-cn, --readonly-cn, --operator-cn) name certificates: give tls_cert"},
 		{func(c *Config) { c.TLSCert, c.TLSKey, c.TLSClientCA, c.OperatorCNs = "a", "b", "c", []string{" "} }, "empty common name"},
-		{func(c *Config) { c.SubscriberLag = c.EventBuffer + 1 }, "--subscriber-lag"},
+		{func(c *Config) { c.SubscriberLag = c.EventBuffer + 1 }, "subscriber_lag (--subscriber-lag) must be between 1 and event_buffer (--event-buffer)"},
 		{func(c *Config) { c.Socket = "" }, "nothing could use the master"},
 		{func(c *Config) { c.Socket = "run/m.sock" }, "absolute path"},
 	} {

@@ -76,9 +76,9 @@ func (s *schedulerAPI) Connect(stream schedStream) error {
 		m.mu.Unlock()
 	}()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- s.sendLoop(ctx, c, stream) }()
+	m.streamLoops.Go(func() { sendErr <- s.sendLoop(ctx, c, stream) })
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.recvLoop(ctx, f, c, stream) }()
+	m.streamLoops.Go(func() { recvErr <- s.recvLoop(ctx, f, c, stream) })
 	var result error
 	select {
 	case err := <-recvErr:

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -304,52 +303,24 @@ func readLogsOnce(ctx context.Context, c agentv1.AgentClient, req *agentv1.ReadL
 }
 
 func newPsCmd() *cobra.Command {
-	var all bool
-	var output string
-	cmd := &cobra.Command{
-		Use:   "ps",
-		Short: "List containers",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			resp, err := c.GetContainers(ctxOf(cmd), &agentv1.GetContainersRequest{All: all})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printContainersJSON(cmd.OutOrStdout(), resp.Containers)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNETWORK\tIP\tPORTS")
-			for _, ct := range resp.Containers {
-				network := ct.Network
-				if network == "" {
-					network = "host"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
-					ago(ct.CreatedAt.AsTime()), humanStatus(ct), network, strings.Join(ct.IpAddresses, ","), formatPorts(ct.PortMappings))
-			}
-			return tw.Flush()
-		},
-	}
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "show all containers (default shows running ones)")
-	addOutputFlag(cmd, &output)
-	return cmd
+	req := &agentv1.GetContainersRequest{}
+	cmd := &cobra.Command{Use: "ps", Short: "List containers", Args: cobra.NoArgs}
+	cmd.Flags().BoolVarP(&req.All, "all", "a", false, "show all containers (default shows running ones)")
+	return listCmd(cmd, dial, agentv1.AgentClient.GetContainers, req,
+		(*agentv1.GetContainersResponse).GetContainers, printContainers)
 }
 
-func printContainersJSON(w io.Writer, cs []*agentv1.Container) error {
-	args := make([]proto.Message, 0, len(cs))
-	for _, c := range cs {
-		args = append(args, c)
-	}
-	return printJSON(w, args...)
+func printContainers(w io.Writer, r *agentv1.GetContainersResponse) error {
+	return table(w, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNETWORK\tIP\tPORTS", func(tw io.Writer) {
+		for _, ct := range r.Containers {
+			network := ct.Network
+			if network == "" {
+				network = "host"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ct.Id, shortImage(ct.Image), quoteCmd(ct.Args, 30),
+				ago(ct.CreatedAt.AsTime()), humanStatus(ct), network, strings.Join(ct.IpAddresses, ","), formatPorts(ct.PortMappings))
+		}
+	})
 }
 
 func shortImage(ref string) string {
@@ -415,10 +386,7 @@ func newInspectCmd() *cobra.Command {
 		Short: "Show a container's details",
 		Args:  needArgs(1, "a container ID"),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dial(cmd)
+			c, closeConn, err := dialFor(cmd, output, dial)
 			if err != nil {
 				return err
 			}
@@ -440,7 +408,7 @@ func newInspectCmd() *cobra.Command {
 				found = append(found, ct)
 			}
 			if output == "json" {
-				return printContainersJSON(cmd.OutOrStdout(), found)
+				return printJSON(cmd.OutOrStdout(), protoList(found)...)
 			}
 			for i, ct := range found {
 				if i > 0 {

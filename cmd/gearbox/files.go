@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
@@ -40,14 +39,11 @@ func newFsLsCmd() *cobra.Command {
 		Example: "  gearbox fs ls web\n  gearbox fs ls web:containers",
 		Args:    exactArgs(1, "one CONTAINER[:PATH]"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			id, p, err := splitFileArg(args[0], false)
 			if err != nil {
 				return err
 			}
-			c, closeConn, err := dial(cmd)
+			c, closeConn, err := dialFor(cmd, output, dial)
 			if err != nil {
 				return err
 			}
@@ -57,11 +53,7 @@ func newFsLsCmd() *cobra.Command {
 				return err
 			}
 			if output == "json" {
-				msgs := make([]proto.Message, 0, len(resp.FileInfos))
-				for _, fi := range resp.FileInfos {
-					msgs = append(msgs, fi)
-				}
-				return printJSON(cmd.OutOrStdout(), msgs...)
+				return printJSON(cmd.OutOrStdout(), protoList(resp.FileInfos)...)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "MODE\tSIZE\tMODIFIED\tNAME")

@@ -6,13 +6,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/distribution/reference"
 	dockerconfig "github.com/docker/cli/cli/config"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/gearboxd/gearbox/internal/units"
 	"github.com/gearboxd/gearbox/internal/version"
@@ -224,42 +222,15 @@ func newImportCmd() *cobra.Command {
 }
 
 func newImagesCmd() *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List the agent's images",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			resp, err := c.ListImages(ctxOf(cmd), &agentv1.ListImagesRequest{})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				msgs := make([]proto.Message, 0, len(resp.Images))
-				for _, im := range resp.Images {
-					msgs = append(msgs, im)
+	cmd := &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List the agent's images", Args: cobra.NoArgs}
+	return listCmd(cmd, dial, agentv1.AgentClient.ListImages, &agentv1.ListImagesRequest{},
+		(*agentv1.ListImagesResponse).GetImages, func(w io.Writer, r *agentv1.ListImagesResponse) error {
+			return table(w, "IMAGE\tDIGEST\tSIZE\tCREATED", func(tw io.Writer) {
+				for _, im := range r.Images {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, shortDigest(im.Digest), units.Human(im.Size), ago(im.CreatedAt.AsTime()))
 				}
-				return printJSON(cmd.OutOrStdout(), msgs...)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED")
-			for _, im := range resp.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, shortDigest(im.Digest), units.Human(im.Size), ago(im.CreatedAt.AsTime()))
-			}
-			return tw.Flush()
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+			})
+		})
 }
 
 func newImageRmCmd() *cobra.Command {

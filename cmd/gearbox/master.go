@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -204,109 +203,59 @@ func age(t interface{ AsTime() time.Time }) string {
 }
 
 func newAgentsCmd() *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "agents",
-		Short: "List the agents the master knows",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
+	cmd := &cobra.Command{Use: "agents", Short: "List the agents the master knows", Args: cobra.NoArgs}
+	return listCmd(cmd, dialMaster, masterv1.OperatorClient.GetAgents, &masterv1.GetAgentsRequest{},
+		(*masterv1.GetAgentsResponse).GetAgents, printAgents)
+}
+
+func printAgents(w io.Writer, r *masterv1.GetAgentsResponse) error {
+	return table(w, "ID\tHOSTNAME\tSTATE\tCONNECTED\tCPUS/MEM USED\tCPUS/MEM TOTAL\tATTRIBUTES\tLAST HEARTBEAT", func(tw io.Writer) {
+		for _, a := range r.Agents {
+			var attrs []string
+			for k, v := range a.Attributes {
+				attrs = append(attrs, k+":"+v)
 			}
-			c, closeConn, err := dialMaster(cmd)
-			if err != nil {
-				return err
+			state := strings.TrimPrefix(a.State.String(), "AGENT_")
+			if a.GoneByOperator {
+				state += " (by operator)"
 			}
-			defer closeConn()
-			resp, err := c.GetAgents(ctxOf(cmd), &masterv1.GetAgentsRequest{})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), protoList(resp.Agents)...)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tHOSTNAME\tSTATE\tCONNECTED\tCPUS/MEM USED\tCPUS/MEM TOTAL\tATTRIBUTES\tLAST HEARTBEAT")
-			for _, a := range resp.Agents {
-				var attrs []string
-				for k, v := range a.Attributes {
-					attrs = append(attrs, k+":"+v)
-				}
-				state := strings.TrimPrefix(a.State.String(), "AGENT_")
-				if a.GoneByOperator {
-					state += " (by operator)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s ago\n", a.Id, a.Hostname, state, a.Connected,
-					fmtResources(a.Used), fmtResources(a.Resources), strings.Join(sortedStrings(attrs), ";"), age(a.LastHeartbeat))
-			}
-			return tw.Flush()
-		},
-	}
-	addOutputFlag(cmd, &output)
-	return cmd
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s ago\n", a.Id, a.Hostname, state, a.Connected,
+				fmtResources(a.Used), fmtResources(a.Resources), strings.Join(sortedStrings(attrs), ";"), age(a.LastHeartbeat))
+		}
+	})
 }
 
 func newTasksCmd() *cobra.Command {
-	var output, agentID string
-	cmd := &cobra.Command{
-		Use:   "tasks",
-		Short: "List the tasks the master placed, with their latest states",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dialMaster(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			resp, err := c.GetTasks(ctxOf(cmd), &masterv1.GetTasksRequest{AgentId: agentID})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), protoList(resp.Tasks)...)
-			}
-			printTasks(cmd.OutOrStdout(), resp.Tasks)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&agentID, "agent-id", "", "only this agent's tasks")
-	addOutputFlag(cmd, &output)
-	return cmd
+	req := &masterv1.GetTasksRequest{}
+	cmd := &cobra.Command{Use: "tasks", Short: "List the tasks the master placed, with their latest states", Args: cobra.NoArgs}
+	cmd.Flags().StringVar(&req.AgentId, "agent-id", "", "only this agent's tasks")
+	return listCmd(cmd, dialMaster, masterv1.OperatorClient.GetTasks, req,
+		(*masterv1.GetTasksResponse).GetTasks, func(w io.Writer, r *masterv1.GetTasksResponse) error { return printTasks(w, r.Tasks) })
 }
 
-func printTasks(w io.Writer, tasks []*masterv1.Task) {
-	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tRESTARTS\tCPUS/MEM\tIP\tPORTS\tMESSAGE")
-	for _, t := range tasks {
-		exit := "-"
-		if t.ExitCode != nil {
-			exit = fmt.Sprint(t.GetExitCode())
+func printTasks(w io.Writer, tasks []*masterv1.Task) error {
+	return table(w, "ID\tAGENT\tIMAGE\tSTATE\tREASON\tEXIT\tRESTARTS\tCPUS/MEM\tIP\tPORTS\tMESSAGE", func(tw io.Writer) {
+		for _, t := range tasks {
+			exit := "-"
+			if t.ExitCode != nil {
+				exit = fmt.Sprint(t.GetExitCode())
+			}
+			reason := strings.TrimPrefix(t.Reason.String(), "REASON_")
+			if t.Reason == 0 {
+				reason = "-"
+			}
+			msg := t.Message
+			if len(msg) > 60 {
+				msg = msg[:57] + "..."
+			}
+			state := t.State.String()
+			if t.Healthy != nil {
+				state += map[bool]string{true: " (healthy)", false: " (unhealthy)"}[t.GetHealthy()]
+			}
+			ip, ports := orDash(strings.Join(t.IpAddresses, ",")), orDash(formatPorts(t.PortMappings))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, state, reason, exit, t.RestartCount, fmtResources(t.Resources), ip, ports, msg)
 		}
-		reason := strings.TrimPrefix(t.Reason.String(), "REASON_")
-		if t.Reason == 0 {
-			reason = "-"
-		}
-		msg := t.Message
-		if len(msg) > 60 {
-			msg = msg[:57] + "..."
-		}
-		state := t.State.String()
-		if t.Healthy != nil {
-			state += map[bool]string{true: " (healthy)", false: " (unhealthy)"}[t.GetHealthy()]
-		}
-		ip, ports := strings.Join(t.IpAddresses, ","), formatPorts(t.PortMappings)
-		if ip == "" {
-			ip = "-"
-		}
-		if ports == "" {
-			ports = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.Id, t.AgentId, t.Image, state, reason, exit, t.RestartCount, fmtResources(t.Resources), ip, ports, msg)
-	}
-	tw.Flush()
+	})
 }
 
 // newTaskLaunchCmd is task launch: run's container flags (specflags.go)
@@ -460,10 +409,7 @@ it changes, events resume after the last one received; if the new leader no
 longer has them, a new snapshot is taken and stderr says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dialMaster(cmd)
+			c, closeConn, err := dialFor(cmd, output, dialMaster)
 			if err != nil {
 				return err
 			}

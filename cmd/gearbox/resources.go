@@ -100,10 +100,7 @@ func newStatsCmd() *cobra.Command {
 		Use:   "stats [--no-stream] [-o json] [ID…]",
 		Short: "Show running containers' resource usage (all running ones by default)",
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dial(cmd)
+			c, closeConn, err := dialFor(cmd, output, dial)
 			if err != nil {
 				return err
 			}
@@ -118,11 +115,7 @@ func newStatsCmd() *cobra.Command {
 				return err
 			}
 			if output == "json" {
-				msgs := make([]proto.Message, 0, len(prev.Usages))
-				for _, u := range prev.Usages {
-					msgs = append(msgs, u)
-				}
-				return printJSON(cmd.OutOrStdout(), msgs...)
+				return printJSON(cmd.OutOrStdout(), protoList(prev.Usages)...)
 			}
 			// CPU % needs two samples.
 			for first := true; ; first = false {
@@ -185,65 +178,45 @@ func printStats(w io.Writer, prev, cur *agentv1.GetContainerUsageResponse) {
 }
 
 func newInfoCmd() *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "info",
-		Short: "Show the agent: its ID, resources (total, allocated, free), attributes, runtimes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, closeConn, err := dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			st, err := c.GetState(ctxOf(cmd), &agentv1.GetStateRequest{})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Agent ID:     %s\nHostname:     %s\nContainers:   %d running, %d in all\n", st.AgentId, st.Hostname, st.ContainersRunning, st.ContainersTotal)
-			switch {
-			case st.Master == "":
-				fmt.Fprintln(w, "Master:       none (the agent runs alone)")
-			case st.MasterRefused != "":
-				fmt.Fprintf(w, "Master:       %s, REFUSED: %s\n", st.Master, st.MasterRefused)
-			default:
-				conn := "connected"
-				if !st.MasterConnected {
-					conn = "NOT connected (retrying; see the agent's log)"
-				}
-				fmt.Fprintf(w, "Master:       %s, %s, %d status updates unacknowledged\n", st.Master, conn, st.PendingStatusUpdates)
-			}
-			for _, row := range []struct {
-				name string
-				r    *agentv1.ResourceSet
-			}{{"Total", st.Total}, {"Allocated", st.Allocated}, {"Free", st.Free}} {
-				fmt.Fprintf(w, "%-13s cpus %g, mem %s, disk %s\n", row.name+":", row.r.GetCpus(), units.Human(row.r.GetMemory()), units.Human(row.r.GetDisk()))
-			}
-			for k, v := range st.Attributes {
-				fmt.Fprintf(w, "Attribute:    %s:%s\n", k, v)
-			}
-			for k, v := range st.ResourceLabels {
-				fmt.Fprintf(w, "Label:        %s=%s\n", k, v)
-			}
-			for _, rt := range st.Runtimes {
-				state := "available"
-				if !rt.Available {
-					state = "UNAVAILABLE: " + rt.UnavailableReason
-				}
-				fmt.Fprintf(w, "Runtime:      %s (%s %s) %s\n", rt.Name, rt.Type, rt.Binary, state)
-			}
-			return nil
-		},
+	cmd := &cobra.Command{Use: "info", Short: "Show the agent: its ID, resources (total, allocated, free), attributes, runtimes", Args: cobra.NoArgs}
+	return listCmd(cmd, dial, agentv1.AgentClient.GetState, &agentv1.GetStateRequest{},
+		one, printInfo)
+}
+
+func printInfo(w io.Writer, st *agentv1.GetStateResponse) error {
+	fmt.Fprintf(w, "Agent ID:     %s\nHostname:     %s\nContainers:   %d running, %d in all\n", st.AgentId, st.Hostname, st.ContainersRunning, st.ContainersTotal)
+	switch {
+	case st.Master == "":
+		fmt.Fprintln(w, "Master:       none (the agent runs alone)")
+	case st.MasterRefused != "":
+		fmt.Fprintf(w, "Master:       %s, REFUSED: %s\n", st.Master, st.MasterRefused)
+	default:
+		conn := "connected"
+		if !st.MasterConnected {
+			conn = "NOT connected (retrying; see the agent's log)"
+		}
+		fmt.Fprintf(w, "Master:       %s, %s, %d status updates unacknowledged\n", st.Master, conn, st.PendingStatusUpdates)
 	}
-	addOutputFlag(cmd, &output)
-	return cmd
+	for _, row := range []struct {
+		name string
+		r    *agentv1.ResourceSet
+	}{{"Total", st.Total}, {"Allocated", st.Allocated}, {"Free", st.Free}} {
+		fmt.Fprintf(w, "%-13s cpus %g, mem %s, disk %s\n", row.name+":", row.r.GetCpus(), units.Human(row.r.GetMemory()), units.Human(row.r.GetDisk()))
+	}
+	for k, v := range st.Attributes {
+		fmt.Fprintf(w, "Attribute:    %s:%s\n", k, v)
+	}
+	for k, v := range st.ResourceLabels {
+		fmt.Fprintf(w, "Label:        %s=%s\n", k, v)
+	}
+	for _, rt := range st.Runtimes {
+		state := "available"
+		if !rt.Available {
+			state = "UNAVAILABLE: " + rt.UnavailableReason
+		}
+		fmt.Fprintf(w, "Runtime:      %s (%s %s) %s\n", rt.Name, rt.Type, rt.Binary, state)
+	}
+	return nil
 }
 
 // printUsage is inspect's usage section.
