@@ -123,7 +123,7 @@ func TestEventLogWakesParkedOnce(t *testing.T) {
 // park, are woken and park again), one subscriber stalled: every reading
 // subscriber gets every event once, in order.
 func TestFanoutEveryEventInOrder(t *testing.T) {
-	m, c, _ := startMaster(t, func(c *Config) { c.EventBuffer, c.SubscriberLag = 1 << 16, 1 << 15 })
+	m, c, _ := startMaster(t, func(c *Config) { c.EventBuffer, c.SubscriberLag = 1<<16, 1<<15 })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sconn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
