@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -301,17 +302,103 @@ func (w *bulkWriter) Write(p []byte) (int, error) {
 // ReadFrom copies the output (the exec's FIFO, which io.CopyBuffer hands
 // here) with reads of up to 1 MiB, from a FIFO grown to 1 MiB, and shuts
 // the connection's writing side at the output's end.
+//
+// From a pipe, the output is spliced: the kernel moves the pipe's pages
+// to the socket, the agent copies nothing.
 func (w *bulkWriter) ReadFrom(r io.Reader) (int64, error) {
-	growPipe(r)
+	rc := growPipe(r)
 	uc, err := w.conn()
 	if err != nil {
 		return 0, err
 	}
-	n, err := bulkout.Copy(countingWriter{uc, w.n}, r)
+	var n int64
+	spliced := false
+	if rc != nil {
+		n, spliced, err = spliceOut(rc, uc, w.n)
+	}
+	if !spliced {
+		var k int64
+		k, err = bulkout.Copy(countingWriter{uc, w.n}, r)
+		n += k
+	}
 	if err != nil {
 		return n, err
 	}
 	return n, uc.CloseWrite()
+}
+
+// spliceOut splices the pipe src to dst until the pipe's EOF, adding what
+// it moved to count. handled=false: splice is refused here (nothing was
+// moved), copy instead.
+func spliceOut(src syscall.RawConn, dst *net.UnixConn, count *atomic.Int64) (total int64, handled bool, err error) {
+	dc, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	pfd := -1
+	src.Control(func(fd uintptr) { pfd = int(fd) })
+	for {
+		avail, first, eof, err := pipeReady(src)
+		switch {
+		case err != nil:
+			return total, true, err
+		case eof:
+			return total, true, nil
+		case first != nil:
+			// A byte came between asking and reading: it goes as is.
+			k, err := dst.Write(first)
+			total += int64(k)
+			count.Add(int64(k))
+			if err != nil {
+				return total, true, err
+			}
+			continue
+		}
+		var k int64
+		var serr error
+		werr := dc.Write(func(sfd uintptr) bool {
+			k, serr = unix.Splice(pfd, nil, int(sfd), nil, avail, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return !errors.Is(serr, unix.EAGAIN) // EAGAIN: the socket is full (the pipe is not empty)
+		})
+		if werr == nil {
+			werr = serr
+		}
+		if werr != nil {
+			if total == 0 && (errors.Is(werr, unix.EINVAL) || errors.Is(werr, unix.ENOSYS)) {
+				return 0, false, nil
+			}
+			return total, true, werr
+		}
+		total += k
+		count.Add(k)
+	}
+}
+
+// pipeReady waits until the pipe holds bytes (avail, how many) or is at
+// its end (eof). Telling an empty pipe from its end takes a read: a byte
+// that this read finds after all is returned in first.
+func pipeReady(src syscall.RawConn) (avail int, first []byte, eof bool, err error) {
+	var one [1]byte
+	var perr error
+	rerr := src.Read(func(fd uintptr) bool {
+		// FIONREAD (TIOCINQ) of a pipe: the bytes it holds.
+		if avail, perr = unix.IoctlGetInt(int(fd), unix.TIOCINQ); perr != nil || avail > 0 {
+			return true
+		}
+		k, rerr := unix.Read(int(fd), one[:])
+		switch {
+		case k == 1:
+			first = one[:]
+		case k == 0 && rerr == nil:
+			eof = true
+		case errors.Is(rerr, unix.EAGAIN):
+			return false // empty: wait for the pipe
+		default:
+			perr = rerr
+		}
+		return true
+	})
+	return avail, first, eof, errors.Join(rerr, perr)
 }
 
 // countingWriter adds what it writes to n.

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	crand "crypto/rand"
 	"io"
 	"log/slog"
 	"net"
@@ -66,13 +68,24 @@ func TestSplitListener(t *testing.T) {
 	}
 	w := newBulkWriter(ctx, &bulkSlot{conn: make(chan *net.UnixConn, 1)}, new(atomic.Int64))
 	w.slot.conn <- sc
+	// 3 MiB through a pipe (spliced), in writes of every size.
+	want := make([]byte, 3<<20)
+	crand.Read(want)
 	pr, pw, _ := os.Pipe()
-	go func() { pw.Write([]byte("output")); pw.Close() }()
-	if n, err := w.ReadFrom(pr); n != 6 || err != nil || w.n.Load() != 6 {
-		t.Errorf("bulk writer: %d bytes, %v, counted %d", n, err, w.n.Load())
+	defer pr.Close()
+	go func() {
+		defer pw.Close()
+		for off, k := 0, 1; off < len(want); off, k = off+k, k*3%100003+1 {
+			pw.Write(want[off:min(off+k, len(want))])
+		}
+	}()
+	read := make(chan []byte)
+	go func() { b, _ := io.ReadAll(uc); read <- b }()
+	if n, err := w.ReadFrom(pr); n != int64(len(want)) || err != nil || w.n.Load() != n {
+		t.Errorf("bulk writer: %d bytes, %v, counted %d; want %d", n, err, w.n.Load(), len(want))
 	}
-	if b, err := io.ReadAll(uc); string(b) != "output" || err != nil {
-		t.Errorf("the client read %q, %v; want the output then EOF", b, err)
+	if b := <-read; !bytes.Equal(b, want) {
+		t.Errorf("the client read %d bytes, not the %d written (or not the same)", len(b), len(want))
 	}
 	again, err := bulkout.Dial(ctx, path, slot.token)
 	if err != nil {
