@@ -496,7 +496,7 @@ func fanoutPhase(t *testing.T, name string, rate, nSubs int, stalled bool, d tim
 		profDone = make(chan struct{})
 		go func() {
 			defer close(profDone)
-			saveProfile(t, m, filepath.Join(profDir, "master-fanout-"+name+".pprof"), d-2*time.Second)
+			saveProfile(t, m.metrics, filepath.Join(profDir, "master-fanout-"+name+".pprof"), d-2*time.Second)
 		}()
 	}
 	seq0, t0 := seq(), time.Now()
@@ -618,8 +618,12 @@ func offerUpdates(sources []*simAgent, name string, rate, tasksPer int, d time.D
 
 // saveProfile keeps a CPU profile of the master (served with
 // --metrics-pprof) of the next d.
-func saveProfile(t *testing.T, m *masterProc, path string, d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.metrics, int(d.Seconds())))
+func saveProfile(t *testing.T, metrics, path string, d time.Duration) {
+	q := "profile?seconds=" + strconv.Itoa(int(d.Seconds()))
+	if d == 0 {
+		q = "allocs"
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", metrics, q))
 	if err != nil {
 		t.Logf("profile: %v", err)
 		return

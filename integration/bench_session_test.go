@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -154,7 +155,11 @@ func sessionBench(t *testing.T) *directExecer {
 	if err := h.stopAgent(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.startAgentWith([]string{"--max-sessions", "64"}, nil); err != nil {
+	args := []string{"--max-sessions", "64"}
+	if os.Getenv("GEARBOX_BENCH_PROFILE") != "" {
+		args = append(args, "--metrics-pprof")
+	}
+	if err := h.startAgentWith(args, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -201,9 +206,20 @@ func TestBenchSessionBulk(t *testing.T) {
 	// shared machine.
 	rate, agentCPU, clientCPU := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	agentPid := h.agentCmd.Process.Pid
-	for range 3 {
+	// What the agent spends idle, to tell from what a transfer costs.
+	i0, idleFrom := procCPU(agentPid), time.Now()
+	time.Sleep(3 * time.Second)
+	idle := float64(procCPU(agentPid)-i0) / float64(time.Since(idleFrom))
+	// GEARBOX_BENCH_PROFILE=dir: CPU and allocation profiles of the agent
+	// and of this process (the client) during each path's first run.
+	profDir := os.Getenv("GEARBOX_BENCH_PROFILE")
+	for i := range 3 {
 		for _, path := range paths {
 			cw := &countWriter{}
+			stopProf := func() {}
+			if profDir != "" && i == 0 {
+				stopProf = profileBulk(t, profDir, path)
+			}
 			a0, c0 := procCPU(agentPid), procCPU(os.Getpid())
 			start := time.Now()
 			var err error
@@ -218,6 +234,7 @@ func TestBenchSessionBulk(t *testing.T) {
 			if err != nil || cw.n != size {
 				t.Fatalf("%s bulk: %v, %d bytes", path, err, cw.n)
 			}
+			stopProf()
 			rate[path] = append(rate[path], float64(size)/1e6/time.Since(start).Seconds())
 			agentCPU[path] = append(agentCPU[path], (procCPU(agentPid) - a0).Seconds())
 			clientCPU[path] = append(clientCPU[path], (procCPU(os.Getpid()) - c0).Seconds())
@@ -225,14 +242,36 @@ func TestBenchSessionBulk(t *testing.T) {
 	}
 	med := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
 	load, _ := os.ReadFile("/proc/loadavg")
-	report(t, "1 GiB of stdout (median of 3; load average %s)\n"+
+	report(t, "1 GiB of stdout (median of 3; load average %s; the agent idle: %.3f cores)\n"+
 		"  session, frames: %.0f MB/s; CPU per GiB: agent %.2f s, client %.2f s\n"+
 		"  session, bulk  : %.0f MB/s; CPU per GiB: agent %.2f s, client %.2f s\n"+
 		"  direct FIFO    : %.0f MB/s; CPU per GiB: reader %.2f s\n"+
 		"  ratio to direct: frames %.3f, bulk %.3f (target >= 0.9)",
-		strings.TrimSpace(string(load)), med(rate["frames"]), med(agentCPU["frames"]), med(clientCPU["frames"]),
+		strings.TrimSpace(string(load)), idle, med(rate["frames"]), med(agentCPU["frames"]), med(clientCPU["frames"]),
 		med(rate["bulk"]), med(agentCPU["bulk"]), med(clientCPU["bulk"]), med(rate["direct"]), med(clientCPU["direct"]),
 		med(rate["frames"])/med(rate["direct"]), med(rate["bulk"])/med(rate["direct"]))
+}
+
+// profileBulk profiles the agent (CPU, for 8 s) and this process (CPU,
+// until the returned stop) during one bulk run, then takes the agent's
+// allocation profile.
+func profileBulk(t *testing.T, dir, path string) (stop func()) {
+	f, err := os.Create(filepath.Join(dir, "client-"+path+".pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprof.StartCPUProfile(f)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		saveProfile(t, h.metricsAddr, filepath.Join(dir, "agent-"+path+".pprof"), 8*time.Second)
+	}()
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		<-done
+		saveProfile(t, h.metricsAddr, filepath.Join(dir, "agent-allocs-"+path+".pprof"), 0)
+	}
 }
 
 // TTY echo: one keystroke, its echo back, 1,000 times.
