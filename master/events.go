@@ -116,10 +116,7 @@ func (l *eventLog) wakeIdle() {
 	l.idleMu.Unlock()
 	for i, s := range idle {
 		s.parked.Store(false)
-		select {
-		case s.wake <- struct{}{}:
-		default: // a wake-up is pending already
-		}
+		s.signal()
 		idle[i] = nil
 	}
 	l.idleMu.Lock()
@@ -235,7 +232,16 @@ type subscriber struct {
 }
 
 func (s *subscriber) cutOff(why string) {
-	s.once.Do(func() { s.reason.Store(why); close(s.cut) })
+	s.once.Do(func() { s.reason.Store(why); close(s.cut); s.signal() })
+}
+
+// signal wakes the subscriber's sender if it waits (or makes its next wait
+// end at once).
+func (s *subscriber) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // subscribe serves one subscriber until it goes, falls behind or the
@@ -293,9 +299,25 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			return err
 		}
 	}
-	hb := time.NewTimer(m.cfg.SubscriberHeartbeat)
+	// Whatever may end a wait signals sub.wake: the wake-up after a
+	// publish, the heartbeat's timer, the cut-off, the call's end. A
+	// thousand subscribers park and wake every batch window: one channel
+	// to wait on costs a fraction of a select over four.
+	every := m.cfg.SubscriberHeartbeat
+	var hbDue atomic.Bool
+	hb := time.AfterFunc(every, func() { hbDue.Store(true); sub.signal() })
 	defer hb.Stop()
+	defer context.AfterFunc(ctx, sub.signal)()
+	lastSent := time.Now()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-sub.cut:
+			return nil
+		default:
+		}
 		// A slice of the event log's arena, never written again: gRPC
 		// writes it after SendMsg returns.
 		buf, next, _, ok := m.ev.after(cursor, maxBatchBytes)
@@ -307,15 +329,22 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			if err := stream.SendMsg(rawBatch(buf)); err != nil {
 				return err
 			}
-			cursor = next
+			cursor, lastSent = next, time.Now()
 			sub.sent.Store(cursor)
-			if !hb.Stop() {
-				select {
-				case <-hb.C:
-				default:
-				}
+			continue
+		}
+		// A heartbeat once nothing was sent for its interval (the timer
+		// is set again, not at every send).
+		if hbDue.CompareAndSwap(true, false) {
+			if idle := time.Since(lastSent); idle < every {
+				hb.Reset(every - idle)
+				continue
 			}
-			hb.Reset(m.cfg.SubscriberHeartbeat)
+			if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{{Type: masterv1.Event_HEARTBEAT, Seq: cursor, Time: timestamppb.Now()}}}); err != nil {
+				return err
+			}
+			lastSent = time.Now()
+			hb.Reset(every)
 			continue
 		}
 		// Caught up: wait for the wake-up after the next publish. Parked
@@ -325,18 +354,7 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 		if m.ev.lastSeq() > cursor {
 			continue
 		}
-		select {
-		case <-sub.wake:
-		case <-hb.C:
-			hb.Reset(m.cfg.SubscriberHeartbeat)
-			if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{{Type: masterv1.Event_HEARTBEAT, Seq: cursor, Time: timestamppb.Now()}}}); err != nil {
-				return err
-			}
-		case <-sub.cut:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		<-sub.wake
 	}
 }
 
