@@ -127,10 +127,16 @@ func TestBulkOutputClientCancels(t *testing.T) {
 		t.Fatalf("read %d bytes of bulk output: %v", n, err)
 	}
 	cancel() // and the connection is left unread
+	// The exec is gone, and so are its FIFOs.
+	fifos := filepath.Join(h.dir, "agent", "run", "fifo")
 	deadline := time.Now().Add(30 * time.Second)
-	for len(containerProcs("bulk-cancel")) != 1 {
+	for {
+		entries, _ := os.ReadDir(fifos)
+		if len(containerProcs("bulk-cancel")) == 1 && len(entries) == 0 {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("30s after the client went the container has processes %v", containerProcs("bulk-cancel"))
+			t.Fatalf("30s after the client went the container has processes %v, and %d FIFO entries are left", containerProcs("bulk-cancel"), len(entries))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
