@@ -134,6 +134,7 @@ func (a *Agent) bootstrap(ctx context.Context) (_ *bootstrapped, err error) {
 		return nil, err
 	}
 	a.sessions.max = int64(a.cfg.MaxSessions)
+	a.sessions.bulk.log = a.log
 	if b.ep, err = a.openEndpoints(append(b.metrics, recovery)); err != nil {
 		return nil, err
 	}
@@ -302,6 +303,9 @@ func (e *endpoints) close() {
 	}
 	if e.unix != nil {
 		e.unix.Close()
+		if sl, ok := e.unix.(*splitListener); ok {
+			sl.wait()
+		}
 	}
 }
 
@@ -322,7 +326,7 @@ func (a *Agent) openEndpoints(metrics []prometheus.Collector) (_ *endpoints, err
 	if e.unix, err = net.Listen("unix", sock); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", sock, err)
 	}
-	e.unix = bulkListener{e.unix}
+	e.unix = newSplitListener(e.unix, &a.sessions.bulk)
 	if err := os.Chmod(sock, 0o660); err != nil {
 		return nil, fmt.Errorf("setting the mode of %s: %w", sock, err)
 	}
@@ -345,18 +349,4 @@ func (a *Agent) openEndpoints(metrics []prometheus.Collector) (_ *endpoints, err
 	}
 	e.stopMetrics = stop
 	return e, nil
-}
-
-// bulkListener gives each connection a send buffer of 4 MiB (as far as
-// net.core.wmem_max allows): session output and logs then move in large
-// pieces per wake-up of the agent and of its client, not 208 KiB ones.
-// The kernel spends the memory only while a client lags.
-type bulkListener struct{ net.Listener }
-
-func (l bulkListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if uc, ok := c.(*net.UnixConn); ok {
-		uc.SetWriteBuffer(4 << 20)
-	}
-	return c, err
 }

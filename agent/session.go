@@ -22,6 +22,7 @@ import (
 
 	"github.com/gearboxd/gearbox/containerizer"
 	"github.com/gearboxd/gearbox/internal/atomicfile"
+	"github.com/gearboxd/gearbox/internal/peercred"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -33,6 +34,9 @@ type sessions struct {
 	// readers are the sessions' client-frame readers, which outlive their
 	// handler by a moment; Run waits for them once the server has stopped.
 	readers sync.WaitGroup
+	// bulk are the sessions whose stdout goes out on a connection of its
+	// own (bulkout.go).
+	bulk bulkOutputs
 }
 
 // auditRecord is one line of the audit log (JSON lines, work_dir/audit.log
@@ -320,13 +324,7 @@ func (w queueWriter) Write(p []byte) (int, error) { return w.q.write(w.stderr, p
 // bulk output goes out in few large frames; when nothing waits, what was
 // read goes at once, so an echo is not held back.
 func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
-	var rc syscall.RawConn
-	if sc, ok := r.(syscall.Conn); ok {
-		if c, err := sc.SyscallConn(); err == nil {
-			rc = c
-			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
-		}
-	}
+	rc := growPipe(r)
 	var total int64
 	for {
 		bp := outputBufs.Get(readBuf)
@@ -349,6 +347,21 @@ func (w queueWriter) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// growPipe grows r's pipe (a FIFO) to 1 MiB, so that the shim writes in
+// large pieces too, and returns its raw fd (nil if r has none).
+func growPipe(r io.Reader) syscall.RawConn {
+	sc, ok := r.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+	return rc
 }
 
 // topUp reads into p what the FIFO holds now, in one read that does not
@@ -459,6 +472,11 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	defer stdinW.Close()
 	out := newOutputQueue(stream, &bytesOut)
 	defer out.abort()
+	stdout, endStdout, err := s.sessionStdout(ctx, stream, launch, out, &bytesOut)
+	if err != nil {
+		return err
+	}
+	defer endStdout()
 	cfg := containerizer.ExecConfig{Args: launch.Command, Env: launch.Env, User: launch.User, WorkingDir: launch.WorkingDir, TTY: launch.Tty,
 		Image: launch.GetImage(), Resources: resourcesFromProto(launch.GetResources())}
 	if sz := launch.GetSize(); sz != nil {
@@ -466,7 +484,7 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 	}
 	ex, err := s.execs.Exec(ctx, containerizer.ContainerID(launch.ContainerId), cfg, containerizer.ExecIO{
 		Stdin:  stdinR,
-		Stdout: queueWriter{q: out},
+		Stdout: stdout,
 		Stderr: queueWriter{q: out, stderr: true},
 	})
 	if err != nil {
@@ -502,4 +520,22 @@ func (s *server) LaunchNestedContainerSession(stream agentv1.Agent_LaunchNestedC
 		return err
 	}
 	return stream.Send(&agentv1.SessionResponse{Frame: &agentv1.SessionResponse_Exit{Exit: &agentv1.SessionExit{ExitCode: code}}})
+}
+
+// sessionStdout is where a session's stdout goes: its frames, or with
+// bulk_output asked for on the unix socket, a connection of its own
+// (bulkout.go), whose token the client gets first. end closes that
+// connection (the client has all the output).
+func (s *server) sessionStdout(ctx context.Context, stream agentv1.Agent_LaunchNestedContainerSessionServer, launch *agentv1.SessionLaunch,
+	out *outputQueue, n *atomic.Int64) (stdout io.Writer, end func(), err error) {
+	if _, unixPeer := peercred.FromContext(stream.Context()); !launch.GetBulkOutput() || !unixPeer {
+		return queueWriter{q: out}, func() {}, nil
+	}
+	slot := s.sessions.bulk.register()
+	w := newBulkWriter(ctx, slot, n)
+	if err := stream.Send(&agentv1.SessionResponse{Frame: &agentv1.SessionResponse_BulkOutput{BulkOutput: &agentv1.BulkOutput{Token: slot.token}}}); err != nil {
+		w.close(&s.sessions.bulk)
+		return nil, nil, err
+	}
+	return w, func() { w.close(&s.sessions.bulk) }, nil
 }

@@ -5,10 +5,12 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/gearboxd/gearbox/internal/bulkout"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -43,6 +46,41 @@ func agentSession(ctx context.Context, id string, out io.Writer, args ...string)
 		case *agentv1.SessionResponse_Stdout:
 			out.Write(f.Stdout)
 		case *agentv1.SessionResponse_Exit:
+			if f.Exit.ExitCode != 0 {
+				return fmt.Errorf("exit %d", f.Exit.ExitCode)
+			}
+			return nil
+		}
+	}
+}
+
+// agentSessionBulk is agentSession with bulk output: stdout comes on a
+// connection of its own, as raw bytes.
+func agentSessionBulk(ctx context.Context, id string, out io.Writer, args ...string) error {
+	st, err := h.client.LaunchNestedContainerSession(ctx)
+	if err != nil {
+		return err
+	}
+	st.Send(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Launch{Launch: &agentv1.SessionLaunch{ContainerId: id, Command: args, BulkOutput: true}}})
+	st.Send(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_CloseStdin{CloseStdin: &agentv1.StdinClose{}}})
+	rcv := bulkout.NewReceiver(h.agentSock, out)
+	defer rcv.Close()
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		switch f := m.Frame.(type) {
+		case *agentv1.SessionResponse_BulkOutput:
+			if err := rcv.Start(ctx, f.BulkOutput.Token); err != nil {
+				return err
+			}
+		case *agentv1.SessionResponse_Stdout:
+			return errors.New("a stdout frame in bulk mode")
+		case *agentv1.SessionResponse_Exit:
+			if _, err := rcv.Wait(); err != nil {
+				return err
+			}
 			if f.Exit.ExitCode != 0 {
 				return fmt.Errorf("exit %d", f.Exit.ExitCode)
 			}
@@ -117,7 +155,11 @@ func sessionBench(t *testing.T) *directExecer {
 	if err := h.stopAgent(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.startAgentWith([]string{"--max-sessions", "64"}, nil); err != nil {
+	args := []string{"--max-sessions", "64"}
+	if os.Getenv("GEARBOX_BENCH_PROFILE") != "" {
+		args = append(args, "--metrics-pprof")
+	}
+	if err := h.startAgentWith(args, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -152,48 +194,84 @@ func TestBenchSessionExec(t *testing.T) {
 		n, pct(at, 50), pct(at, 99), pct(dt, 50), pct(dt, 99), ratio(pct(at, 50), pct(dt, 50)), ratio(pct(at, 99), pct(dt, 99)))
 }
 
-// 1 GiB of output, median of 3 each, interleaved.
+// 1 GiB of output, median of 3 each, interleaved: the session in frames,
+// the session in bulk mode, and the direct FIFO.
 func TestBenchSessionBulk(t *testing.T) {
 	d := sessionBench(t)
 	ctx := context.Background()
 	const size = 1 << 30
-	var ar, dr []float64
-	// CPU per GiB moved: the agent's, and this process's (the client's
-	// decoding, or the direct copy); far steadier than MB/s on a shared
-	// machine.
-	var agentCPU, clientCPU, directCPU []float64
+	paths := []string{"frames", "bulk", "direct"}
+	// MB/s, and CPU per GiB moved: the agent's, and this process's (the
+	// client's decoding, or the direct copy); far steadier than MB/s on a
+	// shared machine.
+	rate, agentCPU, clientCPU := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	agentPid := h.agentCmd.Process.Pid
-	for range 3 {
-		for _, path := range []string{"agent", "direct"} {
+	// What the agent spends idle, to tell from what a transfer costs.
+	i0, idleFrom := procCPU(agentPid), time.Now()
+	time.Sleep(3 * time.Second)
+	idle := float64(procCPU(agentPid)-i0) / float64(time.Since(idleFrom))
+	// GEARBOX_BENCH_PROFILE=dir: CPU and allocation profiles of the agent
+	// and of this process (the client) during each path's first run.
+	profDir := os.Getenv("GEARBOX_BENCH_PROFILE")
+	for i := range 3 {
+		for _, path := range paths {
 			cw := &countWriter{}
+			stopProf := func() {}
+			if profDir != "" && i == 0 {
+				stopProf = profileBulk(t, profDir, path)
+			}
 			a0, c0 := procCPU(agentPid), procCPU(os.Getpid())
 			start := time.Now()
 			var err error
-			if path == "agent" {
+			switch path {
+			case "frames":
 				err = agentSession(ctx, "bench-sess", cw, "head", "-c", fmt.Sprint(size), "/dev/zero")
-			} else {
+			case "bulk":
+				err = agentSessionBulk(ctx, "bench-sess", cw, "head", "-c", fmt.Sprint(size), "/dev/zero")
+			default:
 				err = d.exec(cw, "head", "-c", fmt.Sprint(size), "/dev/zero")
 			}
 			if err != nil || cw.n != size {
 				t.Fatalf("%s bulk: %v, %d bytes", path, err, cw.n)
 			}
-			mbs := float64(size) / 1e6 / time.Since(start).Seconds()
-			if path == "agent" {
-				ar = append(ar, mbs)
-				agentCPU = append(agentCPU, (procCPU(agentPid) - a0).Seconds())
-				clientCPU = append(clientCPU, (procCPU(os.Getpid()) - c0).Seconds())
-			} else {
-				dr = append(dr, mbs)
-				directCPU = append(directCPU, (procCPU(os.Getpid()) - c0).Seconds())
-			}
+			stopProf()
+			rate[path] = append(rate[path], float64(size)/1e6/time.Since(start).Seconds())
+			agentCPU[path] = append(agentCPU[path], (procCPU(agentPid) - a0).Seconds())
+			clientCPU[path] = append(clientCPU[path], (procCPU(os.Getpid()) - c0).Seconds())
 		}
 	}
-	for _, v := range [][]float64{ar, dr, agentCPU, clientCPU, directCPU} {
-		sort.Float64s(v)
-	}
+	med := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
 	load, _ := os.ReadFile("/proc/loadavg")
-	report(t, "1 GiB of stdout (median of 3; load average %s)\n  agent session : %.0f MB/s; CPU per GiB: agent %.2f s, client %.2f s\n  direct FIFO   : %.0f MB/s; CPU per GiB: reader %.2f s\n  ratio : %.3f (target >= 0.9)",
-		strings.TrimSpace(string(load)), ar[1], agentCPU[1], clientCPU[1], dr[1], directCPU[1], ar[1]/dr[1])
+	report(t, "1 GiB of stdout (median of 3; load average %s; the agent idle: %.3f cores)\n"+
+		"  session, frames: %.0f MB/s; CPU per GiB: agent %.2f s, client %.2f s\n"+
+		"  session, bulk  : %.0f MB/s; CPU per GiB: agent %.2f s, client %.2f s\n"+
+		"  direct FIFO    : %.0f MB/s; CPU per GiB: reader %.2f s\n"+
+		"  ratio to direct: frames %.3f, bulk %.3f (target >= 0.9)",
+		strings.TrimSpace(string(load)), idle, med(rate["frames"]), med(agentCPU["frames"]), med(clientCPU["frames"]),
+		med(rate["bulk"]), med(agentCPU["bulk"]), med(clientCPU["bulk"]), med(rate["direct"]), med(clientCPU["direct"]),
+		med(rate["frames"])/med(rate["direct"]), med(rate["bulk"])/med(rate["direct"]))
+}
+
+// profileBulk profiles the agent (CPU, for 8 s) and this process (CPU,
+// until the returned stop) during one bulk run, then takes the agent's
+// allocation profile.
+func profileBulk(t *testing.T, dir, path string) (stop func()) {
+	f, err := os.Create(filepath.Join(dir, "client-"+path+".pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprof.StartCPUProfile(f)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		saveProfile(t, h.metricsAddr, filepath.Join(dir, "agent-"+path+".pprof"), 8*time.Second)
+	}()
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		<-done
+		saveProfile(t, h.metricsAddr, filepath.Join(dir, "agent-allocs-"+path+".pprof"), 0)
+	}
 }
 
 // TTY echo: one keystroke, its echo back, 1,000 times.

@@ -93,6 +93,10 @@ func startMasterWith(t *testing.T, withTLS bool, args ...string) *masterProc {
 	return m
 }
 
+// masterBin, when set, is the gearbox binary masters start from instead
+// of this tree's (a benchmark's baseline).
+var masterBin string
+
 func (m *masterProc) start(t *testing.T) {
 	t.Helper()
 	logf, err := os.OpenFile(m.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -100,7 +104,11 @@ func (m *masterProc) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	m.cmd = exec.Command(filepath.Join(h.bin, "gearbox"), append([]string{"master", "--listen", m.listen, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
+	bin := filepath.Join(h.bin, "gearbox")
+	if masterBin != "" {
+		bin = masterBin
+	}
+	m.cmd = exec.Command(bin, append([]string{"master", "--listen", m.listen, "--work-dir", m.dir, "--metrics-listen", m.metrics}, m.args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {

@@ -79,13 +79,7 @@ func TestExecClientVanishes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	procs := func() []string { // cgroup v1 (pids hierarchy) or v2
-		data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", h.namespace, "orphan-host", "cgroup.procs"))
-		if err != nil {
-			data, _ = os.ReadFile(filepath.Join("/sys/fs/cgroup", h.namespace, "orphan-host", "cgroup.procs"))
-		}
-		return strings.Fields(string(data))
-	}
+	procs := func() []string { return containerProcs("orphan-host") }
 	deadline := time.Now().Add(10 * time.Second)
 	for len(procs()) < 2 {
 		if time.Now().After(deadline) {

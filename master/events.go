@@ -28,7 +28,17 @@ import (
 // events follow one another, so that a batch of consecutive events is one
 // slice of it: a subscriber sends it as it is, with no copy and no buffer
 // of its own, however many subscribers send it.
+//
+// Subscribers that have sent everything wait to be woken, together, once
+// per batch window after a publish (wakeLoop): a thousand of them cost a
+// thousand wake-ups per window, not per event, and a subscriber that is
+// still sending (or stalled in a Send) is not woken at all.
 type eventLog struct {
+	// idleMu guards idle: the subscribers waiting for the next wake-up.
+	idleMu sync.Mutex
+	idle   []*subscriber
+	spare  []*subscriber
+
 	mu     sync.RWMutex
 	ring   []loggedEvent
 	last   uint64 // seq of the newest event; base: none yet
@@ -91,6 +101,65 @@ func (l *eventLog) publish(ev *masterv1.Event) uint64 {
 	l.mu.Unlock()
 	close(ch)
 	return seq
+}
+
+// park puts s among the subscribers the next wake-up wakes (once, however
+// often it is parked before that).
+func (l *eventLog) park(s *subscriber) {
+	if !s.parked.CompareAndSwap(false, true) {
+		return
+	}
+	l.idleMu.Lock()
+	l.idle = append(l.idle, s)
+	l.idleMu.Unlock()
+}
+
+// wakeIdle wakes the parked subscribers; none of them can make it wait.
+func (l *eventLog) wakeIdle() {
+	l.idleMu.Lock()
+	idle := l.idle
+	l.idle, l.spare = l.spare[:0], nil
+	l.idleMu.Unlock()
+	for i, s := range idle {
+		s.parked.Store(false)
+		s.signal()
+		idle[i] = nil
+	}
+	l.idleMu.Lock()
+	l.spare = idle[:0]
+	l.idleMu.Unlock()
+}
+
+// changed is a channel closed at the next publish.
+func (l *eventLog) changed() <-chan struct{} {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.notify
+}
+
+// wakeLoop wakes parked subscribers once per batch window in which events
+// were published: the window lets a batch gather (with a thousand
+// subscribers, one send per event each is what costs, not the bytes).
+func (l *eventLog) wakeLoop(ctx context.Context, window time.Duration) {
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	defer gather.Stop()
+	for {
+		select {
+		case <-l.changed():
+		case <-ctx.Done():
+			return
+		}
+		if window > 0 {
+			gather.Reset(window)
+			select {
+			case <-gather.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		l.wakeIdle()
+	}
 }
 
 func (l *eventLog) lastSeq() uint64 {
@@ -159,14 +228,26 @@ func (eventCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCod
 
 // subscriber is one Subscribe call.
 type subscriber struct {
-	sent   atomic.Uint64 // seq of the last event sent
+	sent atomic.Uint64 // seq of the last event sent
+	// wake is signalled by the event log's wake-ups while parked.
+	wake   chan struct{}
+	parked atomic.Bool
 	cut    chan struct{}
 	once   sync.Once
 	reason atomic.Value // string
 }
 
 func (s *subscriber) cutOff(why string) {
-	s.once.Do(func() { s.reason.Store(why); close(s.cut) })
+	s.once.Do(func() { s.reason.Store(why); close(s.cut); s.signal() })
+}
+
+// signal wakes the subscriber's sender if it waits (or makes its next wait
+// end at once).
+func (s *subscriber) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // subscribe serves one subscriber until it goes, falls behind or the
@@ -197,7 +278,7 @@ func (m *Master) subscribe(req *masterv1.SubscribeRequest, stream grpc.ServerStr
 	}
 	m.mu.Unlock()
 
-	sub := &subscriber{cut: make(chan struct{})}
+	sub := &subscriber{cut: make(chan struct{}), wake: make(chan struct{}, 1)}
 	sub.sent.Store(cursor)
 	m.subscribers.Store(sub, struct{}{})
 	defer m.subscribers.Delete(sub)
@@ -228,21 +309,28 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			return err
 		}
 	}
-	hb := time.NewTimer(m.cfg.SubscriberHeartbeat)
+	// Whatever may end a wait signals sub.wake: the wake-up after a
+	// publish, the heartbeat's timer, the cut-off, the call's end. A
+	// thousand subscribers park and wake every batch window: one channel
+	// to wait on costs a fraction of a select over four.
+	every := m.cfg.SubscriberHeartbeat
+	var hbDue atomic.Bool
+	hb := time.AfterFunc(every, func() { hbDue.Store(true); sub.signal() })
 	defer hb.Stop()
-	gather := time.NewTimer(time.Hour)
-	gather.Stop()
-	defer gather.Stop()
+	defer context.AfterFunc(ctx, sub.signal)()
+	lastSent := time.Now()
 	for {
-		var (
-			more <-chan struct{}
-			ok   bool
-			next uint64
-			buf  []byte
-		)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-sub.cut:
+			return nil
+		default:
+		}
 		// A slice of the event log's arena, never written again: gRPC
 		// writes it after SendMsg returns.
-		buf, next, more, ok = m.ev.after(cursor, maxBatchBytes)
+		buf, next, _, ok := m.ev.after(cursor, maxBatchBytes)
 		if !ok {
 			sub.cutOff(fmt.Sprintf("fell more than %d events behind", m.cfg.EventBuffer))
 			return nil
@@ -251,39 +339,32 @@ func (m *Master) sendEvents(ctx context.Context, stream grpc.ServerStreamingServ
 			if err := stream.SendMsg(rawBatch(buf)); err != nil {
 				return err
 			}
-			cursor = next
+			cursor, lastSent = next, time.Now()
 			sub.sent.Store(cursor)
-			if !hb.Stop() {
-				select {
-				case <-hb.C:
-				default:
-				}
-			}
-			hb.Reset(m.cfg.SubscriberHeartbeat)
 			continue
 		}
-		select {
-		case <-more:
-			// Let a batch gather: with a thousand subscribers, one send per
-			// event each is what costs, not the bytes.
-			if w := m.cfg.SubscriberBatchWindow; w > 0 {
-				gather.Reset(w)
-				select {
-				case <-gather.C:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+		// A heartbeat once nothing was sent for its interval (the timer
+		// is set again, not at every send).
+		if hbDue.CompareAndSwap(true, false) {
+			if idle := time.Since(lastSent); idle < every {
+				hb.Reset(every - idle)
+				continue
 			}
-		case <-hb.C:
-			hb.Reset(m.cfg.SubscriberHeartbeat)
 			if err := stream.Send(&masterv1.SubscribeResponse{Events: []*masterv1.Event{{Type: masterv1.Event_HEARTBEAT, Seq: cursor, Time: timestamppb.Now()}}}); err != nil {
 				return err
 			}
-		case <-sub.cut:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+			lastSent = time.Now()
+			hb.Reset(every)
+			continue
 		}
+		// Caught up: wait for the wake-up after the next publish. Parked
+		// first, then checked, so that an event published in between is
+		// not missed.
+		m.ev.park(sub)
+		if m.ev.lastSeq() > cursor {
+			continue
+		}
+		<-sub.wake
 	}
 }
 

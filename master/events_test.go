@@ -1,8 +1,14 @@
 package master
 
 import (
+	"context"
+	"math/rand/v2"
+	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	masterv1 "github.com/gearboxd/gearbox/proto/gearbox/master/v1"
@@ -75,5 +81,107 @@ func TestEventLogBatches(t *testing.T) {
 	}
 	if _, _, _, ok := small.after(2, 1<<20); ok {
 		t.Error("after a cursor the ring no longer holds: ok")
+	}
+}
+
+// Parking is idempotent until the next wake-up, which wakes each parked
+// subscriber once; one parked after it waits for the one after.
+func TestEventLogWakesParkedOnce(t *testing.T) {
+	l := newEventLog(16)
+	a := &subscriber{wake: make(chan struct{}, 1)}
+	b := &subscriber{wake: make(chan struct{}, 1)}
+	l.park(a)
+	l.park(a)
+	l.park(b)
+	if len(l.idle) != 2 {
+		t.Fatalf("%d parked, want 2 (a parked twice counts once)", len(l.idle))
+	}
+	l.wakeIdle()
+	for name, s := range map[string]*subscriber{"a": a, "b": b} {
+		select {
+		case <-s.wake:
+		default:
+			t.Errorf("%s was not woken", name)
+		}
+	}
+	l.park(a)
+	l.wakeIdle()
+	l.wakeIdle()
+	select {
+	case <-b.wake:
+		t.Error("b, not parked again, was woken again")
+	default:
+	}
+	select {
+	case <-a.wake:
+	default:
+		t.Error("a, parked again, was not woken")
+	}
+}
+
+// Many subscribers, events published in bursts and pauses (so that they
+// park, are woken and park again), one subscriber stalled: every reading
+// subscriber gets every event once, in order.
+func TestFanoutEveryEventInOrder(t *testing.T) {
+	m, c, _ := startMaster(t, func(c *Config) { c.EventBuffer, c.SubscriberLag = 1<<16, 1<<15 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sconn, err := grpc.NewClient(m.SocketAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sconn.Close()
+	stalled, err := masterv1.NewOperatorClient(sconn).Subscribe(ctx, &masterv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled.Recv() // and never again
+	const subs, events = 50, 3000
+	type got struct {
+		first uint64
+		seqs  []uint64
+	}
+	results := make([]got, subs)
+	var wg sync.WaitGroup
+	for i := range subs {
+		evs, errc, _ := subscribe(t, c, 0)
+		first := <-evs
+		results[i].first = first.Seq
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for len(results[i].seqs) < events {
+				select {
+				case e := <-evs:
+					if e.Type != masterv1.Event_HEARTBEAT {
+						results[i].seqs = append(results[i].seqs, e.Seq)
+					}
+				case err := <-errc:
+					t.Errorf("subscriber %d: %v", i, err)
+					return
+				case <-time.After(time.Minute):
+					t.Errorf("subscriber %d: %d events of %d, then none for a minute", i, len(results[i].seqs), events)
+					return
+				}
+			}
+		}()
+	}
+	big := &masterv1.Event{Type: masterv1.Event_TASK_UPDATED, Task: &masterv1.Task{Id: string(make([]byte, 200))}}
+	for i := range events {
+		m.mu.Lock()
+		m.ev.publish(proto.Clone(big).(*masterv1.Event))
+		m.mu.Unlock()
+		if i%(1+rand.IntN(50)) == 0 {
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		}
+	}
+	wg.Wait()
+	for i, r := range results {
+		for k, seq := range r.seqs {
+			if seq != r.first+uint64(k)+1 {
+				t.Fatalf("subscriber %d: event %d is seq %d, want %d (every event once, in order)", i, k, seq, r.first+uint64(k)+1)
+			}
+		}
 	}
 }

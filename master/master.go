@@ -464,11 +464,12 @@ func (m *Master) serve(ctx context.Context) error {
 
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); m.healthLoop(bg) }()
 	go func() { defer wg.Done(); m.allocLoop(bg) }()
 	go func() { defer wg.Done(); m.removalLoop(bg) }()
 	go func() { defer wg.Done(); m.lagLoop(bg) }()
+	go func() { defer wg.Done(); m.ev.wakeLoop(bg, m.cfg.SubscriberBatchWindow) }()
 
 	srv.Serve(lis, opts...)
 	if ulis != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/term"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/gearboxd/gearbox/internal/bulkout"
 	agentv1 "github.com/gearboxd/gearbox/proto/gearbox/agent/v1"
 )
 
@@ -122,6 +124,12 @@ func runSession(cmd *cobra.Command, launch *agentv1.SessionLaunch, interactive b
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
+	// Output to a file or a pipe needs no interleaving with stderr: ask
+	// for it raw, on a connection of its own (the agent's unix socket
+	// only; without an answer it comes in frames).
+	bulk := bulkReceiver(cmd, outFd)
+	launch.BulkOutput = bulk != nil
+	defer bulk.Close()
 	if err := send(&agentv1.SessionRequest{Frame: &agentv1.SessionRequest_Launch{Launch: launch}}); err != nil {
 		return streamErr(stream, err)
 	}
@@ -166,13 +174,33 @@ func runSession(cmd *cobra.Command, launch *agentv1.SessionLaunch, interactive b
 			os.Stdout.Write(f.Stdout)
 		case *agentv1.SessionResponse_Stderr:
 			os.Stderr.Write(f.Stderr)
+		case *agentv1.SessionResponse_BulkOutput:
+			if bulk == nil {
+				return &exitError{code: 125, err: errors.New("the agent sent bulk output that was not asked for")}
+			}
+			if err := bulk.Start(ctxOf(cmd), f.BulkOutput.Token); err != nil {
+				return &exitError{code: 125, err: err}
+			}
 		case *agentv1.SessionResponse_Exit:
+			if _, err := bulk.Wait(); err != nil {
+				return &exitError{code: 125, err: err}
+			}
 			if f.Exit.ExitCode != 0 {
 				return &exitError{code: int(f.Exit.ExitCode)}
 			}
 			return nil
 		}
 	}
+}
+
+// bulkReceiver is the receiver of a session's bulk output, when stdout is
+// not a terminal and the agent is on a unix socket; nil otherwise.
+func bulkReceiver(cmd *cobra.Command, outFd int) *bulkout.Receiver {
+	path, ok := strings.CutPrefix(agentAddress(cmd), "unix://")
+	if !ok || term.IsTerminal(outFd) {
+		return nil
+	}
+	return bulkout.NewReceiver(path, os.Stdout)
 }
 
 // streamErr is why a stream refused a Send: io.EOF from Send means the

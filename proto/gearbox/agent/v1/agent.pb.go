@@ -2131,7 +2131,15 @@ type SessionLaunch struct {
 	// debugged). Empty: the command runs in the container itself.
 	Image string `protobuf:"bytes,8,opt,name=image,proto3" json:"image,omitempty"`
 	// Limits of the debug container's own cgroup, under the container's.
-	Resources     *Resources `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	Resources *Resources `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	// Bulk output: stdout (the terminal's output with tty) as raw bytes on a
+	// connection of its own instead of stdout frames, for output that needs
+	// no interleaving with stderr (copies, dumps). Offered on the agent's
+	// unix socket only: the agent then answers with a bulk_output frame,
+	// before any output, naming the token to open that connection with
+	// (see BulkOutput); without that frame stdout comes in frames as usual.
+	// Stderr, the exit status and errors stay on this stream.
+	BulkOutput    bool `protobuf:"varint,20,opt,name=bulk_output,json=bulkOutput,proto3" json:"bulk_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2227,6 +2235,13 @@ func (x *SessionLaunch) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *SessionLaunch) GetBulkOutput() bool {
+	if x != nil {
+		return x.BulkOutput
+	}
+	return false
 }
 
 type StdinClose struct {
@@ -2360,6 +2375,7 @@ type SessionResponse struct {
 	//	*SessionResponse_Stdout
 	//	*SessionResponse_Stderr
 	//	*SessionResponse_Exit
+	//	*SessionResponse_BulkOutput
 	Frame         isSessionResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2429,6 +2445,15 @@ func (x *SessionResponse) GetExit() *SessionExit {
 	return nil
 }
 
+func (x *SessionResponse) GetBulkOutput() *BulkOutput {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionResponse_BulkOutput); ok {
+			return x.BulkOutput
+		}
+	}
+	return nil
+}
+
 type isSessionResponse_Frame interface {
 	isSessionResponse_Frame()
 }
@@ -2445,11 +2470,69 @@ type SessionResponse_Exit struct {
 	Exit *SessionExit `protobuf:"bytes,3,opt,name=exit,proto3,oneof"`
 }
 
+type SessionResponse_BulkOutput struct {
+	BulkOutput *BulkOutput `protobuf:"bytes,20,opt,name=bulk_output,json=bulkOutput,proto3,oneof"`
+}
+
 func (*SessionResponse_Stdout) isSessionResponse_Frame() {}
 
 func (*SessionResponse_Stderr) isSessionResponse_Frame() {}
 
 func (*SessionResponse_Exit) isSessionResponse_Frame() {}
+
+func (*SessionResponse_BulkOutput) isSessionResponse_Frame() {}
+
+// BulkOutput is the agent's answer to SessionLaunch.bulk_output. The
+// client connects to the agent's unix socket again and writes the 22
+// bytes "gearbox-bulk-output/1\n" then the token; that connection then
+// carries the session's stdout, raw, and ends (EOF) after its last byte.
+// The token opens one connection, for this session only; a session whose
+// client never connects gets no output past the socket's buffers. The
+// session ends, as always, with its exit frame on this stream: a client
+// has all the output once it has both the EOF and the exit frame.
+type BulkOutput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BulkOutput) Reset() {
+	*x = BulkOutput{}
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BulkOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BulkOutput) ProtoMessage() {}
+
+func (x *BulkOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BulkOutput.ProtoReflect.Descriptor instead.
+func (*BulkOutput) Descriptor() ([]byte, []int) {
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BulkOutput) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
 
 type SessionExit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2460,7 +2543,7 @@ type SessionExit struct {
 
 func (x *SessionExit) Reset() {
 	*x = SessionExit{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2555,7 @@ func (x *SessionExit) String() string {
 func (*SessionExit) ProtoMessage() {}
 
 func (x *SessionExit) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2568,7 @@ func (x *SessionExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionExit.ProtoReflect.Descriptor instead.
 func (*SessionExit) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SessionExit) GetExitCode() int32 {
@@ -2506,7 +2589,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2601,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2614,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -2557,7 +2640,7 @@ type UpdateContainerResponse struct {
 
 func (x *UpdateContainerResponse) Reset() {
 	*x = UpdateContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2652,7 @@ func (x *UpdateContainerResponse) String() string {
 func (*UpdateContainerResponse) ProtoMessage() {}
 
 func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2665,7 @@ func (x *UpdateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerResponse.ProtoReflect.Descriptor instead.
 func (*UpdateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdateContainerResponse) GetContainer() *Container {
@@ -2602,7 +2685,7 @@ type GetContainerUsageRequest struct {
 
 func (x *GetContainerUsageRequest) Reset() {
 	*x = GetContainerUsageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2697,7 @@ func (x *GetContainerUsageRequest) String() string {
 func (*GetContainerUsageRequest) ProtoMessage() {}
 
 func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2710,7 @@ func (x *GetContainerUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetContainerUsageRequest) GetContainerIds() []string {
@@ -2646,7 +2729,7 @@ type GetContainerUsageResponse struct {
 
 func (x *GetContainerUsageResponse) Reset() {
 	*x = GetContainerUsageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2741,7 @@ func (x *GetContainerUsageResponse) String() string {
 func (*GetContainerUsageResponse) ProtoMessage() {}
 
 func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2754,7 @@ func (x *GetContainerUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContainerUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetContainerUsageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetContainerUsageResponse) GetUsages() []*ContainerUsage {
@@ -2707,7 +2790,7 @@ type ContainerUsage struct {
 
 func (x *ContainerUsage) Reset() {
 	*x = ContainerUsage{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2802,7 @@ func (x *ContainerUsage) String() string {
 func (*ContainerUsage) ProtoMessage() {}
 
 func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2815,7 @@ func (x *ContainerUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerUsage.ProtoReflect.Descriptor instead.
 func (*ContainerUsage) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ContainerUsage) GetContainerId() string {
@@ -2874,7 +2957,7 @@ type ReadLogsRequest struct {
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +2969,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +2982,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadLogsRequest) GetContainerId() string {
@@ -2956,7 +3039,7 @@ type ReadLogsResponse struct {
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3051,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3064,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadLogsResponse) GetStream() Stream {
@@ -3019,7 +3102,7 @@ type RegistryAuth struct {
 
 func (x *RegistryAuth) Reset() {
 	*x = RegistryAuth{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3114,7 @@ func (x *RegistryAuth) String() string {
 func (*RegistryAuth) ProtoMessage() {}
 
 func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3127,7 @@ func (x *RegistryAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryAuth.ProtoReflect.Descriptor instead.
 func (*RegistryAuth) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegistryAuth) GetUsername() string {
@@ -3087,7 +3170,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3182,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3195,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -3142,7 +3225,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3237,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3250,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PullImageResponse) GetEvent() isPullImageResponse_Event {
@@ -3225,7 +3308,7 @@ type LayerProgress struct {
 
 func (x *LayerProgress) Reset() {
 	*x = LayerProgress{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +3320,7 @@ func (x *LayerProgress) String() string {
 func (*LayerProgress) ProtoMessage() {}
 
 func (x *LayerProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +3333,7 @@ func (x *LayerProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerProgress.ProtoReflect.Descriptor instead.
 func (*LayerProgress) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LayerProgress) GetDigest() string {
@@ -3301,7 +3384,7 @@ type ImportImageRequest struct {
 
 func (x *ImportImageRequest) Reset() {
 	*x = ImportImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3396,7 @@ func (x *ImportImageRequest) String() string {
 func (*ImportImageRequest) ProtoMessage() {}
 
 func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3409,7 @@ func (x *ImportImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageRequest.ProtoReflect.Descriptor instead.
 func (*ImportImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ImportImageRequest) GetPart() isImportImageRequest_Part {
@@ -3381,7 +3464,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3476,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[42]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3489,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ImportOptions) GetName() string {
@@ -3425,7 +3508,7 @@ type ImportImageResponse struct {
 
 func (x *ImportImageResponse) Reset() {
 	*x = ImportImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +3520,7 @@ func (x *ImportImageResponse) String() string {
 func (*ImportImageResponse) ProtoMessage() {}
 
 func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[43]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +3533,7 @@ func (x *ImportImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportImageResponse.ProtoReflect.Descriptor instead.
 func (*ImportImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{43}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ImportImageResponse) GetImages() []*Image {
@@ -3472,7 +3555,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3567,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[44]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3580,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{44}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Image) GetName() string {
@@ -3536,7 +3619,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3631,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[45]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3644,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{45}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{46}
 }
 
 type ListImagesResponse struct {
@@ -3573,7 +3656,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +3668,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[46]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +3681,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{46}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -3619,7 +3702,7 @@ type RemoveImageRequest struct {
 
 func (x *RemoveImageRequest) Reset() {
 	*x = RemoveImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3631,7 +3714,7 @@ func (x *RemoveImageRequest) String() string {
 func (*RemoveImageRequest) ProtoMessage() {}
 
 func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[47]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3644,7 +3727,7 @@ func (x *RemoveImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageRequest.ProtoReflect.Descriptor instead.
 func (*RemoveImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{47}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveImageRequest) GetImage() string {
@@ -3669,7 +3752,7 @@ type RemoveImageResponse struct {
 
 func (x *RemoveImageResponse) Reset() {
 	*x = RemoveImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3764,7 @@ func (x *RemoveImageResponse) String() string {
 func (*RemoveImageResponse) ProtoMessage() {}
 
 func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[48]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3777,7 @@ func (x *RemoveImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveImageResponse.ProtoReflect.Descriptor instead.
 func (*RemoveImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{48}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{49}
 }
 
 type LaunchNestedContainerRequest struct {
@@ -3711,7 +3794,7 @@ type LaunchNestedContainerRequest struct {
 
 func (x *LaunchNestedContainerRequest) Reset() {
 	*x = LaunchNestedContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3723,7 +3806,7 @@ func (x *LaunchNestedContainerRequest) String() string {
 func (*LaunchNestedContainerRequest) ProtoMessage() {}
 
 func (x *LaunchNestedContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[49]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3736,7 +3819,7 @@ func (x *LaunchNestedContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchNestedContainerRequest.ProtoReflect.Descriptor instead.
 func (*LaunchNestedContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{49}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LaunchNestedContainerRequest) GetContainerId() string {
@@ -3783,7 +3866,7 @@ type LaunchNestedContainerResponse struct {
 
 func (x *LaunchNestedContainerResponse) Reset() {
 	*x = LaunchNestedContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3795,7 +3878,7 @@ func (x *LaunchNestedContainerResponse) String() string {
 func (*LaunchNestedContainerResponse) ProtoMessage() {}
 
 func (x *LaunchNestedContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[50]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3808,7 +3891,7 @@ func (x *LaunchNestedContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchNestedContainerResponse.ProtoReflect.Descriptor instead.
 func (*LaunchNestedContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{50}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LaunchNestedContainerResponse) GetContainer() *NestedContainer {
@@ -3837,7 +3920,7 @@ type NestedContainer struct {
 
 func (x *NestedContainer) Reset() {
 	*x = NestedContainer{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +3932,7 @@ func (x *NestedContainer) String() string {
 func (*NestedContainer) ProtoMessage() {}
 
 func (x *NestedContainer) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[51]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +3945,7 @@ func (x *NestedContainer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NestedContainer.ProtoReflect.Descriptor instead.
 func (*NestedContainer) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{51}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *NestedContainer) GetId() string {
@@ -3944,7 +4027,7 @@ type WaitNestedContainerRequest struct {
 
 func (x *WaitNestedContainerRequest) Reset() {
 	*x = WaitNestedContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3956,7 +4039,7 @@ func (x *WaitNestedContainerRequest) String() string {
 func (*WaitNestedContainerRequest) ProtoMessage() {}
 
 func (x *WaitNestedContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[52]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3969,7 +4052,7 @@ func (x *WaitNestedContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitNestedContainerRequest.ProtoReflect.Descriptor instead.
 func (*WaitNestedContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{52}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WaitNestedContainerRequest) GetContainerId() string {
@@ -3988,7 +4071,7 @@ type WaitNestedContainerResponse struct {
 
 func (x *WaitNestedContainerResponse) Reset() {
 	*x = WaitNestedContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4083,7 @@ func (x *WaitNestedContainerResponse) String() string {
 func (*WaitNestedContainerResponse) ProtoMessage() {}
 
 func (x *WaitNestedContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[53]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4096,7 @@ func (x *WaitNestedContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitNestedContainerResponse.ProtoReflect.Descriptor instead.
 func (*WaitNestedContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{53}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WaitNestedContainerResponse) GetContainer() *NestedContainer {
@@ -4034,7 +4117,7 @@ type KillNestedContainerRequest struct {
 
 func (x *KillNestedContainerRequest) Reset() {
 	*x = KillNestedContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4129,7 @@ func (x *KillNestedContainerRequest) String() string {
 func (*KillNestedContainerRequest) ProtoMessage() {}
 
 func (x *KillNestedContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[54]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4142,7 @@ func (x *KillNestedContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillNestedContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillNestedContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{54}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *KillNestedContainerRequest) GetContainerId() string {
@@ -4084,7 +4167,7 @@ type KillNestedContainerResponse struct {
 
 func (x *KillNestedContainerResponse) Reset() {
 	*x = KillNestedContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4179,7 @@ func (x *KillNestedContainerResponse) String() string {
 func (*KillNestedContainerResponse) ProtoMessage() {}
 
 func (x *KillNestedContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[55]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4192,7 @@ func (x *KillNestedContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillNestedContainerResponse.ProtoReflect.Descriptor instead.
 func (*KillNestedContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{55}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{56}
 }
 
 type RemoveNestedContainerRequest struct {
@@ -4123,7 +4206,7 @@ type RemoveNestedContainerRequest struct {
 
 func (x *RemoveNestedContainerRequest) Reset() {
 	*x = RemoveNestedContainerRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4135,7 +4218,7 @@ func (x *RemoveNestedContainerRequest) String() string {
 func (*RemoveNestedContainerRequest) ProtoMessage() {}
 
 func (x *RemoveNestedContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[56]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4148,7 +4231,7 @@ func (x *RemoveNestedContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNestedContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNestedContainerRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{56}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemoveNestedContainerRequest) GetContainerId() string {
@@ -4173,7 +4256,7 @@ type RemoveNestedContainerResponse struct {
 
 func (x *RemoveNestedContainerResponse) Reset() {
 	*x = RemoveNestedContainerResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4185,7 +4268,7 @@ func (x *RemoveNestedContainerResponse) String() string {
 func (*RemoveNestedContainerResponse) ProtoMessage() {}
 
 func (x *RemoveNestedContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[57]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4198,7 +4281,7 @@ func (x *RemoveNestedContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNestedContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNestedContainerResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{57}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{58}
 }
 
 type AttachInputRequest struct {
@@ -4217,7 +4300,7 @@ type AttachInputRequest struct {
 
 func (x *AttachInputRequest) Reset() {
 	*x = AttachInputRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4229,7 +4312,7 @@ func (x *AttachInputRequest) String() string {
 func (*AttachInputRequest) ProtoMessage() {}
 
 func (x *AttachInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[58]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4242,7 +4325,7 @@ func (x *AttachInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachInputRequest.ProtoReflect.Descriptor instead.
 func (*AttachInputRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{58}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *AttachInputRequest) GetFrame() isAttachInputRequest_Frame {
@@ -4345,7 +4428,7 @@ type AttachInputStart struct {
 
 func (x *AttachInputStart) Reset() {
 	*x = AttachInputStart{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4440,7 @@ func (x *AttachInputStart) String() string {
 func (*AttachInputStart) ProtoMessage() {}
 
 func (x *AttachInputStart) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[59]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4453,7 @@ func (x *AttachInputStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachInputStart.ProtoReflect.Descriptor instead.
 func (*AttachInputStart) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{59}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AttachInputStart) GetContainerId() string {
@@ -4406,7 +4489,7 @@ type AttachInputResponse struct {
 
 func (x *AttachInputResponse) Reset() {
 	*x = AttachInputResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4418,7 +4501,7 @@ func (x *AttachInputResponse) String() string {
 func (*AttachInputResponse) ProtoMessage() {}
 
 func (x *AttachInputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[60]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4431,7 +4514,7 @@ func (x *AttachInputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachInputResponse.ProtoReflect.Descriptor instead.
 func (*AttachInputResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{60}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *AttachInputResponse) GetFrame() isAttachInputResponse_Frame {
@@ -4469,7 +4552,7 @@ type Detached struct {
 
 func (x *Detached) Reset() {
 	*x = Detached{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4481,7 +4564,7 @@ func (x *Detached) String() string {
 func (*Detached) ProtoMessage() {}
 
 func (x *Detached) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[61]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4494,7 +4577,7 @@ func (x *Detached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Detached.ProtoReflect.Descriptor instead.
 func (*Detached) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{61}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{62}
 }
 
 type AttachOutputRequest struct {
@@ -4508,7 +4591,7 @@ type AttachOutputRequest struct {
 
 func (x *AttachOutputRequest) Reset() {
 	*x = AttachOutputRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4520,7 +4603,7 @@ func (x *AttachOutputRequest) String() string {
 func (*AttachOutputRequest) ProtoMessage() {}
 
 func (x *AttachOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[62]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4533,7 +4616,7 @@ func (x *AttachOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachOutputRequest.ProtoReflect.Descriptor instead.
 func (*AttachOutputRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{62}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AttachOutputRequest) GetContainerId() string {
@@ -4564,7 +4647,7 @@ type AttachOutputResponse struct {
 
 func (x *AttachOutputResponse) Reset() {
 	*x = AttachOutputResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +4659,7 @@ func (x *AttachOutputResponse) String() string {
 func (*AttachOutputResponse) ProtoMessage() {}
 
 func (x *AttachOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[63]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +4672,7 @@ func (x *AttachOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachOutputResponse.ProtoReflect.Descriptor instead.
 func (*AttachOutputResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{63}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AttachOutputResponse) GetFrame() isAttachOutputResponse_Frame {
@@ -4661,7 +4744,7 @@ type TagImageRequest struct {
 
 func (x *TagImageRequest) Reset() {
 	*x = TagImageRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4673,7 +4756,7 @@ func (x *TagImageRequest) String() string {
 func (*TagImageRequest) ProtoMessage() {}
 
 func (x *TagImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[64]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4686,7 +4769,7 @@ func (x *TagImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagImageRequest.ProtoReflect.Descriptor instead.
 func (*TagImageRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{64}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *TagImageRequest) GetSource() string {
@@ -4712,7 +4795,7 @@ type TagImageResponse struct {
 
 func (x *TagImageResponse) Reset() {
 	*x = TagImageResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4724,7 +4807,7 @@ func (x *TagImageResponse) String() string {
 func (*TagImageResponse) ProtoMessage() {}
 
 func (x *TagImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[65]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4737,7 +4820,7 @@ func (x *TagImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagImageResponse.ProtoReflect.Descriptor instead.
 func (*TagImageResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{65}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TagImageResponse) GetImage() *Image {
@@ -4761,7 +4844,7 @@ type PruneImagesRequest struct {
 
 func (x *PruneImagesRequest) Reset() {
 	*x = PruneImagesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4773,7 +4856,7 @@ func (x *PruneImagesRequest) String() string {
 func (*PruneImagesRequest) ProtoMessage() {}
 
 func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[66]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4786,7 +4869,7 @@ func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
 func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{66}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PruneImagesRequest) GetExcludedImages() []string {
@@ -4814,7 +4897,7 @@ type PruneImagesResponse struct {
 
 func (x *PruneImagesResponse) Reset() {
 	*x = PruneImagesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4826,7 +4909,7 @@ func (x *PruneImagesResponse) String() string {
 func (*PruneImagesResponse) ProtoMessage() {}
 
 func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[67]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4839,7 +4922,7 @@ func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
 func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{67}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PruneImagesResponse) GetRemoved() []*Image {
@@ -4869,7 +4952,7 @@ type ListFilesRequest struct {
 
 func (x *ListFilesRequest) Reset() {
 	*x = ListFilesRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4881,7 +4964,7 @@ func (x *ListFilesRequest) String() string {
 func (*ListFilesRequest) ProtoMessage() {}
 
 func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[68]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4894,7 +4977,7 @@ func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{68}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListFilesRequest) GetContainerId() string {
@@ -4929,7 +5012,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4941,7 +5024,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[69]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4954,7 +5037,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{69}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FileInfo) GetPath() string {
@@ -5015,7 +5098,7 @@ type ListFilesResponse struct {
 
 func (x *ListFilesResponse) Reset() {
 	*x = ListFilesResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5027,7 +5110,7 @@ func (x *ListFilesResponse) String() string {
 func (*ListFilesResponse) ProtoMessage() {}
 
 func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[70]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5040,7 +5123,7 @@ func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
 func (*ListFilesResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{70}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListFilesResponse) GetFileInfos() []*FileInfo {
@@ -5070,7 +5153,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5082,7 +5165,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[71]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5095,7 +5178,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{71}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ReadFileRequest) GetContainerId() string {
@@ -5153,7 +5236,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5165,7 +5248,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[72]
+	mi := &file_gearbox_agent_v1_agent_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5178,7 +5261,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{72}
+	return file_gearbox_agent_v1_agent_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReadFileResponse) GetSize() int64 {
@@ -5408,7 +5491,7 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"closeStdin\x126\n" +
 	"\x06resize\x18\x04 \x01(\v2\x1c.gearbox.agent.v1.WindowSizeH\x00R\x06resize\x12;\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1b.gearbox.agent.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05frame\"\xcb\x02\n" +
+	"\x05frame\"\xec\x02\n" +
 	"\rSessionLaunch\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -5419,7 +5502,9 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\x03tty\x18\x06 \x01(\bR\x03tty\x120\n" +
 	"\x04size\x18\a \x01(\v2\x1c.gearbox.agent.v1.WindowSizeR\x04size\x12\x14\n" +
 	"\x05image\x18\b \x01(\tR\x05image\x129\n" +
-	"\tresources\x18\t \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresourcesB\a\n" +
+	"\tresources\x18\t \x01(\v2\x1b.gearbox.agent.v1.ResourcesR\tresources\x12\x1f\n" +
+	"\vbulk_output\x18\x14 \x01(\bR\n" +
+	"bulkOutputB\a\n" +
 	"\x05_userB\x0e\n" +
 	"\f_working_dir\"\f\n" +
 	"\n" +
@@ -5428,12 +5513,17 @@ const file_gearbox_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"WindowSize\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\rR\x05width\x12\x16\n" +
-	"\x06height\x18\x02 \x01(\rR\x06height\"\x83\x01\n" +
+	"\x06height\x18\x02 \x01(\rR\x06height\"\xc4\x01\n" +
 	"\x0fSessionResponse\x12\x18\n" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x123\n" +
-	"\x04exit\x18\x03 \x01(\v2\x1d.gearbox.agent.v1.SessionExitH\x00R\x04exitB\a\n" +
-	"\x05frame\"*\n" +
+	"\x04exit\x18\x03 \x01(\v2\x1d.gearbox.agent.v1.SessionExitH\x00R\x04exit\x12?\n" +
+	"\vbulk_output\x18\x14 \x01(\v2\x1c.gearbox.agent.v1.BulkOutputH\x00R\n" +
+	"bulkOutputB\a\n" +
+	"\x05frame\"\"\n" +
+	"\n" +
+	"BulkOutput\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\"*\n" +
 	"\vSessionExit\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\"v\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
@@ -5672,7 +5762,7 @@ func file_gearbox_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_gearbox_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_gearbox_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(Stream)(0),                           // 0: gearbox.agent.v1.Stream
 	(*GetHealthRequest)(nil),              // 1: gearbox.agent.v1.GetHealthRequest
@@ -5704,206 +5794,208 @@ var file_gearbox_agent_v1_agent_proto_goTypes = []any{
 	(*Heartbeat)(nil),                     // 27: gearbox.agent.v1.Heartbeat
 	(*WindowSize)(nil),                    // 28: gearbox.agent.v1.WindowSize
 	(*SessionResponse)(nil),               // 29: gearbox.agent.v1.SessionResponse
-	(*SessionExit)(nil),                   // 30: gearbox.agent.v1.SessionExit
-	(*UpdateContainerRequest)(nil),        // 31: gearbox.agent.v1.UpdateContainerRequest
-	(*UpdateContainerResponse)(nil),       // 32: gearbox.agent.v1.UpdateContainerResponse
-	(*GetContainerUsageRequest)(nil),      // 33: gearbox.agent.v1.GetContainerUsageRequest
-	(*GetContainerUsageResponse)(nil),     // 34: gearbox.agent.v1.GetContainerUsageResponse
-	(*ContainerUsage)(nil),                // 35: gearbox.agent.v1.ContainerUsage
-	(*ReadLogsRequest)(nil),               // 36: gearbox.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),              // 37: gearbox.agent.v1.ReadLogsResponse
-	(*RegistryAuth)(nil),                  // 38: gearbox.agent.v1.RegistryAuth
-	(*PullImageRequest)(nil),              // 39: gearbox.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),             // 40: gearbox.agent.v1.PullImageResponse
-	(*LayerProgress)(nil),                 // 41: gearbox.agent.v1.LayerProgress
-	(*ImportImageRequest)(nil),            // 42: gearbox.agent.v1.ImportImageRequest
-	(*ImportOptions)(nil),                 // 43: gearbox.agent.v1.ImportOptions
-	(*ImportImageResponse)(nil),           // 44: gearbox.agent.v1.ImportImageResponse
-	(*Image)(nil),                         // 45: gearbox.agent.v1.Image
-	(*ListImagesRequest)(nil),             // 46: gearbox.agent.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),            // 47: gearbox.agent.v1.ListImagesResponse
-	(*RemoveImageRequest)(nil),            // 48: gearbox.agent.v1.RemoveImageRequest
-	(*RemoveImageResponse)(nil),           // 49: gearbox.agent.v1.RemoveImageResponse
-	(*LaunchNestedContainerRequest)(nil),  // 50: gearbox.agent.v1.LaunchNestedContainerRequest
-	(*LaunchNestedContainerResponse)(nil), // 51: gearbox.agent.v1.LaunchNestedContainerResponse
-	(*NestedContainer)(nil),               // 52: gearbox.agent.v1.NestedContainer
-	(*WaitNestedContainerRequest)(nil),    // 53: gearbox.agent.v1.WaitNestedContainerRequest
-	(*WaitNestedContainerResponse)(nil),   // 54: gearbox.agent.v1.WaitNestedContainerResponse
-	(*KillNestedContainerRequest)(nil),    // 55: gearbox.agent.v1.KillNestedContainerRequest
-	(*KillNestedContainerResponse)(nil),   // 56: gearbox.agent.v1.KillNestedContainerResponse
-	(*RemoveNestedContainerRequest)(nil),  // 57: gearbox.agent.v1.RemoveNestedContainerRequest
-	(*RemoveNestedContainerResponse)(nil), // 58: gearbox.agent.v1.RemoveNestedContainerResponse
-	(*AttachInputRequest)(nil),            // 59: gearbox.agent.v1.AttachInputRequest
-	(*AttachInputStart)(nil),              // 60: gearbox.agent.v1.AttachInputStart
-	(*AttachInputResponse)(nil),           // 61: gearbox.agent.v1.AttachInputResponse
-	(*Detached)(nil),                      // 62: gearbox.agent.v1.Detached
-	(*AttachOutputRequest)(nil),           // 63: gearbox.agent.v1.AttachOutputRequest
-	(*AttachOutputResponse)(nil),          // 64: gearbox.agent.v1.AttachOutputResponse
-	(*TagImageRequest)(nil),               // 65: gearbox.agent.v1.TagImageRequest
-	(*TagImageResponse)(nil),              // 66: gearbox.agent.v1.TagImageResponse
-	(*PruneImagesRequest)(nil),            // 67: gearbox.agent.v1.PruneImagesRequest
-	(*PruneImagesResponse)(nil),           // 68: gearbox.agent.v1.PruneImagesResponse
-	(*ListFilesRequest)(nil),              // 69: gearbox.agent.v1.ListFilesRequest
-	(*FileInfo)(nil),                      // 70: gearbox.agent.v1.FileInfo
-	(*ListFilesResponse)(nil),             // 71: gearbox.agent.v1.ListFilesResponse
-	(*ReadFileRequest)(nil),               // 72: gearbox.agent.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),              // 73: gearbox.agent.v1.ReadFileResponse
-	nil,                                   // 74: gearbox.agent.v1.GetStateResponse.AttributesEntry
-	nil,                                   // 75: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	nil,                                   // 76: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
-	nil,                                   // 77: gearbox.agent.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil),         // 78: google.protobuf.Timestamp
-	(*v1.Ranges)(nil),                     // 79: gearbox.types.v1.Ranges
-	(*v1.KillPolicy)(nil),                 // 80: gearbox.types.v1.KillPolicy
-	(v1.PullPolicy)(0),                    // 81: gearbox.types.v1.PullPolicy
-	(*v1.HealthCheck)(nil),                // 82: gearbox.types.v1.HealthCheck
-	(*v1.RestartPolicy)(nil),              // 83: gearbox.types.v1.RestartPolicy
-	(*v1.PortMapping)(nil),                // 84: gearbox.types.v1.PortMapping
-	(v1.TaskState)(0),                     // 85: gearbox.types.v1.TaskState
-	(v1.Reason)(0),                        // 86: gearbox.types.v1.Reason
-	(v1.HealthState)(0),                   // 87: gearbox.types.v1.HealthState
-	(*v1.ProcessExit)(nil),                // 88: gearbox.types.v1.ProcessExit
-	(*durationpb.Duration)(nil),           // 89: google.protobuf.Duration
+	(*BulkOutput)(nil),                    // 30: gearbox.agent.v1.BulkOutput
+	(*SessionExit)(nil),                   // 31: gearbox.agent.v1.SessionExit
+	(*UpdateContainerRequest)(nil),        // 32: gearbox.agent.v1.UpdateContainerRequest
+	(*UpdateContainerResponse)(nil),       // 33: gearbox.agent.v1.UpdateContainerResponse
+	(*GetContainerUsageRequest)(nil),      // 34: gearbox.agent.v1.GetContainerUsageRequest
+	(*GetContainerUsageResponse)(nil),     // 35: gearbox.agent.v1.GetContainerUsageResponse
+	(*ContainerUsage)(nil),                // 36: gearbox.agent.v1.ContainerUsage
+	(*ReadLogsRequest)(nil),               // 37: gearbox.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),              // 38: gearbox.agent.v1.ReadLogsResponse
+	(*RegistryAuth)(nil),                  // 39: gearbox.agent.v1.RegistryAuth
+	(*PullImageRequest)(nil),              // 40: gearbox.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),             // 41: gearbox.agent.v1.PullImageResponse
+	(*LayerProgress)(nil),                 // 42: gearbox.agent.v1.LayerProgress
+	(*ImportImageRequest)(nil),            // 43: gearbox.agent.v1.ImportImageRequest
+	(*ImportOptions)(nil),                 // 44: gearbox.agent.v1.ImportOptions
+	(*ImportImageResponse)(nil),           // 45: gearbox.agent.v1.ImportImageResponse
+	(*Image)(nil),                         // 46: gearbox.agent.v1.Image
+	(*ListImagesRequest)(nil),             // 47: gearbox.agent.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),            // 48: gearbox.agent.v1.ListImagesResponse
+	(*RemoveImageRequest)(nil),            // 49: gearbox.agent.v1.RemoveImageRequest
+	(*RemoveImageResponse)(nil),           // 50: gearbox.agent.v1.RemoveImageResponse
+	(*LaunchNestedContainerRequest)(nil),  // 51: gearbox.agent.v1.LaunchNestedContainerRequest
+	(*LaunchNestedContainerResponse)(nil), // 52: gearbox.agent.v1.LaunchNestedContainerResponse
+	(*NestedContainer)(nil),               // 53: gearbox.agent.v1.NestedContainer
+	(*WaitNestedContainerRequest)(nil),    // 54: gearbox.agent.v1.WaitNestedContainerRequest
+	(*WaitNestedContainerResponse)(nil),   // 55: gearbox.agent.v1.WaitNestedContainerResponse
+	(*KillNestedContainerRequest)(nil),    // 56: gearbox.agent.v1.KillNestedContainerRequest
+	(*KillNestedContainerResponse)(nil),   // 57: gearbox.agent.v1.KillNestedContainerResponse
+	(*RemoveNestedContainerRequest)(nil),  // 58: gearbox.agent.v1.RemoveNestedContainerRequest
+	(*RemoveNestedContainerResponse)(nil), // 59: gearbox.agent.v1.RemoveNestedContainerResponse
+	(*AttachInputRequest)(nil),            // 60: gearbox.agent.v1.AttachInputRequest
+	(*AttachInputStart)(nil),              // 61: gearbox.agent.v1.AttachInputStart
+	(*AttachInputResponse)(nil),           // 62: gearbox.agent.v1.AttachInputResponse
+	(*Detached)(nil),                      // 63: gearbox.agent.v1.Detached
+	(*AttachOutputRequest)(nil),           // 64: gearbox.agent.v1.AttachOutputRequest
+	(*AttachOutputResponse)(nil),          // 65: gearbox.agent.v1.AttachOutputResponse
+	(*TagImageRequest)(nil),               // 66: gearbox.agent.v1.TagImageRequest
+	(*TagImageResponse)(nil),              // 67: gearbox.agent.v1.TagImageResponse
+	(*PruneImagesRequest)(nil),            // 68: gearbox.agent.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),           // 69: gearbox.agent.v1.PruneImagesResponse
+	(*ListFilesRequest)(nil),              // 70: gearbox.agent.v1.ListFilesRequest
+	(*FileInfo)(nil),                      // 71: gearbox.agent.v1.FileInfo
+	(*ListFilesResponse)(nil),             // 72: gearbox.agent.v1.ListFilesResponse
+	(*ReadFileRequest)(nil),               // 73: gearbox.agent.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),              // 74: gearbox.agent.v1.ReadFileResponse
+	nil,                                   // 75: gearbox.agent.v1.GetStateResponse.AttributesEntry
+	nil,                                   // 76: gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	nil,                                   // 77: gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	nil,                                   // 78: gearbox.agent.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 79: google.protobuf.Timestamp
+	(*v1.Ranges)(nil),                     // 80: gearbox.types.v1.Ranges
+	(*v1.KillPolicy)(nil),                 // 81: gearbox.types.v1.KillPolicy
+	(v1.PullPolicy)(0),                    // 82: gearbox.types.v1.PullPolicy
+	(*v1.HealthCheck)(nil),                // 83: gearbox.types.v1.HealthCheck
+	(*v1.RestartPolicy)(nil),              // 84: gearbox.types.v1.RestartPolicy
+	(*v1.PortMapping)(nil),                // 85: gearbox.types.v1.PortMapping
+	(v1.TaskState)(0),                     // 86: gearbox.types.v1.TaskState
+	(v1.Reason)(0),                        // 87: gearbox.types.v1.Reason
+	(v1.HealthState)(0),                   // 88: gearbox.types.v1.HealthState
+	(*v1.ProcessExit)(nil),                // 89: gearbox.types.v1.ProcessExit
+	(*durationpb.Duration)(nil),           // 90: google.protobuf.Duration
 }
 var file_gearbox_agent_v1_agent_proto_depIdxs = []int32{
-	78,  // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
+	79,  // 0: gearbox.agent.v1.GetStateResponse.started_at:type_name -> google.protobuf.Timestamp
 	8,   // 1: gearbox.agent.v1.GetStateResponse.runtimes:type_name -> gearbox.agent.v1.Runtime
 	7,   // 2: gearbox.agent.v1.GetStateResponse.total:type_name -> gearbox.agent.v1.ResourceSet
 	7,   // 3: gearbox.agent.v1.GetStateResponse.allocated:type_name -> gearbox.agent.v1.ResourceSet
 	7,   // 4: gearbox.agent.v1.GetStateResponse.free:type_name -> gearbox.agent.v1.ResourceSet
-	74,  // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
-	75,  // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
-	79,  // 7: gearbox.agent.v1.ResourceSet.ports:type_name -> gearbox.types.v1.Ranges
+	75,  // 5: gearbox.agent.v1.GetStateResponse.attributes:type_name -> gearbox.agent.v1.GetStateResponse.AttributesEntry
+	76,  // 6: gearbox.agent.v1.GetStateResponse.resource_labels:type_name -> gearbox.agent.v1.GetStateResponse.ResourceLabelsEntry
+	80,  // 7: gearbox.agent.v1.ResourceSet.ports:type_name -> gearbox.types.v1.Ranges
 	9,   // 8: gearbox.agent.v1.LaunchContainerRequest.entrypoint:type_name -> gearbox.agent.v1.StringList
 	9,   // 9: gearbox.agent.v1.LaunchContainerRequest.cmd:type_name -> gearbox.agent.v1.StringList
-	76,  // 10: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
+	77,  // 10: gearbox.agent.v1.LaunchContainerRequest.labels:type_name -> gearbox.agent.v1.LaunchContainerRequest.LabelsEntry
 	13,  // 11: gearbox.agent.v1.LaunchContainerRequest.log:type_name -> gearbox.agent.v1.LogOptions
 	11,  // 12: gearbox.agent.v1.LaunchContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
 	28,  // 13: gearbox.agent.v1.LaunchContainerRequest.size:type_name -> gearbox.agent.v1.WindowSize
-	80,  // 14: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	81,  // 15: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	38,  // 16: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
-	82,  // 17: gearbox.agent.v1.LaunchContainerRequest.health_check:type_name -> gearbox.types.v1.HealthCheck
-	83,  // 18: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
-	84,  // 19: gearbox.agent.v1.LaunchContainerRequest.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	81,  // 14: gearbox.agent.v1.LaunchContainerRequest.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	82,  // 15: gearbox.agent.v1.LaunchContainerRequest.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	39,  // 16: gearbox.agent.v1.LaunchContainerRequest.registry_auth:type_name -> gearbox.agent.v1.RegistryAuth
+	83,  // 17: gearbox.agent.v1.LaunchContainerRequest.health_check:type_name -> gearbox.types.v1.HealthCheck
+	84,  // 18: gearbox.agent.v1.LaunchContainerRequest.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	85,  // 19: gearbox.agent.v1.LaunchContainerRequest.port_mappings:type_name -> gearbox.types.v1.PortMapping
 	12,  // 20: gearbox.agent.v1.Resources.devices:type_name -> gearbox.agent.v1.DeviceLimit
 	15,  // 21: gearbox.agent.v1.LaunchContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	85,  // 22: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
-	86,  // 23: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 24: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	78,  // 25: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 26: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
-	77,  // 27: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
+	86,  // 22: gearbox.agent.v1.Container.state:type_name -> gearbox.types.v1.TaskState
+	87,  // 23: gearbox.agent.v1.Container.reason:type_name -> gearbox.types.v1.Reason
+	79,  // 24: gearbox.agent.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	79,  // 25: gearbox.agent.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	79,  // 26: gearbox.agent.v1.Container.finished_at:type_name -> google.protobuf.Timestamp
+	78,  // 27: gearbox.agent.v1.Container.labels:type_name -> gearbox.agent.v1.Container.LabelsEntry
 	13,  // 28: gearbox.agent.v1.Container.log:type_name -> gearbox.agent.v1.LogOptions
 	11,  // 29: gearbox.agent.v1.Container.resources:type_name -> gearbox.agent.v1.Resources
-	80,  // 30: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
-	81,  // 31: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
-	78,  // 32: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
-	87,  // 33: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
-	78,  // 34: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
-	83,  // 35: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
-	88,  // 36: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
-	78,  // 37: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
-	84,  // 38: gearbox.agent.v1.Container.port_mappings:type_name -> gearbox.types.v1.PortMapping
+	81,  // 30: gearbox.agent.v1.Container.kill_policy:type_name -> gearbox.types.v1.KillPolicy
+	82,  // 31: gearbox.agent.v1.Container.pull_policy:type_name -> gearbox.types.v1.PullPolicy
+	79,  // 32: gearbox.agent.v1.Container.gc_at:type_name -> google.protobuf.Timestamp
+	88,  // 33: gearbox.agent.v1.Container.health:type_name -> gearbox.types.v1.HealthState
+	79,  // 34: gearbox.agent.v1.Container.health_checked_at:type_name -> google.protobuf.Timestamp
+	84,  // 35: gearbox.agent.v1.Container.restart_policy:type_name -> gearbox.types.v1.RestartPolicy
+	89,  // 36: gearbox.agent.v1.Container.last_exit:type_name -> gearbox.types.v1.ProcessExit
+	79,  // 37: gearbox.agent.v1.Container.next_restart_at:type_name -> google.protobuf.Timestamp
+	85,  // 38: gearbox.agent.v1.Container.port_mappings:type_name -> gearbox.types.v1.PortMapping
 	15,  // 39: gearbox.agent.v1.GetContainersResponse.containers:type_name -> gearbox.agent.v1.Container
 	15,  // 40: gearbox.agent.v1.WaitContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	89,  // 41: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
+	90,  // 41: gearbox.agent.v1.KillContainerRequest.grace_period:type_name -> google.protobuf.Duration
 	25,  // 42: gearbox.agent.v1.SessionRequest.launch:type_name -> gearbox.agent.v1.SessionLaunch
 	26,  // 43: gearbox.agent.v1.SessionRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
 	28,  // 44: gearbox.agent.v1.SessionRequest.resize:type_name -> gearbox.agent.v1.WindowSize
 	27,  // 45: gearbox.agent.v1.SessionRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
 	28,  // 46: gearbox.agent.v1.SessionLaunch.size:type_name -> gearbox.agent.v1.WindowSize
 	11,  // 47: gearbox.agent.v1.SessionLaunch.resources:type_name -> gearbox.agent.v1.Resources
-	30,  // 48: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
-	11,  // 49: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
-	15,  // 50: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
-	35,  // 51: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
-	78,  // 52: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
-	11,  // 53: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
-	0,   // 54: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
-	78,  // 55: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
-	0,   // 56: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
-	38,  // 57: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
-	41,  // 58: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
-	45,  // 59: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
-	43,  // 60: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
-	45,  // 61: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
-	78,  // 62: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	45,  // 63: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
-	52,  // 64: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	85,  // 65: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
-	86,  // 66: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
-	78,  // 67: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
-	78,  // 68: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
-	52,  // 69: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
-	60,  // 70: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
-	26,  // 71: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
-	28,  // 72: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
-	27,  // 73: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
-	28,  // 74: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
-	62,  // 75: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
-	15,  // 76: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
-	45,  // 77: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
-	45,  // 78: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
-	78,  // 79: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
-	70,  // 80: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
-	1,   // 81: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
-	3,   // 82: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
-	5,   // 83: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
-	16,  // 84: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
-	10,  // 85: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
-	18,  // 86: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
-	20,  // 87: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
-	22,  // 88: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
-	31,  // 89: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
-	33,  // 90: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
-	24,  // 91: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
-	50,  // 92: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
-	53,  // 93: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
-	55,  // 94: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
-	57,  // 95: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
-	59,  // 96: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
-	63,  // 97: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
-	36,  // 98: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
-	39,  // 99: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
-	42,  // 100: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
-	46,  // 101: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
-	48,  // 102: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
-	65,  // 103: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
-	67,  // 104: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
-	69,  // 105: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
-	72,  // 106: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
-	2,   // 107: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
-	4,   // 108: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
-	6,   // 109: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
-	17,  // 110: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
-	14,  // 111: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
-	19,  // 112: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
-	21,  // 113: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
-	23,  // 114: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
-	32,  // 115: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
-	34,  // 116: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
-	29,  // 117: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
-	51,  // 118: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
-	54,  // 119: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
-	56,  // 120: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
-	58,  // 121: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
-	61,  // 122: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
-	64,  // 123: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
-	37,  // 124: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
-	40,  // 125: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
-	44,  // 126: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
-	47,  // 127: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
-	49,  // 128: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
-	66,  // 129: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
-	68,  // 130: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
-	71,  // 131: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
-	73,  // 132: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
-	107, // [107:133] is the sub-list for method output_type
-	81,  // [81:107] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	31,  // 48: gearbox.agent.v1.SessionResponse.exit:type_name -> gearbox.agent.v1.SessionExit
+	30,  // 49: gearbox.agent.v1.SessionResponse.bulk_output:type_name -> gearbox.agent.v1.BulkOutput
+	11,  // 50: gearbox.agent.v1.UpdateContainerRequest.resources:type_name -> gearbox.agent.v1.Resources
+	15,  // 51: gearbox.agent.v1.UpdateContainerResponse.container:type_name -> gearbox.agent.v1.Container
+	36,  // 52: gearbox.agent.v1.GetContainerUsageResponse.usages:type_name -> gearbox.agent.v1.ContainerUsage
+	79,  // 53: gearbox.agent.v1.ContainerUsage.timestamp:type_name -> google.protobuf.Timestamp
+	11,  // 54: gearbox.agent.v1.ContainerUsage.resources:type_name -> gearbox.agent.v1.Resources
+	0,   // 55: gearbox.agent.v1.ReadLogsRequest.streams:type_name -> gearbox.agent.v1.Stream
+	79,  // 56: gearbox.agent.v1.ReadLogsRequest.since:type_name -> google.protobuf.Timestamp
+	0,   // 57: gearbox.agent.v1.ReadLogsResponse.stream:type_name -> gearbox.agent.v1.Stream
+	39,  // 58: gearbox.agent.v1.PullImageRequest.auth:type_name -> gearbox.agent.v1.RegistryAuth
+	42,  // 59: gearbox.agent.v1.PullImageResponse.progress:type_name -> gearbox.agent.v1.LayerProgress
+	46,  // 60: gearbox.agent.v1.PullImageResponse.done:type_name -> gearbox.agent.v1.Image
+	44,  // 61: gearbox.agent.v1.ImportImageRequest.options:type_name -> gearbox.agent.v1.ImportOptions
+	46,  // 62: gearbox.agent.v1.ImportImageResponse.images:type_name -> gearbox.agent.v1.Image
+	79,  // 63: gearbox.agent.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	46,  // 64: gearbox.agent.v1.ListImagesResponse.images:type_name -> gearbox.agent.v1.Image
+	53,  // 65: gearbox.agent.v1.LaunchNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	86,  // 66: gearbox.agent.v1.NestedContainer.state:type_name -> gearbox.types.v1.TaskState
+	87,  // 67: gearbox.agent.v1.NestedContainer.reason:type_name -> gearbox.types.v1.Reason
+	79,  // 68: gearbox.agent.v1.NestedContainer.started_at:type_name -> google.protobuf.Timestamp
+	79,  // 69: gearbox.agent.v1.NestedContainer.finished_at:type_name -> google.protobuf.Timestamp
+	53,  // 70: gearbox.agent.v1.WaitNestedContainerResponse.container:type_name -> gearbox.agent.v1.NestedContainer
+	61,  // 71: gearbox.agent.v1.AttachInputRequest.start:type_name -> gearbox.agent.v1.AttachInputStart
+	26,  // 72: gearbox.agent.v1.AttachInputRequest.close_stdin:type_name -> gearbox.agent.v1.StdinClose
+	28,  // 73: gearbox.agent.v1.AttachInputRequest.resize:type_name -> gearbox.agent.v1.WindowSize
+	27,  // 74: gearbox.agent.v1.AttachInputRequest.heartbeat:type_name -> gearbox.agent.v1.Heartbeat
+	28,  // 75: gearbox.agent.v1.AttachInputStart.size:type_name -> gearbox.agent.v1.WindowSize
+	63,  // 76: gearbox.agent.v1.AttachInputResponse.detached:type_name -> gearbox.agent.v1.Detached
+	15,  // 77: gearbox.agent.v1.AttachOutputResponse.exit:type_name -> gearbox.agent.v1.Container
+	46,  // 78: gearbox.agent.v1.TagImageResponse.image:type_name -> gearbox.agent.v1.Image
+	46,  // 79: gearbox.agent.v1.PruneImagesResponse.removed:type_name -> gearbox.agent.v1.Image
+	79,  // 80: gearbox.agent.v1.FileInfo.mtime:type_name -> google.protobuf.Timestamp
+	71,  // 81: gearbox.agent.v1.ListFilesResponse.file_infos:type_name -> gearbox.agent.v1.FileInfo
+	1,   // 82: gearbox.agent.v1.Agent.GetHealth:input_type -> gearbox.agent.v1.GetHealthRequest
+	3,   // 83: gearbox.agent.v1.Agent.GetVersion:input_type -> gearbox.agent.v1.GetVersionRequest
+	5,   // 84: gearbox.agent.v1.Agent.GetState:input_type -> gearbox.agent.v1.GetStateRequest
+	16,  // 85: gearbox.agent.v1.Agent.GetContainers:input_type -> gearbox.agent.v1.GetContainersRequest
+	10,  // 86: gearbox.agent.v1.Agent.LaunchContainer:input_type -> gearbox.agent.v1.LaunchContainerRequest
+	18,  // 87: gearbox.agent.v1.Agent.WaitContainer:input_type -> gearbox.agent.v1.WaitContainerRequest
+	20,  // 88: gearbox.agent.v1.Agent.KillContainer:input_type -> gearbox.agent.v1.KillContainerRequest
+	22,  // 89: gearbox.agent.v1.Agent.RemoveContainer:input_type -> gearbox.agent.v1.RemoveContainerRequest
+	32,  // 90: gearbox.agent.v1.Agent.UpdateContainer:input_type -> gearbox.agent.v1.UpdateContainerRequest
+	34,  // 91: gearbox.agent.v1.Agent.GetContainerUsage:input_type -> gearbox.agent.v1.GetContainerUsageRequest
+	24,  // 92: gearbox.agent.v1.Agent.LaunchNestedContainerSession:input_type -> gearbox.agent.v1.SessionRequest
+	51,  // 93: gearbox.agent.v1.Agent.LaunchNestedContainer:input_type -> gearbox.agent.v1.LaunchNestedContainerRequest
+	54,  // 94: gearbox.agent.v1.Agent.WaitNestedContainer:input_type -> gearbox.agent.v1.WaitNestedContainerRequest
+	56,  // 95: gearbox.agent.v1.Agent.KillNestedContainer:input_type -> gearbox.agent.v1.KillNestedContainerRequest
+	58,  // 96: gearbox.agent.v1.Agent.RemoveNestedContainer:input_type -> gearbox.agent.v1.RemoveNestedContainerRequest
+	60,  // 97: gearbox.agent.v1.Agent.AttachContainerInput:input_type -> gearbox.agent.v1.AttachInputRequest
+	64,  // 98: gearbox.agent.v1.Agent.AttachContainerOutput:input_type -> gearbox.agent.v1.AttachOutputRequest
+	37,  // 99: gearbox.agent.v1.Agent.ReadLogs:input_type -> gearbox.agent.v1.ReadLogsRequest
+	40,  // 100: gearbox.agent.v1.Agent.PullImage:input_type -> gearbox.agent.v1.PullImageRequest
+	43,  // 101: gearbox.agent.v1.Agent.ImportImage:input_type -> gearbox.agent.v1.ImportImageRequest
+	47,  // 102: gearbox.agent.v1.Agent.ListImages:input_type -> gearbox.agent.v1.ListImagesRequest
+	49,  // 103: gearbox.agent.v1.Agent.RemoveImage:input_type -> gearbox.agent.v1.RemoveImageRequest
+	66,  // 104: gearbox.agent.v1.Agent.TagImage:input_type -> gearbox.agent.v1.TagImageRequest
+	68,  // 105: gearbox.agent.v1.Agent.PruneImages:input_type -> gearbox.agent.v1.PruneImagesRequest
+	70,  // 106: gearbox.agent.v1.Agent.ListFiles:input_type -> gearbox.agent.v1.ListFilesRequest
+	73,  // 107: gearbox.agent.v1.Agent.ReadFile:input_type -> gearbox.agent.v1.ReadFileRequest
+	2,   // 108: gearbox.agent.v1.Agent.GetHealth:output_type -> gearbox.agent.v1.GetHealthResponse
+	4,   // 109: gearbox.agent.v1.Agent.GetVersion:output_type -> gearbox.agent.v1.GetVersionResponse
+	6,   // 110: gearbox.agent.v1.Agent.GetState:output_type -> gearbox.agent.v1.GetStateResponse
+	17,  // 111: gearbox.agent.v1.Agent.GetContainers:output_type -> gearbox.agent.v1.GetContainersResponse
+	14,  // 112: gearbox.agent.v1.Agent.LaunchContainer:output_type -> gearbox.agent.v1.LaunchContainerResponse
+	19,  // 113: gearbox.agent.v1.Agent.WaitContainer:output_type -> gearbox.agent.v1.WaitContainerResponse
+	21,  // 114: gearbox.agent.v1.Agent.KillContainer:output_type -> gearbox.agent.v1.KillContainerResponse
+	23,  // 115: gearbox.agent.v1.Agent.RemoveContainer:output_type -> gearbox.agent.v1.RemoveContainerResponse
+	33,  // 116: gearbox.agent.v1.Agent.UpdateContainer:output_type -> gearbox.agent.v1.UpdateContainerResponse
+	35,  // 117: gearbox.agent.v1.Agent.GetContainerUsage:output_type -> gearbox.agent.v1.GetContainerUsageResponse
+	29,  // 118: gearbox.agent.v1.Agent.LaunchNestedContainerSession:output_type -> gearbox.agent.v1.SessionResponse
+	52,  // 119: gearbox.agent.v1.Agent.LaunchNestedContainer:output_type -> gearbox.agent.v1.LaunchNestedContainerResponse
+	55,  // 120: gearbox.agent.v1.Agent.WaitNestedContainer:output_type -> gearbox.agent.v1.WaitNestedContainerResponse
+	57,  // 121: gearbox.agent.v1.Agent.KillNestedContainer:output_type -> gearbox.agent.v1.KillNestedContainerResponse
+	59,  // 122: gearbox.agent.v1.Agent.RemoveNestedContainer:output_type -> gearbox.agent.v1.RemoveNestedContainerResponse
+	62,  // 123: gearbox.agent.v1.Agent.AttachContainerInput:output_type -> gearbox.agent.v1.AttachInputResponse
+	65,  // 124: gearbox.agent.v1.Agent.AttachContainerOutput:output_type -> gearbox.agent.v1.AttachOutputResponse
+	38,  // 125: gearbox.agent.v1.Agent.ReadLogs:output_type -> gearbox.agent.v1.ReadLogsResponse
+	41,  // 126: gearbox.agent.v1.Agent.PullImage:output_type -> gearbox.agent.v1.PullImageResponse
+	45,  // 127: gearbox.agent.v1.Agent.ImportImage:output_type -> gearbox.agent.v1.ImportImageResponse
+	48,  // 128: gearbox.agent.v1.Agent.ListImages:output_type -> gearbox.agent.v1.ListImagesResponse
+	50,  // 129: gearbox.agent.v1.Agent.RemoveImage:output_type -> gearbox.agent.v1.RemoveImageResponse
+	67,  // 130: gearbox.agent.v1.Agent.TagImage:output_type -> gearbox.agent.v1.TagImageResponse
+	69,  // 131: gearbox.agent.v1.Agent.PruneImages:output_type -> gearbox.agent.v1.PruneImagesResponse
+	72,  // 132: gearbox.agent.v1.Agent.ListFiles:output_type -> gearbox.agent.v1.ListFilesResponse
+	74,  // 133: gearbox.agent.v1.Agent.ReadFile:output_type -> gearbox.agent.v1.ReadFileResponse
+	108, // [108:134] is the sub-list for method output_type
+	82,  // [82:108] is the sub-list for method input_type
+	82,  // [82:82] is the sub-list for extension type_name
+	82,  // [82:82] is the sub-list for extension extendee
+	0,   // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_gearbox_agent_v1_agent_proto_init() }
@@ -5925,41 +6017,42 @@ func file_gearbox_agent_v1_agent_proto_init() {
 		(*SessionResponse_Stdout)(nil),
 		(*SessionResponse_Stderr)(nil),
 		(*SessionResponse_Exit)(nil),
+		(*SessionResponse_BulkOutput)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[35].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[39].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[36].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[40].OneofWrappers = []any{
 		(*PullImageResponse_Progress)(nil),
 		(*PullImageResponse_Done)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[41].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[42].OneofWrappers = []any{
 		(*ImportImageRequest_Options)(nil),
 		(*ImportImageRequest_Data)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[49].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[51].OneofWrappers = []any{}
-	file_gearbox_agent_v1_agent_proto_msgTypes[58].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[50].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[52].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[59].OneofWrappers = []any{
 		(*AttachInputRequest_Start)(nil),
 		(*AttachInputRequest_Stdin)(nil),
 		(*AttachInputRequest_CloseStdin)(nil),
 		(*AttachInputRequest_Resize)(nil),
 		(*AttachInputRequest_Heartbeat)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[60].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[61].OneofWrappers = []any{
 		(*AttachInputResponse_Detached)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[63].OneofWrappers = []any{
+	file_gearbox_agent_v1_agent_proto_msgTypes[64].OneofWrappers = []any{
 		(*AttachOutputResponse_Stdout)(nil),
 		(*AttachOutputResponse_Stderr)(nil),
 		(*AttachOutputResponse_Exit)(nil),
 	}
-	file_gearbox_agent_v1_agent_proto_msgTypes[71].OneofWrappers = []any{}
+	file_gearbox_agent_v1_agent_proto_msgTypes[72].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gearbox_agent_v1_agent_proto_rawDesc), len(file_gearbox_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   77,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
