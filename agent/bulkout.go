@@ -371,8 +371,22 @@ func spliceOut(src syscall.RawConn, dst *net.UnixConn, count *atomic.Int64) (tot
 		}
 		total += k
 		count.Add(k)
+		if k < coalesceBelow {
+			// A writer of small chunks (4 KiB: head, cat) wakes the
+			// agent at each one; letting a few hundred gather costs
+			// the output at most coalesceWait and the agent (and the
+			// client reading the socket) far fewer wake-ups.
+			time.Sleep(coalesceWait)
+		}
 	}
 }
+
+// After a splice of less than coalesceBelow, the next waits coalesceWait
+// for more to gather in the (1 MiB) pipe.
+const (
+	coalesceBelow = 256 << 10
+	coalesceWait  = time.Millisecond
+)
 
 // pipeReady waits until the pipe holds bytes (avail, how many) or is at
 // its end (eof). Telling an empty pipe from its end takes a read: a byte
