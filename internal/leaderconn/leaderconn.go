@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -113,6 +114,14 @@ func New(cfg Config) (*Conn, error) {
 		cfg.LeaderWait = 30 * time.Second
 	}
 	cfg.Masters = slices.Clone(cfg.Masters)
+	// gRPC waits a second before it reconnects after a failed attempt. A
+	// newly elected master replaces its server on the same port, so a
+	// connection kept from before it led can meet one refusal: try again
+	// sooner. The caller's options come after, and win.
+	cfg.DialOptions = append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff},
+		MinConnectTimeout: cfg.DialTimeout,
+	})}, cfg.DialOptions...)
 	return &Conn{cfg: cfg, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
