@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -42,23 +43,11 @@ func orDash(s string) string {
 
 func newFrameworkCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "framework", Short: "Act on a framework"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "teardown ID",
-		Short: "Remove a framework at once: its offers are rescinded and its tasks killed",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, closeConn, err := dialMaster(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			if _, err := c.TeardownFramework(ctxOf(cmd), &masterv1.TeardownFrameworkRequest{FrameworkId: args[0]}); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), args[0])
-			return nil
-		},
-	})
+	cmd.AddCommand(masterActCmd("teardown ID", "Remove a framework at once: its offers are rescinded and its tasks killed",
+		func(ctx context.Context, c masterv1.OperatorClient, id string) error {
+			_, err := c.TeardownFramework(ctx, &masterv1.TeardownFrameworkRequest{FrameworkId: id})
+			return err
+		}))
 	return cmd
 }
 

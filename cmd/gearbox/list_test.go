@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -240,5 +242,38 @@ func TestListJSONAndFlags(t *testing.T) {
 	}
 	if req := s.request("weights"); req != nil {
 		t.Errorf("weights -o yaml asked the master %v", req)
+	}
+}
+
+func (s listMaster) TeardownFramework(_ context.Context, req *masterv1.TeardownFrameworkRequest) (*masterv1.TeardownFrameworkResponse, error) {
+	s.record("teardown", req)
+	return &masterv1.TeardownFrameworkResponse{}, nil
+}
+
+func (s listMaster) MarkAgentGone(_ context.Context, req *masterv1.MarkAgentGoneRequest) (*masterv1.MarkAgentGoneResponse, error) {
+	s.record("mark-gone", req)
+	return &masterv1.MarkAgentGoneResponse{}, status.Errorf(codes.NotFound, "no agent %q", req.AgentId)
+}
+
+// The commands that have the master act on one ID send it and print it
+// once the master has acted; a refusal is the master's error, nothing printed.
+func TestMasterActOnOneID(t *testing.T) {
+	s, addr := startListServer(t)
+	got, err := runCLI(t, addr, "framework", "teardown", "f1")
+	if err != nil || got != "f1\n" {
+		t.Errorf("framework teardown f1: printed %q, %v; want the ID", got, err)
+	}
+	if req := s.request("teardown"); !proto.Equal(req, &masterv1.TeardownFrameworkRequest{FrameworkId: "f1"}) {
+		t.Errorf("teardown asked %v", req)
+	}
+	got, err = runCLI(t, addr, "agent", "mark-gone", "a9")
+	if status.Code(err) != codes.NotFound || got != "" {
+		t.Errorf("agent mark-gone a9: printed %q, %v; want the master's NotFound and nothing printed", got, err)
+	}
+	if req := s.request("mark-gone"); !proto.Equal(req, &masterv1.MarkAgentGoneRequest{AgentId: "a9"}) {
+		t.Errorf("mark-gone asked %v", req)
+	}
+	if _, err := runCLI(t, addr, "framework", "teardown"); err == nil {
+		t.Error("framework teardown without an ID was accepted")
 	}
 }

@@ -375,17 +375,25 @@ func newTaskID() string {
 }
 
 func newMarkGoneCmd() *cobra.Command {
+	return masterActCmd("mark-gone ID", "Tell the master an agent is gone for good: its tasks become TASK_GONE_BY_OPERATOR and it is refused if it returns",
+		func(ctx context.Context, c masterv1.OperatorClient, id string) error {
+			_, err := c.MarkAgentGone(ctx, &masterv1.MarkAgentGoneRequest{AgentId: id})
+			return err
+		})
+}
+
+// masterActCmd is a command that has the master act on the one ID it is
+// given, and prints the ID once it has.
+func masterActCmd(use, short string, act func(context.Context, masterv1.OperatorClient, string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "mark-gone ID",
-		Short: "Tell the master an agent is gone for good: its tasks become TASK_GONE_BY_OPERATOR and it is refused if it returns",
-		Args:  cobra.ExactArgs(1),
+		Use: use, Short: short, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, closeConn, err := dialMaster(cmd)
 			if err != nil {
 				return err
 			}
 			defer closeConn()
-			if _, err := c.MarkAgentGone(ctxOf(cmd), &masterv1.MarkAgentGoneRequest{AgentId: args[0]}); err != nil {
+			if err := act(ctxOf(cmd), c, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), args[0])
